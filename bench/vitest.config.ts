@@ -1,0 +1,21 @@
+// `npm run bench`: measurements inside workerd, printed as ratios taken in one
+// run (never compared with a fixed number of milliseconds: machines are shared).
+import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-plugin';
+import { defineConfig } from 'vitest/config';
+import { generateSigningKeys } from '../scripts/signing-key.mjs';
+
+export default defineConfig({
+  plugins: [
+    cloudflareTest({
+      wrangler: { configPath: './wrangler.toml' },
+      miniflare: {
+        bindings: {
+          TEST_MIGRATIONS: await readD1Migrations('d1-migrations/provider'),
+          SIGNING_KEYS: generateSigningKeys(),
+          PUBLIC_BASE_URL: 'http://127.0.0.1:8788',
+        },
+      },
+    }),
+  ],
+  test: { name: 'bench', include: ['bench/**/*.bench.ts'], setupFiles: ['test/setup/migrations.ts'], testTimeout: 300_000 },
+});

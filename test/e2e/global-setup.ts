@@ -1,0 +1,28 @@
+// Starts the three Workers exactly as `npm start` does, on other ports and in
+// a throwaway state folder, for the end-to-end tests to drive over HTTP.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { startCluster } from '../../scripts/dev-cluster.mjs';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    urls: { orchestrator: string; cloud: string; data: string };
+  }
+}
+
+export default async function setup(project: TestProject) {
+  const stateDir = mkdtempSync(join(tmpdir(), 'oap-e2e-'));
+  const output: string[] = [];
+  const cluster = await startCluster({ portBase: 18787, stateDir, log: (role: string, line: string) => output.push(`${role} ${line}`) }).catch(
+    (error: Error) => {
+      throw new Error(`${error.message}\n${output.join('\n')}`);
+    },
+  );
+  project.provide('urls', cluster.urls);
+  return async () => {
+    await cluster.stop();
+    rmSync(stateDir, { recursive: true, force: true });
+  };
+}

@@ -1,0 +1,169 @@
+// The audit trail core: a per-principal hash chain written by the ledger
+// object, copied to D1 by alarm, read back merged and verified.
+import { evictDurableObject, runInDurableObject } from 'cloudflare:test';
+import { env } from 'cloudflare:workers';
+import fc from 'fast-check';
+import { describe, expect, it, vi } from 'vitest';
+import { AuditChainVerifier, chainAuditEvent, GENESIS_HASH, type AuditEntry, type AuditEvent } from '../../workers/lib/audit';
+import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
+import { newId } from '../../workers/lib/ids';
+
+const testEnv = env as unknown as TestEnv;
+const freshPrincipal = () => newId('acct');
+const ledgerOf = (principal: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(principal));
+
+const entry = (i: number, extra: Partial<AuditEntry> = {}): AuditEntry => ({
+  actor: { type: 'agent', id: i % 2 ? 'agt_odd' : 'agt_even' },
+  action: 'resource.provision',
+  outcome: i % 3 ? 'succeeded' : 'refused',
+  target: `res_${i}`,
+  ...extra,
+});
+
+async function collect(iterable: AsyncIterable<AuditEvent>) {
+  const out: AuditEvent[] = [];
+  for await (const e of iterable) out.push(e);
+  return out;
+}
+
+describe('audit chain (pure)', () => {
+  it('links each event to the previous hash from the genesis hash, and verifies', () => {
+    let prev = GENESIS_HASH;
+    const verifier = new AuditChainVerifier();
+    for (let seq = 1; seq <= 5; seq++) {
+      const e = chainAuditEvent(entry(seq), { seq, prev_hash: prev, principal: 'acct_x', id: `evt_${seq}`, time: new Date(0).toISOString() });
+      expect(e.prev_hash).toBe(prev);
+      expect(e.hash).toMatch(/^[0-9a-f]{64}$/);
+      prev = e.hash;
+      verifier.push(e);
+    }
+    expect(verifier.finish({ seq: 5, hash: prev })).toEqual({ ok: true, events: 5, first_broken_seq: null });
+  });
+
+  it('names the first tampered seq whatever field of whichever event is changed (property)', () => {
+    const chain: AuditEvent[] = [];
+    let prev = GENESIS_HASH;
+    for (let seq = 1; seq <= 20; seq++) {
+      const e = chainAuditEvent(entry(seq, { amount: { amount: seq * 100, currency: 'usd' }, related: [`chg_${seq}`] }), {
+        seq,
+        prev_hash: prev,
+        principal: 'prn_p',
+        id: `evt_${seq}`,
+        time: new Date(seq * 1000).toISOString(),
+      });
+      chain.push(e);
+      prev = e.hash;
+    }
+    const fields = ['time', 'action', 'target', 'outcome', 'reason', 'amount', 'actor', 'related', 'mandate_id'] as const;
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 19 }), fc.constantFrom(...fields), fc.string({ minLength: 1 }), (index, field, noise) => {
+        const tampered = chain.map((e) => structuredClone(e));
+        const victim = tampered[index]! as unknown as Record<string, unknown>;
+        victim[field] =
+          field === 'amount' ? { amount: 1, currency: 'usd' } : field === 'actor' ? { type: 'principal', id: noise } : field === 'related' ? [noise] : `${String(victim[field])}${noise}`;
+        const verifier = new AuditChainVerifier();
+        tampered.forEach((e) => verifier.push(e));
+        expect(verifier.finish({ seq: 20, hash: prev }).first_broken_seq).toBe(index + 1);
+      }),
+    );
+  });
+});
+
+describe('principal ledger audit trail', () => {
+  it('assigns dense seqs under 100 concurrent appends and keeps one valid chain', async () => {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    const events = await Promise.all(Array.from({ length: 100 }, (_, i) => ledger.appendAuditEvent(principal, entry(i))));
+    expect(events.map((e) => e.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toEqual({ ok: true, events: 100, first_broken_seq: null });
+  });
+
+  it('copies the outbox to D1 by alarm, in order, and empties it', async () => {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    await ledger.appendAuditEvents(principal, [entry(1), entry(2), entry(3)]);
+    // The append armed the alarm for now; nothing else copies.
+    await vi.waitFor(async () => expect((await ledger.auditSnapshot()).pending).toHaveLength(0));
+    const rows = await testEnv.DB.prepare('SELECT seq FROM audit_events WHERE principal = ?1 ORDER BY seq').bind(principal).all<{ seq: number }>();
+    expect(rows.results.map((r) => r.seq)).toEqual([1, 2, 3]);
+  });
+
+  it('loses no event while D1 refuses writes: the alarm retries until D1 has them', async () => {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    const failedAttempts = () =>
+      runInDurableObject(ledger, (_, state) => Number(state.storage.sql.exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'retry:audit_outbox'`).toArray()[0]?.value ?? 0));
+    await testEnv.DB.exec('CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, "d1 down"); END');
+    try {
+      await ledger.appendAuditEvents(principal, [entry(1), entry(2)]);
+      await vi.waitFor(async () => expect(await failedAttempts()).toBeGreaterThanOrEqual(1));
+      expect((await ledger.auditSnapshot()).pending).toHaveLength(2);
+      // A reader still sees both events, from the object, while D1 lags.
+      expect((await collect(auditEvents(ledger, testEnv.DB, principal, 0))).map((e) => e.seq)).toEqual([1, 2]);
+    } finally {
+      await testEnv.DB.exec('DROP TRIGGER refuse_audit');
+    }
+    await vi.waitFor(async () => expect((await ledger.auditSnapshot()).pending).toHaveLength(0), { timeout: 10_000, interval: 200 });
+    expect(await failedAttempts()).toBe(0);
+    expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toMatchObject({ ok: true, events: 2 });
+  });
+
+  it('continues the same chain after the object is evicted from memory', async () => {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    await ledger.appendAuditEvents(principal, [entry(1), entry(2)]);
+    await evictDurableObject(ledger);
+    const third = await ledger.appendAuditEvent(principal, entry(3));
+    expect(third.seq).toBe(3);
+    expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toMatchObject({ ok: true, events: 3 });
+  });
+
+  it('refuses to record events of another principal in a ledger', async () => {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    await ledger.appendAuditEvent(principal, entry(1));
+    await runInDurableObject(ledger, (instance) => {
+      expect(() => instance.appendAuditEvent('acct_someone_else', entry(2))).toThrow(/asked to record/);
+    });
+    expect((await ledger.auditHead()).seq).toBe(1);
+  });
+
+  it('exports merged from D1 and the outbox, filtered by actor, outcome and after', async () => {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    await ledger.appendAuditEvents(principal, Array.from({ length: 6 }, (_, i) => entry(i + 1)));
+    await ledger.flushAuditOutbox();
+    await ledger.appendAuditEvents(principal, Array.from({ length: 6 }, (_, i) => entry(i + 7)));
+    const all = await collect(auditEvents(ledger, testEnv.DB, principal, 0));
+    expect(all.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    const odd = await collect(auditEvents(ledger, testEnv.DB, principal, 0, { actorId: 'agt_odd' }));
+    expect(odd.map((e) => e.seq)).toEqual([1, 3, 5, 7, 9, 11]);
+    const refusedAfter4 = await collect(auditEvents(ledger, testEnv.DB, principal, 4, { outcome: 'refused' }));
+    expect(refusedAfter4.map((e) => e.seq)).toEqual([6, 9, 12]);
+  });
+
+  it('verifies a 10,000-event trail, then names the seq of a row edited in D1', async () => {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    for (let batch = 0; batch < 10; batch++) {
+      await ledger.appendAuditEvents(principal, Array.from({ length: 1000 }, (_, i) => entry(batch * 1000 + i)));
+    }
+    await ledger.flushAuditOutbox();
+    expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toEqual({ ok: true, events: 10_000, first_broken_seq: null });
+
+    await testEnv.DB.prepare(`UPDATE audit_events SET outcome = CASE outcome WHEN 'succeeded' THEN 'refused' ELSE 'succeeded' END WHERE principal = ?1 AND seq = 7341`).bind(principal).run();
+    await testEnv.DB.prepare(`UPDATE audit_events SET target = 'res_other' WHERE principal = ?1 AND seq = 7342`).bind(principal).run();
+    expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toEqual({ ok: false, events: 10_000, first_broken_seq: 7341 });
+  }, 60_000);
+
+  it('detects a deleted row, and a deleted tail against the head the object holds', async () => {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    await ledger.appendAuditEvents(principal, Array.from({ length: 10 }, (_, i) => entry(i)));
+    await ledger.flushAuditOutbox();
+    await testEnv.DB.prepare('DELETE FROM audit_events WHERE principal = ?1 AND seq >= 9').bind(principal).run();
+    expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toEqual({ ok: false, events: 8, first_broken_seq: 9 });
+    await testEnv.DB.prepare('DELETE FROM audit_events WHERE principal = ?1 AND seq = 4').bind(principal).run();
+    expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toMatchObject({ ok: false, first_broken_seq: 4 });
+  });
+});

@@ -1,0 +1,80 @@
+// Four test projects: one per Worker role running inside workerd (real D1 and
+// Durable Objects through @cloudflare/vitest-plugin), and an end-to-end project
+// in Node that starts the three Workers with wrangler dev and drives them over HTTP.
+import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-plugin';
+import { defineConfig } from 'vitest/config';
+import { generateSigningKeys } from './scripts/signing-key.mjs';
+
+const providerMigrations = await readD1Migrations('d1-migrations/provider');
+const orchestratorMigrations = await readD1Migrations('d1-migrations/orchestrator');
+
+const LOCAL = {
+  orchestrator: 'http://127.0.0.1:8787',
+  cloud: 'http://127.0.0.1:8788',
+  data: 'http://127.0.0.1:8789',
+};
+
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: './wrangler.toml' },
+            miniflare: {
+              bindings: {
+                TEST_MIGRATIONS: providerMigrations,
+                SIGNING_KEYS: generateSigningKeys(),
+                PUBLIC_BASE_URL: LOCAL.cloud,
+                TRUSTED_ORCHESTRATORS: JSON.stringify([LOCAL.orchestrator]),
+              },
+            },
+          }),
+        ],
+        test: { name: 'provider', include: ['test/provider/**/*.test.ts', 'test/lib/**/*.test.ts'], setupFiles: ['test/setup/migrations.ts'] },
+      },
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: './wrangler.toml', environment: 'data' },
+            miniflare: {
+              bindings: {
+                TEST_MIGRATIONS: providerMigrations,
+                SIGNING_KEYS: generateSigningKeys(),
+                PUBLIC_BASE_URL: LOCAL.data,
+                TRUSTED_ORCHESTRATORS: JSON.stringify([LOCAL.orchestrator]),
+              },
+            },
+          }),
+        ],
+        test: { name: 'provider-data', include: ['test/provider-data/**/*.test.ts'], setupFiles: ['test/setup/migrations.ts'] },
+      },
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: './workers/orchestrator/wrangler.toml' },
+            miniflare: {
+              bindings: {
+                TEST_MIGRATIONS: orchestratorMigrations,
+                SIGNING_KEYS: generateSigningKeys(),
+                PUBLIC_BASE_URL: LOCAL.orchestrator,
+                PROVIDERS: JSON.stringify([LOCAL.cloud, LOCAL.data]),
+              },
+            },
+          }),
+        ],
+        test: { name: 'orchestrator', include: ['test/orchestrator/**/*.test.ts'], setupFiles: ['test/setup/migrations.ts'] },
+      },
+      {
+        test: {
+          name: 'e2e',
+          environment: 'node',
+          include: ['test/e2e/**/*.test.ts'],
+          globalSetup: ['test/e2e/global-setup.ts'],
+          testTimeout: 30_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
+  },
+});

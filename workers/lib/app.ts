@@ -1,0 +1,132 @@
+// The HTTP shell every role shares: request ids, body limits, one place that
+// maps validation errors and one that maps thrown errors to problem+json,
+// 404/405 for paths and methods no route serves, and /openapi.json.
+import { OpenAPIHono, type Hook } from '@hono/zod-openapi';
+import type { Context, Env as HonoEnv, MiddlewareHandler } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import { ProblemError, problemResponse } from './problem';
+
+/** PROTOCOL.md Conventions: bodies over 1 MiB are refused. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+export type RoleVariables = { requestId: string };
+export type RoleEnv<Bindings> = { Bindings: Bindings; Variables: RoleVariables };
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Validation failures become 422 with each failing path as a JSON Pointer. */
+export const validationHook: Hook<unknown, HonoEnv, string, unknown> = (result, c) => {
+  if (result.success) return;
+  const errors = result.error.issues.map((issue) => ({
+    path: '/' + issue.path.map((p) => String(p).replaceAll('~', '~0').replaceAll('/', '~1')).join('/'),
+    message: issue.message,
+  }));
+  const first = errors[0];
+  const where = result.target === 'json' || result.target === 'form' ? 'body' : result.target;
+  throw new ProblemError(422, 'invalid_request', `The request ${where} is invalid${first ? `: ${first.path} ${first.message}` : ''}.`, {
+    errors,
+  });
+};
+
+export function createRoleApp<Bindings extends object>() {
+  const app = new OpenAPIHono<RoleEnv<Bindings>>({ defaultHook: validationHook as never });
+
+  app.use('*', async (c, next) => {
+    const incoming = c.req.header('x-request-id');
+    const requestId = incoming && REQUEST_ID.test(incoming) ? incoming : `req_${crypto.randomUUID().replaceAll('-', '')}`;
+    c.set('requestId', requestId);
+    await next();
+    c.res.headers.set('X-Request-Id', requestId);
+  });
+
+  app.use(
+    '*',
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => {
+        throw new ProblemError(413, 'payload_too_large', `Request bodies are limited to ${MAX_BODY_BYTES} bytes.`);
+      },
+    }),
+  );
+
+  app.onError((error, c) => {
+    const requestId = c.get('requestId');
+    if (error instanceof ProblemError) return problemResponse(error, requestId);
+    if (error instanceof HTTPException && error.status < 500) {
+      // Hono's validators throw 400 for a body that does not parse as JSON or form data.
+      return problemResponse(new ProblemError(error.status, 'invalid_request', error.message || 'The request is malformed.'), requestId);
+    }
+    console.error(JSON.stringify({ level: 'error', request_id: requestId, message: String(error), stack: (error as Error)?.stack }));
+    return problemResponse(new ProblemError(500, 'internal_error', 'The server failed to handle the request.'), requestId);
+  });
+
+  app.notFound((c) => {
+    const allowed = allowedMethods(app, c.req.path);
+    if (allowed.length > 0) {
+      return problemResponse(
+        new ProblemError(405, 'method_not_allowed', `${c.req.method} is not allowed on ${c.req.path}.`, { allow: allowed }, { Allow: allowed.join(', ') }),
+        c.get('requestId'),
+      );
+    }
+    return problemResponse(new ProblemError(404, 'not_found', `No resource at ${c.req.path}.`), c.get('requestId'));
+  });
+
+  return app;
+}
+
+/** Publishes the role's OpenAPI 3.1 document, generated from the route schemas. */
+export function serveOpenApiDocument(app: OpenAPIHono<any>, info: { title: string; version: string; description: string }, baseUrl: (c: Context) => string) {
+  app.get('/openapi.json', (c) =>
+    c.json(
+      app.getOpenAPI31Document({
+        openapi: '3.1.0',
+        info,
+        servers: [{ url: baseUrl(c) }],
+      }),
+    ),
+  );
+}
+
+const methodsCache = new WeakMap<object, { method: string; pattern: RegExp }[]>();
+
+/** The methods some route serves at `path`, for 405 and `Allow` (RFC 9110 §15.5.6). */
+export function allowedMethods(app: OpenAPIHono<any>, path: string): string[] {
+  let routes = methodsCache.get(app);
+  if (!routes) {
+    routes = app.routes
+      .filter((r) => r.method !== 'ALL')
+      .map((r) => ({ method: r.method, pattern: routePattern(r.path) }));
+    methodsCache.set(app, routes);
+  }
+  const methods = new Set(routes.filter((r) => r.pattern.test(path)).map((r) => r.method));
+  if (methods.has('GET')) methods.add('HEAD');
+  return [...methods].sort();
+}
+
+function routePattern(path: string): RegExp {
+  const source = path
+    .split('/')
+    .map((segment) => (segment.startsWith(':') ? '[^/]+' : segment === '*' ? '.*' : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .join('/');
+  return new RegExp(`^${source}/?$`);
+}
+
+/**
+ * Route middleware that refuses a body of the wrong media type with 415 before
+ * validation. It runs after the route's authentication middleware, so an
+ * unauthenticated caller learns nothing about the body rules.
+ */
+export function acceptBody(...mediaTypes: ('json' | 'form')[]): MiddlewareHandler {
+  return async (c, next) => {
+    const contentType = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+    const ok =
+      (mediaTypes.includes('json') && (contentType === 'application/json' || contentType.endsWith('+json'))) ||
+      (mediaTypes.includes('form') && (contentType === 'application/x-www-form-urlencoded' || contentType === 'multipart/form-data'));
+    if (!ok) {
+      const expected = mediaTypes.map((t) => (t === 'json' ? 'application/json' : 'application/x-www-form-urlencoded')).join(' or ');
+      throw new ProblemError(415, 'unsupported_media_type', `The request body must be ${expected}.`);
+    }
+    await next();
+  };
+}

@@ -1,0 +1,124 @@
+// RFC 9457 problem details: the one error shape of every OAP endpoint but the
+// OAuth ones (which keep RFC 6749's). Domain code throws ProblemError with a
+// stable `code`; the app's onError turns it into a response.
+import { z } from '@hono/zod-openapi';
+
+/** The stable, machine-readable codes of PROTOCOL.md "Codes". */
+export const problemCodes = [
+  'invalid_request',
+  'invalid_parameters',
+  'unauthorized',
+  'invalid_token',
+  'insufficient_scope',
+  'human_required',
+  'agent_revoked',
+  'provider_not_in_scope',
+  'out_of_scope',
+  'mandate_inactive',
+  'spend_limit_exceeded',
+  'velocity_limited',
+  'domain_unavailable',
+  'domain_protected',
+  'not_found',
+  'method_not_allowed',
+  'payload_too_large',
+  'unsupported_media_type',
+  'idempotency_key_required',
+  'idempotency_key_reused',
+  'idempotency_request_in_progress',
+  'invalid_signature',
+  'replayed',
+  'slow_down',
+  'account_link_required',
+  'rate_limited',
+  'csrf_failed',
+  'reauthentication_required',
+  'invalid_user_code',
+  'display_changed',
+  'price_changed',
+  'charge_voided',
+  // Not in PROTOCOL.md's list: a server fault that is not the caller's doing.
+  'internal_error',
+] as const;
+
+export type ProblemCode = (typeof problemCodes)[number];
+
+const titles: Partial<Record<number, string>> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  402: 'Payment Required',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  409: 'Conflict',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  422: 'Unprocessable Content',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+export const ProblemSchema = z
+  .object({
+    type: z.string().openapi({ example: 'https://oap.dev/problems/not_found' }),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string(),
+    code: z.enum(problemCodes),
+    instance: z.string().optional().openapi({ description: 'The request id of the failed request.' }),
+    errors: z
+      .array(z.object({ path: z.string(), message: z.string() }))
+      .optional()
+      .openapi({ description: 'For 422: each failing input, as a JSON Pointer and a message.' }),
+  })
+  .catchall(z.unknown())
+  .openapi('Problem');
+
+export type Problem = z.infer<typeof ProblemSchema>;
+
+/** A refusal with a stable code. `extra` members go into the problem body (e.g. `limit`, `allow`). */
+export class ProblemError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: ProblemCode,
+    readonly detail: string,
+    readonly extra: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(detail);
+    this.name = 'ProblemError';
+  }
+}
+
+export function problemBody(status: number, code: ProblemCode, detail: string, extra: Record<string, unknown> = {}): Problem {
+  return {
+    type: `https://oap.dev/problems/${code}`,
+    title: titles[status] ?? 'Error',
+    status,
+    detail,
+    code,
+    ...extra,
+  };
+}
+
+export function problemResponse(error: ProblemError, requestId?: string): Response {
+  const body = problemBody(error.status, error.code, error.detail, {
+    ...error.extra,
+    ...(requestId ? { instance: requestId } : {}),
+  });
+  return new Response(JSON.stringify(body), {
+    status: error.status,
+    headers: { 'content-type': 'application/problem+json', ...error.headers },
+  });
+}
+
+/** Shared response entries for route definitions, so every route documents its problem answers. */
+export function problemResponses(...statuses: number[]) {
+  return Object.fromEntries(
+    statuses.map((status) => [
+      status,
+      { description: titles[status] ?? 'Error', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    ]),
+  );
+}

@@ -1,0 +1,85 @@
+// GET /v1/audit and GET /v1/audit/verify, the same on every role. Each role
+// supplies how a request is authenticated as a reader of one trail.
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { createMiddleware } from 'hono/factory';
+import { auditEvents, auditJsonLines, verifyAuditTrail, type AuditSource } from '../audit-trail';
+import { outcomes } from '../audit';
+import { problemResponses } from '../problem';
+
+export type AuditReader = {
+  principal: string;
+  ledger: AuditSource;
+  db: D1Database;
+  /** An agent reads only its own events (PROTOCOL.md §4). */
+  onlyActor?: string;
+};
+
+const AuditQuerySchema = z.object({
+  after: z.coerce.number().int().nonnegative().default(0).openapi({ description: 'Return events with a greater seq.' }),
+  agent: z.string().optional().openapi({ description: 'Only events whose actor is this agent.' }),
+  mandate: z.string().optional(),
+  action: z.string().optional(),
+  outcome: z.enum(outcomes).optional(),
+  since: z.string().datetime().optional(),
+  until: z.string().datetime().optional(),
+});
+
+export const AuditVerificationSchema = z
+  .object({ ok: z.boolean(), events: z.number().int(), first_broken_seq: z.number().int().nullable() })
+  .openapi('AuditVerification');
+
+const exportRoute = createRoute({
+  method: 'get',
+  path: '/v1/audit',
+  summary: "Export the caller's audit trail as JSON Lines",
+  request: { query: AuditQuerySchema },
+  responses: {
+    200: { description: 'One AuditEvent per line, in seq order', content: { 'application/jsonl': { schema: z.string() } } },
+    ...problemResponses(401, 422),
+  },
+});
+
+const verifyRoute = createRoute({
+  method: 'get',
+  path: '/v1/audit/verify',
+  summary: "Recompute the caller's audit hash chain",
+  responses: {
+    200: { description: 'The verdict', content: { 'application/json': { schema: AuditVerificationSchema } } },
+    ...problemResponses(401),
+  },
+});
+
+type AuditVariables = { auditReader: AuditReader };
+
+export function auditRoutes(authenticate: (c: Context) => Promise<AuditReader>) {
+  const app = new OpenAPIHono<{ Variables: AuditVariables }>();
+  const requireReader = createMiddleware<{ Variables: AuditVariables }>(async (c, next) => {
+    c.set('auditReader', await authenticate(c));
+    await next();
+  });
+
+  app.openapi({ ...exportRoute, middleware: [requireReader] }, (c) => {
+    const reader = c.get('auditReader');
+    const q = c.req.valid('query');
+    const headers = { 'content-type': 'application/jsonl', 'cache-control': 'no-store' };
+    // An agent asking for another actor's events gets none, not an error that confirms they exist.
+    if (reader.onlyActor && q.agent && q.agent !== reader.onlyActor) return c.body('', 200, headers) as never;
+    const events = auditEvents(reader.ledger, reader.db, reader.principal, q.after, {
+      actorId: reader.onlyActor ?? q.agent,
+      mandateId: q.mandate,
+      action: q.action,
+      outcome: q.outcome,
+      since: q.since,
+      until: q.until,
+    });
+    // JSON Lines is not JSON: the typed c.json() does not apply.
+    return c.body(auditJsonLines(events), 200, headers) as never;
+  });
+
+  app.openapi({ ...verifyRoute, middleware: [requireReader] }, async (c) => {
+    const reader = c.get('auditReader');
+    return c.json(await verifyAuditTrail(reader.ledger, reader.db, reader.principal), 200);
+  });
+  return app;
+}
