@@ -8,6 +8,9 @@ import { generateSigningKeys } from './scripts/signing-key.mjs';
 const providerMigrations = await readD1Migrations('d1-migrations/provider');
 const orchestratorMigrations = await readD1Migrations('d1-migrations/orchestrator');
 
+// Tests never read the developer's .dev.vars: every variable .dev.vars could set is given here.
+const testSecrets = () => ({ SIGNING_KEYS: generateSigningKeys(), PASSWORD_PEPPER: 'test-pepper-not-secret-0123456789', DEV_SEED: 'false' });
+
 const LOCAL = {
   orchestrator: 'http://127.0.0.1:8787',
   cloud: 'http://127.0.0.1:8788',
@@ -24,7 +27,7 @@ export default defineConfig({
             miniflare: {
               bindings: {
                 TEST_MIGRATIONS: providerMigrations,
-                SIGNING_KEYS: generateSigningKeys(),
+                ...testSecrets(),
                 PUBLIC_BASE_URL: LOCAL.cloud,
                 TRUSTED_ORCHESTRATORS: JSON.stringify([LOCAL.orchestrator]),
               },
@@ -40,7 +43,7 @@ export default defineConfig({
             miniflare: {
               bindings: {
                 TEST_MIGRATIONS: providerMigrations,
-                SIGNING_KEYS: generateSigningKeys(),
+                ...testSecrets(),
                 PUBLIC_BASE_URL: LOCAL.data,
                 TRUSTED_ORCHESTRATORS: JSON.stringify([LOCAL.orchestrator]),
               },
@@ -56,9 +59,12 @@ export default defineConfig({
             miniflare: {
               bindings: {
                 TEST_MIGRATIONS: orchestratorMigrations,
-                SIGNING_KEYS: generateSigningKeys(),
+                ...testSecrets(),
                 PUBLIC_BASE_URL: LOCAL.orchestrator,
-                PROVIDERS: JSON.stringify([LOCAL.cloud, LOCAL.data]),
+                PROVIDERS: JSON.stringify([
+                  { id: 'cloud', name: 'OAP Cloud', url: LOCAL.cloud },
+                  { id: 'data', name: 'OAP Data', url: LOCAL.data },
+                ]),
               },
             },
           }),

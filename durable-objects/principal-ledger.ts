@@ -1,34 +1,30 @@
 // One object per principal (at the orchestrator) or per account (at a
 // provider): the single writer of everything that must not interleave for it.
-// This file holds the audit chain and its outbox to D1, idempotency records
-// and the one alarm that drives every deferred task. Money arrives with the
-// payment issue and follows the same rule: one synchronous transaction, no await.
+// Every decision is one synchronous transaction, with no await inside, that
+// also appends the audit event describing it. Deferred work (the copy of the
+// audit outbox to D1, events owed to providers, sweeps) runs from one alarm.
 import { DurableObject } from 'cloudflare:workers';
-import { chainAuditEvent, GENESIS_HASH, type AuditEntry, type AuditEvent } from '../workers/lib/audit';
+import type { JWK } from 'jose';
+import { chainAuditEvent, type AuditEntry, type AuditEvent } from '../workers/lib/audit';
 import { insertAuditEvents } from '../workers/lib/audit-store';
 import { newId } from '../workers/lib/ids';
+import { deliverProviderEvent, type ProviderEventEnv } from '../workers/orchestrator/provider-events';
+import type { LedgerTask, LedgerTx } from './ledger/context';
+import * as idempotency from './ledger/idempotency';
+import * as mandates from './ledger/mandates';
+import { consumeNonce, NONCE_SWEEP_MS, sweepNonces } from './ledger/nonces';
+import { LEDGER_MIGRATIONS } from './ledger/schema';
+import * as tokens from './ledger/tokens';
 
-export type LedgerEnv = { DB: D1Database };
+export type LedgerEnv = { DB: D1Database } & Partial<ProviderEventEnv>;
+export type { IdempotencyStart, StoredResponse } from './ledger/idempotency';
+export type { StoredAgent, StoredMandate, MandateTerms, Approval, Actor } from './ledger/mandates';
 
-const SCHEMA_VERSION = 1;
 const OUTBOX_BATCH = 100;
-const OUTBOX_RETRY_MAX_MS = 60_000;
-const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
-/** A request still "in progress" after this long is presumed dead and may be retried. */
-const IDEMPOTENCY_LEASE_MS = 60_000;
-const IDEMPOTENCY_SWEEP_MS = 60 * 60 * 1000;
+const RETRY_MAX_MS = 60_000;
 
 export type AuditHead = { principal: string | null; seq: number; hash: string };
 export type AuditSnapshot = { head: AuditHead; pending: AuditEvent[] };
-
-export type StoredResponse = { status: number; headers: Record<string, string>; body: string };
-export type IdempotencyStart =
-  | { state: 'started' }
-  | { state: 'replay'; response: StoredResponse }
-  | { state: 'mismatch' }
-  | { state: 'in_progress' };
-
-type Task = 'audit_outbox' | 'idempotency_sweep';
 
 export class PrincipalLedger extends DurableObject<LedgerEnv> {
   #sql: SqlStorage;
@@ -36,14 +32,14 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   constructor(ctx: DurableObjectState, env: LedgerEnv) {
     super(ctx, env);
     this.#sql = ctx.storage.sql;
-    ctx.blockConcurrencyWhile(async () => this.#migrate());
+    void ctx.blockConcurrencyWhile(async () => this.#migrate());
   }
+
+  // ── Audit chain ───────────────────────────────────────────────────────────
 
   /** Appends events to the chain, in order, in one transaction. */
   appendAuditEvents(principal: string, entries: AuditEntry[]): AuditEvent[] {
-    const events = this.ctx.storage.transactionSync(() => this.#appendInTransaction(principal, entries));
-    this.#schedule('audit_outbox', Date.now());
-    return events;
+    return this.#transaction(principal, (tx) => entries.map((e) => tx.audit(e)));
   }
 
   appendAuditEvent(principal: string, entry: AuditEntry): AuditEvent {
@@ -72,9 +68,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   /** Copies the outbox to D1 now (the alarm does the same); returns how many events remain. */
   async flushAuditOutbox(): Promise<number> {
     for (;;) {
-      const batch = this.#sql
-        .exec<{ seq: number; event: string }>('SELECT seq, event FROM audit_outbox ORDER BY seq LIMIT ?', OUTBOX_BATCH)
-        .toArray();
+      const batch = this.#sql.exec<{ seq: number; event: string }>('SELECT seq, event FROM audit_outbox ORDER BY seq LIMIT ?', OUTBOX_BATCH).toArray();
       if (batch.length === 0) return 0;
       await insertAuditEvents(
         this.env.DB,
@@ -84,62 +78,104 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     }
   }
 
-  beginIdempotentRequest(scope: string, key: string, fingerprint: string): IdempotencyStart {
-    const now = Date.now();
-    const result = this.ctx.storage.transactionSync((): IdempotencyStart => {
-      const row = this.#sql
-        .exec<{ fingerprint: string; state: string; status: number | null; headers: string | null; body: string | null; expires_at: number }>(
-          'SELECT fingerprint, state, status, headers, body, expires_at FROM idempotency WHERE scope = ? AND key = ?',
-          scope,
-          key,
-        )
-        .toArray()[0];
-      const live = row && row.expires_at > now;
-      if (live && row.fingerprint !== fingerprint) return { state: 'mismatch' };
-      if (live && row.state === 'completed') {
-        return { state: 'replay', response: { status: row.status!, headers: JSON.parse(row.headers!), body: row.body! } };
-      }
-      if (live && row.state === 'in_progress') return { state: 'in_progress' };
-      this.#sql.exec(
-        `INSERT INTO idempotency (scope, key, fingerprint, state, created_at, expires_at) VALUES (?, ?, ?, 'in_progress', ?, ?)
-         ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, state = 'in_progress', status = NULL,
-           headers = NULL, body = NULL, created_at = excluded.created_at, expires_at = excluded.expires_at`,
-        scope,
-        key,
-        fingerprint,
-        now,
-        now + IDEMPOTENCY_LEASE_MS,
-      );
-      return { state: 'started' };
-    });
-    this.#schedule('idempotency_sweep', now + IDEMPOTENCY_SWEEP_MS);
-    return result;
+  // ── Idempotency records ──────────────────────────────────────────────────
+
+  beginIdempotentRequest(scope: string, key: string, fingerprint: string): idempotency.IdempotencyStart {
+    return this.#transaction(null, (tx) => idempotency.begin(tx, scope, key, fingerprint));
   }
 
-  /** Records the response a key will replay for 24 h. The caller has already removed credentials. */
-  completeIdempotentRequest(scope: string, key: string, fingerprint: string, response: StoredResponse): void {
-    this.#sql.exec(
-      `UPDATE idempotency SET state = 'completed', status = ?, headers = ?, body = ?, expires_at = created_at + ?
-       WHERE scope = ? AND key = ? AND fingerprint = ?`,
-      response.status,
-      JSON.stringify(response.headers),
-      response.body,
-      IDEMPOTENCY_TTL_MS,
-      scope,
-      key,
-      fingerprint,
-    );
+  completeIdempotentRequest(scope: string, key: string, fingerprint: string, response: idempotency.StoredResponse): void {
+    idempotency.complete(this.#sql, scope, key, fingerprint, response);
   }
 
-  /** A 5xx is not remembered: the key may be retried at once. */
   abandonIdempotentRequest(scope: string, key: string, fingerprint: string): void {
-    this.#sql.exec(`DELETE FROM idempotency WHERE scope = ? AND key = ? AND fingerprint = ? AND state = 'in_progress'`, scope, key, fingerprint);
+    idempotency.abandon(this.#sql, scope, key, fingerprint);
   }
+
+  /** True when `nonce` was never seen (and is now remembered until `expiresAtMs`). */
+  consumeNonce(nonce: string, expiresAtMs: number): boolean {
+    return this.#transaction(null, (tx) => consumeNonce(tx, nonce, expiresAtMs));
+  }
+
+  // ── Agents and mandates (orchestrator) ───────────────────────────────────
+
+  registerAgent(principal: string, input: { agent_id: string; name: string; public_jwk: JWK; key_thumbprint: string }) {
+    return this.#transaction(principal, (tx) => mandates.registerAgent(tx, { ...input, via: 'principal' }, { type: 'principal', id: principal }));
+  }
+
+  authenticateAgent(principal: string, agentId: string, proofJti: string, action: string) {
+    return this.#transaction(principal, (tx) => mandates.authenticateAgent(tx, agentId, proofJti, action));
+  }
+
+  revokeAgent(principal: string, agentId: string, actor: mandates.Actor) {
+    return this.#transaction(principal, (tx) => mandates.revokeAgent(tx, agentId, actor));
+  }
+
+  getAgent(agentId: string) {
+    return mandates.getAgent(this.#sql, agentId);
+  }
+
+  listAgents() {
+    return mandates.listAgents(this.#sql);
+  }
+
+  createMandate(principal: string, input: Parameters<typeof mandates.createMandate>[1]) {
+    return this.#transaction(principal, (tx) => mandates.createMandate(tx, input));
+  }
+
+  getMandate(mandateId: string) {
+    return mandates.getMandate(this.#sql, mandateId, Date.now());
+  }
+
+  listMandates(agentId?: string) {
+    return mandates.listMandates(this.#sql, Date.now(), agentId);
+  }
+
+  pollMandate(principal: string, mandateId: string, agentId: string, intervalS: number) {
+    return this.#transaction(principal, (tx) => mandates.pollMandate(tx, mandateId, agentId, intervalS));
+  }
+
+  approveMandate(principal: string, mandateId: string, approval: mandates.Approval) {
+    return this.#transaction(principal, (tx) => mandates.approveMandate(tx, mandateId, approval, { type: 'principal', id: principal }));
+  }
+
+  approveFirstContact(principal: string, input: Parameters<typeof mandates.approveFirstContact>[1]) {
+    return this.#transaction(principal, (tx) => mandates.approveFirstContact(tx, input, { type: 'principal', id: principal }));
+  }
+
+  denyMandate(principal: string, mandateId: string) {
+    return this.#transaction(principal, (tx) => mandates.denyMandate(tx, mandateId, { type: 'principal', id: principal }));
+  }
+
+  revokeMandate(principal: string, mandateId: string) {
+    return this.#transaction(principal, (tx) => mandates.revokeMandate(tx, mandateId, { type: 'principal', id: principal }));
+  }
+
+  authorizeAttestation(principal: string, input: Parameters<typeof mandates.authorizeAttestation>[1]) {
+    return this.#transaction(principal, (tx) => mandates.authorizeAttestation(tx, input));
+  }
+
+  /** Events owed to providers and not yet acknowledged (for operators and tests). */
+  pendingProviderEvents() {
+    return mandates.dueProviderEvents(this.#sql, Number.MAX_SAFE_INTEGER);
+  }
+
+  // ── Tokens (provider) ────────────────────────────────────────────────────
+
+  recordTokenIssue(account: string, issue: tokens.TokenIssue) {
+    return this.#transaction(account, (tx) => tokens.recordTokenIssue(tx, issue));
+  }
+
+  recordRefusal(principal: string, refusal: Parameters<typeof tokens.recordRefusal>[1]) {
+    this.#transaction(principal, (tx) => tokens.recordRefusal(tx, refusal));
+  }
+
+  // ── The alarm ────────────────────────────────────────────────────────────
 
   /** Runs every due task once; each task is idempotent because alarms run at least once. */
   override async alarm(): Promise<void> {
     const now = Date.now();
-    const due = this.#sql.exec<{ task: Task }>('SELECT task FROM schedule WHERE due_at <= ?', now).toArray();
+    const due = this.#sql.exec<{ task: LedgerTask }>('SELECT task FROM schedule WHERE due_at <= ?', now).toArray();
     for (const { task } of due) {
       this.#sql.exec('DELETE FROM schedule WHERE task = ? AND due_at <= ?', task, now);
       try {
@@ -148,7 +184,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       } catch (error) {
         const attempts = Number(this.#getMeta(`retry:${task}`) ?? '0') + 1;
         this.#setMeta(`retry:${task}`, String(attempts));
-        const delay = Math.min(OUTBOX_RETRY_MAX_MS, 500 * 2 ** attempts);
+        const delay = Math.min(RETRY_MAX_MS, 500 * 2 ** attempts);
         console.warn(JSON.stringify({ level: 'warn', message: `ledger task ${task} failed, retrying`, attempts, error: String(error) }));
         this.#scheduleRow(task, Date.now() + delay);
       }
@@ -156,50 +192,96 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     await this.#armAlarm();
   }
 
-  async #runTask(task: Task): Promise<void> {
+  async #runTask(task: LedgerTask): Promise<void> {
     switch (task) {
       case 'audit_outbox':
         await this.flushAuditOutbox();
         return;
-      case 'idempotency_sweep': {
-        this.#sql.exec('DELETE FROM idempotency WHERE expires_at <= ?', Date.now());
-        const left = this.#sql.exec<{ n: number }>('SELECT COUNT(*) AS n FROM idempotency').one().n;
-        if (left > 0) this.#scheduleRow('idempotency_sweep', Date.now() + IDEMPOTENCY_SWEEP_MS);
+      case 'idempotency_sweep':
+        if (idempotency.sweep(this.#sql, Date.now()) > 0) this.#scheduleRow(task, Date.now() + idempotency.SWEEP_MS);
         return;
-      }
+      case 'nonce_sweep':
+        if (sweepNonces(this.#sql, Date.now()) > 0) this.#scheduleRow(task, Date.now() + NONCE_SWEEP_MS);
+        return;
+      case 'provider_events':
+        await this.#deliverProviderEvents();
+        return;
     }
   }
 
-  #appendInTransaction(principal: string, entries: AuditEntry[]): AuditEvent[] {
+  /** §2.5: each event is signed and posted until the provider answers 2xx; every attempt is audited. */
+  async #deliverProviderEvents(): Promise<void> {
+    const principal = this.auditHead().principal;
+    for (const event of mandates.dueProviderEvents(this.#sql, Date.now())) {
+      let outcome: { delivered: boolean; detail: string };
+      try {
+        outcome = await deliverProviderEvent(this.env as ProviderEventEnv, principal ?? 'unknown', event);
+      } catch (error) {
+        outcome = { delivered: false, detail: String(error) };
+      }
+      this.#transaction(principal, (tx) => {
+        tx.audit({
+          actor: { type: 'orchestrator', id: 'self' },
+          action: 'provider_event.deliver',
+          target: event.provider_id,
+          outcome: outcome.delivered ? 'succeeded' : 'failed',
+          reason: outcome.delivered ? null : outcome.detail.slice(0, 200),
+          mandate_id: typeof event.payload.mandate_id === 'string' ? event.payload.mandate_id : null,
+          related: [event.type],
+        });
+        if (outcome.delivered) tx.sql.exec('DELETE FROM provider_events WHERE id = ?', event.id);
+        else {
+          const backoff = Math.min(60 * 60 * 1000, 1000 * 2 ** Math.min(event.attempts, 12));
+          tx.sql.exec('UPDATE provider_events SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?', Date.now() + backoff, event.id);
+        }
+      });
+    }
+    const next = mandates.nextProviderEventDue(this.#sql);
+    if (next !== null) this.#scheduleRow('provider_events', next);
+  }
+
+  // ── Plumbing ─────────────────────────────────────────────────────────────
+
+  /**
+   * Runs `body` in one synchronous transaction with the audit chain of
+   * `principal` (null for work that writes no event), then points the alarm
+   * at the earliest due task.
+   */
+  #transaction<T>(principal: string | null, body: (tx: LedgerTx) => T): T {
+    let scheduled = false;
+    const result = this.ctx.storage.transactionSync(() => {
+      const tx: LedgerTx = {
+        sql: this.#sql,
+        now: Date.now(),
+        audit: (entry) => {
+          if (principal === null) throw new Error('this ledger call records no audit events');
+          scheduled = true;
+          this.#scheduleRow('audit_outbox', Date.now());
+          return this.#append(principal, entry);
+        },
+        schedule: (task, dueAt) => {
+          scheduled = true;
+          this.#scheduleRow(task, dueAt);
+        },
+      };
+      return body(tx);
+    });
+    if (scheduled) void this.#armAlarm();
+    return result;
+  }
+
+  #append(principal: string, entry: AuditEntry): AuditEvent {
     const head = this.auditHead();
     if (head.principal === null) this.#sql.exec('UPDATE audit_head SET principal = ?', principal);
     else if (head.principal !== principal) throw new Error(`ledger of ${head.principal} asked to record for ${principal}`);
-    let { seq, hash } = head;
-    const events: AuditEvent[] = [];
-    for (const entry of entries) {
-      const time = new Date().toISOString();
-      const event = chainAuditEvent(entry, { seq: seq + 1, prev_hash: hash, principal, id: newId('evt'), time });
-      this.#sql.exec('INSERT INTO audit_outbox (seq, event) VALUES (?, ?)', event.seq, JSON.stringify(event));
-      seq = event.seq;
-      hash = event.hash;
-      events.push(event);
-    }
-    this.#sql.exec('UPDATE audit_head SET seq = ?, hash = ?', seq, hash);
-    return events;
+    const event = chainAuditEvent(entry, { seq: head.seq + 1, prev_hash: head.hash, principal, id: newId('evt'), time: new Date().toISOString() });
+    this.#sql.exec('INSERT INTO audit_outbox (seq, event) VALUES (?, ?)', event.seq, JSON.stringify(event));
+    this.#sql.exec('UPDATE audit_head SET seq = ?, hash = ?', event.seq, event.hash);
+    return event;
   }
 
-  /** Keeps the earliest due time per task and points the one alarm at the earliest of all. */
-  #schedule(task: Task, dueAt: number): void {
-    this.#scheduleRow(task, dueAt);
-    void this.#armAlarm();
-  }
-
-  #scheduleRow(task: Task, dueAt: number): void {
-    this.#sql.exec(
-      'INSERT INTO schedule (task, due_at) VALUES (?, ?) ON CONFLICT (task) DO UPDATE SET due_at = MIN(due_at, excluded.due_at)',
-      task,
-      dueAt,
-    );
+  #scheduleRow(task: LedgerTask, dueAt: number): void {
+    this.#sql.exec('INSERT INTO schedule (task, due_at) VALUES (?, ?) ON CONFLICT (task) DO UPDATE SET due_at = MIN(due_at, excluded.due_at)', task, dueAt);
   }
 
   async #armAlarm(): Promise<void> {
@@ -219,20 +301,11 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   #migrate(): void {
     this.#sql.exec('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)');
     const version = Number(this.#getMeta('schema_version') ?? '0');
-    if (version >= SCHEMA_VERSION) return;
-    this.ctx.storage.transactionSync(() => {
-      this.#sql.exec(`
-        CREATE TABLE IF NOT EXISTS audit_head (
-          only INTEGER PRIMARY KEY CHECK (only = 1), principal TEXT, seq INTEGER NOT NULL, hash TEXT NOT NULL);
-        INSERT OR IGNORE INTO audit_head (only, principal, seq, hash) VALUES (1, NULL, 0, '${GENESIS_HASH}');
-        CREATE TABLE IF NOT EXISTS audit_outbox (seq INTEGER PRIMARY KEY, event TEXT NOT NULL);
-        CREATE TABLE IF NOT EXISTS schedule (task TEXT PRIMARY KEY, due_at INTEGER NOT NULL);
-        CREATE TABLE IF NOT EXISTS idempotency (
-          scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL, state TEXT NOT NULL,
-          status INTEGER, headers TEXT, body TEXT, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
-          PRIMARY KEY (scope, key));
-      `);
-      this.#setMeta('schema_version', String(SCHEMA_VERSION));
-    });
+    for (let v = version; v < LEDGER_MIGRATIONS.length; v++) {
+      this.ctx.storage.transactionSync(() => {
+        this.#sql.exec(LEDGER_MIGRATIONS[v]!);
+        this.#setMeta('schema_version', String(v + 1));
+      });
+    }
   }
 }

@@ -51,7 +51,7 @@ export function ensureDevVars(role) {
   };
   want('SIGNING_KEYS', generateSigningKeys);
   want('DEV_SEED', () => 'true');
-  want('SESSION_PEPPER', () => randomBytes(32).toString('base64url'));
+  want('PASSWORD_PEPPER', () => randomBytes(32).toString('base64url'));
   if (role.id === 'orchestrator') want('DEMO_PASSWORD', () => `demo-${randomBytes(6).toString('base64url')}`);
   else want('EXISTING_PASSWORD', () => `existing-${randomBytes(6).toString('base64url')}`);
   if (changed) {
@@ -66,7 +66,12 @@ export function ensureDevVars(role) {
 /** Variables that depend on where the roles listen; passed with --var so the .dev.vars stay port-free. */
 function urlVars(role, urls) {
   const vars = { PUBLIC_BASE_URL: urls[role.id] };
-  if (role.id === 'orchestrator') vars.PROVIDERS = JSON.stringify([urls.cloud, urls.data]);
+  if (role.id === 'orchestrator') {
+    vars.PROVIDERS = JSON.stringify([
+      { id: 'cloud', name: 'OAP Cloud', url: urls.cloud },
+      { id: 'data', name: 'OAP Data', url: urls.data },
+    ]);
+  }
   else vars.TRUSTED_ORCHESTRATORS = JSON.stringify([urls.orchestrator]);
   return vars;
 }

@@ -5,6 +5,7 @@ import { OpenAPIHono, type Hook } from '@hono/zod-openapi';
 import type { Context, Env as HonoEnv, MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
+import { OAuthError, oauthErrorResponse } from './oauth-error';
 import { ProblemError, problemResponse } from './problem';
 
 /** PROTOCOL.md Conventions: bodies over 1 MiB are refused. */
@@ -53,6 +54,7 @@ export function createRoleApp<Bindings extends object>() {
   app.onError((error, c) => {
     const requestId = c.get('requestId');
     if (error instanceof ProblemError) return problemResponse(error, requestId);
+    if (error instanceof OAuthError) return oauthErrorResponse(error);
     if (error instanceof HTTPException && error.status < 500) {
       // Hono's validators throw 400 for a body that does not parse as JSON or form data.
       return problemResponse(new ProblemError(error.status, 'invalid_request', error.message || 'The request is malformed.'), requestId);

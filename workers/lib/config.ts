@@ -22,6 +22,8 @@ const baseUrl = z
 const shared = {
   PUBLIC_BASE_URL: baseUrl,
   SIGNING_KEYS: z.string().optional(),
+  /** Keys password hashes (§2.0). Only `.dev.vars` or `wrangler secret put` sets it. */
+  PASSWORD_PEPPER: z.string().min(16).optional(),
   /** Only `.dev.vars` sets this: seeded accounts exist in local development alone. */
   DEV_SEED: z
     .string()
@@ -37,11 +39,16 @@ export const ProviderConfigSchema = z.object({
   CATALOG: json(CatalogSchema),
 });
 
+/** A provider the orchestrator knows: its id, base URL and OAuth issuer (its base URL unless said otherwise). */
+export const KnownProviderSchema = z
+  .object({ id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/), url: baseUrl, issuer: baseUrl.optional(), name: z.string().optional() })
+  .transform((p) => ({ ...p, issuer: p.issuer ?? p.url, name: p.name ?? p.id }));
+
 export const OrchestratorConfigSchema = z.object({
   ...shared,
   ORCHESTRATOR_ID: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
   ORCHESTRATOR_NAME: z.string().min(1),
-  PROVIDERS: json(z.array(baseUrl)),
+  PROVIDERS: json(z.array(KnownProviderSchema)),
 });
 
 export type ProviderConfig = z.infer<typeof ProviderConfigSchema>;

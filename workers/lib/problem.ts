@@ -122,3 +122,46 @@ export function problemResponses(...statuses: number[]) {
     ]),
   );
 }
+
+/** The status each code answers with when a domain refusal does not say otherwise. */
+export const statusOfCode: Record<ProblemCode, number> = {
+  invalid_request: 400,
+  invalid_parameters: 422,
+  unauthorized: 401,
+  invalid_token: 401,
+  insufficient_scope: 403,
+  human_required: 403,
+  agent_revoked: 401,
+  provider_not_in_scope: 403,
+  out_of_scope: 402,
+  mandate_inactive: 403,
+  spend_limit_exceeded: 402,
+  velocity_limited: 402,
+  domain_unavailable: 409,
+  domain_protected: 403,
+  not_found: 404,
+  method_not_allowed: 405,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  idempotency_key_required: 400,
+  idempotency_key_reused: 422,
+  idempotency_request_in_progress: 409,
+  invalid_signature: 401,
+  replayed: 401,
+  slow_down: 429,
+  account_link_required: 400,
+  rate_limited: 429,
+  csrf_failed: 403,
+  reauthentication_required: 401,
+  invalid_user_code: 403,
+  display_changed: 409,
+  price_changed: 409,
+  charge_voided: 409,
+  internal_error: 500,
+};
+
+/** Turns a refusal decided inside a ledger object into the problem it answers with. */
+export function refusalProblem(refusal: { code: string; detail: string }, status?: number): ProblemError {
+  const code = (problemCodes as readonly string[]).includes(refusal.code) ? (refusal.code as ProblemCode) : 'invalid_request';
+  return new ProblemError(status ?? statusOfCode[code], code, refusal.detail);
+}

@@ -3,18 +3,58 @@ import { createRoleApp, serveOpenApiDocument } from '../lib/app';
 import { ProblemError } from '../lib/problem';
 import { auditRoutes } from '../lib/routes/audit';
 import { jwksRoutes } from '../lib/routes/jwks';
-import { orchestratorConfig, type OrchestratorBindings } from './env';
+import { sessionRoutes } from '../lib/routes/session';
+import { readSession } from '../lib/sessions';
+import { authenticateAgent } from './agent-auth';
+import { ledgerOf, orchestratorConfig, pepperOf, sessionConfigOf, type OrchestratorBindings } from './env';
+import { approvalPages } from './pages/approval';
+import { seedDemoPrincipal } from './principals';
+import { agentRoutes } from './routes/agents';
+import { attestationRoutes } from './routes/attestations';
 import { discoveryRoutes } from './routes/discovery';
+import { mandateRoutes } from './routes/mandates';
+import { principalRoutes } from './routes/principals';
+import { principalByEmail } from './store/principals';
 
 export function createOrchestratorApp() {
   const app = createRoleApp<OrchestratorBindings>();
+  app.use('*', async (c, next) => {
+    await seedDemoPrincipal(c.env);
+    await next();
+  });
+
   app.route('/', discoveryRoutes());
   app.route('/', jwksRoutes());
   app.route(
     '/',
-    auditRoutes(async () => {
-      // Principal sessions and agent proofs arrive with the authorization issue (PROTOCOL.md §2.0, §2.4).
-      throw new ProblemError(401, 'unauthorized', 'Sign in, or prove an agent key with a DPoP proof.');
+    sessionRoutes({
+      subjectField: 'principal_id',
+      roleName: 'OAP Orchestrator',
+      db: (env: OrchestratorBindings) => env.DB,
+      config: sessionConfigOf,
+      pepper: pepperOf,
+      byEmail: (env: OrchestratorBindings, email) => principalByEmail(env.DB, email),
+      audit: (env: OrchestratorBindings, principalId, entry) => ledgerOf(env, principalId).appendAuditEvent(principalId, entry),
+    }),
+  );
+  app.route('/', principalRoutes());
+  app.route('/', agentRoutes());
+  app.route('/', mandateRoutes());
+  app.route('/', attestationRoutes());
+  app.route('/', approvalPages());
+  app.route(
+    '/',
+    auditRoutes(async (c) => {
+      const env = c.env as OrchestratorBindings;
+      // §4: a principal reads its whole trail, an agent only its own events.
+      if (c.req.header('dpop') !== undefined) {
+        const agent = await authenticateAgent(c as never, 'audit.read', false);
+        if (agent.kind !== 'agent') throw new ProblemError(401, 'invalid_signature', 'Unknown agent key.');
+        return { principal: agent.principal_id, ledger: ledgerOf(env, agent.principal_id), db: env.DB, onlyActor: agent.agent_id };
+      }
+      const session = await readSession(c, env.DB, sessionConfigOf(env));
+      if (!session) throw new ProblemError(401, 'unauthorized', 'Sign in, or prove an agent key with a DPoP proof.');
+      return { principal: session.subject_id, ledger: ledgerOf(env, session.subject_id), db: env.DB };
     }),
   );
   serveOpenApiDocument(app, { title: 'OAP orchestrator', version: '2026-11', description: 'An Open Agent Provisioning orchestrator.' }, (c) =>

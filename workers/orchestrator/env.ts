@@ -1,5 +1,6 @@
 import type { PrincipalLedger } from '../../durable-objects/principal-ledger';
 import { OrchestratorConfigSchema, readConfig, type OrchestratorConfig } from '../lib/config';
+import type { SessionConfig } from '../lib/sessions';
 
 export type OrchestratorBindings = {
   DB: D1Database;
@@ -7,9 +8,28 @@ export type OrchestratorBindings = {
   PUBLIC_BASE_URL: string;
   ORCHESTRATOR_ID: string;
   ORCHESTRATOR_NAME: string;
-  PROVIDERS: string | string[];
+  PROVIDERS: string | unknown[];
   SIGNING_KEYS?: string;
+  PASSWORD_PEPPER?: string;
   DEV_SEED?: string;
+  DEMO_PASSWORD?: string;
 };
 
 export const orchestratorConfig = (env: OrchestratorBindings): OrchestratorConfig => readConfig(OrchestratorConfigSchema, env);
+
+/** The principal's ledger object: the single writer of its agents, mandates, spend and audit chain. */
+export const ledgerOf = (env: OrchestratorBindings, principalId: string) => env.LEDGER.get(env.LEDGER.idFromName(principalId));
+
+/** Refusals nobody can be held to (a proof from no known key) go to the orchestrator's own chain. */
+export const SYSTEM_CHAIN = 'system';
+
+export const sessionConfigOf = (env: OrchestratorBindings): SessionConfig => {
+  const config = orchestratorConfig(env);
+  return { roleId: config.ORCHESTRATOR_ID, baseUrl: config.PUBLIC_BASE_URL };
+};
+
+export function pepperOf(env: OrchestratorBindings): string {
+  const pepper = orchestratorConfig(env).PASSWORD_PEPPER;
+  if (!pepper) throw new Error('PASSWORD_PEPPER is not set: run `wrangler secret put PASSWORD_PEPPER` (npm start generates one locally)');
+  return pepper;
+}

@@ -1,21 +1,63 @@
 // The provider Worker's routes. One codebase serves every provider instance;
 // the instance's id, catalog and trust list are configuration.
 import { createRoleApp, serveOpenApiDocument } from '../lib/app';
+import { ProblemError } from '../lib/problem';
 import { auditRoutes } from '../lib/routes/audit';
 import { jwksRoutes } from '../lib/routes/jwks';
-import { ProblemError } from '../lib/problem';
-import { providerConfig, type ProviderBindings } from './env';
+import { sessionRoutes } from '../lib/routes/session';
+import { readSession } from '../lib/sessions';
+import { seedExistingAccount } from './accounts';
+import { ledgerOf, pepperOf, providerConfig, sessionConfigOf, type ProviderBindings } from './env';
+import { authenticateTokenUse, TokenRefused } from './oauth/access-tokens';
 import { discoveryRoutes } from './routes/discovery';
+import { eventRoutes } from './routes/events';
+import { linkingRoutes } from './routes/linking';
+import { oauthRoutes } from './routes/oauth';
+import { humanAccountByEmail } from './store/accounts';
+
+export const WWW_AUTHENTICATE_DPOP = 'DPoP algs="EdDSA Ed25519"';
 
 export function createProviderApp() {
   const app = createRoleApp<ProviderBindings>();
+  app.use('*', async (c, next) => {
+    await seedExistingAccount(c.env);
+    await next();
+  });
+
   app.route('/', discoveryRoutes());
   app.route('/', jwksRoutes());
+  app.route('/', oauthRoutes());
+  app.route('/', eventRoutes());
   app.route(
     '/',
-    auditRoutes(async () => {
-      // Access tokens arrive with the authorization issue (PROTOCOL.md §2.3); until then no caller can read a trail.
-      throw new ProblemError(401, 'invalid_token', 'A DPoP-bound access token is required.', {}, { 'WWW-Authenticate': 'DPoP algs="EdDSA Ed25519"' });
+    sessionRoutes({
+      subjectField: 'account_id',
+      roleName: 'OAP provider',
+      db: (env: ProviderBindings) => env.DB,
+      config: sessionConfigOf,
+      pepper: pepperOf,
+      byEmail: (env: ProviderBindings, email) => humanAccountByEmail(env.DB, email),
+      audit: (env: ProviderBindings, accountId, entry) => ledgerOf(env, accountId).appendAuditEvent(accountId, entry),
+    }),
+  );
+  app.route('/', linkingRoutes());
+  app.route(
+    '/',
+    auditRoutes(async (c) => {
+      const env = c.env as ProviderBindings;
+      // §4: the account's human reads the whole trail; an agent, with its token, only its own events.
+      if (c.req.header('authorization') !== undefined) {
+        try {
+          const claims = await authenticateTokenUse(env, { authorization: c.req.header('authorization'), dpop: c.req.header('dpop'), method: c.req.method, path: c.req.path });
+          return { principal: claims.account_id, ledger: ledgerOf(env, claims.account_id), db: env.DB, onlyActor: claims.agent_id };
+        } catch (error) {
+          if (error instanceof TokenRefused) throw new ProblemError(401, 'invalid_token', error.message, {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` });
+          throw error;
+        }
+      }
+      const session = await readSession(c, env.DB, sessionConfigOf(env));
+      if (session) return { principal: session.subject_id, ledger: ledgerOf(env, session.subject_id), db: env.DB };
+      throw new ProblemError(401, 'invalid_token', 'A DPoP-bound access token is required.', {}, { 'WWW-Authenticate': WWW_AUTHENTICATE_DPOP });
     }),
   );
   serveOpenApiDocument(app, { title: 'OAP provider', version: '2026-11', description: 'An Open Agent Provisioning provider.' }, (c) =>

@@ -1,5 +1,6 @@
 import type { PrincipalLedger } from '../../durable-objects/principal-ledger';
 import { ProviderConfigSchema, readConfig, type ProviderConfig } from '../lib/config';
+import type { SessionConfig } from '../lib/sessions';
 
 export type ProviderBindings = {
   DB: D1Database;
@@ -10,7 +11,26 @@ export type ProviderBindings = {
   TRUSTED_ORCHESTRATORS: string | string[];
   CATALOG: string | object;
   SIGNING_KEYS?: string;
+  PASSWORD_PEPPER?: string;
   DEV_SEED?: string;
+  EXISTING_PASSWORD?: string;
 };
 
 export const providerConfig = (env: ProviderBindings): ProviderConfig => readConfig(ProviderConfigSchema, env);
+
+/** The account's ledger object: the single writer of its spend, single-use values and audit chain. */
+export const ledgerOf = (env: ProviderBindings, accountId: string) => env.LEDGER.get(env.LEDGER.idFromName(accountId));
+
+/** Refusals that cannot be tied to an account (a forged attestation) go to the provider's own chain. */
+export const SYSTEM_CHAIN = 'system';
+
+export const sessionConfigOf = (env: ProviderBindings): SessionConfig => {
+  const config = providerConfig(env);
+  return { roleId: config.PROVIDER_ID, baseUrl: config.PUBLIC_BASE_URL };
+};
+
+export function pepperOf(env: ProviderBindings): string {
+  const pepper = providerConfig(env).PASSWORD_PEPPER;
+  if (!pepper) throw new Error('PASSWORD_PEPPER is not set: run `wrangler secret put PASSWORD_PEPPER` (npm start generates one locally)');
+  return pepper;
+}

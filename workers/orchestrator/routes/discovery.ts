@@ -30,7 +30,7 @@ export function discoveryRoutes() {
         attestations_endpoint: `${base}/v1/attestations`,
         charges_endpoint: `${base}/v1/charges`,
         openapi: `${base}/openapi.json`,
-        providers: config.PROVIDERS,
+        providers: config.PROVIDERS.map((p) => p.url),
       },
       200,
       { 'cache-control': 'public, max-age=300' },

@@ -1,0 +1,51 @@
+// The provider side of authorization, kept in the account's ledger object:
+// single use of attestations and DPoP proofs, the agents that act on the
+// account, and the audit of each token issued or refused.
+import { iso, refuse, type LedgerTx, type Outcome } from './context';
+import { consumeNonce } from './nonces';
+
+export type TokenIssue = {
+  iss: string;
+  assertion_jti: string;
+  assertion_exp_ms: number;
+  dpop_jkt: string;
+  dpop_jti: string;
+  agent_id: string;
+  mandate_id: string;
+  token_jti: string;
+  scope: string;
+  account_created: boolean;
+};
+
+/** §2.3: the attestation's jti is never accepted twice; neither is a DPoP proof. */
+export function recordTokenIssue(tx: LedgerTx, issue: TokenIssue): Outcome<object> {
+  const actor = { type: 'agent' as const, id: issue.agent_id };
+  if (issue.account_created) {
+    tx.audit({ actor: { type: 'orchestrator', id: issue.iss }, action: 'account.create', outcome: 'succeeded', mandate_id: issue.mandate_id, related: [issue.agent_id] });
+  }
+  // Skew: an assertion is remembered past its exp for as long as its iat may lead the clock.
+  if (!consumeNonce(tx, `assertion:${issue.iss}:${issue.assertion_jti}`, issue.assertion_exp_ms + 120_000)) {
+    tx.audit({ actor, action: 'token.issue', mandate_id: issue.mandate_id, outcome: 'refused', reason: 'replayed', related: [issue.assertion_jti] });
+    return refuse('invalid_grant', 'This attestation was already used.');
+  }
+  if (!consumeNonce(tx, `dpop:${issue.dpop_jkt}:${issue.dpop_jti}`, tx.now + 5 * 60 * 1000)) {
+    tx.audit({ actor, action: 'token.issue', mandate_id: issue.mandate_id, outcome: 'refused', reason: 'replayed', related: [issue.dpop_jti] });
+    return refuse('invalid_dpop_proof', 'This DPoP proof was already used.');
+  }
+  tx.sql.exec(
+    `INSERT INTO account_agents (agent_id, jkt, iss, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)
+     ON CONFLICT (agent_id) DO UPDATE SET last_seen = excluded.last_seen, jkt = excluded.jkt`,
+    issue.agent_id,
+    issue.dpop_jkt,
+    issue.iss,
+    iso(tx.now),
+    iso(tx.now),
+  );
+  tx.audit({ actor, action: 'token.issue', mandate_id: issue.mandate_id, target: issue.token_jti, outcome: 'succeeded', related: [issue.assertion_jti] });
+  return { ok: true };
+}
+
+/** A refusal at a provider that could be tied to this account (or to the provider's own chain). */
+export function recordRefusal(tx: LedgerTx, refusal: { actor: { type: 'agent' | 'system' | 'orchestrator' | 'principal' | 'provider'; id: string }; action: string; reason: string; mandate_id?: string; related?: string[] }) {
+  tx.audit({ actor: refusal.actor, action: refusal.action, outcome: 'refused', reason: refusal.reason, mandate_id: refusal.mandate_id ?? null, related: refusal.related ?? [] });
+}

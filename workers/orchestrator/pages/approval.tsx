@@ -1,0 +1,211 @@
+// The approval page (PROTOCOL.md §2.1): a non-agentic surface where the human
+// sees, in plain words, exactly what the agent asks for, may lower the limits,
+// and approves or denies. It renders the canonical display document whose
+// hash is recorded with the approval.
+import { Hono } from 'hono';
+import type { Child } from 'hono/jsx';
+import { Layout, PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
+import { fingerprint, formatDate, formatMoney } from '../../lib/pages/format';
+import { ProblemError } from '../../lib/problem';
+import type { Session } from '../../lib/sessions';
+import { orchestratorConfig, type OrchestratorBindings } from '../env';
+import { checkUserCode, displayDocument, findMandateForPrincipal, toWire, type DisplayDocument } from '../mandates';
+import { pageSession } from '../session';
+import { principalById } from '../store/principals';
+
+const errors: Record<string, string> = {
+  invalid_user_code: 'That code does not match the one the agent shows. Check it and try again.',
+  display_changed: 'The request changed while you were reading it. Review it again.',
+  reauthentication_required: 'Approving this much needs a recent sign-in. Sign out, sign in again, and come back.',
+  mandate_inactive: 'This request can no longer be decided: it was decided already or has expired.',
+  invalid_request: 'The limits you entered are not valid: you can only lower them.',
+  not_found: 'There is no such request.',
+};
+
+function Request(props: { doc: DisplayDocument }) {
+  const { doc } = props;
+  return (
+    <>
+      <p>
+        <strong>{doc.agent.name}</strong>
+        {doc.agent.name_verified ? null : <span class="badge">name not verified</span>} asks to act for you and to spend up to{' '}
+        <strong>{formatMoney(doc.spend_limit)} a month</strong> of your money until <strong>{formatDate(doc.expires_at)}</strong>.
+      </p>
+      <p class="muted">“{doc.description}”</p>
+      <dl>
+        <dt>Agent key</dt>
+        <dd class="mono">{fingerprint(doc.agent.key_thumbprint)}</dd>
+        {doc.request_origin ? (
+          <>
+            <dt>Asked from</dt>
+            <dd class="mono">{doc.request_origin}</dd>
+          </>
+        ) : null}
+        <dt>Your email</dt>
+        <dd>{doc.share_email ? `shared with these providers: ${doc.email_shared}` : 'not shared with providers'}</dd>
+        {doc.supersedes ? (
+          <>
+            <dt>Replaces</dt>
+            <dd class="mono">{doc.supersedes}</dd>
+          </>
+        ) : null}
+      </dl>
+      <h2>Where it may spend</h2>
+      <table>
+        <thead>
+          <tr>
+            <th scope="col">Provider</th>
+            <th scope="col">Services</th>
+            <th scope="col">At most per charge</th>
+          </tr>
+        </thead>
+        <tbody>
+          {doc.providers.map((p) => (
+            <tr>
+              <td>{p.provider_name}</td>
+              <td>{p.services.join(', ')}</td>
+              <td>{p.max_per_charge ? formatMoney(p.max_per_charge) : 'no per-charge limit'}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </>
+  );
+}
+
+export function approvalPages() {
+  const app = new Hono<{ Bindings: OrchestratorBindings; Variables: { session: Session } }>();
+
+  app.get('/mandates/:id/approval', pageSession, async (c) => {
+    const session = c.get('session');
+    const principal = await principalById(c.env.DB, session.subject_id);
+    const roleName = orchestratorConfig(c.env).ORCHESTRATOR_NAME;
+    const signedIn = { label: principal?.email ?? session.subject_id, csrfToken: session.csrf_token };
+    const error = c.req.query('error');
+    const id = c.req.param('id');
+    const page = (title: string, body: Child, status: 200 | 404 = 200) =>
+      c.html(
+        <Layout title={title} roleName={roleName} signedIn={signedIn}>
+          {error ? (
+            <p class="error" role="alert">
+              {errors[error] ?? 'That did not work.'}
+            </p>
+          ) : null}
+          {body}
+        </Layout>,
+        status,
+        PAGE_SECURITY_HEADERS,
+      );
+
+    let view;
+    try {
+      view = await findMandateForPrincipal(c.env, session.subject_id, id);
+    } catch (e) {
+      if (e instanceof ProblemError && e.code === 'not_found') return page('Not found', <div class="card"><h1>No such request</h1><p>There is no request to decide at this address for your account.</p></div>, 404);
+      throw e;
+    }
+
+    const userCode = c.req.query('user_code');
+    if (view.kind === 'first_contact') {
+      let codeOk = false;
+      if (userCode) {
+        try {
+          checkUserCode(view, userCode);
+          codeOk = true;
+        } catch {
+          codeOk = false;
+        }
+      }
+      if (!codeOk) {
+        return page(
+          'Enter the code',
+          <div class="card">
+            <h1>An agent asks to act for you</h1>
+            {userCode ? <p class="error" role="alert">{errors.invalid_user_code}</p> : null}
+            <p>Type the code the agent shows you, to prove this request is the one you started.</p>
+            <form method="get" action={`/mandates/${id}/approval`}>
+              <label for="user_code">Code</label>
+              <input id="user_code" name="user_code" type="text" autocomplete="off" inputmode="text" placeholder="XXXX-XXXX" required />
+              <div class="actions">
+                <button type="submit">Continue</button>
+              </div>
+            </form>
+          </div>,
+        );
+      }
+    }
+
+    const { document, hash } = await displayDocument(c.env, session.subject_id, view);
+    const status = view.kind === 'owned' ? view.mandate.status : 'pending';
+    if (status !== 'pending') {
+      const wire = view.kind === 'owned' ? toWire(c.env, view.mandate) : null;
+      const terms = view.kind === 'owned' ? (view.mandate.approved ?? view.mandate.requested) : null;
+      return page(
+        'Mandate',
+        <div class="card">
+          <h1>
+            Mandate <span class="badge">{status}</span>
+          </h1>
+          <Request doc={document} />
+          {terms && view.kind === 'owned' && view.mandate.approved ? (
+            <p>
+              You approved up to <strong>{formatMoney(terms.spend_limit)} a month</strong>
+              {wire?.decided_at ? ` on ${formatDate(wire.decided_at)}` : ''}.
+            </p>
+          ) : null}
+          {status === 'active' ? (
+            <form method="post" action={`/v1/mandates/${id}/revoke`}>
+              <input type="hidden" name="csrf_token" value={session.csrf_token} />
+              <div class="actions">
+                <button type="submit" class="secondary">Revoke this mandate</button>
+              </div>
+            </form>
+          ) : null}
+        </div>,
+      );
+    }
+
+    return page(
+      'Approve a mandate',
+      <div class="card">
+        <h1>An agent asks for your approval</h1>
+        <Request doc={document} />
+        <form method="post" action={`/v1/mandates/${id}/approve`}>
+          <input type="hidden" name="csrf_token" value={session.csrf_token} />
+          <input type="hidden" name="display_hash" value={hash} />
+          {userCode ? <input type="hidden" name="user_code" value={userCode} /> : null}
+          <h2>Lower the limits (optional)</h2>
+          <label for="spend_limit">Monthly limit in dollars (at most {formatMoney(document.spend_limit)})</label>
+          <input id="spend_limit" name="spend_limit" type="number" min="0" step="0.01" value={(document.spend_limit.amount / 100).toFixed(2)} />
+          {document.providers.map((p) => (
+            <>
+              <label for={`max_per_charge_${p.provider}`}>
+                At most per charge at {p.provider_name}, in dollars{p.max_per_charge ? ` (at most ${formatMoney(p.max_per_charge)})` : ''}
+              </label>
+              <input
+                id={`max_per_charge_${p.provider}`}
+                name={`max_per_charge_${p.provider}`}
+                type="number"
+                min="0"
+                step="0.01"
+                value={p.max_per_charge ? (p.max_per_charge.amount / 100).toFixed(2) : ''}
+              />
+            </>
+          ))}
+          <div class="actions">
+            <button type="submit">Approve</button>
+          </div>
+        </form>
+        <form method="post" action={`/v1/mandates/${id}/deny`}>
+          <input type="hidden" name="csrf_token" value={session.csrf_token} />
+          {userCode ? <input type="hidden" name="user_code" value={userCode} /> : null}
+          <div class="actions">
+            <button type="submit" class="secondary">Deny</button>
+          </div>
+        </form>
+      </div>,
+    );
+  });
+
+  return app;
+}

@@ -1,0 +1,207 @@
+// Mandates (PROTOCOL.md §2.1): requested and polled by agents, decided and
+// revoked by principals. Approve and deny accept JSON and the approval page's form.
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { createMiddleware } from 'hono/factory';
+import { acceptBody, type RoleEnv } from '../../lib/app';
+import { ProblemError, problemResponses } from '../../lib/problem';
+import { ApproveMandateSchema, MandateRequestSchema, MandateSchema } from '../../lib/schemas/mandates';
+import { isFormRequest, readSession, type Session, type SessionVariables } from '../../lib/sessions';
+import { authenticateAgent, requireAgent, type AgentCaller, type AgentVariables } from '../agent-auth';
+import { sessionConfigOf, type OrchestratorBindings } from '../env';
+import {
+  approveMandate,
+  denyMandate,
+  displayDocument,
+  findMandateForPrincipal,
+  checkUserCode,
+  listMandatesOfAgent,
+  listMandatesOfPrincipal,
+  pollMandateAsAgent,
+  requestMandate,
+  revokeMandate,
+  toWire,
+  type ApprovalInput,
+} from '../mandates';
+import { principalSession } from '../session';
+import { decisionResponse } from './decisions';
+
+type Env = RoleEnv<OrchestratorBindings> & { Variables: SessionVariables & AgentVariables & { caller: Caller } };
+type Caller = { kind: 'principal'; session: Session } | { kind: 'agent'; agent: AgentCaller };
+
+const MandateId = z.object({ id: z.string().startsWith('mdt_') });
+const MandateList = z.object({ data: z.array(MandateSchema), has_more: z.boolean() });
+const agentProof = z.object({ dpop: z.string().optional().openapi({ description: "RFC 9449 proof signed by the agent's key (§2.4)" }) });
+
+/** Reads of a mandate: its agent (a DPoP proof) or its principal (a session). */
+const agentOrPrincipal = createMiddleware<Env>(async (c, next) => {
+  if (c.req.header('dpop') !== undefined) {
+    c.set('caller', { kind: 'agent', agent: await authenticateAgent(c, 'mandate.read', true) });
+  } else {
+    const session = await readSession(c, c.env.DB, sessionConfigOf(c.env));
+    if (!session) throw new ProblemError(401, 'unauthorized', 'Sign in, or prove an agent key with a DPoP proof.');
+    c.set('caller', { kind: 'principal', session });
+  }
+  await next();
+});
+
+/** Form fields of the approval page: amounts in dollars, per-charge limits as max_per_charge_<provider>. */
+async function approvalInput(c: Context): Promise<ApprovalInput> {
+  if (!isFormRequest(c)) {
+    const parsed = ApproveMandateSchema.safeParse(await c.req.json().catch(() => ({})));
+    if (!parsed.success) {
+      throw new ProblemError(422, 'invalid_request', 'The approval is invalid.', {
+        errors: parsed.error.issues.map((i) => ({ path: `/${i.path.join('/')}`, message: i.message })),
+      });
+    }
+    return parsed.data;
+  }
+  const form = await c.req.parseBody();
+  const cents = (field: string) => {
+    const value = form[field];
+    if (typeof value !== 'string' || value.trim() === '') return undefined;
+    if (!/^\d+(\.\d{1,2})?$/.test(value.trim())) throw new ProblemError(422, 'invalid_request', `${field} must be an amount in dollars.`);
+    return Math.round(Number(value.trim()) * 100);
+  };
+  const spend = cents('spend_limit');
+  const max_per_charge: Record<string, { amount: number; currency: string }> = {};
+  for (const key of Object.keys(form)) {
+    const provider = /^max_per_charge_([a-z0-9-]+)$/.exec(key)?.[1];
+    const amount = provider ? cents(key) : undefined;
+    if (provider && amount !== undefined) max_per_charge[provider] = { amount, currency: 'usd' };
+  }
+  return {
+    user_code: typeof form.user_code === 'string' && form.user_code ? form.user_code : undefined,
+    display_hash: typeof form.display_hash === 'string' && form.display_hash ? form.display_hash : undefined,
+    spend_limit: spend === undefined ? undefined : { amount: spend, currency: 'usd', period: 'month' },
+    max_per_charge: Object.keys(max_per_charge).length ? max_per_charge : undefined,
+  };
+}
+
+/** A form post that fails goes back to the approval page with the reason; JSON callers get the problem. */
+async function orBackToPage<T>(c: Context, mandateId: string, run: () => Promise<T>): Promise<T | Response> {
+  try {
+    return await run();
+  } catch (error) {
+    if (isFormRequest(c) && error instanceof ProblemError) return c.redirect(`/mandates/${mandateId}/approval?error=${error.code}`, 303);
+    throw error;
+  }
+}
+
+export function mandateRoutes() {
+  const app = new OpenAPIHono<Env>();
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/mandates',
+      summary: 'Ask for a mandate (a registered agent, or first contact from an unregistered key)',
+      middleware: [requireAgent('mandate.request', true), acceptBody('json')] as const,
+      request: { headers: agentProof, body: { required: true, content: { 'application/json': { schema: MandateRequestSchema } } } },
+      responses: {
+        201: { description: 'Pending the human’s decision', content: { 'application/json': { schema: MandateSchema } } },
+        ...problemResponses(401, 415, 422),
+      },
+    }),
+    async (c) => {
+      const mandate = await requestMandate(c.env, c.get('agent'), c.req.valid('json'), c.req.header('cf-connecting-ip') ?? null);
+      return c.json(mandate, 201, { Location: `/v1/mandates/${mandate.mandate_id}` });
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/mandates',
+      summary: "The caller's mandates: a principal's, or those an agent requested",
+      middleware: [agentOrPrincipal] as const,
+      request: { headers: agentProof },
+      responses: { 200: { description: 'Mandates', content: { 'application/json': { schema: MandateList } } }, ...problemResponses(401) },
+    }),
+    async (c) => {
+      const caller = c.get('caller');
+      const data = caller.kind === 'principal' ? await listMandatesOfPrincipal(c.env, caller.session.subject_id) : await listMandatesOfAgent(c.env, caller.agent);
+      return c.json({ data, has_more: false }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/mandates/{id}',
+      summary: 'Read (agents: poll) a mandate',
+      middleware: [agentOrPrincipal] as const,
+      request: { params: MandateId, headers: agentProof },
+      responses: { 200: { description: 'The mandate', content: { 'application/json': { schema: MandateSchema } } }, ...problemResponses(401, 404, 429) },
+    }),
+    async (c) => {
+      const caller = c.get('caller');
+      const { id } = c.req.valid('param');
+      if (caller.kind === 'agent') return c.json(await pollMandateAsAgent(c.env, caller.agent, id), 200);
+      const view = await findMandateForPrincipal(c.env, caller.session.subject_id, id);
+      if (view.kind !== 'owned') throw new ProblemError(404, 'not_found', 'No such mandate.');
+      return c.json(toWire(c.env, view.mandate), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/mandates/{id}/display',
+      summary: 'The canonical display document the approval page renders; display_hash is its JCS SHA-256',
+      middleware: [principalSession] as const,
+      request: { params: MandateId, query: z.object({ user_code: z.string().optional() }) },
+      responses: {
+        200: { description: 'The display document and its hash', content: { 'application/json': { schema: z.object({ display: z.record(z.string(), z.unknown()), display_hash: z.string() }) } } },
+        ...problemResponses(401, 403, 404),
+      },
+    }),
+    async (c) => {
+      const principalId = c.get('session').subject_id;
+      const view = await findMandateForPrincipal(c.env, principalId, c.req.valid('param').id);
+      checkUserCode(view, c.req.valid('query').user_code);
+      const { document, hash } = await displayDocument(c.env, principalId, view);
+      return c.json({ display: document, display_hash: hash }, 200, { 'cache-control': 'no-store' });
+    },
+  );
+
+  const decisionRoute = (action: 'approve' | 'deny' | 'revoke', summary: string) =>
+    createRoute({
+      method: 'post',
+      path: `/v1/mandates/{id}/${action}`,
+      summary,
+      middleware: [principalSession] as const,
+      request: {
+        params: MandateId,
+        ...(action === 'approve'
+          ? { body: { required: false, content: { 'application/json': { schema: ApproveMandateSchema }, 'application/x-www-form-urlencoded': { schema: z.object({}).passthrough() } } } }
+          : {}),
+      },
+      responses: {
+        200: { description: 'The updated mandate', content: { 'application/json': { schema: MandateSchema } } },
+        303: { description: 'Form post: to the approval page' },
+        ...problemResponses(401, 403, 404, 409, 422),
+      },
+    });
+
+  app.openapi(decisionRoute('approve', 'Approve a mandate (principal session + CSRF), possibly with lowered limits'), async (c) => {
+    const { id } = c.req.valid('param');
+    const result = await orBackToPage(c, id, async () => approveMandate(c.env, c.get('session'), id, await approvalInput(c)));
+    return (result instanceof Response ? result : decisionResponse(c, result, `/mandates/${id}/approval`)) as never;
+  });
+
+  app.openapi(decisionRoute('deny', 'Deny a pending mandate (principal session + CSRF)'), async (c) => {
+    const { id } = c.req.valid('param');
+    const form = isFormRequest(c) ? await c.req.parseBody() : await c.req.json().catch(() => ({}));
+    const userCode = typeof (form as Record<string, unknown>).user_code === 'string' ? String((form as Record<string, unknown>).user_code) : undefined;
+    const result = await orBackToPage(c, id, () => denyMandate(c.env, c.get('session'), id, userCode));
+    return (result instanceof Response ? result : decisionResponse(c, result, `/mandates/${id}/approval`)) as never;
+  });
+
+  app.openapi(decisionRoute('revoke', 'Revoke a mandate: attestations and charges stop at once, providers are told'), async (c) => {
+    const { id } = c.req.valid('param');
+    return decisionResponse(c, await revokeMandate(c.env, c.get('session').subject_id, id), `/mandates/${id}/approval`) as never;
+  });
+
+  return app;
+}
