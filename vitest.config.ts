@@ -11,6 +11,27 @@ const orchestratorMigrations = await readD1Migrations('d1-migrations/orchestrato
 // Tests never read the developer's .dev.vars: every variable .dev.vars could set is given here.
 const testSecrets = () => ({ SIGNING_KEYS: generateSigningKeys(), PASSWORD_PEPPER: 'test-pepper-not-secret-0123456789', DEV_SEED: 'false' });
 
+/**
+ * Stand-ins for the providers the orchestrator posts security events to, as
+ * service bindings: they record what they receive and answer with the status
+ * a test sets (POST /_test/status), and replay it on GET /_test/received.
+ */
+function recordingProvider() {
+  const received: { url: string; body: string }[] = [];
+  let status = 202;
+  return async (request: Request) => {
+    const url = new URL(request.url);
+    if (url.pathname === '/_test/received') return Response.json(received);
+    if (url.pathname === '/_test/status') {
+      status = Number(await request.text());
+      received.length = 0;
+      return new Response(null, { status: 204 });
+    }
+    received.push({ url: request.url, body: await request.text() });
+    return new Response(null, { status });
+  };
+}
+
 const LOCAL = {
   orchestrator: 'http://127.0.0.1:8787',
   cloud: 'http://127.0.0.1:8788',
@@ -62,10 +83,11 @@ export default defineConfig({
                 ...testSecrets(),
                 PUBLIC_BASE_URL: LOCAL.orchestrator,
                 PROVIDERS: JSON.stringify([
-                  { id: 'cloud', name: 'OAP Cloud', url: LOCAL.cloud },
-                  { id: 'data', name: 'OAP Data', url: LOCAL.data },
+                  { id: 'cloud', name: 'OAP Cloud', url: LOCAL.cloud, binding: 'PROVIDER_CLOUD' },
+                  { id: 'data', name: 'OAP Data', url: LOCAL.data, binding: 'PROVIDER_DATA' },
                 ]),
               },
+              serviceBindings: { PROVIDER_CLOUD: recordingProvider(), PROVIDER_DATA: recordingProvider() },
             },
           }),
         ],

@@ -39,9 +39,20 @@ export const ProviderConfigSchema = z.object({
   CATALOG: json(CatalogSchema),
 });
 
-/** A provider the orchestrator knows: its id, base URL and OAuth issuer (its base URL unless said otherwise). */
+/**
+ * A provider the orchestrator knows: its id, base URL and OAuth issuer (its
+ * base URL unless said otherwise). `binding` names a service binding to reach
+ * it when one operator runs both Workers on one zone, where a plain fetch of
+ * another Worker's hostname is not possible.
+ */
 export const KnownProviderSchema = z
-  .object({ id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/), url: baseUrl, issuer: baseUrl.optional(), name: z.string().optional() })
+  .object({
+    id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
+    url: baseUrl,
+    issuer: baseUrl.optional(),
+    name: z.string().optional(),
+    binding: z.string().regex(/^[A-Z][A-Z0-9_]*$/).optional(),
+  })
   .transform((p) => ({ ...p, issuer: p.issuer ?? p.url, name: p.name ?? p.id }));
 
 export const OrchestratorConfigSchema = z.object({

@@ -14,7 +14,9 @@ export const SESSION_TTL_S = 12 * 60 * 60;
 /** §2.0: actions that widen spend need a sign-in this recent. */
 export const REAUTH_WINDOW_S = 5 * 60;
 const FAILURE_WINDOW_S = 15 * 60;
-const MAX_FAILURES = 5;
+/** Per email a handful of guesses; per client address more, since many people may share one. */
+const MAX_FAILURES = { email: 5, ip: 50 } as const;
+const limitOf = (subject: string) => (subject.startsWith('ip:') ? MAX_FAILURES.ip : MAX_FAILURES.email);
 
 export type Session = { subject_id: string; csrf_token: string; auth_time: number; expires_at: number };
 
@@ -115,10 +117,10 @@ export function requireSession(db: (c: Context) => D1Database, config: (c: Conte
 export async function signInBlocked(db: D1Database, subjects: string[]): Promise<number | null> {
   const now = Math.floor(Date.now() / 1000);
   const { results } = await db
-    .prepare(`SELECT failures, window_start FROM sign_in_failures WHERE subject IN (${subjects.map((_, i) => `?${i + 1}`).join(', ')})`)
+    .prepare(`SELECT subject, failures, window_start FROM sign_in_failures WHERE subject IN (${subjects.map((_, i) => `?${i + 1}`).join(', ')})`)
     .bind(...subjects)
-    .all<{ failures: number; window_start: number }>();
-  const blocked = results.filter((r) => r.failures >= MAX_FAILURES && r.window_start + FAILURE_WINDOW_S > now);
+    .all<{ subject: string; failures: number; window_start: number }>();
+  const blocked = results.filter((r) => r.failures >= limitOf(r.subject) && r.window_start + FAILURE_WINDOW_S > now);
   return blocked.length ? Math.max(...blocked.map((r) => r.window_start + FAILURE_WINDOW_S - now)) : null;
 }
 

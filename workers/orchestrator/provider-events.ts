@@ -30,7 +30,9 @@ export async function deliverProviderEvent(env: ProviderEventEnv, principal: str
     sub: await pairwiseSubject(env.DB, principal, provider.id),
     events: { [`${EVENT_URI_PREFIX}${event.type}`]: event.payload },
   });
-  const res = await fetch(`${provider.url}/v1/events`, {
+  const fetcher = provider.binding ? ((env as unknown as Record<string, Fetcher | undefined>)[provider.binding] ?? null) : null;
+  if (provider.binding && !fetcher) return { delivered: false, detail: `service binding ${provider.binding} is not bound` };
+  const res = await (fetcher ?? globalThis).fetch(`${provider.url}/v1/events`, {
     method: 'POST',
     headers: { 'content-type': 'application/secevent+jwt', accept: 'application/json' },
     body: set,

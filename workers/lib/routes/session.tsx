@@ -81,8 +81,8 @@ export function sessionRoutes(directory: HumanDirectory) {
       }
       const { email, password } = parsed.data;
       const db = directory.db(c.env);
-      const address = c.req.header('cf-connecting-ip') ?? 'unknown';
-      const subjects = [`email:${email}`, `ip:${address}`];
+      const address = c.req.header('cf-connecting-ip');
+      const subjects = [`email:${email}`, ...(address ? [`ip:${address}`] : [])];
       const retryAfter = await signInBlocked(db, subjects);
       if (retryAfter !== null) {
         if (form) return c.redirect(`/sign-in?error=rate_limited&next=${encodeURIComponent(next)}`, 303);

@@ -1,0 +1,129 @@
+// Helpers for the end-to-end tests: what a human (a browser-like client with a
+// session cookie and its CSRF token) and an agent (a key that signs DPoP
+// proofs) send to the running roles over real HTTP. Node only.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { expect } from 'vitest';
+import { ROOT } from '../../scripts/dev-cluster.mjs';
+import { dpopProof, type AgentKey } from '../support/agent-keys';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Json = Record<string, any>;
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** A role's local secrets, read the way scripts/dev-cluster.mjs writes them (lines KEY='value'). */
+export function devVars(file: string): Record<string, string> {
+  const vars: Record<string, string> = {};
+  for (const line of readFileSync(join(ROOT, file), 'utf8').split('\n')) {
+    const match = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (match) vars[match[1]!] = match[2]!.replace(/^'(.*)'$/, '$1');
+  }
+  return vars;
+}
+
+/** The human account each provider seeds for the account-linking path. */
+export function existingCredentials(provider: 'cloud' | 'data') {
+  const password = devVars(provider === 'cloud' ? '.dev.vars' : '.dev.vars.data').EXISTING_PASSWORD;
+  if (!password) throw new Error(`EXISTING_PASSWORD is missing from the ${provider} .dev.vars`);
+  return { email: 'existing@oap.local', password };
+}
+
+export async function readJson(res: Response): Promise<Json> {
+  const text = await res.text();
+  try {
+    return JSON.parse(text) as Json;
+  } catch {
+    throw new Error(`expected JSON from ${res.url} (${res.status}), got: ${text.slice(0, 500)}`);
+  }
+}
+
+/** A problem+json refusal with this status and code (§Conventions). */
+export async function expectProblem(res: Response, status: number, code: string): Promise<Json> {
+  const body = await readJson(res);
+  expect({ status: res.status, code: body.code }, JSON.stringify(body)).toEqual({ status, code });
+  expect(res.headers.get('content-type')).toBe('application/problem+json');
+  return body;
+}
+
+/** A human signed in at one role: the session cookie (name=value) and its CSRF token. */
+export type HumanSession = { base: string; cookie: string; csrf: string; subject: string; auth_time: number };
+
+export async function signIn(base: string, email: string, password: string): Promise<HumanSession> {
+  const res = await fetch(`${base}/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password }) });
+  const body = await readJson(res);
+  expect(res.status, JSON.stringify(body)).toBe(200);
+  const cookie = res.headers
+    .getSetCookie()
+    .map((c) => c.split(';')[0]!)
+    .find((c) => /^oap_[a-z0-9-]+_session=/.test(c));
+  if (!cookie) throw new Error(`no session cookie from ${base}/session`);
+  return { base, cookie, csrf: body.csrf_token, subject: body.principal_id ?? body.account_id, auth_time: body.auth_time };
+}
+
+/**
+ * A request with the human's session cookie. State changes carry X-CSRF-Token
+ * unless `csrf: false`; extra headers (an Origin, a DPoP proof) may be added.
+ */
+export function asHuman(
+  session: HumanSession,
+  method: string,
+  path: string,
+  options: { json?: unknown; csrf?: boolean; headers?: Record<string, string> } = {},
+): Promise<Response> {
+  const headers: Record<string, string> = { cookie: session.cookie, accept: 'application/json', ...options.headers };
+  if (options.json !== undefined) headers['content-type'] = 'application/json';
+  if (method !== 'GET' && options.csrf !== false) headers['x-csrf-token'] = session.csrf;
+  return fetch(`${session.base}${path}`, { method, headers, body: options.json === undefined ? undefined : JSON.stringify(options.json), redirect: 'manual' });
+}
+
+/** An agent request: a fresh DPoP proof (htm, htu = base + path) signed by its key. */
+export async function asAgent(key: AgentKey, base: string, method: string, path: string, json?: unknown): Promise<Response> {
+  const url = `${base}${path}`;
+  const headers: Record<string, string> = { dpop: await dpopProof(key, method, url), accept: 'application/json' };
+  if (json !== undefined) headers['content-type'] = 'application/json';
+  return fetch(url, { method, headers, body: json === undefined ? undefined : JSON.stringify(json), redirect: 'manual' });
+}
+
+/** Signs up at the orchestrator and follows the link mailed to the local outbox. */
+export async function signUpVerified(orchestrator: string, email: string, password: string): Promise<{ principal_id: string }> {
+  const created = await fetch(`${orchestrator}/v1/principals`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password }) });
+  const principal = await readJson(created);
+  expect(created.status, JSON.stringify(principal)).toBe(201);
+  expect(principal).toMatchObject({ email, email_verified: false });
+
+  const outbox = await readJson(await fetch(`${orchestrator}/dev/mail`, { headers: { accept: 'application/json' } }));
+  const mail = (outbox.data as Json[]).filter((m) => m.to_address === email).at(-1);
+  expect(mail, `no mail to ${email} in the outbox`).toBeDefined();
+  const link = new RegExp(`${orchestrator.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/verify-email\\?token=[^\\s]+`).exec(String(mail!.body))?.[0];
+  expect(link, `no confirmation link in: ${mail!.body}`).toBeDefined();
+  const token = new URL(link!).searchParams.get('token');
+
+  const confirmed = await fetch(`${orchestrator}/v1/email-verifications`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
+  const confirmation = await readJson(confirmed);
+  expect(confirmed.status, JSON.stringify(confirmation)).toBe(200);
+  expect(confirmation).toEqual({ principal_id: principal.principal_id, email_verified: true });
+  return { principal_id: principal.principal_id };
+}
+
+/** A principal registers an agent key: session + CSRF + a DPoP proof signed by that very key (§2.1). */
+export async function registerAgent(session: HumanSession, key: AgentKey, name: string): Promise<string> {
+  const res = await asHuman(session, 'POST', '/v1/agents', {
+    json: { name, public_jwk: key.jwk },
+    headers: { dpop: await dpopProof(key, 'POST', `${session.base}/v1/agents`) },
+  });
+  const agent = await readJson(res);
+  expect(res.status, JSON.stringify(agent)).toBe(201);
+  expect(agent.agent_id).toMatch(/^agt_/);
+  return agent.agent_id;
+}
+
+export const inDays = (days: number) => new Date(Date.now() + days * 24 * 3600 * 1000).toISOString();
+
+/** The JSON Lines of GET /v1/audit. */
+export function auditLines(text: string): Json[] {
+  return text
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => JSON.parse(line) as Json);
+}
