@@ -12,8 +12,13 @@ export default defineConfig({
         bindings: {
           TEST_MIGRATIONS: await readD1Migrations('d1-migrations/provider'),
           SIGNING_KEYS: generateSigningKeys(),
+          PASSWORD_PEPPER: 'bench-pepper-not-secret-0123456789',
+          DEV_SEED: 'false',
           PUBLIC_BASE_URL: 'http://127.0.0.1:8788',
+          TRUSTED_ORCHESTRATORS: JSON.stringify(['http://127.0.0.1:8787']),
         },
+        // For @cloudflare/workers-oauth-provider, the baseline of the token benchmark.
+        kvNamespaces: ['OAUTH_KV'],
       },
     }),
   ],

@@ -21,6 +21,11 @@ export type { IdempotencyStart, StoredResponse } from './ledger/idempotency';
 export type { StoredAgent, StoredMandate, MandateTerms, Approval, Actor } from './ledger/mandates';
 
 const OUTBOX_BATCH = 100;
+/**
+ * Events reach D1 in batches: the copy runs this long after the first event
+ * of a batch. Readers merge the outbox, so nobody waits for it.
+ */
+const AUDIT_COPY_DELAY_MS = 250;
 const RETRY_MAX_MS = 60_000;
 
 export type AuditHead = { principal: string | null; seq: number; hash: string };
@@ -256,7 +261,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         audit: (entry) => {
           if (principal === null) throw new Error('this ledger call records no audit events');
           scheduled = true;
-          this.#scheduleRow('audit_outbox', Date.now());
+          this.#scheduleRow('audit_outbox', Date.now() + AUDIT_COPY_DELAY_MS);
           return this.#append(principal, entry);
         },
         schedule: (task, dueAt) => {

@@ -381,9 +381,8 @@ describe('§2 authorization, end to end over HTTP', () => {
     };
 
     // The approval is a non-agentic surface: an agent credential never approves.
-    const byAgent = await asAgent(key, ORCH, 'POST', `/v1/mandates/${id}/approve`, {});
-    expect(byAgent.status).toBe(401);
-    expect(byAgent.headers.get('content-type')).toBe('application/problem+json');
+    await expectProblem(await asAgent(key, ORCH, 'POST', `/v1/mandates/${id}/approve`, {}), 401, 'unauthorized');
+    await expectProblem(await asAgent(key, ORCH, 'POST', `/v1/mandates/${id}/approve`, { user_code: mandate.user_code }), 401, 'unauthorized');
     await stillPending();
 
     // A session without its CSRF token, or from another origin, changes nothing.

@@ -7,7 +7,6 @@ import { expect } from 'vitest';
 import { ROOT } from '../../scripts/dev-cluster.mjs';
 import { dpopProof, type AgentKey } from '../support/agent-keys';
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Json = Record<string, any>;
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -8,7 +8,7 @@ import { issuerKeys } from '../../lib/jwks-cache';
 import { MandateDetailSchema, type MandateDetail } from '../../lib/schemas/mandates';
 import { publishedCatalog } from '../catalog';
 import { ledgerOf, providerConfig, SYSTEM_CHAIN, type ProviderBindings } from '../env';
-import { accountLinkedTo, humanAccountByEmail, linkedAccount, openLinkRequest, provisionAccount, revokedAny } from '../store/accounts';
+import { accountLinkedTo, grantLookup, humanAccountByEmail, openLinkRequest, provisionAccount } from '../store/accounts';
 import { ACCESS_TOKEN_LIFETIME_S, signAccessToken } from './access-tokens';
 import { OAuthError } from '../../lib/oauth-error';
 
@@ -132,9 +132,8 @@ export async function exchangeAttestation(env: ProviderBindings, request: TokenR
   }
   if (proof.jkt !== attested.jkt) return refuse(env, new OAuthError(400, 'invalid_dpop_proof', 'The DPoP proof is not signed by the key the assertion is bound to.'), context);
   if (Date.parse(attested.detail.expires_at) <= Date.now()) return refuse(env, invalidGrant('The mandate has expired.'), context);
-  if (await revokedAny(env.DB, attested.iss, { mandate: attested.detail.mandate_id, agent: attested.agent_id, token: '' })) {
-    return refuse(env, invalidGrant('The mandate or the agent has been revoked.'), context);
-  }
+  const lookup = await grantLookup(env.DB, attested.iss, attested.sub, { mandate: attested.detail.mandate_id, agent: attested.agent_id });
+  if (lookup.revoked) return refuse(env, invalidGrant('The mandate or the agent has been revoked.'), context);
   let scope: string[];
   try {
     scope = grantedScope(env, attested.detail, request.scope);
@@ -143,7 +142,7 @@ export async function exchangeAttestation(env: ProviderBindings, request: TokenR
   }
 
   // The account: linked already, or an existing human's account that needs the human's consent, or a new one.
-  let account = await linkedAccount(env.DB, attested.iss, attested.sub);
+  let account = lookup.account;
   let created = false;
   if (!account && attested.email && attested.email_verified) {
     const existing = await humanAccountByEmail(env.DB, attested.email);

@@ -129,6 +129,23 @@ export async function revokedAny(db: D1Database, iss: string, ids: { mandate: st
   return row !== null;
 }
 
+/**
+ * What the token endpoint needs from D1 for one attestation, in one round
+ * trip: whether its mandate or agent is revoked, and the account it links to.
+ */
+export async function grantLookup(db: D1Database, iss: string, sub: string, ids: { mandate: string; agent: string }) {
+  const [revoked, link] = await db.batch([
+    db
+      .prepare(`SELECT 1 AS x FROM revocations WHERE iss = ?1 AND ((kind = 'mandate' AND subject_id = ?2) OR (kind = 'agent' AND subject_id = ?3)) LIMIT 1`)
+      .bind(iss, ids.mandate, ids.agent),
+    db.prepare('SELECT account_id, linked_via FROM account_links WHERE iss = ?1 AND sub = ?2').bind(iss, sub),
+  ]);
+  return {
+    revoked: (revoked?.results.length ?? 0) > 0,
+    account: (link?.results[0] as { account_id: string; linked_via: string } | undefined) ?? null,
+  };
+}
+
 /** True the first time this SET is seen. */
 export async function firstReceipt(db: D1Database, iss: string, jti: string): Promise<boolean> {
   const result = await db.prepare('INSERT OR IGNORE INTO received_events (iss, jti, received_at) VALUES (?1, ?2, ?3)').bind(iss, jti, new Date().toISOString()).run();
