@@ -111,7 +111,7 @@ export function getAgent(sql: SqlStorage, agentId: string): StoredAgent | null {
 }
 
 export function listAgents(sql: SqlStorage): StoredAgent[] {
-  return sql.exec<AgentRow>('SELECT * FROM agents ORDER BY created, id').toArray().map(agentFromRow);
+  return sql.exec<AgentRow>('SELECT * FROM agents ORDER BY rowid').toArray().map(agentFromRow);
 }
 
 export function getMandate(sql: SqlStorage, mandateId: string, now: number): StoredMandate | null {
@@ -121,8 +121,8 @@ export function getMandate(sql: SqlStorage, mandateId: string, now: number): Sto
 
 export function listMandates(sql: SqlStorage, now: number, agentId?: string): StoredMandate[] {
   const rows = agentId
-    ? sql.exec<MandateRow>('SELECT * FROM mandates WHERE agent_id = ? ORDER BY created DESC, id DESC', agentId).toArray()
-    : sql.exec<MandateRow>('SELECT * FROM mandates ORDER BY created DESC, id DESC').toArray();
+    ? sql.exec<MandateRow>('SELECT * FROM mandates WHERE agent_id = ? ORDER BY rowid DESC', agentId).toArray()
+    : sql.exec<MandateRow>('SELECT * FROM mandates ORDER BY rowid DESC').toArray();
   return rows.map((r) => mandateFromRow(r, now));
 }
 

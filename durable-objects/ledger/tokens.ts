@@ -9,7 +9,6 @@ export type TokenIssue = {
   assertion_jti: string;
   assertion_exp_ms: number;
   dpop_jkt: string;
-  dpop_jti: string;
   agent_id: string;
   mandate_id: string;
   token_jti: string;
@@ -17,7 +16,11 @@ export type TokenIssue = {
   account_created: boolean;
 };
 
-/** §2.3: the attestation's jti is never accepted twice; neither is a DPoP proof. */
+/**
+ * §2.3: the attestation's jti is never accepted twice. (Its sub names this
+ * account, so a replay always lands here; the DPoP proof's jti was already
+ * consumed in the key's own ledger.)
+ */
 export function recordTokenIssue(tx: LedgerTx, issue: TokenIssue): Outcome<object> {
   const actor = { type: 'agent' as const, id: issue.agent_id };
   if (issue.account_created) {
@@ -27,10 +30,6 @@ export function recordTokenIssue(tx: LedgerTx, issue: TokenIssue): Outcome<objec
   if (!consumeNonce(tx, `assertion:${issue.iss}:${issue.assertion_jti}`, issue.assertion_exp_ms + 120_000)) {
     tx.audit({ actor, action: 'token.issue', mandate_id: issue.mandate_id, outcome: 'refused', reason: 'replayed', related: [issue.assertion_jti] });
     return refuse('invalid_grant', 'This attestation was already used.');
-  }
-  if (!consumeNonce(tx, `dpop:${issue.dpop_jkt}:${issue.dpop_jti}`, tx.now + 5 * 60 * 1000)) {
-    tx.audit({ actor, action: 'token.issue', mandate_id: issue.mandate_id, outcome: 'refused', reason: 'replayed', related: [issue.dpop_jti] });
-    return refuse('invalid_dpop_proof', 'This DPoP proof was already used.');
   }
   tx.sql.exec(
     `INSERT INTO account_agents (agent_id, jkt, iss, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)

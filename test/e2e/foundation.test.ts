@@ -38,8 +38,12 @@ describe('three roles over HTTP', () => {
     }
   });
 
-  it('answers a wrong method, an unknown path and a huge body with problem+json', async () => {
+  it('answers garbage, a wrong media type, a wrong method, an unknown path and a huge body with problem+json', async () => {
+    const json = { 'content-type': 'application/json' };
     const cases: [Response, number, string][] = [
+      [await fetch(`${urls.orchestrator}/v1/principals`, { method: 'POST', body: '{"email": ', headers: json }), 400, 'invalid_request'],
+      [await fetch(`${urls.orchestrator}/v1/principals`, { method: 'POST', body: '[1, 2]', headers: json }), 422, 'invalid_request'],
+      [await fetch(`${urls.orchestrator}/v1/principals`, { method: 'POST', body: 'email=a', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type'],
       [await fetch(`${urls.cloud}/v1/catalog`, { method: 'PUT', body: '{}', headers: { 'content-type': 'application/json' } }), 405, 'method_not_allowed'],
       [await fetch(`${urls.orchestrator}/v1/nope`), 404, 'not_found'],
       [await fetch(`${urls.data}/v1/catalog`, { method: 'POST', body: 'x'.repeat(2 * 1024 * 1024), headers: { 'content-type': 'application/json' } }), 413, 'payload_too_large'],

@@ -295,3 +295,18 @@ describe('first contact (device-flow style)', () => {
     expect((await stranger.request('GET', `/v1/mandates/${mandate_id}`)).status).toBe(404);
   });
 });
+
+describe('lists', () => {
+  it('page with limit and starting_after, newest mandate first', async () => {
+    const human = await newPrincipal();
+    const agent = await registerAgent(human);
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push(((await (await agent.request('POST', '/v1/mandates', mandateBody())).json()) as { mandate_id: string }).mandate_id);
+    const first = (await (await call('/v1/mandates?limit=2', { headers: { cookie: human.cookie } })).json()) as { data: { mandate_id: string }[]; has_more: boolean };
+    expect(first.data.map((m) => m.mandate_id)).toEqual([ids[2], ids[1]]);
+    expect(first.has_more).toBe(true);
+    const next = (await (await call(`/v1/mandates?limit=2&starting_after=${ids[1]}`, { headers: { cookie: human.cookie } })).json()) as typeof first;
+    expect(next).toEqual({ data: [expect.objectContaining({ mandate_id: ids[0] })], has_more: false });
+    expect((await call('/v1/mandates?limit=0', { headers: { cookie: human.cookie } })).status).toBe(422);
+  });
+});

@@ -29,7 +29,7 @@ async function linkOf(sub: string) {
 /** A provider account of its own with a verified, unique email, signed in. */
 async function newHuman(options: { verified?: boolean } = {}): Promise<Human> {
   const email = `human-${crypto.randomUUID()}@example.test`;
-  const account_id = await insertHumanAccount(db(), email, await hashPassword(PASSWORD, testEnv.PASSWORD_PEPPER), options.verified ?? true);
+  const account_id = (await insertHumanAccount(db(), email, await hashPassword(PASSWORD, testEnv.PASSWORD_PEPPER), options.verified ?? true))!;
   const res = await call('/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password: PASSWORD }) });
   expect(res.status).toBe(200);
   const cookie = res.headers

@@ -56,8 +56,11 @@ export function createRoleApp<Bindings extends object>() {
     if (error instanceof ProblemError) return problemResponse(error, requestId);
     if (error instanceof OAuthError) return oauthErrorResponse(error);
     if (error instanceof HTTPException && error.status < 500) {
-      // Hono's validators throw 400 for a body that does not parse as JSON or form data.
-      return problemResponse(new ProblemError(error.status, 'invalid_request', error.message || 'The request is malformed.'), requestId);
+      // Hono's validators throw 400 for a body that does not parse, and 415 for a media type a route does not take.
+      const message = error.status === 415 ? 'The request body has a media type this endpoint does not take.' : error.message || 'The request is malformed.';
+      // §2.3: OAuth endpoints answer RFC 6749 errors, whatever went wrong.
+      if (c.req.path.startsWith('/oauth/')) return oauthErrorResponse(new OAuthError(400, 'invalid_request', message));
+      return problemResponse(new ProblemError(error.status, error.status === 415 ? 'unsupported_media_type' : 'invalid_request', message), requestId);
     }
     console.error(JSON.stringify({ level: 'error', request_id: requestId, message: String(error), stack: (error as Error)?.stack }));
     return problemResponse(new ProblemError(500, 'internal_error', 'The server failed to handle the request.'), requestId);

@@ -35,7 +35,8 @@ async function parseSigningKeys(secret: string): Promise<SigningKeys> {
   return {
     active: { kid: first.kid, key },
     publicJwks: {
-      keys: jwks.map(({ kty, crv, x, kid }) => ({ kty, crv, x, kid, alg: 'EdDSA', use: 'sig' })),
+      // No `alg` member: verifiers must accept both EdDSA and Ed25519 (RFC 9864) for these keys.
+      keys: jwks.map(({ kty, crv, x, kid }) => ({ kty, crv, x, kid, use: 'sig' })),
     },
   };
 }

@@ -4,16 +4,16 @@ import { ProblemError } from '../lib/problem';
 import { auditRoutes } from '../lib/routes/audit';
 import { jwksRoutes } from '../lib/routes/jwks';
 import { sessionRoutes } from '../lib/routes/session';
+import { signUpRoutes } from '../lib/routes/sign-up';
 import { readSession } from '../lib/sessions';
 import { authenticateAgent } from './agent-auth';
 import { ledgerOf, orchestratorConfig, pepperOf, sessionConfigOf, type OrchestratorBindings } from './env';
 import { approvalPages } from './pages/approval';
-import { seedDemoPrincipal } from './principals';
+import { confirmEmail, seedDemoPrincipal, signUp } from './principals';
 import { agentRoutes } from './routes/agents';
 import { attestationRoutes } from './routes/attestations';
 import { discoveryRoutes } from './routes/discovery';
 import { mandateRoutes } from './routes/mandates';
-import { principalRoutes } from './routes/principals';
 import { principalByEmail } from './store/principals';
 
 export function createOrchestratorApp() {
@@ -37,7 +37,19 @@ export function createOrchestratorApp() {
       audit: (env: OrchestratorBindings, principalId, entry) => ledgerOf(env, principalId).appendAuditEvent(principalId, entry),
     }),
   );
-  app.route('/', principalRoutes());
+  app.route(
+    '/',
+    signUpRoutes({
+      path: '/v1/principals',
+      subjectField: 'principal_id',
+      schemaName: 'Principal',
+      roleName: (env: OrchestratorBindings) => orchestratorConfig(env).ORCHESTRATOR_NAME,
+      devMail: (env: OrchestratorBindings) => orchestratorConfig(env).DEV_SEED,
+      db: (env: OrchestratorBindings) => env.DB,
+      signUp,
+      confirmEmail,
+    }),
+  );
   app.route('/', agentRoutes());
   app.route('/', mandateRoutes());
   app.route('/', attestationRoutes());

@@ -4,7 +4,8 @@ import { randomToken } from '../lib/jws';
 import { hashPassword } from '../lib/passwords';
 import { ProblemError } from '../lib/problem';
 import { ledgerOf, orchestratorConfig, pepperOf, type OrchestratorBindings } from './env';
-import { createEmailVerification, insertPrincipal, principalByEmail, queueMail, useEmailVerification } from './store/principals';
+import { confirmationMail, queueMail } from '../lib/mail-outbox';
+import { createEmailVerification, insertPrincipal, principalByEmail, useEmailVerification } from './store/principals';
 
 export const DEMO_EMAIL = 'demo@oap.local';
 
@@ -15,15 +16,16 @@ export async function signUp(env: OrchestratorBindings, email: string, password:
   const token = randomToken();
   await createEmailVerification(env.DB, principal.id, token);
   const link = `${orchestratorConfig(env).PUBLIC_BASE_URL}/verify-email?token=${token}`;
-  await queueMail(env.DB, email, 'Confirm your email for OAP', `Open this link to confirm your email address:\n\n${link}\n\nIt works once, for 24 hours.`);
-  return { principal_id: principal.id, email: principal.email, email_verified: false };
+  const mail = confirmationMail(link);
+  await queueMail(env.DB, email, `${mail.subject} for ${orchestratorConfig(env).ORCHESTRATOR_NAME}`, mail.body);
+  return { id: principal.id, email: principal.email };
 }
 
 export async function confirmEmail(env: OrchestratorBindings, token: string) {
   const principalId = await useEmailVerification(env.DB, token);
   if (!principalId) throw new ProblemError(404, 'not_found', 'This confirmation link is unknown, used or expired.');
   await ledgerOf(env, principalId).appendAuditEvent(principalId, { actor: { type: 'principal', id: principalId }, action: 'principal.confirm_email', target: principalId, outcome: 'succeeded' });
-  return { principal_id: principalId, email_verified: true };
+  return principalId;
 }
 
 let seeded = false;

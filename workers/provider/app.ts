@@ -5,8 +5,9 @@ import { ProblemError } from '../lib/problem';
 import { auditRoutes } from '../lib/routes/audit';
 import { jwksRoutes } from '../lib/routes/jwks';
 import { sessionRoutes } from '../lib/routes/session';
+import { signUpRoutes } from '../lib/routes/sign-up';
 import { readSession } from '../lib/sessions';
-import { seedExistingAccount } from './accounts';
+import { confirmAccountEmail, seedExistingAccount, signUpAccount } from './accounts';
 import { ledgerOf, pepperOf, providerConfig, sessionConfigOf, type ProviderBindings } from './env';
 import { authenticateTokenUse, TokenRefused } from './oauth/access-tokens';
 import { discoveryRoutes } from './routes/discovery';
@@ -38,6 +39,19 @@ export function createProviderApp() {
       pepper: pepperOf,
       byEmail: (env: ProviderBindings, email) => humanAccountByEmail(env.DB, email),
       audit: (env: ProviderBindings, accountId, entry) => ledgerOf(env, accountId).appendAuditEvent(accountId, entry),
+    }),
+  );
+  app.route(
+    '/',
+    signUpRoutes({
+      path: '/v1/accounts',
+      subjectField: 'account_id',
+      schemaName: 'Account',
+      roleName: (env: ProviderBindings) => providerConfig(env).PROVIDER_NAME,
+      devMail: (env: ProviderBindings) => providerConfig(env).DEV_SEED,
+      db: (env: ProviderBindings) => env.DB,
+      signUp: signUpAccount,
+      confirmEmail: confirmAccountEmail,
     }),
   );
   app.route('/', linkingRoutes());

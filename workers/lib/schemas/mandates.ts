@@ -95,13 +95,19 @@ export const ApproveMandateSchema = z
 export const AttestationRequestSchema = z.object({ mandate_id: z.string(), provider: providerId }).openapi('AttestationRequest');
 export const AttestationSchema = z.object({ attestation: z.string(), expires_in: z.number().int() }).openapi('Attestation');
 
-/** RFC 9396 authorization_details entry carried by attestations and tokens. */
-export const MandateDetailSchema = z.object({
-  type: z.literal('oap_mandate'),
-  mandate_id: z.string(),
-  services: z.array(z.string()),
-  max_per_charge: MoneySchema.nullable(),
-  spend_limit: SpendLimitSchema,
-  expires_at: z.string(),
-});
+/**
+ * RFC 9396 authorization_details entry carried by attestations and tokens.
+ * Strict: a member this verifier does not know is a constraint it cannot
+ * enforce, so the entry fails closed (PROTOCOL.md §2.1).
+ */
+export const MandateDetailSchema = z
+  .object({
+    type: z.literal('oap_mandate'),
+    mandate_id: z.string(),
+    services: z.array(z.string()),
+    max_per_charge: MoneySchema.nullable(),
+    spend_limit: SpendLimitSchema,
+    expires_at: z.string(),
+  })
+  .strict();
 export type MandateDetail = z.infer<typeof MandateDetailSchema>;

@@ -1,6 +1,7 @@
 // Agents (PROTOCOL.md §2.1): registered, listed and revoked by their principal.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { acceptBody, type RoleEnv } from '../../lib/app';
+import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { problemResponses } from '../../lib/problem';
 import { AgentSchema, RegisterAgentSchema } from '../../lib/schemas/mandates';
 import type { SessionVariables } from '../../lib/sessions';
@@ -46,12 +47,13 @@ export function agentRoutes() {
       path: '/v1/agents',
       summary: "The principal's agents",
       middleware: [principalSession] as const,
+      request: { query: ListQuerySchema },
       responses: {
         200: { description: 'Agents', content: { 'application/json': { schema: z.object({ data: z.array(AgentSchema), has_more: z.boolean() }) } } },
-        ...problemResponses(401),
+        ...problemResponses(401, 422),
       },
     }),
-    async (c) => c.json({ data: await listAgents(c.env, c.get('session').subject_id), has_more: false }, 200),
+    async (c) => c.json(paginate(await listAgents(c.env, c.get('session').subject_id), c.req.valid('query'), (a) => a.agent_id), 200),
   );
 
   app.openapi(

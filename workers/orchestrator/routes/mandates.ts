@@ -4,6 +4,7 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { acceptBody, type RoleEnv } from '../../lib/app';
+import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
 import { ApproveMandateSchema, MandateRequestSchema, MandateSchema } from '../../lib/schemas/mandates';
 import { isFormRequest, readSession, type Session, type SessionVariables } from '../../lib/sessions';
@@ -115,13 +116,13 @@ export function mandateRoutes() {
       path: '/v1/mandates',
       summary: "The caller's mandates: a principal's, or those an agent requested",
       middleware: [agentOrPrincipal] as const,
-      request: { headers: agentProof },
-      responses: { 200: { description: 'Mandates', content: { 'application/json': { schema: MandateList } } }, ...problemResponses(401) },
+      request: { headers: agentProof, query: ListQuerySchema },
+      responses: { 200: { description: 'Mandates, newest first', content: { 'application/json': { schema: MandateList } } }, ...problemResponses(401, 422) },
     }),
     async (c) => {
       const caller = c.get('caller');
-      const data = caller.kind === 'principal' ? await listMandatesOfPrincipal(c.env, caller.session.subject_id) : await listMandatesOfAgent(c.env, caller.agent);
-      return c.json({ data, has_more: false }, 200);
+      const all = caller.kind === 'principal' ? await listMandatesOfPrincipal(c.env, caller.session.subject_id) : await listMandatesOfAgent(c.env, caller.agent);
+      return c.json(paginate(all, c.req.valid('query'), (m) => m.mandate_id), 200);
     },
   );
 

@@ -40,21 +40,6 @@ export async function useEmailVerification(db: D1Database, token: string): Promi
   return row.principal_id;
 }
 
-export async function queueMail(db: D1Database, to: string, subject: string, body: string) {
-  await db
-    .prepare('INSERT INTO mail_outbox (id, to_address, subject, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)')
-    .bind(crypto.randomUUID(), to, subject, body, new Date().toISOString())
-    .run();
-}
-
-export async function listMail(db: D1Database, limit = 50) {
-  const { results } = await db
-    .prepare('SELECT to_address, subject, body, created_at FROM mail_outbox ORDER BY created_at DESC LIMIT ?1')
-    .bind(limit)
-    .all<{ to_address: string; subject: string; body: string; created_at: string }>();
-  return results;
-}
-
 /** `d…@oap.local`: enough for an agent to notice an unexpected approver, not enough to learn the address. */
 export function emailHint(email: string): string {
   const [local = '', domain = ''] = email.split('@');

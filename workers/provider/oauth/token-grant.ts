@@ -131,6 +131,11 @@ export async function exchangeAttestation(env: ProviderBindings, request: TokenR
     return refuse(env, new OAuthError(400, 'invalid_dpop_proof', error instanceof DpopRefused ? error.message : 'invalid proof'), context);
   }
   if (proof.jkt !== attested.jkt) return refuse(env, new OAuthError(400, 'invalid_dpop_proof', 'The DPoP proof is not signed by the key the assertion is bound to.'), context);
+  // A proof is single use per key, whichever principal's attestation comes with it: checked in the
+  // key's own ledger, before anything (an account) can be created.
+  if (!(await ledgerOf(env, `key:${proof.jkt}`).consumeNonce(`dpop:${proof.jkt}:${proof.jti}`, Date.now() + 5 * 60 * 1000))) {
+    return refuse(env, new OAuthError(400, 'invalid_dpop_proof', 'This DPoP proof was already used.'), context);
+  }
   if (Date.parse(attested.detail.expires_at) <= Date.now()) return refuse(env, invalidGrant('The mandate has expired.'), context);
   const lookup = await grantLookup(env.DB, attested.iss, attested.sub, { mandate: attested.detail.mandate_id, agent: attested.agent_id });
   if (lookup.revoked) return refuse(env, invalidGrant('The mandate or the agent has been revoked.'), context);
@@ -179,7 +184,6 @@ export async function exchangeAttestation(env: ProviderBindings, request: TokenR
     assertion_jti: attested.jti,
     assertion_exp_ms: attested.exp * 1000,
     dpop_jkt: proof.jkt,
-    dpop_jti: proof.jti,
     agent_id: attested.agent_id,
     mandate_id: attested.detail.mandate_id,
     token_jti: tokenJti,

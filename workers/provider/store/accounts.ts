@@ -13,13 +13,33 @@ export function humanAccountByEmail(db: D1Database, email: string) {
   return db.prepare('SELECT * FROM accounts WHERE email = ?1 AND password_hash IS NOT NULL ORDER BY created_at LIMIT 1').bind(email).first<AccountRow>();
 }
 
-export async function insertHumanAccount(db: D1Database, email: string, passwordHash: string, verified: boolean) {
+/** A human's own account; null when one already has this email. */
+export async function insertHumanAccount(db: D1Database, email: string, passwordHash: string, verified: boolean): Promise<string | null> {
   const id = newId('acct');
-  await db
-    .prepare(`INSERT INTO accounts (id, email, email_verified, password_hash, created_at, created_via) VALUES (?1, ?2, ?3, ?4, ?5, 'sign_up')`)
+  const result = await db
+    .prepare(`INSERT OR IGNORE INTO accounts (id, email, email_verified, password_hash, created_at, created_via) VALUES (?1, ?2, ?3, ?4, ?5, 'sign_up')`)
     .bind(id, email, verified ? 1 : 0, passwordHash, new Date().toISOString())
     .run();
-  return id;
+  return result.meta.changes === 1 ? id : null;
+}
+
+export async function createEmailVerification(db: D1Database, accountId: string, tokenHash: string, ttlS = 24 * 3600) {
+  await db
+    .prepare('INSERT INTO email_verifications (token_hash, subject_id, expires_at) VALUES (?1, ?2, ?3)')
+    .bind(tokenHash, accountId, Math.floor(Date.now() / 1000) + ttlS)
+    .run();
+}
+
+/** Uses a confirmation token once; returns the account it confirmed, or null. */
+export async function useEmailVerification(db: D1Database, tokenHash: string): Promise<string | null> {
+  const now = Math.floor(Date.now() / 1000);
+  const row = await db
+    .prepare('UPDATE email_verifications SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2 RETURNING subject_id')
+    .bind(tokenHash, now)
+    .first<{ subject_id: string }>();
+  if (!row) return null;
+  await db.prepare('UPDATE accounts SET email_verified = 1 WHERE id = ?1').bind(row.subject_id).run();
+  return row.subject_id;
 }
 
 export function linkedAccount(db: D1Database, iss: string, sub: string) {

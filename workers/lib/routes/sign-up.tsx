@@ -1,12 +1,24 @@
-// Sign-up, email confirmation, and the local mail outbox (PROTOCOL.md §2.0).
+// Sign-up, email confirmation and the local mail outbox (PROTOCOL.md §2.0),
+// the same for principals at the orchestrator and for a provider's own humans.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { acceptBody, type RoleEnv } from '../../lib/app';
-import { Layout, PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
-import { ProblemError, problemResponses } from '../../lib/problem';
-import { isFormRequest } from '../../lib/sessions';
-import { orchestratorConfig, type OrchestratorBindings } from '../env';
-import { confirmEmail, signUp } from '../principals';
-import { listMail } from '../store/principals';
+import { acceptBody } from '../app';
+import { listMail } from '../mail-outbox';
+import { Layout, PAGE_SECURITY_HEADERS } from '../pages/layout';
+import { ProblemError, problemResponses } from '../problem';
+import { isFormRequest } from '../sessions';
+
+export type SignUpDirectory = {
+  /** `/v1/principals` at the orchestrator, `/v1/accounts` at a provider. */
+  path: string;
+  subjectField: 'principal_id' | 'account_id';
+  schemaName: string;
+  roleName: (env: any) => string;
+  /** Local development only: the mail outbox page. */
+  devMail: (env: any) => boolean;
+  db: (env: any) => D1Database;
+  signUp: (env: any, email: string, password: string) => Promise<{ id: string; email: string }>;
+  confirmEmail: (env: any, token: string) => Promise<string>;
+};
 
 const SignUpSchema = z
   .object({
@@ -15,27 +27,31 @@ const SignUpSchema = z
   })
   .openapi('SignUp');
 
-const PrincipalSchema = z.object({ principal_id: z.string(), email: z.string(), email_verified: z.boolean() }).openapi('Principal');
 const EmailVerificationSchema = z.object({ token: z.string().min(10).max(200) }).openapi('EmailVerification');
 
-export function principalRoutes() {
-  const app = new OpenAPIHono<RoleEnv<OrchestratorBindings>>();
+export function signUpRoutes(directory: SignUpDirectory) {
+  const app = new OpenAPIHono<{ Bindings: any }>();
+  const HumanSchema = z
+    .object({ [directory.subjectField]: z.string(), email: z.string(), email_verified: z.boolean() })
+    .openapi(directory.schemaName);
+  const VerifiedSchema = z.object({ [directory.subjectField]: z.string(), email_verified: z.literal(true) });
 
   app.openapi(
     createRoute({
       method: 'post',
-      path: '/v1/principals',
+      path: directory.path,
       summary: 'Sign up; a confirmation link is mailed to the address',
       middleware: [acceptBody('json')] as const,
       request: { body: { required: true, content: { 'application/json': { schema: SignUpSchema } } } },
       responses: {
-        201: { description: 'Created, email not yet confirmed', content: { 'application/json': { schema: PrincipalSchema } } },
+        201: { description: 'Created, email not yet confirmed', content: { 'application/json': { schema: HumanSchema } } },
         ...problemResponses(400, 409, 415, 422),
       },
     }),
     async (c) => {
       const { email, password } = c.req.valid('json');
-      return c.json(await signUp(c.env, email, password), 201);
+      const human = await directory.signUp(c.env, email, password);
+      return c.json({ [directory.subjectField]: human.id, email: human.email, email_verified: false }, 201);
     },
   );
 
@@ -52,7 +68,7 @@ export function principalRoutes() {
         },
       },
       responses: {
-        200: { description: 'Confirmed', content: { 'application/json': { schema: z.object({ principal_id: z.string(), email_verified: z.literal(true) }) } } },
+        200: { description: 'Confirmed', content: { 'application/json': { schema: VerifiedSchema } } },
         303: { description: 'Form post: back to the confirmation page' },
         ...problemResponses(404, 415, 422),
       },
@@ -63,13 +79,14 @@ export function principalRoutes() {
       const parsed = EmailVerificationSchema.safeParse(body);
       if (!parsed.success) throw new ProblemError(422, 'invalid_request', 'token is required.', { errors: [{ path: '/token', message: 'required' }] });
       if (form) {
-        const ok = await confirmEmail(c.env, parsed.data.token).then(
+        const ok = await directory.confirmEmail(c.env, parsed.data.token).then(
           () => true,
           () => false,
         );
         return c.redirect(`/verify-email?done=${ok ? 'ok' : 'failed'}`, 303);
       }
-      return c.json(await confirmEmail(c.env, parsed.data.token), 200);
+      const id = await directory.confirmEmail(c.env, parsed.data.token);
+      return c.json({ [directory.subjectField]: id, email_verified: true }, 200);
     },
   );
 
@@ -78,7 +95,7 @@ export function principalRoutes() {
     const done = c.req.query('done');
     const token = c.req.query('token') ?? '';
     return c.html(
-      <Layout title="Confirm your email" roleName={orchestratorConfig(c.env).ORCHESTRATOR_NAME}>
+      <Layout title="Confirm your email" roleName={directory.roleName(c.env)}>
         <div class="card">
           <h1>Confirm your email</h1>
           {done === 'ok' ? (
@@ -107,11 +124,11 @@ export function principalRoutes() {
 
   // Local development delivers mail here instead of sending it (README, "Mail in local development").
   app.get('/dev/mail', async (c) => {
-    if (!orchestratorConfig(c.env).DEV_SEED) throw new ProblemError(404, 'not_found', `No resource at ${c.req.path}.`);
-    const mail = await listMail(c.env.DB);
+    if (!directory.devMail(c.env)) throw new ProblemError(404, 'not_found', `No resource at ${c.req.path}.`);
+    const mail = await listMail(directory.db(c.env));
     if (!(c.req.header('accept') ?? '').includes('text/html')) return c.json({ data: mail, has_more: false });
     return c.html(
-      <Layout title="Mail outbox" roleName={orchestratorConfig(c.env).ORCHESTRATOR_NAME}>
+      <Layout title="Mail outbox" roleName={directory.roleName(c.env)}>
         <div class="card">
           <h1>Mail outbox (local development)</h1>
           {mail.length === 0 ? <p class="muted">No mail yet.</p> : null}
