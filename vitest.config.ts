@@ -2,11 +2,21 @@
 // Durable Objects through @cloudflare/vitest-plugin), and an end-to-end project
 // in Node that starts the three Workers with wrangler dev and drives them over HTTP.
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-plugin';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { defineConfig } from 'vitest/config';
 import { generateSigningKeys } from './scripts/signing-key.mjs';
 
 const providerMigrations = await readD1Migrations('d1-migrations/provider');
 const orchestratorMigrations = await readD1Migrations('d1-migrations/orchestrator');
+
+/** The key tests sign provider request tokens with (oap-provider+jwt), as provider "cloud" and "data" would. */
+function testProviderKey() {
+  const { privateKey } = generateKeyPairSync('ed25519');
+  const jwk = privateKey.export({ format: 'jwk' }) as { kty: string; crv: string; x: string; d: string };
+  const kid = createHash('sha256').update(JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x })).digest('base64url');
+  return { privateJwk: { ...jwk, kid }, publicJwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, kid, use: 'sig' } };
+}
+const providerKey = testProviderKey();
 
 // Tests never read the developer's .dev.vars: every variable .dev.vars could set is given here.
 const testSecrets = () => ({ SIGNING_KEYS: generateSigningKeys(), PASSWORD_PEPPER: 'test-pepper-not-secret-0123456789', DEV_SEED: 'false' });
@@ -16,11 +26,12 @@ const testSecrets = () => ({ SIGNING_KEYS: generateSigningKeys(), PASSWORD_PEPPE
  * service bindings: they record what they receive and answer with the status
  * a test sets (POST /_test/status), and replay it on GET /_test/received.
  */
-function recordingProvider() {
+function recordingProvider(publicJwk: object) {
   const received: { url: string; body: string }[] = [];
   let status = 202;
   return async (request: Request) => {
     const url = new URL(request.url);
+    if (url.pathname === '/.well-known/jwks.json') return Response.json({ keys: [publicJwk] });
     if (url.pathname === '/_test/received') return Response.json(received);
     if (url.pathname === '/_test/status') {
       status = Number(await request.text());
@@ -82,12 +93,13 @@ export default defineConfig({
                 TEST_MIGRATIONS: orchestratorMigrations,
                 ...testSecrets(),
                 PUBLIC_BASE_URL: LOCAL.orchestrator,
+                TEST_PROVIDER_KEY: JSON.stringify(providerKey.privateJwk),
                 PROVIDERS: JSON.stringify([
                   { id: 'cloud', name: 'OAP Cloud', url: LOCAL.cloud, binding: 'PROVIDER_CLOUD' },
                   { id: 'data', name: 'OAP Data', url: LOCAL.data, binding: 'PROVIDER_DATA' },
                 ]),
               },
-              serviceBindings: { PROVIDER_CLOUD: recordingProvider(), PROVIDER_DATA: recordingProvider() },
+              serviceBindings: { PROVIDER_CLOUD: recordingProvider(providerKey.publicJwk), PROVIDER_DATA: recordingProvider(providerKey.publicJwk) },
             },
           }),
         ],

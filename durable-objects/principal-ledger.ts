@@ -9,11 +9,15 @@ import { chainAuditEvent, type AuditEntry, type AuditEvent } from '../workers/li
 import { insertAuditEvents } from '../workers/lib/audit-store';
 import { newId } from '../workers/lib/ids';
 import { deliverProviderEvent, type ProviderEventEnv } from '../workers/orchestrator/provider-events';
+import { deliverWebhook } from '../workers/lib/webhooks';
 import type { LedgerTask, LedgerTx } from './ledger/context';
 import * as idempotency from './ledger/idempotency';
 import * as mandates from './ledger/mandates';
 import { consumeNonce, NONCE_SWEEP_MS, sweepNonces } from './ledger/nonces';
 import { LEDGER_MIGRATIONS } from './ledger/schema';
+import * as charges from './ledger/charges';
+import { refuse } from './ledger/context';
+import * as spend from './ledger/spend';
 import * as tokens from './ledger/tokens';
 
 export type LedgerEnv = { DB: D1Database } & Partial<ProviderEventEnv>;
@@ -165,6 +169,76 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return mandates.dueProviderEvents(this.#sql, Number.MAX_SAFE_INTEGER);
   }
 
+  // ── Charges and limits ───────────────────────────────────────────────────
+
+  /** §3.1 step 3 at the orchestrator: every check and the hold, in one transaction. */
+  authorizeCharge(principal: string, request: charges.ChargeRequest) {
+    return this.#transaction(principal, (tx) => charges.authorizeCharge(tx, request));
+  }
+
+  captureCharge(principal: string, chargeId: string, actor: { type: 'provider' | 'system' | 'orchestrator'; id: string }, providerJti?: { jti: string; expiresMs: number }, receipt?: string) {
+    return this.#transaction(principal, (tx) => {
+      if (providerJti && !consumeNonce(tx, `provider:${actor.id}:${providerJti.jti}`, providerJti.expiresMs + 60_000)) return refuse('replayed', 'This provider request token was already used.');
+      return spend.captureHold(tx, chargeId, actor, receipt);
+    });
+  }
+
+  voidCharge(principal: string, chargeId: string, actor: { type: 'provider' | 'system' | 'orchestrator' | 'principal'; id: string }, reason: string, providerJti?: { jti: string; expiresMs: number }) {
+    return this.#transaction(principal, (tx) => {
+      if (providerJti && !consumeNonce(tx, `provider:${actor.id}:${providerJti.jti}`, providerJti.expiresMs + 60_000)) return refuse('replayed', 'This provider request token was already used.');
+      return spend.voidHold(tx, chargeId, actor, reason);
+    });
+  }
+
+  getCharge(chargeId: string) {
+    return spend.getHold(this.#sql, chargeId);
+  }
+
+  listCharges(filter: Parameters<typeof spend.listHolds>[1] = {}) {
+    return spend.listHolds(this.#sql, filter);
+  }
+
+  /** This period's spend against the principal's limit and each active mandate's. */
+  limitsSummary() {
+    const period = spend.billingPeriod(Date.now());
+    const own = spend.ownLimit(this.#sql);
+    const rows = [{ scope: 'principal' as const, id: null as string | null, limit: own, spent: { amount: spend.spent(this.#sql, period, 'principal'), currency: own.currency }, period }];
+    for (const m of mandates.listMandates(this.#sql, Date.now())) {
+      if (m.status !== 'active' || !m.approved) continue;
+      const root = mandates.mandateRoot(this.#sql, m.mandate_id)!;
+      const limit = { amount: m.approved.spend_limit.amount, currency: m.approved.spend_limit.currency };
+      rows.push({ scope: 'mandate' as never, id: m.mandate_id, limit, spent: { amount: spend.spent(this.#sql, period, `mandate:${root}`), currency: limit.currency }, period });
+    }
+    return rows;
+  }
+
+  ownLimit() {
+    return spend.ownLimit(this.#sql);
+  }
+
+  setOwnLimit(principal: string, limit: { amount: number; currency: string }) {
+    return this.#transaction(principal, (tx) => spend.setOwnLimit(tx, limit, { type: 'principal', id: principal }));
+  }
+
+  spentThisPeriod(scope = 'principal') {
+    return spend.spent(this.#sql, spend.billingPeriod(Date.now()), scope);
+  }
+
+  listNotifications() {
+    return this.#sql
+      .exec<{ id: string; type: string; created: string; data: string }>('SELECT id, type, created, data FROM notifications ORDER BY created DESC, rowid DESC')
+      .toArray()
+      .map((n) => ({ ...n, data: JSON.parse(n.data) as unknown }));
+  }
+
+  addWebhookEndpoint(principal: string, endpoint: { id: string; url: string; secret: string }) {
+    return this.#transaction(principal, (tx) => {
+      tx.sql.exec('INSERT INTO webhook_endpoints (id, url, secret, created) VALUES (?, ?, ?, ?)', endpoint.id, endpoint.url, endpoint.secret, new Date(tx.now).toISOString());
+      tx.audit({ actor: { type: 'principal', id: principal }, action: 'webhook_endpoint.create', target: endpoint.id, outcome: 'succeeded', related: [endpoint.url] });
+      return { id: endpoint.id, url: endpoint.url };
+    });
+  }
+
   // ── Tokens (provider) ────────────────────────────────────────────────────
 
   recordTokenIssue(account: string, issue: tokens.TokenIssue) {
@@ -211,6 +285,14 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       case 'provider_events':
         await this.#deliverProviderEvents();
         return;
+      case 'hold_expiry':
+        this.#expireHolds();
+        return;
+      case 'webhooks':
+        await this.#deliverWebhooks();
+        return;
+      case 'saga_recovery':
+        return;
     }
   }
 
@@ -243,6 +325,46 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     }
     const next = mandates.nextProviderEventDue(this.#sql);
     if (next !== null) this.#scheduleRow('provider_events', next);
+  }
+
+  /** Pending holds past their deadline are voided (alarms run at least once: voiding twice is a no-op). */
+  #expireHolds(): void {
+    const principal = this.auditHead().principal;
+    if (principal === null) return;
+    this.#transaction(principal, (tx) => {
+      for (const hold of spend.expiredHolds(tx.sql, tx.now)) spend.voidHold(tx, hold.id, { type: 'system', id: 'hold-expiry' }, 'expired');
+      const next = spend.nextHoldExpiry(tx.sql);
+      if (next !== null) tx.schedule('hold_expiry', next);
+    });
+  }
+
+  /** Webhooks (PROTOCOL.md "Webhooks"): signed, retried with backoff until 2xx, each attempt audited. */
+  async #deliverWebhooks(): Promise<void> {
+    const principal = this.auditHead().principal;
+    const due = this.#sql
+      .exec<{ id: number; endpoint_id: string; event: string; attempts: number; url: string; secret: string }>(
+        `SELECT d.id, d.endpoint_id, d.event, d.attempts, e.url, e.secret FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+         WHERE d.next_attempt_at <= ? ORDER BY d.id LIMIT 50`,
+        Date.now(),
+      )
+      .toArray();
+    for (const delivery of due) {
+      const outcome = await deliverWebhook(delivery.url, delivery.secret, delivery.event);
+      this.#transaction(principal, (tx) => {
+        tx.audit({
+          actor: { type: 'orchestrator', id: 'self' },
+          action: 'webhook.deliver',
+          target: delivery.endpoint_id,
+          outcome: outcome.delivered ? 'succeeded' : 'failed',
+          reason: outcome.delivered ? null : outcome.detail.slice(0, 200),
+          related: [(JSON.parse(delivery.event) as { id: string }).id],
+        });
+        if (outcome.delivered || delivery.attempts >= 15) tx.sql.exec('DELETE FROM webhook_deliveries WHERE id = ?', delivery.id);
+        else tx.sql.exec('UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?', Date.now() + Math.min(3_600_000, 1000 * 2 ** delivery.attempts), delivery.id);
+      });
+    }
+    const next = this.#sql.exec<{ due: number | null }>('SELECT MIN(next_attempt_at) AS due FROM webhook_deliveries').one().due;
+    if (next !== null) this.#scheduleRow('webhooks', next);
   }
 
   // ── Plumbing ─────────────────────────────────────────────────────────────

@@ -200,8 +200,10 @@ export function createMandate(
 }
 
 function insertMandate(tx: LedgerTx, input: { mandate_id: string; agent_id: string; terms: MandateTerms; pending_until: number; first_contact: boolean }, status: MandateStatus) {
+  // Spend against a mandate is summed over its supersedes chain (§2.1): every link shares the chain's root.
+  const root = input.terms.supersedes ? (mandateRoot(tx.sql, input.terms.supersedes) ?? input.mandate_id) : input.mandate_id;
   tx.sql.exec(
-    `INSERT INTO mandates (id, agent_id, status, requested, first_contact, created, pending_until) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    `INSERT INTO mandates (id, agent_id, status, requested, first_contact, created, pending_until, root) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     input.mandate_id,
     input.agent_id,
     status,
@@ -209,7 +211,13 @@ function insertMandate(tx: LedgerTx, input: { mandate_id: string; agent_id: stri
     input.first_contact ? 1 : 0,
     iso(tx.now),
     input.pending_until,
+    root,
   );
+}
+
+export function mandateRoot(sql: SqlStorage, mandateId: string): string | null {
+  const row = sql.exec<{ root: string | null }>('SELECT root FROM mandates WHERE id = ?', mandateId).toArray()[0];
+  return row ? (row.root ?? mandateId) : null;
 }
 
 /** §2.1: between polls of a pending mandate the agent waits `interval`; the first poll and reads of a decided one never wait. */

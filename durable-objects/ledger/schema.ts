@@ -27,4 +27,23 @@ export const LEDGER_MIGRATIONS: string[] = [
      id INTEGER PRIMARY KEY AUTOINCREMENT, provider_id TEXT NOT NULL, type TEXT NOT NULL, payload TEXT NOT NULL,
      attempts INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL, created TEXT NOT NULL);
    CREATE TABLE account_agents (agent_id TEXT PRIMARY KEY, jkt TEXT NOT NULL, iss TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL);`,
+  // 3: money. Holds (two-phase charges), running totals per (period, scope),
+  // the principal's own limit, budget alerts and notifications, webhooks.
+  `ALTER TABLE mandates ADD COLUMN root TEXT;
+   CREATE TABLE limits (scope TEXT PRIMARY KEY, amount INTEGER NOT NULL, currency TEXT NOT NULL, set_by TEXT, set_at TEXT);
+   CREATE TABLE holds (
+     id TEXT PRIMARY KEY, period TEXT NOT NULL, mandate_id TEXT, mandate_root TEXT, provider TEXT, service TEXT, plan TEXT,
+     agent_id TEXT, amount INTEGER NOT NULL, currency TEXT NOT NULL, status TEXT NOT NULL, idempotency_key TEXT,
+     resource_ref TEXT, description TEXT, evidence TEXT, receipt TEXT, created INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+     resolved_at INTEGER, UNIQUE (provider, idempotency_key));
+   CREATE INDEX holds_pending ON holds (status, expires_at);
+   CREATE INDEX holds_by_created ON holds (created);
+   CREATE INDEX holds_by_service ON holds (service, created);
+   CREATE TABLE spend_totals (period TEXT NOT NULL, scope TEXT NOT NULL, amount INTEGER NOT NULL, PRIMARY KEY (period, scope));
+   CREATE TABLE alerts_sent (period TEXT NOT NULL, scope TEXT NOT NULL, threshold INTEGER NOT NULL, PRIMARY KEY (period, scope, threshold));
+   CREATE TABLE notifications (id TEXT PRIMARY KEY, type TEXT NOT NULL, created TEXT NOT NULL, data TEXT NOT NULL);
+   CREATE TABLE webhook_endpoints (id TEXT PRIMARY KEY, url TEXT NOT NULL, secret TEXT NOT NULL, created TEXT NOT NULL);
+   CREATE TABLE webhook_deliveries (
+     id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint_id TEXT NOT NULL, event TEXT NOT NULL, attempts INTEGER NOT NULL,
+     next_attempt_at INTEGER NOT NULL);`,
 ];

@@ -89,6 +89,10 @@ export class ProblemError extends Error {
     super(detail);
     this.name = 'ProblemError';
   }
+
+  withExtra(extra: Record<string, unknown>): ProblemError {
+    return new ProblemError(this.status, this.code, this.detail, { ...this.extra, ...extra }, this.headers);
+  }
 }
 
 export function problemBody(status: number, code: ProblemCode, detail: string, extra: Record<string, unknown> = {}): Problem {

@@ -5,6 +5,7 @@ import { auditRoutes } from '../lib/routes/audit';
 import { jwksRoutes } from '../lib/routes/jwks';
 import { sessionRoutes } from '../lib/routes/session';
 import { signUpRoutes } from '../lib/routes/sign-up';
+import { limitRoutes } from '../lib/routes/limits';
 import { readSession } from '../lib/sessions';
 import { authenticateAgent } from './agent-auth';
 import { ledgerOf, orchestratorConfig, pepperOf, sessionConfigOf, type OrchestratorBindings } from './env';
@@ -12,6 +13,8 @@ import { approvalPages } from './pages/approval';
 import { confirmEmail, seedDemoPrincipal, signUp } from './principals';
 import { agentRoutes } from './routes/agents';
 import { attestationRoutes } from './routes/attestations';
+import { chargeRoutes } from './routes/charges';
+import { notificationRoutes } from './routes/notifications';
 import { discoveryRoutes } from './routes/discovery';
 import { mandateRoutes } from './routes/mandates';
 import { principalByEmail } from './store/principals';
@@ -53,6 +56,9 @@ export function createOrchestratorApp() {
   app.route('/', agentRoutes());
   app.route('/', mandateRoutes());
   app.route('/', attestationRoutes());
+  app.route('/', chargeRoutes());
+  app.route('/', limitRoutes({ db: (env: OrchestratorBindings) => env.DB, config: sessionConfigOf, ledgerOf }));
+  app.route('/', notificationRoutes());
   app.route('/', approvalPages());
   app.route(
     '/',

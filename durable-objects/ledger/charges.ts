@@ -1,0 +1,153 @@
+// Charge authorization at the orchestrator (PROTOCOL.md §3.1 step 3): the
+// checks of the mandate and of every limit, in order, and the hold, in one
+// synchronous transaction of the principal's ledger. Nothing another request
+// does can slip between a check and the hold it guards.
+import { decodeJwt } from 'jose';
+import { evaluateForProvider } from '../../workers/lib/mandate-constraints';
+import type { Money } from '../../workers/lib/schemas/money';
+import { iso, refuse, type LedgerTx } from './context';
+import { getAgent, getMandate, mandateRoot } from './mandates';
+import { consumeNonce } from './nonces';
+import {
+  authorizedSince,
+  billingPeriod,
+  checkLimits,
+  getHold,
+  holdByIdempotencyKey,
+  insertHold,
+  ownLimit,
+  raiseBudgetAlerts,
+  spent,
+  type Decline,
+  type Hold,
+} from './spend';
+
+/** A hold the provider does not capture in this time is voided by the alarm. */
+export const ORCHESTRATOR_HOLD_TTL_MS = 10 * 60 * 1000;
+/** §3.3: the orchestrator's own ceiling on charges per principal per hour. */
+export const CHARGES_PER_HOUR = 100;
+
+export type ChargeRequest = {
+  charge_id: string;
+  provider: string;
+  provider_jti: string;
+  provider_jti_expires_ms: number;
+  mandate_id: string;
+  agent_id: string;
+  service: string;
+  plan: string;
+  amount: Money;
+  description: string;
+  resource_ref: string | null;
+  idempotency_key: string;
+  token_jti: string;
+  /** JSON: what the decision rests on: the agent's signed request and how it was verified. */
+  evidence: string;
+};
+
+export type Authorized = { ok: true; hold: Hold; replayed: boolean; constraint_results: { type: string; pass: boolean }[] };
+
+export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorized | Decline {
+  const provider = { type: 'provider' as const, id: request.provider };
+  // The provider's request JWT is single use; its jti is remembered here, with the decision.
+  if (!consumeNonce(tx, `provider:${request.provider}:${request.provider_jti}`, request.provider_jti_expires_ms + 60_000)) {
+    return { ...refuse('replayed', 'This provider request token was already used.') };
+  }
+  const previous = holdByIdempotencyKey(tx.sql, request.provider, request.idempotency_key);
+  if (previous) return { ok: true, hold: previous, replayed: true, constraint_results: [] };
+
+  const results: { type: string; pass: boolean }[] = [];
+  const decline = (code: string, detail: string, extra: Partial<Decline> = {}): Decline => {
+    tx.audit({
+      actor: provider,
+      action: 'charge.authorize',
+      mandate_id: request.mandate_id,
+      target: request.charge_id,
+      outcome: 'refused',
+      reason: code,
+      amount: request.amount,
+      related: [request.agent_id, `${request.service}/${request.plan}`],
+    });
+    return { ok: false, code, detail, ...extra };
+  };
+
+  const mandate = getMandate(tx.sql, request.mandate_id, tx.now);
+  const agent = getAgent(tx.sql, request.agent_id);
+  const active = !!mandate && mandate.agent_id === request.agent_id && mandate.status === 'active' && !!agent && agent.status === 'active' && !!mandate.approved;
+  results.push({ type: 'mandate_active', pass: active });
+  if (!active) return decline('mandate_inactive', `The mandate is ${mandate?.status ?? 'unknown'}${agent?.status === 'revoked' ? ' and the agent is revoked' : ''}.`);
+
+  const verdict = evaluateForProvider(mandate.mandate_jws ? decodeJwt(mandate.mandate_jws).constraints : undefined, request.provider, tx.now);
+  const inScope = verdict.ok && verdict.services.includes(request.service);
+  results.push({ type: 'provider_services', pass: inScope });
+  if (!inScope) return decline('out_of_scope', verdict.ok ? `${request.service} is not among the services this mandate allows at ${request.provider}.` : verdict.reason);
+
+  const perCharge = verdict.ok ? verdict.max_per_charge : null;
+  const fitsPerCharge = !perCharge || (perCharge.currency === request.amount.currency && request.amount.amount <= perCharge.amount);
+  results.push({ type: 'max_per_charge', pass: fitsPerCharge });
+  if (!fitsPerCharge) {
+    return decline('spend_limit_exceeded', `This charge exceeds the mandate's limit of ${perCharge!.amount} ${perCharge!.currency} per charge.`, {
+      limit: perCharge!,
+      spent: { amount: 0, currency: perCharge!.currency },
+      requested: request.amount,
+      scope: 'max_per_charge',
+    });
+  }
+
+  const period = billingPeriod(tx.now);
+  const root = mandateRoot(tx.sql, mandate.mandate_id)!;
+  const mandateLimit = { amount: mandate.approved!.spend_limit.amount, currency: mandate.approved!.spend_limit.currency };
+  const principalLimit = ownLimit(tx.sql);
+  const over = checkLimits(tx.sql, period, request.amount, [
+    { scope: `mandate:${root}`, limit: mandateLimit },
+    { scope: 'principal', limit: principalLimit },
+  ]);
+  results.push({ type: 'mandate_spend_limit', pass: !over || over.scope !== `mandate:${root}` });
+  if (over) {
+    if (over.scope === 'principal') results.push({ type: 'monthly_limit', pass: false });
+    return decline(over.code, over.detail, over);
+  }
+  results.push({ type: 'monthly_limit', pass: true });
+
+  const recent = authorizedSince(tx.sql, tx.now - 60 * 60 * 1000);
+  results.push({ type: 'velocity', pass: recent < CHARGES_PER_HOUR });
+  if (recent >= CHARGES_PER_HOUR) return decline('velocity_limited', `At most ${CHARGES_PER_HOUR} charges an hour.`);
+
+  const before = { principal: spent(tx.sql, period, 'principal'), mandate: spent(tx.sql, period, `mandate:${root}`) };
+  const hold = insertHold(tx, {
+    id: request.charge_id,
+    mandate_id: request.mandate_id,
+    mandate_root: root,
+    provider: request.provider,
+    service: request.service,
+    plan: request.plan,
+    agent_id: request.agent_id,
+    amount: request.amount,
+    idempotency_key: request.idempotency_key,
+    resource_ref: request.resource_ref,
+    description: request.description,
+    evidence: JSON.stringify({
+      ...(JSON.parse(request.evidence) as object),
+      token_jti: request.token_jti,
+      constraint_results: results,
+      mandate_status_at_decision: mandate.status,
+      decided_at: iso(tx.now),
+    }),
+    ttl_ms: ORCHESTRATOR_HOLD_TTL_MS,
+    scopes: ['principal', `mandate:${root}`, `provider:${request.provider}`],
+  });
+  tx.audit({
+    actor: provider,
+    action: 'charge.authorize',
+    mandate_id: request.mandate_id,
+    target: request.charge_id,
+    outcome: 'succeeded',
+    amount: request.amount,
+    related: [request.agent_id, `${request.service}/${request.plan}`],
+  });
+  raiseBudgetAlerts(tx, period, 'principal', principalLimit, before.principal, before.principal + request.amount.amount);
+  raiseBudgetAlerts(tx, period, `mandate:${root}`, mandateLimit, before.mandate, before.mandate + request.amount.amount);
+  return { ok: true, hold, replayed: false, constraint_results: results };
+}
+
+export { getHold };

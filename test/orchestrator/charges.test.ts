@@ -1,0 +1,182 @@
+// The charges API (PROTOCOL.md §3.1 step 3, §3.2) as providers call it.
+import { env } from 'cloudflare:workers';
+import { describe, expect, it } from 'vitest';
+import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
+import type { AuditEvent } from '../../workers/lib/audit';
+import { asProvider, chargeBody, subjectAt } from '../support/fake-provider';
+import { activeMandate, call, newPrincipal, type Human } from '../support/orchestrator-client';
+
+const testEnv = env as unknown as TestEnv;
+const ledgerOf = (id: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(id));
+
+async function setup(overrides: Record<string, unknown> = {}, human?: Human) {
+  const h = human ?? (await newPrincipal());
+  const { agent, mandate_id } = await activeMandate(h, undefined, overrides);
+  const sub = await subjectAt(agent, mandate_id, 'cloud');
+  const body = (input: Partial<Parameters<typeof chargeBody>[1]> = {}) =>
+    chargeBody(agent.key, { provider: 'cloud', mandate_id, agent_id: agent.agent_id, sub, service: 'domain', plan: 'com-1y', amount: 1044, ...input });
+  return { human: h, agent, mandate_id, sub, body };
+}
+
+describe('authorize, capture, void', () => {
+  it('authorizes a charge the agent signed for, then captures it once', async () => {
+    const { human, body } = await setup();
+    const res = await asProvider('cloud', 'POST', '/v1/charges', await body());
+    expect(res.status).toBe(201);
+    const charge = (await res.json()) as { charge_id: string; status: string; hold_expires_at: string; amount: number };
+    expect(charge).toMatchObject({ status: 'authorized', amount: 1044, currency: 'usd', provider: 'cloud', service: 'domain' });
+    expect(Date.parse(charge.hold_expires_at)).toBeGreaterThan(Date.now());
+    const captured = await asProvider('cloud', 'POST', `/v1/charges/${charge.charge_id}/capture`, {});
+    expect(await captured.json()).toMatchObject({ charge_id: charge.charge_id, status: 'captured' });
+    // Capturing twice changes nothing; voiding a captured charge is refused.
+    expect(((await (await asProvider('cloud', 'POST', `/v1/charges/${charge.charge_id}/capture`, {})).json()) as { status: string }).status).toBe('captured');
+    expect((await asProvider('cloud', 'POST', `/v1/charges/${charge.charge_id}/void`, {})).status).toBe(409);
+    // The principal reads it.
+    const read = await call(`/v1/charges/${charge.charge_id}`, { headers: { cookie: human.cookie } });
+    expect(((await read.json()) as { status: string }).status).toBe('captured');
+  });
+
+  it('answers a capture after a void with 409 charge_voided, and the spend is released', async () => {
+    const { human, body } = await setup();
+    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', await body())).json()) as { charge_id: string };
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(1044);
+    expect(((await (await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/void`, { reason: 'provision failed' })).json()) as { status: string }).status).toBe('voided');
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(0);
+    const late = await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {});
+    expect(late.status).toBe(409);
+    expect(await late.json()).toMatchObject({ code: 'charge_voided' });
+  });
+
+  it('returns the same charge for the same provider idempotency key', async () => {
+    const { body } = await setup();
+    const request = await body({ key: 'saga-1' });
+    const first = (await (await asProvider('cloud', 'POST', '/v1/charges', request)).json()) as { charge_id: string };
+    const again = (await (await asProvider('cloud', 'POST', '/v1/charges', request)).json()) as { charge_id: string };
+    expect(again.charge_id).toBe(first.charge_id);
+  });
+});
+
+describe('the checks, in order, each a 402 with what a human needs to step up', () => {
+  it('refuses beyond max_per_charge with limit, spent, requested and step_up_url', async () => {
+    const { mandate_id, body } = await setup();
+    const res = await asProvider('cloud', 'POST', '/v1/charges', await body({ amount: 2500 }));
+    expect(res.status).toBe(402);
+    expect(await res.json()).toMatchObject({
+      code: 'spend_limit_exceeded',
+      limit: { amount: 2000, currency: 'usd' },
+      requested: { amount: 2500, currency: 'usd' },
+      step_up_url: `http://127.0.0.1:8787/mandates/${mandate_id}/approval`,
+    });
+  });
+
+  it('refuses a service outside the mandate with out_of_scope', async () => {
+    const { body } = await setup();
+    const res = await asProvider('cloud', 'POST', '/v1/charges', await body({ service: 'workers-paid', plan: 'paid', amount: 500 }));
+    expect(res.status).toBe(402);
+    expect(await res.json()).toMatchObject({ code: 'out_of_scope' });
+  });
+
+  it('refuses once the mandate’s monthly limit is spent', async () => {
+    const { body } = await setup({ spend_limit: { amount: 3000, currency: 'usd', period: 'month' } });
+    for (let i = 0; i < 2; i++) expect((await asProvider('cloud', 'POST', '/v1/charges', await body())).status).toBe(201);
+    const res = await asProvider('cloud', 'POST', '/v1/charges', await body());
+    expect(await res.json()).toMatchObject({ code: 'spend_limit_exceeded', limit: { amount: 3000 }, spent: { amount: 2088 }, requested: { amount: 1044 } });
+  });
+
+  it('sums the principal’s monthly limit across mandates and providers (re-approval never resets spend)', async () => {
+    const human = await newPrincipal();
+    const a = await setup({ spend_limit: { amount: 8000, currency: 'usd', period: 'month' }, scope: [{ provider: 'cloud', services: ['domain'] }] }, human);
+    const b = await setup({ spend_limit: { amount: 8000, currency: 'usd', period: 'month' }, scope: [{ provider: 'cloud', services: ['domain'] }] }, human);
+    for (let i = 0; i < 6; i++) expect((await asProvider('cloud', 'POST', '/v1/charges', await a.body())).status).toBe(201); // 6264
+    for (let i = 0; i < 3; i++) expect((await asProvider('cloud', 'POST', '/v1/charges', await b.body())).status).toBe(201); // 9396
+    const res = await asProvider('cloud', 'POST', '/v1/charges', await b.body());
+    expect(res.status).toBe(402);
+    expect(await res.json()).toMatchObject({ code: 'spend_limit_exceeded', limit: { amount: 10_000 }, spent: { amount: 9396 }, step_up_url: 'http://127.0.0.1:8787/limits' });
+  });
+
+  it('refuses charges against a revoked mandate with mandate_inactive', async () => {
+    const { human, mandate_id, body } = await setup();
+    const request = await body();
+    await call(`/v1/mandates/${mandate_id}/revoke`, { method: 'POST', headers: human.headers() });
+    const res = await asProvider('cloud', 'POST', '/v1/charges', request);
+    expect(res.status).toBe(402);
+    expect(await res.json()).toMatchObject({ code: 'mandate_inactive' });
+  });
+
+  it('refuses a charge that is not what the agent signed (another plan, another price)', async () => {
+    const { body } = await setup();
+    const otherPlan = { ...(await body()), plan: 'io-1y', amount: 1500 };
+    expect(await (await asProvider('cloud', 'POST', '/v1/charges', otherPlan)).json()).toMatchObject({ status: 401, code: 'invalid_signature' });
+    const otherPrice = { ...(await body({ expected: 1044 })), amount: 1500 };
+    expect(await (await asProvider('cloud', 'POST', '/v1/charges', otherPrice)).json()).toMatchObject({ code: 'invalid_signature' });
+  });
+});
+
+describe('provider authentication', () => {
+  it('refuses a replayed, mis-bound or foreign provider token and unknown subjects', async () => {
+    const { body } = await setup();
+    const request = await body();
+    expect((await asProvider('cloud', 'POST', '/v1/charges', request, { body_sha256: 'x' })).status).toBe(401);
+    expect((await asProvider('cloud', 'POST', '/v1/charges', request, { htu: 'http://127.0.0.1:8787/v1/other' })).status).toBe(401);
+    expect((await asProvider('cloud', 'POST', '/v1/charges', request, { jti: 'fixed-jti' })).status).toBe(201);
+    const replay = await asProvider('cloud', 'POST', '/v1/charges', { ...request, idempotency_key: 'another' }, { jti: 'fixed-jti' });
+    expect(replay.status).toBe(401);
+    // The sub is the principal's name at "cloud": at "data" it names nobody.
+    expect((await asProvider('data', 'POST', '/v1/charges', request)).status).toBe(404);
+    expect((await call('/v1/charges', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(request) })).status).toBe(401);
+  });
+});
+
+describe('spend under concurrency', () => {
+  it('commits exactly 100 of 1,000 concurrent $1 charges against a $100 limit, each audited, the chain intact', async () => {
+    const { human, body } = await setup({
+      spend_limit: { amount: 10_000, currency: 'usd', period: 'month' },
+      scope: [{ provider: 'cloud', services: ['domain'] }],
+    });
+    const requests = await Promise.all(Array.from({ length: 1000 }, () => body({ amount: 100 })));
+    // The principal's global ceiling of 100 charges an hour would decline before the money does: this is about money.
+    const responses = await Promise.all(requests.map((r) => asProvider('cloud', 'POST', '/v1/charges', r)));
+    const statuses = responses.map((r) => r.status);
+    expect(statuses.filter((s) => s === 201)).toHaveLength(100);
+    const declines = await Promise.all(responses.filter((r) => r.status !== 201).map((r) => r.json() as Promise<{ code: string }>));
+    expect(declines).toHaveLength(900);
+    expect(new Set(declines.map((d) => d.code))).toEqual(new Set(['spend_limit_exceeded']));
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(10_000);
+    const authorized = await Promise.all(responses.filter((r) => r.status === 201).map((r) => r.json() as Promise<{ charge_id: string }>));
+    const captures = await Promise.all(authorized.map((c) => asProvider('cloud', 'POST', `/v1/charges/${c.charge_id}/capture`, {})));
+    expect(captures.every((r) => r.status === 200)).toBe(true);
+    const charges = await ledgerOf(human.principal_id).listCharges({});
+    expect(charges.filter((c) => c.status === 'captured')).toHaveLength(100);
+    const events: AuditEvent[] = [];
+    for await (const e of auditEvents(ledgerOf(human.principal_id), testEnv.DB, human.principal_id, 0, { action: 'charge.authorize' })) events.push(e);
+    expect(events.filter((e) => e.outcome === 'succeeded')).toHaveLength(100);
+    expect(events.filter((e) => e.outcome === 'refused')).toHaveLength(900);
+    expect(await verifyAuditTrail(ledgerOf(human.principal_id), testEnv.DB, human.principal_id)).toMatchObject({ ok: true, first_broken_seq: null });
+  }, 120_000);
+
+  it('holds one monthly limit across two providers: 1,000 concurrent charges at cloud and data, exactly 100 fit', async () => {
+    const human = await newPrincipal();
+    const { agent, mandate_id } = await activeMandate(human, undefined, {
+      spend_limit: { amount: 10_000, currency: 'usd', period: 'month' },
+      scope: [
+        { provider: 'cloud', services: ['domain'] },
+        { provider: 'data', services: ['database'] },
+      ],
+    });
+    const subs = { cloud: await subjectAt(agent, mandate_id, 'cloud'), data: await subjectAt(agent, mandate_id, 'data') };
+    const requests = await Promise.all(
+      Array.from({ length: 1000 }, async (_, i) => {
+        const provider = i % 2 ? ('data' as const) : ('cloud' as const);
+        const service = provider === 'cloud' ? { service: 'domain', plan: 'com-1y' } : { service: 'database', plan: 'pro' };
+        return { provider, body: await chargeBody(agent.key, { provider, mandate_id, agent_id: agent.agent_id, sub: subs[provider], ...service, amount: 100 }) };
+      }),
+    );
+    const responses = await Promise.all(requests.map((r) => asProvider(r.provider, 'POST', '/v1/charges', r.body)));
+    expect(responses.filter((r) => r.status === 201)).toHaveLength(100);
+    expect(responses.filter((r) => r.status === 402)).toHaveLength(900);
+    const charges = await ledgerOf(human.principal_id).listCharges({});
+    const byProvider = (p: string) => charges.filter((c) => c.provider === p && c.status === 'pending').reduce((sum, c) => sum + c.amount, 0);
+    expect(byProvider('cloud') + byProvider('data')).toBe(10_000);
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(10_000);
+  }, 120_000);
+});

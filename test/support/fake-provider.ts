@@ -1,0 +1,78 @@
+// Plays a provider against the orchestrator under test: signs its request
+// tokens (oap-provider+jwt) with the key the test configuration publishes for
+// "cloud" and "data", and builds charge requests around an agent's signed call.
+import { env } from 'cloudflare:workers';
+import { decodeJwt, importJWK, SignJWT } from 'jose';
+import { signRequest } from '../../workers/lib/http-signatures';
+import type { AgentKey } from './agent-keys';
+import { call, ORCHESTRATOR, type Agent } from './orchestrator-client';
+
+export const PROVIDER_URL = { cloud: 'http://127.0.0.1:8788', data: 'http://127.0.0.1:8789' } as const;
+type ProviderId = keyof typeof PROVIDER_URL;
+
+let key: Promise<{ key: CryptoKey; kid: string }> | undefined;
+function providerKey() {
+  key ??= (async () => {
+    const jwk = JSON.parse((env as unknown as { TEST_PROVIDER_KEY: string }).TEST_PROVIDER_KEY) as { kid: string };
+    return { key: (await importJWK({ ...jwk, alg: 'EdDSA' }, 'EdDSA')) as CryptoKey, kid: jwk.kid };
+  })();
+  return key;
+}
+
+async function sha256b64url(text: string) {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)));
+  return btoa(String.fromCharCode(...digest)).replaceAll('+', '-').replaceAll('/', '_').replace(/=+$/, '');
+}
+
+export async function providerToken(provider: ProviderId, method: string, path: string, body: string, overrides: Record<string, unknown> = {}) {
+  const { key: signingKey, kid } = await providerKey();
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ htm: method, htu: `${ORCHESTRATOR}${path}`, body_sha256: await sha256b64url(body), jti: crypto.randomUUID(), ...overrides })
+    .setProtectedHeader({ alg: 'EdDSA', typ: 'oap-provider+jwt', kid })
+    .setIssuer(PROVIDER_URL[provider])
+    .setAudience(ORCHESTRATOR)
+    .setIssuedAt(now)
+    .setExpirationTime(now + 60)
+    .sign(signingKey);
+}
+
+/** A provider's authenticated call to the orchestrator. */
+export async function asProvider(provider: ProviderId, method: string, path: string, body?: unknown, tokenOverrides: Record<string, unknown> = {}) {
+  const text = body === undefined ? '' : JSON.stringify(body);
+  return call(path, {
+    method,
+    headers: { authorization: `Bearer ${await providerToken(provider, method, path, text, tokenOverrides)}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: text }),
+  });
+}
+
+/** The pairwise subject the orchestrator gave this principal at `provider` (read from a fresh attestation). */
+export async function subjectAt(agent: Agent, mandateId: string, provider: ProviderId) {
+  const res = await agent.request('POST', '/v1/attestations', { mandate_id: mandateId, provider });
+  if (res.status !== 200) throw new Error(`attestation failed: ${res.status} ${await res.text()}`);
+  return decodeJwt(((await res.json()) as { attestation: string }).attestation).sub!;
+}
+
+/** What a provider sends to authorize: the agent's signed POST /v1/resources and the charge around it. */
+export async function chargeBody(
+  agentKey: AgentKey,
+  input: { provider: ProviderId; mandate_id: string; agent_id: string; sub: string; service: string; plan: string; amount: number; key?: string; expected?: number },
+) {
+  const targetUri = `${PROVIDER_URL[input.provider]}/v1/resources`;
+  const signedBody = JSON.stringify({ service: input.service, plan: input.plan, parameters: {}, ...(input.expected === undefined ? {} : { expected_price: { amount: input.expected, currency: 'usd' } }) });
+  const signed = await signRequest({ method: 'POST', targetUri, body: signedBody, privateKey: agentKey.privateKey, keyid: agentKey.jkt });
+  return {
+    mandate_id: input.mandate_id,
+    principal_sub: input.sub,
+    agent_id: input.agent_id,
+    service: input.service,
+    plan: input.plan,
+    amount: input.amount,
+    currency: 'usd',
+    description: `${input.service} ${input.plan}`,
+    resource_ref: null,
+    idempotency_key: input.key ?? crypto.randomUUID(),
+    token_jti: `tok_${crypto.randomUUID()}`,
+    agent_request: { method: 'POST', target_uri: targetUri, body: signedBody, content_digest: signed['content-digest'], signature_input: signed['signature-input'], signature: signed.signature },
+  };
+}

@@ -1,0 +1,65 @@
+// Charges and limits on the wire (PROTOCOL.md §3.1 step 3, §3.2).
+import { z } from '@hono/zod-openapi';
+import { MoneySchema } from './money';
+
+export const AgentRequestSchema = z
+  .object({
+    method: z.enum(['POST', 'PATCH', 'DELETE']),
+    target_uri: z.string().url(),
+    body: z.string().max(1024 * 1024),
+    content_digest: z.string(),
+    signature_input: z.string(),
+    signature: z.string(),
+  })
+  .openapi('AgentSignedRequest');
+
+export const ChargeRequestSchema = z
+  .object({
+    mandate_id: z.string().startsWith('mdt_'),
+    principal_sub: z.string().min(1),
+    agent_id: z.string().startsWith('agt_'),
+    service: z.string().min(1),
+    plan: z.string().min(1),
+    amount: z.number().int().nonnegative(),
+    currency: z.string().regex(/^[a-z]{3}$/),
+    description: z.string().max(500),
+    resource_ref: z.string().max(200).nullable().optional(),
+    idempotency_key: z.string().min(1).max(255),
+    token_jti: z.string().min(1),
+    agent_request: AgentRequestSchema,
+  })
+  .openapi('ChargeRequest');
+
+export const chargeStatuses = ['authorized', 'captured', 'voided', 'refunded'] as const;
+
+export const ChargeSchema = z
+  .object({
+    charge_id: z.string(),
+    status: z.enum(chargeStatuses),
+    amount: z.number().int(),
+    currency: z.string(),
+    provider: z.string().nullable(),
+    service: z.string().nullable(),
+    plan: z.string().nullable(),
+    mandate_id: z.string().nullable(),
+    agent_id: z.string().nullable(),
+    description: z.string().nullable(),
+    resource_ref: z.string().nullable(),
+    created: z.string(),
+    hold_expires_at: z.string().nullable(),
+    resolved_at: z.string().nullable(),
+    receipt: z.string().nullable(),
+  })
+  .openapi('Charge');
+
+export type Charge = z.infer<typeof ChargeSchema>;
+
+export const LimitRowSchema = z
+  .object({ scope: z.enum(['principal', 'mandate']), id: z.string().nullable().optional(), limit: MoneySchema, spent: MoneySchema, period: z.string() })
+  .openapi('Limit');
+
+export const SetLimitSchema = MoneySchema.openapi('SetLimit', { description: 'The new monthly limit of the signed-in principal (or provider account)' });
+
+export const NotificationSchema = z
+  .object({ id: z.string(), type: z.string(), created: z.string(), data: z.record(z.string(), z.unknown()) })
+  .openapi('Notification');

@@ -1,0 +1,136 @@
+// The charges API (PROTOCOL.md §3.1 step 3): a provider asks to charge a
+// principal for what its agent signed for. The orchestrator checks that the
+// subject is that provider's name for the principal, that the agent really
+// signed this request for this service, plan and price, then lets the
+// principal's ledger decide every limit in one transaction.
+import { newId } from '../lib/ids';
+import { SignatureRefused, verifyRequestSignature } from '../lib/http-signatures';
+import { ProblemError, refusalProblem } from '../lib/problem';
+import type { Charge } from '../lib/schemas/charges';
+import type { ChargeRequestSchema } from '../lib/schemas/charges';
+import type { z } from '@hono/zod-openapi';
+import type { Hold } from '../../durable-objects/ledger/spend';
+import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
+import type { ProviderCaller } from './provider-auth';
+import { principalOfSubject } from './store/pairwise';
+import { mandateRoute } from './store/routing';
+
+export type ChargeRequestBody = z.infer<typeof ChargeRequestSchema>;
+
+const statusOf = (hold: Hold): Charge['status'] => (hold.status === 'pending' ? 'authorized' : hold.status);
+
+export function toChargeWire(hold: Hold): Charge {
+  return {
+    charge_id: hold.id,
+    status: statusOf(hold),
+    amount: hold.amount,
+    currency: hold.currency,
+    provider: hold.provider,
+    service: hold.service,
+    plan: hold.plan,
+    mandate_id: hold.mandate_id,
+    agent_id: hold.agent_id,
+    description: hold.description,
+    resource_ref: hold.resource_ref,
+    created: new Date(hold.created).toISOString(),
+    hold_expires_at: hold.status === 'pending' ? new Date(hold.expires_at).toISOString() : null,
+    resolved_at: hold.resolved_at ? new Date(hold.resolved_at).toISOString() : null,
+    receipt: hold.receipt,
+  };
+}
+
+export async function chargeRoute(env: OrchestratorBindings, chargeId: string) {
+  return env.DB.prepare('SELECT principal_id, provider_id FROM charge_routes WHERE charge_id = ?1').bind(chargeId).first<{ principal_id: string; provider_id: string }>();
+}
+
+/** What the agent signed must be a paid call at this provider, for this service, plan and price. */
+function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['provider']): string | null {
+  const target = body.agent_request.target_uri;
+  if (!target.startsWith(`${provider.url}/v1/resources`)) return 'the signed request was not made to this provider’s resources';
+  let signed: Record<string, unknown>;
+  try {
+    signed = body.agent_request.body ? (JSON.parse(body.agent_request.body) as Record<string, unknown>) : {};
+  } catch {
+    return 'the signed body is not JSON';
+  }
+  if (body.agent_request.method === 'POST' && target === `${provider.url}/v1/resources` && signed.service !== body.service) return `the agent asked for ${String(signed.service)}, not ${body.service}`;
+  if (body.agent_request.method !== 'DELETE' && signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
+  const expected = signed.expected_price as { amount?: unknown; currency?: unknown } | undefined;
+  if (expected && (expected.amount !== body.amount || expected.currency !== body.currency)) return 'the agent agreed to another price';
+  return null;
+}
+
+export async function authorizeCharge(env: OrchestratorBindings, caller: ProviderCaller, body: ChargeRequestBody): Promise<Charge> {
+  const config = orchestratorConfig(env);
+  const principalId = await principalOfSubject(env.DB, caller.provider.id, body.principal_sub);
+  if (!principalId) throw new ProblemError(404, 'not_found', 'principal_sub names no principal at this provider.');
+  const route = await mandateRoute(env.DB, body.mandate_id);
+  const ledger = ledgerOf(env, principalId);
+  const refuse = async (code: 'invalid_signature' | 'mandate_inactive', status: number, detail: string) => {
+    await ledger.recordRefusal(principalId, { actor: { type: 'provider', id: caller.provider.id }, action: 'charge.authorize', reason: code, mandate_id: body.mandate_id, related: [detail.slice(0, 200)] });
+    return new ProblemError(status, code, detail);
+  };
+  if (!route || route.principal_id !== principalId) throw await refuse('mandate_inactive', 402, 'This mandate is not this principal’s.');
+
+  const agent = await ledger.getAgent(body.agent_id);
+  if (!agent) throw await refuse('invalid_signature', 401, 'The agent is not this principal’s.');
+  let verified;
+  try {
+    verified = await verifyRequestSignature(
+      {
+        method: body.agent_request.method,
+        targetUri: body.agent_request.target_uri,
+        body: body.agent_request.body,
+        contentDigest: body.agent_request.content_digest,
+        signatureInput: body.agent_request.signature_input,
+        signature: body.agent_request.signature,
+      },
+      agent.public_jwk,
+      agent.key_thumbprint,
+    );
+  } catch (error) {
+    throw await refuse('invalid_signature', 401, `The agent's signature does not hold: ${error instanceof SignatureRefused ? error.message : 'invalid'}.`);
+  }
+  const mismatch = checkSignedIntent(body, caller.provider);
+  if (mismatch) throw await refuse('invalid_signature', 401, `The charge is not what the agent signed for: ${mismatch}.`);
+
+  const chargeId = newId('chg');
+  await env.DB.prepare('INSERT INTO charge_routes (charge_id, principal_id, provider_id) VALUES (?1, ?2, ?3)').bind(chargeId, principalId, caller.provider.id).run();
+  const decision = await ledger.authorizeCharge(principalId, {
+    charge_id: chargeId,
+    provider: caller.provider.id,
+    provider_jti: caller.jti,
+    provider_jti_expires_ms: caller.expiresMs,
+    mandate_id: body.mandate_id,
+    agent_id: body.agent_id,
+    service: body.service,
+    plan: body.plan,
+    amount: { amount: body.amount, currency: body.currency },
+    description: body.description,
+    resource_ref: body.resource_ref ?? null,
+    idempotency_key: body.idempotency_key,
+    token_jti: body.token_jti,
+    evidence: JSON.stringify({ agent_request: body.agent_request, signature_base: verified.base, key_thumbprint: agent.key_thumbprint }),
+  });
+  if (decision.ok) return toChargeWire(decision.hold);
+  if (decision.code === 'replayed') throw new ProblemError(401, 'replayed', decision.detail);
+  const stepUp = decision.scope === 'principal' ? `${config.PUBLIC_BASE_URL}/limits` : `${config.PUBLIC_BASE_URL}/mandates/${body.mandate_id}/approval`;
+  throw refusalProblem(decision, 402).withExtra({
+    ...(decision.limit ? { limit: decision.limit, spent: decision.spent, requested: decision.requested } : {}),
+    step_up_url: stepUp,
+  });
+}
+
+export async function resolveCharge(env: OrchestratorBindings, caller: ProviderCaller, chargeId: string, action: 'capture' | 'void', detail: { receipt?: string; reason?: string }): Promise<Charge> {
+  const route = await chargeRoute(env, chargeId);
+  if (!route || route.provider_id !== caller.provider.id) throw new ProblemError(404, 'not_found', 'No such charge.');
+  const ledger = ledgerOf(env, route.principal_id);
+  const actor = { type: 'provider' as const, id: caller.provider.id };
+  const jti = { jti: caller.jti, expiresMs: caller.expiresMs };
+  const result =
+    action === 'capture'
+      ? await ledger.captureCharge(route.principal_id, chargeId, actor, jti, detail.receipt)
+      : await ledger.voidCharge(route.principal_id, chargeId, actor, detail.reason ?? 'provider_void', jti);
+  if (result.ok) return toChargeWire(result.hold);
+  throw refusalProblem(result, result.code === 'not_found' ? 404 : result.code === 'replayed' ? 401 : 409);
+}

@@ -1,0 +1,144 @@
+// The charges API (PROTOCOL.md §3.1 step 3 and §3.2): providers authorize,
+// capture and void; principals read their charges.
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { acceptBody, type RoleEnv } from '../../lib/app';
+import { paginate, ListQuerySchema } from '../../lib/pagination';
+import { ProblemError, problemResponses } from '../../lib/problem';
+import { ChargeRequestSchema, ChargeSchema } from '../../lib/schemas/charges';
+import { readSession } from '../../lib/sessions';
+import { authorizeCharge, chargeRoute, resolveCharge, toChargeWire } from '../charges';
+import { ledgerOf, sessionConfigOf, type OrchestratorBindings } from '../env';
+import { authenticateProvider } from '../provider-auth';
+
+type Env = RoleEnv<OrchestratorBindings>;
+const ChargeId = z.object({ id: z.string().startsWith('chg_') });
+const providerAuth = z.object({ authorization: z.string().optional().openapi({ description: 'Bearer <oap-provider+jwt>: the provider’s request token (§3.1)' }) });
+const declined = {
+  402: {
+    description: 'Declined: spend_limit_exceeded (with limit, spent, requested, step_up_url), mandate_inactive, out_of_scope or velocity_limited',
+    content: { 'application/problem+json': { schema: z.object({ code: z.string(), limit: z.unknown().optional(), spent: z.unknown().optional(), requested: z.unknown().optional(), step_up_url: z.string().optional() }).passthrough() } },
+  },
+};
+
+/** The body is read once, as text: the provider's token covers its hash. */
+async function providerRequest(c: Context<Env>) {
+  const body = await c.req.text();
+  return { caller: await authenticateProvider(c, body), body };
+}
+
+export function chargeRoutes() {
+  const app = new OpenAPIHono<Env>();
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/charges',
+      summary: 'Authorize a charge for what an agent signed for (provider-authenticated)',
+      request: { headers: providerAuth, body: { required: false, content: { 'application/json': { schema: ChargeRequestSchema } } } },
+      responses: {
+        201: { description: 'Authorized: a hold on every limit until captured or voided', content: { 'application/json': { schema: ChargeSchema } } },
+        ...declined,
+        ...problemResponses(400, 401, 404, 415, 422),
+      },
+    }),
+    async (c) => {
+      const { caller, body } = await providerRequest(c);
+      if (!(c.req.header('content-type') ?? '').startsWith('application/json')) throw new ProblemError(415, 'unsupported_media_type', 'The body must be application/json.');
+      let json: unknown;
+      try {
+        json = JSON.parse(body);
+      } catch {
+        throw new ProblemError(400, 'invalid_request', 'The body is not valid JSON.');
+      }
+      const parsed = ChargeRequestSchema.safeParse(json);
+      if (!parsed.success) {
+        throw new ProblemError(422, 'invalid_request', 'The charge request is invalid.', {
+          errors: parsed.error.issues.map((i) => ({ path: `/${i.path.join('/')}`, message: i.message })),
+        });
+      }
+      const charge = await authorizeCharge(c.env, caller, parsed.data);
+      return c.json(charge, 201, { Location: `/v1/charges/${charge.charge_id}` });
+    },
+  );
+
+  for (const action of ['capture', 'void'] as const) {
+    app.openapi(
+      createRoute({
+        method: 'post',
+        path: `/v1/charges/{id}/${action}`,
+        summary: action === 'capture' ? 'Capture an authorized charge (once; 409 charge_voided after a void)' : 'Void an authorized charge, releasing the hold',
+        request: {
+          params: ChargeId,
+          headers: providerAuth,
+          body: { required: false, content: { 'application/json': { schema: z.object({ receipt: z.string().optional(), reason: z.string().max(200).optional() }) } } },
+        },
+        responses: { 200: { description: 'The charge', content: { 'application/json': { schema: ChargeSchema } } }, ...problemResponses(401, 404, 409) },
+      }),
+      async (c) => {
+        const { caller, body } = await providerRequest(c);
+        let detail: { receipt?: string; reason?: string } = {};
+        try {
+          detail = body ? (JSON.parse(body) as typeof detail) : {};
+        } catch {
+          throw new ProblemError(400, 'invalid_request', 'The body is not valid JSON.');
+        }
+        return c.json(await resolveCharge(c.env, caller, c.req.valid('param').id, action, { receipt: typeof detail.receipt === 'string' ? detail.receipt : undefined, reason: typeof detail.reason === 'string' ? detail.reason.slice(0, 200) : undefined }), 200);
+      },
+    );
+  }
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/charges/{id}',
+      summary: 'A charge: for its principal (session) or the provider that made it',
+      request: { params: ChargeId, headers: providerAuth },
+      responses: { 200: { description: 'The charge', content: { 'application/json': { schema: ChargeSchema } } }, ...problemResponses(401, 404) },
+    }),
+    async (c) => {
+      const { id } = c.req.valid('param');
+      const route = await chargeRoute(c.env, id);
+      if (c.req.header('authorization')) {
+        const caller = await authenticateProvider(c, '');
+        if (!route || route.provider_id !== caller.provider.id) throw new ProblemError(404, 'not_found', 'No such charge.');
+      } else {
+        const session = await readSession(c, c.env.DB, sessionConfigOf(c.env));
+        if (!session) throw new ProblemError(401, 'unauthorized', 'Sign in first.');
+        if (!route || route.principal_id !== session.subject_id) throw new ProblemError(404, 'not_found', 'No such charge.');
+      }
+      const hold = await ledgerOf(c.env, route.principal_id).getCharge(id);
+      if (!hold) throw new ProblemError(404, 'not_found', 'No such charge.');
+      return c.json(toChargeWire(hold), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/charges',
+      summary: "The principal's charges, newest first",
+      request: {
+        query: ListQuerySchema.extend({
+          provider: z.string().optional(),
+          agent: z.string().optional(),
+          mandate: z.string().optional(),
+          period: z.string().regex(/^\d{4}-\d{2}$/).optional().openapi({ description: 'YYYY-MM (UTC)' }),
+        }),
+      },
+      responses: {
+        200: { description: 'Charges', content: { 'application/json': { schema: z.object({ data: z.array(ChargeSchema), has_more: z.boolean() }) } } },
+        ...problemResponses(401, 422),
+      },
+    }),
+    async (c) => {
+      const session = await readSession(c, c.env.DB, sessionConfigOf(c.env));
+      if (!session) throw new ProblemError(401, 'unauthorized', 'Sign in first.');
+      const q = c.req.valid('query');
+      const holds = await ledgerOf(c.env, session.subject_id).listCharges({ provider: q.provider, agent_id: q.agent, mandate_id: q.mandate, period: q.period });
+      return c.json(paginate(holds.map(toChargeWire), q, (ch) => ch.charge_id), 200);
+    },
+  );
+
+  return app;
+}

@@ -1,0 +1,60 @@
+// Budget alerts as the principal reads them, and the webhook endpoints they
+// are delivered to (PROTOCOL.md §3.2, "Webhooks").
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { acceptBody, type RoleEnv } from '../../lib/app';
+import { randomToken } from '../../lib/jws';
+import { paginate, ListQuerySchema } from '../../lib/pagination';
+import { ProblemError, problemResponses } from '../../lib/problem';
+import { humanOnly } from '../../lib/routes/limits';
+import { NotificationSchema } from '../../lib/schemas/charges';
+import type { Session } from '../../lib/sessions';
+import { webhookUrlProblem } from '../../lib/webhooks';
+import { ledgerOf, orchestratorConfig, sessionConfigOf, type OrchestratorBindings } from '../env';
+
+const human = humanOnly({ db: (env: OrchestratorBindings) => env.DB, config: sessionConfigOf, ledgerOf });
+
+export function notificationRoutes() {
+  const app = new OpenAPIHono<RoleEnv<OrchestratorBindings> & { Variables: { session: Session } }>();
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/notifications',
+      summary: 'Budget alerts and other notices, newest first',
+      middleware: [human] as const,
+      request: { query: ListQuerySchema },
+      responses: {
+        200: { description: 'Notifications', content: { 'application/json': { schema: z.object({ data: z.array(NotificationSchema), has_more: z.boolean() }) } } },
+        ...problemResponses(401, 403),
+      },
+    }),
+    async (c) => {
+      const all = (await ledgerOf(c.env, c.get('session').subject_id).listNotifications()) as z.infer<typeof NotificationSchema>[];
+      return c.json(paginate(all, c.req.valid('query'), (n) => n.id), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/webhook_endpoints',
+      summary: 'Add an endpoint for signed webhooks; the secret is shown once',
+      middleware: [human, acceptBody('json')] as const,
+      request: { body: { required: true, content: { 'application/json': { schema: z.object({ url: z.string().max(2048) }).openapi('NewWebhookEndpoint') } } } },
+      responses: {
+        201: { description: 'Created', content: { 'application/json': { schema: z.object({ id: z.string(), url: z.string(), secret: z.string() }).openapi('WebhookEndpoint') } } },
+        ...problemResponses(401, 403, 415, 422),
+      },
+    }),
+    async (c) => {
+      const { url } = c.req.valid('json');
+      const problem = webhookUrlProblem(url, orchestratorConfig(c.env).DEV_SEED);
+      if (problem) throw new ProblemError(422, 'invalid_request', `This endpoint is refused: ${problem}.`, { errors: [{ path: '/url', message: problem }] });
+      const endpoint = { id: `whk_${randomToken(12)}`, url, secret: `whsec_${randomToken(24)}` };
+      await ledgerOf(c.env, c.get('session').subject_id).addWebhookEndpoint(c.get('session').subject_id, endpoint);
+      return c.json(endpoint, 201, { 'cache-control': 'no-store' });
+    },
+  );
+
+  return app;
+}
