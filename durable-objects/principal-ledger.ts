@@ -18,7 +18,9 @@ import { LEDGER_MIGRATIONS } from './ledger/schema';
 import * as charges from './ledger/charges';
 import { refuse } from './ledger/context';
 import * as spend from './ledger/spend';
+import * as sagas from './ledger/sagas';
 import * as tokens from './ledger/tokens';
+import { deprovision, runAsyncProvision, settleChargeCall } from '../workers/provider/provisioning';
 
 export type LedgerEnv = { DB: D1Database } & Partial<ProviderEventEnv>;
 export type { IdempotencyStart, StoredResponse } from './ledger/idempotency';
@@ -239,6 +241,63 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     });
   }
 
+  // ── Provisioning sagas (provider) ────────────────────────────────────────
+
+  beginSaga(account: string, start: sagas.SagaStart) {
+    return this.#transaction(account, (tx) => sagas.beginSaga(tx, start));
+  }
+
+  recordAuthorization(account: string, sagaId: string, chargeId: string, decision: string) {
+    return this.#transaction(account, (tx) => sagas.recordAuthorization(tx, sagaId, chargeId, decision));
+  }
+
+  completeSaga(account: string, sagaId: string, result: { fields: string; credentials: string | null; receipt: string | null }) {
+    return this.#transaction(account, (tx) => sagas.completeSaga(tx, sagaId, result));
+  }
+
+  voidSaga(account: string, sagaId: string, reason: string) {
+    return this.#transaction(account, (tx) => sagas.voidSaga(tx, sagaId, reason));
+  }
+
+  scheduleAsyncProvision(account: string, sagaId: string) {
+    this.#transaction(account, (tx) => tx.schedule('async_provision', tx.now));
+    return sagaId;
+  }
+
+  getSaga(sagaId: string) {
+    return sagas.getSaga(this.#sql, sagaId);
+  }
+
+  /** Reads an operation; the first read after success carries the credentials, once (§3.1). */
+  readOperation(account: string, sagaId: string) {
+    return this.#transaction(account, (tx) => {
+      const saga = sagas.getSaga(tx.sql, sagaId);
+      if (!saga) return null;
+      const credentials = saga.state === 'completed' ? sagas.takeCredentials(tx, sagaId) : null;
+      return { saga, resource: sagas.getResource(tx.sql, saga.resource_id), credentials };
+    });
+  }
+
+  getResource(resourceId: string) {
+    return sagas.getResource(this.#sql, resourceId);
+  }
+
+  listResources() {
+    return sagas.listResources(this.#sql);
+  }
+
+  pendingChargeCalls() {
+    return sagas.pendingChargeCalls(this.#sql);
+  }
+
+  usageThisPeriod() {
+    const period = spend.billingPeriod(Date.now());
+    return this.#sql
+      .exec<{ scope: string; amount: number }>(`SELECT scope, amount FROM spend_totals WHERE period = ? AND scope LIKE 'service:%'`, period)
+      .toArray()
+      .map((r) => ({ service: r.scope.slice('service:'.length), amount: r.amount }));
+  }
+
   // ── Tokens (provider) ────────────────────────────────────────────────────
 
   recordTokenIssue(account: string, issue: tokens.TokenIssue) {
@@ -292,6 +351,13 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         await this.#deliverWebhooks();
         return;
       case 'saga_recovery':
+        await this.#recoverSagas();
+        return;
+      case 'charge_outbox':
+        await this.#settleChargeCalls();
+        return;
+      case 'async_provision':
+        await this.#runAsyncProvisioning();
         return;
     }
   }
@@ -325,6 +391,56 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     }
     const next = mandates.nextProviderEventDue(this.#sql);
     if (next !== null) this.#scheduleRow('provider_events', next);
+  }
+
+  /**
+   * Sagas past their deadline were interrupted (a crash, a lost response).
+   * Whatever was provisioned is taken down and both holds are voided; a
+   * saga that completed meanwhile is left alone.
+   */
+  async #recoverSagas(): Promise<void> {
+    const account = this.auditHead().principal;
+    if (account === null) return;
+    for (const saga of sagas.openSagasPastDeadline(this.#sql, Date.now())) {
+      if (saga.state === 'authorized') await deprovision(this.env as never, account, saga);
+      this.#transaction(account, (tx) => sagas.voidSaga(tx, saga.id, `recovered:${saga.state}`));
+    }
+    const next = sagas.nextSagaDeadline(this.#sql);
+    if (next !== null) this.#scheduleRow('saga_recovery', next);
+  }
+
+  /** Captures and voids owed to the orchestrator, retried with backoff until it answers. */
+  async #settleChargeCalls(): Promise<void> {
+    const account = this.auditHead().principal;
+    if (account === null) return;
+    for (const call of sagas.dueChargeCalls(this.#sql, Date.now())) {
+      const outcome = await settleChargeCall(this.env as never, account, call);
+      if (outcome === 'voided_remotely') {
+        // §3.1 step 4: a capture after a void is refused; the provider deprovisions and refunds its own hold.
+        const saga = sagas.getSaga(this.#sql, call.saga_id);
+        if (saga) await deprovision(this.env as never, account, saga);
+        this.#transaction(account, (tx) => {
+          if (saga) {
+            tx.sql.exec(`UPDATE resources SET status = 'deleted', updated = ? WHERE id = ?`, new Date(tx.now).toISOString(), saga.resource_id);
+            spend.refundHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, 'charge_voided_at_orchestrator');
+          }
+          tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+        });
+      } else if (outcome === 'settled') {
+        this.#sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+      } else {
+        this.#sql.exec('UPDATE charge_outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?', Date.now() + Math.min(60_000, 500 * 2 ** call.attempts), call.id);
+      }
+    }
+    const next = this.#sql.exec<{ due: number | null }>('SELECT MIN(next_attempt_at) AS due FROM charge_outbox').one().due;
+    if (next !== null) this.#scheduleRow('charge_outbox', next);
+  }
+
+  async #runAsyncProvisioning(): Promise<void> {
+    const account = this.auditHead().principal;
+    if (account === null) return;
+    const ready = this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE state = 'authorized' ORDER BY created LIMIT 10`).toArray();
+    for (const saga of ready) await runAsyncProvision(this.env as never, account, saga);
   }
 
   /** Pending holds past their deadline are voided (alarms run at least once: voiding twice is a no-op). */

@@ -46,4 +46,19 @@ export const LEDGER_MIGRATIONS: string[] = [
    CREATE TABLE webhook_deliveries (
      id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint_id TEXT NOT NULL, event TEXT NOT NULL, attempts INTEGER NOT NULL,
      next_attempt_at INTEGER NOT NULL);`,
+  // 4: the provider's side of provisioning: sagas, resources, and the charge
+  // calls owed to the orchestrator (capture or void), retried by the alarm.
+  `CREATE TABLE sagas (
+     id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL, agent_id TEXT NOT NULL, mandate_id TEXT NOT NULL,
+     orchestrator TEXT NOT NULL, principal_sub TEXT NOT NULL, token_jti TEXT NOT NULL, service TEXT NOT NULL, plan TEXT NOT NULL,
+     amount INTEGER NOT NULL, currency TEXT NOT NULL, hold_id TEXT NOT NULL, charge_id TEXT, resource_id TEXT NOT NULL,
+     request TEXT NOT NULL, charge_decision TEXT, error TEXT, credentials TEXT, created INTEGER NOT NULL, updated INTEGER NOT NULL,
+     deadline INTEGER NOT NULL);
+   CREATE INDEX sagas_open ON sagas (state, deadline);
+   CREATE TABLE resources (
+     id TEXT PRIMARY KEY, service TEXT NOT NULL, plan TEXT NOT NULL, status TEXT NOT NULL, agent_id TEXT NOT NULL,
+     mandate_id TEXT NOT NULL, parameters TEXT NOT NULL, fields TEXT, charge_id TEXT, created TEXT NOT NULL, updated TEXT NOT NULL);
+   CREATE TABLE charge_outbox (
+     id INTEGER PRIMARY KEY AUTOINCREMENT, saga_id TEXT NOT NULL, action TEXT NOT NULL, charge_id TEXT NOT NULL,
+     orchestrator TEXT NOT NULL, attempts INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL);`,
 ];

@@ -186,7 +186,11 @@ export function insertHold(tx: LedgerTx, hold: NewHold): Hold {
 }
 
 function scopesOf(hold: Hold): string[] {
-  return ['principal', ...(hold.mandate_root ? [`mandate:${hold.mandate_root}`] : []), ...(hold.provider ? [`provider:${hold.provider}`] : [])];
+  return [
+    'principal',
+    ...(hold.mandate_root ? [`mandate:${hold.mandate_root}`] : []),
+    ...(hold.provider ? [`provider:${hold.provider}`] : hold.service ? [`service:${hold.service}`] : []),
+  ];
 }
 
 /** pending → captured, once. A capture after a void is refused: the money was released. */
@@ -212,6 +216,18 @@ export function voidHold(tx: LedgerTx, id: string, actor: { type: 'provider' | '
   tx.sql.exec(`UPDATE holds SET status = 'voided', resolved_at = ? WHERE id = ?`, tx.now, id);
   addToTotals(tx, hold.period, scopesOf(hold), -hold.amount);
   tx.audit({ actor, action: 'charge.void', target: id, mandate_id: hold.mandate_id, outcome: 'succeeded', reason, amount: { amount: hold.amount, currency: hold.currency } });
+  return { ok: true, hold: getHold(tx.sql, id)! };
+}
+
+/** captured → refunded, releasing the money: the charge was reversed. */
+export function refundHold(tx: LedgerTx, id: string, actor: { type: 'provider' | 'system' | 'orchestrator' | 'principal'; id: string }, reason: string): Outcome<{ hold: Hold }> {
+  const hold = getHold(tx.sql, id);
+  if (!hold) return refuse('not_found', 'No such charge.');
+  if (hold.status === 'refunded') return { ok: true, hold };
+  if (hold.status !== 'captured') return refuse('invalid_request', `This charge is ${hold.status}; only a captured charge is refunded.`);
+  tx.sql.exec(`UPDATE holds SET status = 'refunded', resolved_at = ? WHERE id = ?`, tx.now, id);
+  addToTotals(tx, hold.period, scopesOf(hold), -hold.amount);
+  tx.audit({ actor, action: 'charge.refund', target: id, mandate_id: hold.mandate_id, outcome: 'succeeded', reason, amount: { amount: hold.amount, currency: hold.currency } });
   return { ok: true, hold: getHold(tx.sql, id)! };
 }
 

@@ -36,6 +36,8 @@ export const ProviderConfigSchema = z.object({
   PROVIDER_ID: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
   PROVIDER_NAME: z.string().min(1),
   TRUSTED_ORCHESTRATORS: json(z.array(baseUrl)),
+  /** Service bindings that reach an orchestrator's charges API, by issuer, where one operator runs both. */
+  ORCHESTRATOR_BINDINGS: json(z.record(baseUrl, z.string().regex(/^[A-Z][A-Z0-9_]*$/))).default({}),
   CATALOG: json(CatalogSchema),
 });
 

@@ -36,7 +36,14 @@ export function toChargeWire(hold: Hold): Charge {
     hold_expires_at: hold.status === 'pending' ? new Date(hold.expires_at).toISOString() : null,
     resolved_at: hold.resolved_at ? new Date(hold.resolved_at).toISOString() : null,
     receipt: hold.receipt,
+    decision: decisionOf(hold),
   };
+}
+
+function decisionOf(hold: Hold): Charge['decision'] {
+  if (!hold.evidence) return null;
+  const evidence = JSON.parse(hold.evidence) as { mandate_status_at_decision?: string; constraint_results?: { type: string; pass: boolean }[] };
+  return evidence.constraint_results ? { mandate_status: evidence.mandate_status_at_decision ?? 'unknown', constraint_results: evidence.constraint_results } : null;
 }
 
 export async function chargeRoute(env: OrchestratorBindings, chargeId: string) {

@@ -6,6 +6,7 @@ import { auditRoutes } from '../lib/routes/audit';
 import { jwksRoutes } from '../lib/routes/jwks';
 import { sessionRoutes } from '../lib/routes/session';
 import { signUpRoutes } from '../lib/routes/sign-up';
+import { limitRoutes } from '../lib/routes/limits';
 import { readSession } from '../lib/sessions';
 import { confirmAccountEmail, seedExistingAccount, signUpAccount } from './accounts';
 import { ledgerOf, pepperOf, providerConfig, sessionConfigOf, type ProviderBindings } from './env';
@@ -13,6 +14,7 @@ import { authenticateTokenUse, TokenRefused } from './oauth/access-tokens';
 import { discoveryRoutes } from './routes/discovery';
 import { eventRoutes } from './routes/events';
 import { linkingRoutes } from './routes/linking';
+import { resourceRoutes } from './routes/resources';
 import { oauthRoutes } from './routes/oauth';
 import { humanAccountByEmail } from './store/accounts';
 
@@ -55,6 +57,8 @@ export function createProviderApp() {
     }),
   );
   app.route('/', linkingRoutes());
+  app.route('/', resourceRoutes());
+  app.route('/', limitRoutes({ db: (env: ProviderBindings) => env.DB, config: sessionConfigOf, ledgerOf }));
   app.route(
     '/',
     auditRoutes(async (c) => {

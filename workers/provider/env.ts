@@ -9,6 +9,7 @@ export type ProviderBindings = {
   PROVIDER_ID: string;
   PROVIDER_NAME: string;
   TRUSTED_ORCHESTRATORS: string | string[];
+  ORCHESTRATOR_BINDINGS?: string | Record<string, string>;
   CATALOG: string | object;
   SIGNING_KEYS?: string;
   PASSWORD_PEPPER?: string;

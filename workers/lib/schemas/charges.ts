@@ -49,6 +49,10 @@ export const ChargeSchema = z
     hold_expires_at: z.string().nullable(),
     resolved_at: z.string().nullable(),
     receipt: z.string().nullable(),
+    decision: z
+      .object({ mandate_status: z.string(), constraint_results: z.array(z.object({ type: z.string(), pass: z.boolean() })) })
+      .nullable()
+      .openapi({ description: 'What the authorization checked, in order (evidence for receipts and disputes)' }),
   })
   .openapi('Charge');
 

@@ -2,7 +2,7 @@
 // its own key, bound to the agent key (cnf.jkt, RFC 9449), at most 900 s.
 // On every use: signature, expiry, the DPoP proof with `ath`, a fresh proof
 // jti, and no revocation of the token, its mandate or its agent.
-import { createLocalJWKSet, jwtVerify, type JWTPayload } from 'jose';
+import { createLocalJWKSet, jwtVerify, type JWK, type JWTPayload } from 'jose';
 import { DpopRefused, verifyDpopProof } from '../../lib/dpop';
 import { ED25519_ALGS, signJwt } from '../../lib/jws';
 import { loadSigningKeys } from '../../lib/signing-keys';
@@ -89,7 +89,7 @@ export async function tokenIsLive(env: ProviderBindings, claims: AccessTokenClai
 export async function authenticateTokenUse(
   env: ProviderBindings,
   request: { authorization: string | undefined; dpop: string | undefined; method: string; path: string },
-): Promise<AccessTokenClaims> {
+): Promise<AccessTokenClaims & { jwk: JWK }> {
   const [scheme, token, ...rest] = (request.authorization ?? '').split(' ');
   if (!scheme || scheme.toLowerCase() !== 'dpop' || !token || rest.length) throw new TokenRefused('send the access token as Authorization: DPoP <token>');
   const claims = await decodeAccessToken(env, token);
@@ -104,5 +104,5 @@ export async function authenticateTokenUse(
   if (!(await ledgerOf(env, claims.account_id).consumeNonce(`dpop:${proof.jkt}:${proof.jti}`, Date.now() + 5 * 60 * 1000))) {
     throw new TokenRefused('this DPoP proof was already used');
   }
-  return claims;
+  return { ...claims, jwk: proof.jwk };
 }

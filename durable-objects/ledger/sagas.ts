@@ -1,0 +1,245 @@
+// The provisioning saga at a provider (DESIGN.md "Money and order"): reserve
+// in the account's own ledger, authorize at the orchestrator, provision,
+// capture both, or void both. Each transition is one transaction with its
+// audit event; the calls owed to the orchestrator go through an outbox the
+// alarm drains, and a saga stuck past its deadline is finished or undone by
+// the alarm, so a crash at any step ends with a resource and a captured
+// charge, or no resource and a voided charge.
+import type { Money } from '../../workers/lib/schemas/money';
+import { iso, type LedgerTx } from './context';
+import { authorizedSince, billingPeriod, captureHold, checkLimits, insertHold, ownLimit, voidHold, type Decline } from './spend';
+
+/** A saga not finished within this time is recovered by the alarm. */
+export const SAGA_DEADLINE_MS = 60_000;
+/** Async provisioning may take longer. */
+export const ASYNC_SAGA_DEADLINE_MS = 5 * 60_000;
+/** The local hold outlives the orchestrator's (10 min): recovery asks before it lets go. */
+export const PROVIDER_HOLD_TTL_MS = 15 * 60_000;
+
+export type SagaState = 'reserved' | 'authorized' | 'completed' | 'voided';
+export type ResourceStatus = 'provisioning' | 'active' | 'failed' | 'deleted' | 'suspended';
+
+export type Saga = {
+  id: string;
+  kind: 'create';
+  state: SagaState;
+  agent_id: string;
+  mandate_id: string;
+  orchestrator: string;
+  principal_sub: string;
+  token_jti: string;
+  service: string;
+  plan: string;
+  amount: number;
+  currency: string;
+  hold_id: string;
+  charge_id: string | null;
+  resource_id: string;
+  request: string;
+  charge_decision: string | null;
+  error: string | null;
+  credentials: string | null;
+  created: number;
+  updated: number;
+  deadline: number;
+};
+
+export type Resource = {
+  id: string;
+  service: string;
+  plan: string;
+  status: ResourceStatus;
+  agent_id: string;
+  mandate_id: string;
+  parameters: string;
+  fields: string | null;
+  charge_id: string | null;
+  created: string;
+  updated: string;
+};
+
+export function getSaga(sql: SqlStorage, id: string): Saga | null {
+  return sql.exec<Saga>('SELECT * FROM sagas WHERE id = ?', id).toArray()[0] ?? null;
+}
+
+export function getResource(sql: SqlStorage, id: string): Resource | null {
+  return sql.exec<Resource>('SELECT * FROM resources WHERE id = ?', id).toArray()[0] ?? null;
+}
+
+export function listResources(sql: SqlStorage): Resource[] {
+  return sql.exec<Resource>(`SELECT * FROM resources WHERE status != 'failed' ORDER BY rowid DESC`).toArray();
+}
+
+export type SagaStart = {
+  saga_id: string;
+  resource_id: string;
+  hold_id: string;
+  agent_id: string;
+  mandate_id: string;
+  orchestrator: string;
+  principal_sub: string;
+  token_jti: string;
+  service: string;
+  plan: string;
+  price: Money;
+  parameters: string;
+  request: string;
+  async: boolean;
+  velocity: { count: number; window_ms: number } | null;
+};
+
+/**
+ * Step 2 (§3.1): velocity from the catalog, then the account's own monthly
+ * limit; on success a pending hold, the saga and the resource in `provisioning`.
+ */
+export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Saga } | Decline {
+  const actor = { type: 'agent' as const, id: start.agent_id };
+  const refuse = (d: Omit<Decline, 'ok'>): Decline => {
+    tx.audit({ actor, action: 'charge.reserve', mandate_id: start.mandate_id, target: start.resource_id, outcome: 'refused', reason: d.code, amount: start.price, related: [`${start.service}/${start.plan}`] });
+    return { ok: false, ...d };
+  };
+  if (start.velocity && authorizedSince(tx.sql, tx.now - start.velocity.window_ms, start.service) >= start.velocity.count) {
+    return refuse({ code: 'velocity_limited', detail: `At most ${start.velocity.count} ${start.service} per window for this account.` });
+  }
+  const period = billingPeriod(tx.now);
+  const limit = ownLimit(tx.sql);
+  const over = checkLimits(tx.sql, period, start.price, [{ scope: 'principal', limit }]);
+  if (over) return refuse({ ...over, detail: `This would exceed the account's monthly limit at this provider.` });
+  insertHold(tx, {
+    id: start.hold_id,
+    mandate_id: start.mandate_id,
+    service: start.service,
+    plan: start.plan,
+    agent_id: start.agent_id,
+    amount: start.price,
+    resource_ref: start.resource_id,
+    ttl_ms: PROVIDER_HOLD_TTL_MS,
+    scopes: ['principal', `service:${start.service}`],
+  });
+  const deadline = tx.now + (start.async ? ASYNC_SAGA_DEADLINE_MS : SAGA_DEADLINE_MS);
+  tx.sql.exec(
+    `INSERT INTO sagas (id, kind, state, agent_id, mandate_id, orchestrator, principal_sub, token_jti, service, plan, amount, currency,
+       hold_id, resource_id, request, created, updated, deadline)
+     VALUES (?, 'create', 'reserved', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    start.saga_id,
+    start.agent_id,
+    start.mandate_id,
+    start.orchestrator,
+    start.principal_sub,
+    start.token_jti,
+    start.service,
+    start.plan,
+    start.price.amount,
+    start.price.currency,
+    start.hold_id,
+    start.resource_id,
+    start.request,
+    tx.now,
+    tx.now,
+    deadline,
+  );
+  tx.sql.exec(
+    `INSERT INTO resources (id, service, plan, status, agent_id, mandate_id, parameters, created, updated) VALUES (?, ?, ?, 'provisioning', ?, ?, ?, ?, ?)`,
+    start.resource_id,
+    start.service,
+    start.plan,
+    start.agent_id,
+    start.mandate_id,
+    start.parameters,
+    iso(tx.now),
+    iso(tx.now),
+  );
+  tx.schedule('saga_recovery', deadline);
+  tx.audit({ actor, action: 'charge.reserve', mandate_id: start.mandate_id, target: start.resource_id, outcome: 'succeeded', amount: start.price, related: [start.hold_id] });
+  return { ok: true, saga: getSaga(tx.sql, start.saga_id)! };
+}
+
+/** Step 3 done: the orchestrator holds the charge too. */
+export function recordAuthorization(tx: LedgerTx, sagaId: string, chargeId: string, decision: string): Saga | null {
+  tx.sql.exec(`UPDATE sagas SET state = 'authorized', charge_id = ?, charge_decision = ?, updated = ? WHERE id = ? AND state = 'reserved'`, chargeId, decision, tx.now, sagaId);
+  tx.sql.exec('UPDATE resources SET charge_id = ? WHERE id = (SELECT resource_id FROM sagas WHERE id = ?)', chargeId, sagaId);
+  return getSaga(tx.sql, sagaId);
+}
+
+/**
+ * Steps 4–5: the resource is active and both charges are captured, the local
+ * one now, the orchestrator's through the outbox (off the request's path).
+ * Returns the audit event that the response names.
+ */
+export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: string; credentials: string | null; receipt: string | null }) {
+  const saga = getSaga(tx.sql, sagaId);
+  if (!saga || saga.state !== 'authorized' || !saga.charge_id) return null;
+  captureHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, result.receipt ?? undefined);
+  tx.sql.exec(`UPDATE resources SET status = 'active', fields = ?, updated = ? WHERE id = ?`, result.fields, iso(tx.now), saga.resource_id);
+  tx.sql.exec(`UPDATE sagas SET state = 'completed', credentials = ?, updated = ? WHERE id = ?`, result.credentials, tx.now, sagaId);
+  owe(tx, saga, 'capture');
+  const event = tx.audit({
+    actor: { type: 'agent', id: saga.agent_id },
+    action: 'resource.provision',
+    mandate_id: saga.mandate_id,
+    target: saga.resource_id,
+    outcome: 'succeeded',
+    amount: { amount: saga.amount, currency: saga.currency },
+    related: [saga.charge_id, `${saga.service}/${saga.plan}`],
+  });
+  return { saga: getSaga(tx.sql, sagaId)!, event };
+}
+
+/** Any failure: nothing provisioned stays, nothing is charged. The orchestrator's hold is voided through the outbox. */
+export function voidSaga(tx: LedgerTx, sagaId: string, reason: string) {
+  const saga = getSaga(tx.sql, sagaId);
+  if (!saga || saga.state === 'completed' || saga.state === 'voided') return saga;
+  voidHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, reason);
+  tx.sql.exec(`UPDATE resources SET status = 'failed', updated = ? WHERE id = ?`, iso(tx.now), saga.resource_id);
+  tx.sql.exec(`UPDATE sagas SET state = 'voided', error = ?, updated = ? WHERE id = ?`, reason.slice(0, 500), tx.now, sagaId);
+  if (saga.charge_id) owe(tx, saga, 'void');
+  tx.audit({
+    actor: { type: 'agent', id: saga.agent_id },
+    action: 'resource.provision',
+    mandate_id: saga.mandate_id,
+    target: saga.resource_id,
+    outcome: 'failed',
+    reason: reason.slice(0, 200),
+    amount: { amount: saga.amount, currency: saga.currency },
+    related: saga.charge_id ? [saga.charge_id] : [],
+  });
+  return getSaga(tx.sql, sagaId);
+}
+
+function owe(tx: LedgerTx, saga: Saga, action: 'capture' | 'void') {
+  tx.sql.exec(
+    'INSERT INTO charge_outbox (saga_id, action, charge_id, orchestrator, attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)',
+    saga.id,
+    action,
+    saga.charge_id,
+    saga.orchestrator,
+    tx.now,
+  );
+  tx.schedule('charge_outbox', tx.now);
+}
+
+export type OwedChargeCall = { id: number; saga_id: string; action: 'capture' | 'void'; charge_id: string; orchestrator: string; attempts: number };
+
+export function dueChargeCalls(sql: SqlStorage, now: number): OwedChargeCall[] {
+  return sql.exec<OwedChargeCall>('SELECT id, saga_id, action, charge_id, orchestrator, attempts FROM charge_outbox WHERE next_attempt_at <= ? ORDER BY id LIMIT 50', now).toArray();
+}
+
+export function pendingChargeCalls(sql: SqlStorage): OwedChargeCall[] {
+  return sql.exec<OwedChargeCall>('SELECT id, saga_id, action, charge_id, orchestrator, attempts FROM charge_outbox ORDER BY id').toArray();
+}
+
+export function openSagasPastDeadline(sql: SqlStorage, now: number): Saga[] {
+  return sql.exec<Saga>(`SELECT * FROM sagas WHERE state IN ('reserved', 'authorized') AND deadline <= ? ORDER BY deadline LIMIT 20`, now).toArray();
+}
+
+export function nextSagaDeadline(sql: SqlStorage): number | null {
+  return sql.exec<{ due: number | null }>(`SELECT MIN(deadline) AS due FROM sagas WHERE state IN ('reserved', 'authorized')`).one().due;
+}
+
+/** Async services: the operation's first read after success carries the credentials, once. */
+export function takeCredentials(tx: LedgerTx, sagaId: string): string | null {
+  const saga = getSaga(tx.sql, sagaId);
+  if (!saga?.credentials) return null;
+  tx.sql.exec('UPDATE sagas SET credentials = NULL WHERE id = ?', sagaId);
+  return saga.credentials;
+}

@@ -1,0 +1,45 @@
+// Resources, operations and usage on the wire (PROTOCOL.md §3.1).
+import { z } from '@hono/zod-openapi';
+import { MoneySchema } from './money';
+
+export const ResourceRequestSchema = z
+  .object({
+    service: z.string().min(1),
+    plan: z.string().min(1),
+    parameters: z.record(z.string(), z.unknown()).default({}),
+    expected_price: MoneySchema.optional().openapi({ description: 'The price the agent saw; a different catalog price is 409 price_changed' }),
+  })
+  .openapi('ResourceRequest');
+
+export const ResourceSchema = z
+  .object({
+    resource_id: z.string(),
+    service: z.string(),
+    plan: z.string(),
+    status: z.enum(['provisioning', 'active', 'failed', 'deleted', 'suspended']),
+    created: z.string(),
+    credentials: z.record(z.string(), z.unknown()).nullable().optional(),
+    credentials_redacted: z.boolean().optional(),
+  })
+  .catchall(z.unknown())
+  .openapi('Resource');
+
+export const ProvisionedSchema = ResourceSchema.extend({
+  charge_id: z.string(),
+  audit_event_id: z.string(),
+  receipt: z.string().openapi({ description: 'The provider’s signed receipt (compact JWS, §4)' }),
+}).openapi('ProvisionedResource');
+
+export const OperationSchema = z
+  .object({
+    operation_id: z.string(),
+    status: z.enum(['pending', 'succeeded', 'failed']),
+    resource: ResourceSchema.optional(),
+    error: z.object({ code: z.string(), message: z.string() }).optional(),
+    charge_id: z.string().nullable().optional(),
+  })
+  .openapi('Operation');
+
+export const UsageSchema = z
+  .object({ period: z.string(), limit: MoneySchema, spent: MoneySchema, services: z.array(z.object({ service: z.string(), spent: MoneySchema })) })
+  .openapi('Usage');

@@ -1,0 +1,254 @@
+// POST /v1/resources as a saga (PROTOCOL.md §3.1): validate, reserve in the
+// account's ledger, authorize at the orchestrator, provision, capture both;
+// on any failure void both. The ledger object records each step, and its
+// alarm finishes what a crash interrupted (recover*, settle*, runAsync*).
+import { Validator } from '@cfworker/json-schema';
+import { canonicalJson, sha256Hex } from '../lib/audit';
+import { newId } from '../lib/ids';
+import { signJwt } from '../lib/jws';
+import { ProblemError } from '../lib/problem';
+import type { Money } from '../lib/schemas/money';
+import type { Service } from '../lib/schemas/catalog';
+import { loadSigningKeys } from '../lib/signing-keys';
+import type { Saga, Resource } from '../../durable-objects/ledger/sagas';
+import type { OwedChargeCall } from '../../durable-objects/ledger/sagas';
+import { publishedCatalog } from './catalog';
+import { ledgerOf, providerConfig, type ProviderBindings } from './env';
+import type { AccessTokenClaims } from './oauth/access-tokens';
+import { callOrchestrator, OrchestratorUnreachable } from './orchestrator-client';
+import { backendFor, ProvisionRefused, type ProvisionContext } from './services/registry';
+import './services/records';
+
+export type ResourceRequest = { service: string; plan: string; parameters: Record<string, unknown>; expected_price?: Money | undefined };
+export type SignedCall = { method: string; target_uri: string; body: string; content_digest: string; signature_input: string; signature: string };
+
+const WINDOW_UNITS: Record<string, number> = { D: 86_400_000, H: 3_600_000, M: 60_000, S: 1000 };
+
+/** ISO 8601 duration (P1D, PT1H, PT15M) in milliseconds. */
+export function windowMs(duration: string): number {
+  const [, days = '0', time = ''] = /^P(?:(\d+)D)?(?:T(.*))?$/.exec(duration) ?? [];
+  let ms = Number(days) * WINDOW_UNITS.D!;
+  for (const [, n, unit] of time.matchAll(/(\d+)([HMS])/g)) ms += Number(n) * WINDOW_UNITS[unit!]!;
+  return ms;
+}
+
+const validators = new WeakMap<object, Validator>();
+
+/** Step 1: the catalog says what exists, at what price, with which parameters. */
+export function checkAgainstCatalog(env: ProviderBindings, request: ResourceRequest): { service: Service; price: Money } {
+  const { catalog } = publishedCatalog(providerConfig(env));
+  const service = catalog.services.find((s) => s.id === request.service);
+  if (!service) throw new ProblemError(422, 'invalid_parameters', `No service ${request.service} here.`, { errors: [{ path: '/service', message: 'unknown service' }] });
+  const plan = service.plans.find((p) => p.id === request.plan);
+  if (!plan) throw new ProblemError(422, 'invalid_parameters', `No plan ${request.plan} for ${service.id}.`, { errors: [{ path: '/plan', message: 'unknown plan' }] });
+  let validator = validators.get(service.parameters_schema);
+  if (!validator) {
+    validator = new Validator(service.parameters_schema as never, '2020-12', false);
+    validators.set(service.parameters_schema, validator);
+  }
+  const result = validator.validate(request.parameters);
+  if (!result.valid) {
+    const errors = result.errors
+      .filter((e) => e.keyword !== 'properties')
+      .map((e) => ({ path: `/parameters${e.instanceLocation.replace(/^#/, '')}`, message: e.error }));
+    throw new ProblemError(422, 'invalid_parameters', 'The parameters do not fit the service’s schema.', { errors });
+  }
+  if (request.expected_price && (request.expected_price.amount !== plan.price.amount || request.expected_price.currency !== plan.price.currency)) {
+    throw new ProblemError(409, 'price_changed', `The price is now ${plan.price.amount} ${plan.price.currency}.`, { price: plan.price });
+  }
+  return { service, price: plan.price };
+}
+
+export type ProvisionOutcome =
+  | { kind: 'created'; resource: Record<string, unknown>; credentials: Record<string, unknown> | null; charge_id: string; audit_event_id: string; receipt: string }
+  | { kind: 'accepted'; operation_id: string };
+
+export async function provisionResource(
+  env: ProviderBindings,
+  claims: AccessTokenClaims,
+  request: ResourceRequest,
+  signed: SignedCall,
+  signatureBase: string,
+): Promise<ProvisionOutcome> {
+  if (!claims.detail.services.includes(request.service)) throw new ProblemError(403, 'insufficient_scope', `The mandate does not allow ${request.service}.`);
+  const { service, price } = checkAgainstCatalog(env, request);
+  if (!service.scopes.every((s) => claims.scope.includes(s))) throw new ProblemError(403, 'insufficient_scope', `This token lacks ${service.scopes.join(' ')}.`);
+  const backend = backendFor(service.id);
+  if (!backend) throw new ProblemError(422, 'invalid_parameters', `${service.id} cannot be provisioned here.`);
+  const ledger = ledgerOf(env, claims.account_id);
+  const resourceId = newId('res');
+  const ctx: ProvisionContext = { resource_id: resourceId, account_id: claims.account_id, service: service.id, plan: request.plan, parameters: request.parameters };
+  try {
+    await backend.precheck?.(env, ctx);
+  } catch (error) {
+    if (error instanceof ProvisionRefused) {
+      await ledger.recordRefusal(claims.account_id, { actor: { type: 'agent', id: claims.agent_id }, action: 'resource.provision', reason: error.code, mandate_id: claims.detail.mandate_id });
+      throw new ProblemError(error.status, error.code, error.message);
+    }
+    throw error;
+  }
+
+  // Step 2: the account's own limit and the catalog's velocity limit, in the account's ledger.
+  const velocity = service.limits.per_principal ? { count: service.limits.per_principal.count, window_ms: windowMs(service.limits.per_principal.window) } : null;
+  const sagaId = newId('op');
+  const started = await ledger.beginSaga(claims.account_id, {
+    saga_id: sagaId,
+    resource_id: resourceId,
+    hold_id: `hld_${sagaId.slice(3)}`,
+    agent_id: claims.agent_id,
+    mandate_id: claims.detail.mandate_id,
+    orchestrator: claims.orchestrator,
+    principal_sub: await subjectOf(env, claims),
+    token_jti: claims.jti,
+    service: service.id,
+    plan: request.plan,
+    price,
+    parameters: JSON.stringify(request.parameters),
+    request: JSON.stringify({ ...signed, signature_base: signatureBase }),
+    async: service.provisioning === 'async',
+    velocity,
+  });
+  if (!started.ok) {
+    throw new ProblemError(402, started.code as 'spend_limit_exceeded', started.detail, started.limit ? { limit: started.limit, spent: started.spent, requested: started.requested, step_up_url: `${providerConfig(env).PUBLIC_BASE_URL}/limits` } : {});
+  }
+  const saga = started.saga;
+
+  // Step 3: the orchestrator decides the mandate and every limit of the principal.
+  let authorization;
+  try {
+    authorization = await callOrchestrator(env, claims.orchestrator, 'POST', '/v1/charges', {
+      mandate_id: claims.detail.mandate_id,
+      principal_sub: saga.principal_sub,
+      agent_id: claims.agent_id,
+      service: service.id,
+      plan: request.plan,
+      amount: price.amount,
+      currency: price.currency,
+      description: `${service.name}, ${request.plan}`,
+      resource_ref: resourceId,
+      idempotency_key: sagaId,
+      token_jti: claims.jti,
+      agent_request: signed,
+    });
+  } catch (error) {
+    await ledger.voidSaga(claims.account_id, sagaId, 'orchestrator_unreachable');
+    throw new ProblemError(503, 'internal_error', error instanceof OrchestratorUnreachable ? 'The orchestrator could not be reached; nothing was charged.' : 'Authorization failed.');
+  }
+  if (authorization.status !== 201 || typeof authorization.body?.charge_id !== 'string') {
+    await ledger.voidSaga(claims.account_id, sagaId, `declined:${String(authorization.body?.code ?? authorization.status)}`);
+    if (authorization.status === 402 && authorization.body) {
+      const { code, detail, limit, spent, requested, step_up_url } = authorization.body as Record<string, unknown>;
+      throw new ProblemError(402, code as 'spend_limit_exceeded', String(detail ?? 'Declined by the orchestrator.'), { limit, spent, requested, step_up_url });
+    }
+    throw new ProblemError(502, 'internal_error', `The orchestrator refused the charge (HTTP ${authorization.status}); nothing was charged.`);
+  }
+  const chargeId = authorization.body.charge_id;
+  await ledger.recordAuthorization(claims.account_id, sagaId, chargeId, JSON.stringify(authorization.body.decision ?? null));
+
+  if (service.provisioning === 'async') {
+    await ledger.scheduleAsyncProvision(claims.account_id, sagaId);
+    return { kind: 'accepted', operation_id: sagaId };
+  }
+
+  // Step 4: provision; any failure undoes it and voids both holds.
+  const done = await provisionAndComplete(env, claims.account_id, saga, chargeId, false);
+  return { kind: 'created', ...done };
+}
+
+/** The principal's pairwise subject at this provider: the link the token's account was found by. */
+async function subjectOf(env: ProviderBindings, claims: AccessTokenClaims): Promise<string> {
+  const row = await env.DB.prepare('SELECT sub FROM account_links WHERE account_id = ?1 AND iss = ?2').bind(claims.account_id, claims.orchestrator).first<{ sub: string }>();
+  if (!row) throw new ProblemError(403, 'insufficient_scope', 'This account is not linked to the token’s orchestrator.');
+  return row.sub;
+}
+
+async function provisionAndComplete(env: ProviderBindings, accountId: string, saga: Saga, chargeId: string, keepCredentials: boolean) {
+  const ledger = ledgerOf(env, accountId);
+  const backend = backendFor(saga.service)!;
+  const resource = (await ledger.getResource(saga.resource_id)) as Resource;
+  const ctx: ProvisionContext = { resource_id: saga.resource_id, account_id: accountId, service: saga.service, plan: saga.plan, parameters: JSON.parse(resource.parameters) as Record<string, unknown> };
+  let provisioned;
+  try {
+    provisioned = await backend.provision(env, ctx);
+  } catch (error) {
+    await backend.deprovision(env, { resource_id: saga.resource_id, account_id: accountId }).catch(() => undefined);
+    await ledger.voidSaga(accountId, saga.id, error instanceof ProvisionRefused ? error.code : 'provision_failed');
+    if (error instanceof ProvisionRefused) throw new ProblemError(error.status, error.code, error.message);
+    throw new ProblemError(502, 'internal_error', 'Provisioning failed; nothing was charged.');
+  }
+  const receipt = await signReceipt(env, saga, chargeId);
+  const completed = await ledger.completeSaga(accountId, saga.id, {
+    fields: JSON.stringify(provisioned.fields),
+    credentials: keepCredentials && provisioned.credentials ? JSON.stringify(provisioned.credentials) : null,
+    receipt,
+  });
+  if (!completed) {
+    // The alarm gave up on this saga while we provisioned: undo what we made.
+    await backend.deprovision(env, { resource_id: saga.resource_id, account_id: accountId }).catch(() => undefined);
+    throw new ProblemError(503, 'internal_error', 'The provisioning timed out; nothing was charged.');
+  }
+  const wire = resourceWire((await ledger.getResource(saga.resource_id)) as Resource);
+  return { resource: wire, credentials: provisioned.credentials, charge_id: chargeId, audit_event_id: completed.event.id, receipt };
+}
+
+/** §4: the provider's signed account of what was charged, for what, on whose signed request. */
+async function signReceipt(env: ProviderBindings, saga: Saga, chargeId: string): Promise<string> {
+  const config = providerConfig(env);
+  const request = JSON.parse(saga.request) as SignedCall & { signature_base: string };
+  const decision = saga.charge_decision ? (JSON.parse(saga.charge_decision) as { mandate_status?: string; constraint_results?: unknown[] } | null) : null;
+  return signJwt(await loadSigningKeys(config.SIGNING_KEYS), 'oap-receipt+jwt', {
+    iss: config.PUBLIC_BASE_URL,
+    aud: saga.orchestrator,
+    charge_id: chargeId,
+    resource_id: saga.resource_id,
+    request_hash: sha256Hex(canonicalJson({ method: request.method, target_uri: request.target_uri, body: request.body })),
+    agent_signature: { signature_input: request.signature_input, signature: request.signature, content_digest: request.content_digest },
+    agent_id: saga.agent_id,
+    token_jti: saga.token_jti,
+    mandate_id: saga.mandate_id,
+    mandate_status_at_decision: decision?.mandate_status ?? 'active',
+    constraint_results: decision?.constraint_results ?? [],
+    amount: saga.amount,
+    currency: saga.currency,
+    time: new Date().toISOString(),
+    iat: Math.floor(Date.now() / 1000),
+  });
+}
+
+export function resourceWire(resource: Resource): Record<string, unknown> {
+  return {
+    resource_id: resource.id,
+    service: resource.service,
+    plan: resource.plan,
+    status: resource.status,
+    created: resource.created,
+    ...(resource.fields ? (JSON.parse(resource.fields) as Record<string, unknown>) : {}),
+  };
+}
+
+// ── What the account's ledger alarm runs ──────────────────────────────────
+
+/** A capture or void owed to the orchestrator. Returns whether it is settled. */
+export async function settleChargeCall(env: ProviderBindings, accountId: string, call: OwedChargeCall): Promise<'settled' | 'retry' | 'voided_remotely'> {
+  let result;
+  try {
+    result = await callOrchestrator(env, call.orchestrator, 'POST', `/v1/charges/${call.charge_id}/${call.action}`, {});
+  } catch {
+    return 'retry';
+  }
+  if (result.status === 200) return 'settled';
+  if (call.action === 'capture' && result.status === 409 && result.body?.code === 'charge_voided') return 'voided_remotely';
+  if (call.action === 'void' && result.status === 409) return 'settled'; // captured meanwhile: the orchestrator decides, and it was told to void
+  if (result.status === 404 && call.action === 'void') return 'settled';
+  return 'retry';
+}
+
+export async function deprovision(env: ProviderBindings, accountId: string, saga: Pick<Saga, 'service' | 'resource_id'>) {
+  await backendFor(saga.service)?.deprovision(env, { resource_id: saga.resource_id, account_id: accountId });
+}
+
+/** An async saga's provisioning step, run by the alarm. */
+export async function runAsyncProvision(env: ProviderBindings, accountId: string, saga: Saga): Promise<void> {
+  if (saga.state !== 'authorized' || !saga.charge_id) return;
+  await provisionAndComplete(env, accountId, saga, saga.charge_id, true).catch(() => undefined);
+}

@@ -1,0 +1,144 @@
+// Resources (PROTOCOL.md §3.1): provisioned through the governed saga, read,
+// listed; async services answer with an operation to poll; usage this period.
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { acceptBody, type RoleEnv } from '../../lib/app';
+import { idempotency, REPLAY_BODY } from '../../lib/idempotency';
+import { paginate, ListQuerySchema } from '../../lib/pagination';
+import { ProblemError, problemResponses } from '../../lib/problem';
+import { OperationSchema, ProvisionedSchema, ResourceRequestSchema, ResourceSchema, UsageSchema } from '../../lib/schemas/resources';
+import type { Resource } from '../../../durable-objects/ledger/sagas';
+import { ledgerOf, type ProviderBindings } from '../env';
+import { provisionResource, resourceWire } from '../provisioning';
+import { requireAccessToken, requireAgentSignature, type TokenVariables } from '../token-auth';
+
+type Env = RoleEnv<ProviderBindings> & { Variables: TokenVariables };
+
+const signatureHeaders = z.object({
+  authorization: z.string().optional().openapi({ description: 'DPoP <access token>' }),
+  dpop: z.string().optional(),
+  'idempotency-key': z.string().optional().openapi({ description: 'Required: 1–255 characters' }),
+  'content-digest': z.string().optional().openapi({ description: 'RFC 9530 sha-256 of the body' }),
+  'signature-input': z.string().optional().openapi({ description: 'RFC 9421, tag="oap"' }),
+  signature: z.string().optional(),
+});
+const tokenHeaders = z.object({ authorization: z.string().optional(), dpop: z.string().optional() });
+
+/** §3.1 Conventions: at a provider the idempotency caller is the (account, agent) pair, never the token. */
+const idempotent = idempotency({
+  required: true,
+  caller: (c) => {
+    const token = (c.get as (k: 'token') => TokenVariables['token'])('token');
+    return { store: ledgerOf(c.env as ProviderBindings, token.account_id), caller: `${token.account_id}:${token.agent_id}` };
+  },
+});
+
+export function resourceRoutes() {
+  const app = new OpenAPIHono<Env>();
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/resources',
+      summary: 'Provision a resource, paid through the principal’s orchestrator (signed, idempotent)',
+      middleware: [requireAccessToken, requireAgentSignature, idempotent, acceptBody('json')] as const,
+      request: { headers: signatureHeaders, body: { required: true, content: { 'application/json': { schema: ResourceRequestSchema } } } },
+      responses: {
+        201: { description: 'Provisioned and charged', content: { 'application/json': { schema: ProvisionedSchema } } },
+        202: { description: 'Accepted: an async service; poll the operation', content: { 'application/json': { schema: OperationSchema } } },
+        ...problemResponses(400, 401, 402, 403, 409, 415, 422, 503),
+      },
+    }),
+    async (c) => {
+      const token = c.get('token');
+      const signature = c.get('signature');
+      const outcome = await provisionResource(c.env, token, c.req.valid('json'), signature.signed as never, signature.base);
+      if (outcome.kind === 'accepted') return c.json({ operation_id: outcome.operation_id, status: 'pending' as const }, 202, { Location: `/v1/operations/${outcome.operation_id}` });
+      const body = { ...outcome.resource, credentials: outcome.credentials, charge_id: outcome.charge_id, audit_event_id: outcome.audit_event_id, receipt: outcome.receipt };
+      // An idempotent replay never carries credentials (§3.1).
+      c.set(REPLAY_BODY as never, { ...body, credentials: null, credentials_redacted: outcome.credentials !== null } as never);
+      return c.json(body as z.infer<typeof ProvisionedSchema>, 201);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/resources',
+      summary: 'The account’s resources, newest first',
+      middleware: [requireAccessToken] as const,
+      request: { headers: tokenHeaders, query: ListQuerySchema },
+      responses: {
+        200: { description: 'Resources', content: { 'application/json': { schema: z.object({ data: z.array(ResourceSchema), has_more: z.boolean() }) } } },
+        ...problemResponses(401, 422),
+      },
+    }),
+    async (c) => {
+      const resources = ((await ledgerOf(c.env, c.get('token').account_id).listResources()) as Resource[]).map(resourceWire);
+      return c.json(paginate(resources, c.req.valid('query'), (r) => String(r.resource_id)) as never, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/resources/{id}',
+      summary: 'One resource (never its credentials)',
+      middleware: [requireAccessToken] as const,
+      request: { headers: tokenHeaders, params: z.object({ id: z.string().startsWith('res_') }) },
+      responses: { 200: { description: 'The resource', content: { 'application/json': { schema: ResourceSchema } } }, ...problemResponses(401, 404) },
+    }),
+    async (c) => {
+      const resource = (await ledgerOf(c.env, c.get('token').account_id).getResource(c.req.valid('param').id)) as Resource | null;
+      if (!resource || resource.status === 'failed') throw new ProblemError(404, 'not_found', 'No such resource.');
+      return c.json(resourceWire(resource) as never, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/operations/{id}',
+      summary: 'An async provisioning operation; the first read after success carries the credentials',
+      middleware: [requireAccessToken] as const,
+      request: { headers: tokenHeaders, params: z.object({ id: z.string().startsWith('op_') }) },
+      responses: { 200: { description: 'The operation', content: { 'application/json': { schema: OperationSchema } } }, ...problemResponses(401, 404) },
+    }),
+    async (c) => {
+      const token = c.get('token');
+      const read = await ledgerOf(c.env, token.account_id).readOperation(token.account_id, c.req.valid('param').id);
+      if (!read || read.saga.agent_id !== token.agent_id) throw new ProblemError(404, 'not_found', 'No such operation.');
+      const { saga, resource, credentials } = read;
+      if (saga.state === 'completed' && resource) {
+        return c.json({ operation_id: saga.id, status: 'succeeded' as const, charge_id: saga.charge_id, resource: { ...resourceWire(resource as Resource), credentials: credentials ? JSON.parse(credentials) : null, ...(credentials ? {} : { credentials_redacted: true }) } } as never, 200, { 'cache-control': 'no-store' });
+      }
+      if (saga.state === 'voided') return c.json({ operation_id: saga.id, status: 'failed' as const, charge_id: saga.charge_id, error: { code: 'provision_failed', message: saga.error ?? 'failed' } }, 200);
+      return c.json({ operation_id: saga.id, status: 'pending' as const, charge_id: saga.charge_id }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/usage',
+      summary: 'Spend this period at this provider, by service, against the account’s limit',
+      middleware: [requireAccessToken] as const,
+      request: { headers: tokenHeaders },
+      responses: { 200: { description: 'Usage', content: { 'application/json': { schema: UsageSchema } } }, ...problemResponses(401) },
+    }),
+    async (c) => {
+      const ledger = ledgerOf(c.env, c.get('token').account_id);
+      const [limit, spent, services] = await Promise.all([ledger.ownLimit(), ledger.spentThisPeriod(), ledger.usageThisPeriod()]);
+      return c.json(
+        {
+          period: new Date().toISOString().slice(0, 7),
+          limit,
+          spent: { amount: spent, currency: limit.currency },
+          services: services.map((s) => ({ service: s.service, spent: { amount: s.amount, currency: limit.currency } })),
+        },
+        200,
+      );
+    },
+  );
+
+  return app;
+}

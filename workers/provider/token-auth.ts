@@ -1,0 +1,55 @@
+// Route middleware for the provider's agent endpoints: a DPoP-bound access
+// token (§2.3), and on paid calls the agent's RFC 9421 signature (§3.1).
+import { createMiddleware } from 'hono/factory';
+import type { JWK } from 'jose';
+import { SignatureRefused, verifyRequestSignature, type VerifiedSignature } from '../lib/http-signatures';
+import { ProblemError } from '../lib/problem';
+import { ledgerOf, providerConfig, type ProviderBindings } from './env';
+import { authenticateTokenUse, TokenRefused, type AccessTokenClaims } from './oauth/access-tokens';
+
+export const WWW_AUTHENTICATE_DPOP = 'DPoP algs="EdDSA Ed25519"';
+
+export type TokenVariables = { token: AccessTokenClaims & { jwk: JWK }; signature: VerifiedSignature & { signed: Record<string, string> } };
+
+export const requireAccessToken = createMiddleware<{ Bindings: ProviderBindings; Variables: TokenVariables }>(async (c, next) => {
+  try {
+    c.set('token', await authenticateTokenUse(c.env, { authorization: c.req.header('authorization'), dpop: c.req.header('dpop'), method: c.req.method, path: c.req.path }));
+  } catch (error) {
+    if (error instanceof TokenRefused) throw new ProblemError(401, 'invalid_token', error.message, {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` });
+    throw error;
+  }
+  await next();
+});
+
+/**
+ * §3.1: paid calls carry the agent's message signature over the exact body,
+ * by the key the token is bound to; its nonce is single use. Checked before
+ * the Idempotency-Key, so a retry (signed again, new nonce) can replay.
+ */
+export const requireAgentSignature = createMiddleware<{ Bindings: ProviderBindings; Variables: TokenVariables }>(async (c, next) => {
+  const token = c.get('token');
+  const body = await c.req.text();
+  const targetUri = `${providerConfig(c.env).PUBLIC_BASE_URL}${c.req.path}`;
+  const signed = {
+    method: c.req.method,
+    target_uri: targetUri,
+    body,
+    content_digest: c.req.header('content-digest') ?? '',
+    signature_input: c.req.header('signature-input') ?? '',
+    signature: c.req.header('signature') ?? '',
+  };
+  let verified: VerifiedSignature;
+  try {
+    verified = await verifyRequestSignature(
+      { method: signed.method, targetUri, body, contentDigest: c.req.header('content-digest'), signatureInput: c.req.header('signature-input'), signature: c.req.header('signature') },
+      token.jwk,
+      token.jkt,
+    );
+  } catch (error) {
+    throw new ProblemError(401, 'invalid_signature', `The request signature was refused: ${error instanceof SignatureRefused ? error.message : 'invalid'}.`);
+  }
+  const fresh = await ledgerOf(c.env, token.account_id).consumeNonce(`sig:${token.jkt}:${verified.params.nonce}`, (verified.params.expires + 60) * 1000);
+  if (!fresh) throw new ProblemError(401, 'replayed', 'This signature nonce was already used.');
+  c.set('signature', { ...verified, signed });
+  await next();
+});
