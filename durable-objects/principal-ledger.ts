@@ -530,7 +530,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   async #armAlarm(): Promise<void> {
     const next = this.#sql.exec<{ due: number | null }>('SELECT MIN(due_at) AS due FROM schedule').one().due;
     if (next === null) await this.ctx.storage.deleteAlarm();
-    else await this.ctx.storage.setAlarm(next);
+    else await this.ctx.storage.setAlarm(Math.max(next, Date.now()));
   }
 
   #getMeta(key: string): string | undefined {

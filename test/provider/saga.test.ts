@@ -1,0 +1,245 @@
+// The provisioning saga at a provider (PROTOCOL.md §3.1, DESIGN.md "Money and
+// order"), against a stand-in for the orchestrator's charges API whose
+// behaviour each test sets, with failures injected at every step boundary:
+// whatever happens, the end is a resource with both charges captured, or no
+// resource with both voided, within one alarm cycle.
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
+import { env } from 'cloudflare:workers';
+import { describe, expect, it } from 'vitest';
+import { signRequest } from '../../workers/lib/http-signatures';
+import { dpopProof, newAgentKey, type AgentKey } from '../support/agent-keys';
+import { call, obtainToken, PROVIDER, useFakeOrchestrator } from '../support/fake-orchestrator';
+
+useFakeOrchestrator();
+
+const testEnv = env as unknown as TestEnv & { ORCHESTRATOR: Fetcher };
+const ledgerOf = (account: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(account));
+type Json = Record<string, any>;
+
+async function agentWithToken() {
+  const key = await newAgentKey();
+  const sub = `pw_${crypto.randomUUID()}`;
+  const { token } = await obtainToken({ agent: key, sub });
+  return { key, sub, token: token.access_token, account: token.account_id };
+}
+
+const behave = (sub: string, behaviour: Record<string, string>) =>
+  testEnv.ORCHESTRATOR.fetch('http://127.0.0.1:8787/_test/behaviour', { method: 'POST', body: JSON.stringify({ sub, ...behaviour }) });
+const orchestratorCalls = async (sub: string) => (await (await testEnv.ORCHESTRATOR.fetch(`http://127.0.0.1:8787/_test/calls?sub=${sub}`)).json()) as { path: string; body: string }[];
+
+async function paid(agent: { key: AgentKey; token: string }, body: unknown, key = crypto.randomUUID()) {
+  const url = `${PROVIDER}/v1/resources`;
+  const text = JSON.stringify(body);
+  const signed = await signRequest({ method: 'POST', targetUri: url, body: text, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
+  const res = await call('/v1/resources', {
+    method: 'POST',
+    headers: { authorization: `DPoP ${agent.token}`, dpop: await dpopProof(agent.key, 'POST', url, { accessToken: agent.token }), 'content-type': 'application/json', 'idempotency-key': key, ...signed },
+    body: text,
+  });
+  return { status: res.status, body: (await res.json()) as Json };
+}
+
+/** Everything the alarm would do later, now: every deadline and retry brought forward, one alarm run. */
+async function alarmNow(account: string) {
+  const ledger = ledgerOf(account);
+  await runInDurableObject(ledger, (_, state) => {
+    const sql = state.storage.sql;
+    sql.exec(`UPDATE sagas SET deadline = 0 WHERE state IN ('reserved', 'authorized')`);
+    sql.exec('UPDATE charge_outbox SET next_attempt_at = 0');
+    sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('saga_recovery', 0), ('charge_outbox', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
+  });
+  await runDurableObjectAlarm(ledger);
+}
+
+async function state(account: string) {
+  return runInDurableObject(ledgerOf(account), (_, s) => {
+    const sql = s.storage.sql;
+    return {
+      holds: sql.exec<{ status: string; amount: number }>('SELECT status, amount FROM holds').toArray(),
+      sagas: sql.exec<{ state: string; charge_id: string | null }>('SELECT state, charge_id FROM sagas').toArray(),
+      resources: sql.exec<{ id: string; status: string }>('SELECT id, status FROM resources').toArray(),
+      owed: sql.exec<{ action: string }>('SELECT action FROM charge_outbox').toArray(),
+    };
+  });
+}
+
+const nameTaken = async (name: string) => (await testEnv.DB.prepare(`SELECT 1 AS x FROM service_names WHERE kind = 'domain' AND name = ?1`).bind(name).first()) !== null;
+const domain = () => `saga-${crypto.randomUUID().slice(0, 8)}.com`;
+
+describe('the saga, step by step', () => {
+  it('provisions, captures locally at once and at the orchestrator through the outbox', async () => {
+    const agent = await agentWithToken();
+    const name = domain();
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({ status: 'active', name, charge_id: expect.stringMatching(/^chg_fake/) });
+    let s = await state(agent.account);
+    expect(s.holds).toEqual([{ status: 'captured', amount: 1044 }]);
+    await alarmNow(agent.account);
+    s = await state(agent.account);
+    expect(s.owed).toEqual([]);
+    expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toEqual(['/v1/charges', `/v1/charges/${res.body.charge_id}/capture`]);
+  });
+
+  it('on a decline at the orchestrator: 402 as the orchestrator said, the local hold voided, nothing provisioned', async () => {
+    const agent = await agentWithToken();
+    await behave(agent.sub, { authorize: 'decline' });
+    const name = domain();
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
+    expect(res.status).toBe(402);
+    expect(res.body).toMatchObject({ code: 'spend_limit_exceeded', limit: { amount: 100 }, step_up_url: 'http://127.0.0.1:8787/limits' });
+    const s = await state(agent.account);
+    expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
+    expect(s.resources.map((r) => r.status)).toEqual(['failed']);
+    expect(await nameTaken(name)).toBe(false);
+  });
+
+  it('when the orchestrator fails: an error, the local hold voided, nothing provisioned', async () => {
+    const agent = await agentWithToken();
+    await behave(agent.sub, { authorize: 'error' });
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
+    expect(res.status).toBe(502);
+    expect((await state(agent.account)).holds).toEqual([{ status: 'voided', amount: 1044 }]);
+  });
+
+  it('when provisioning fails after the authorization: both voided, the orchestrator told through the outbox', async () => {
+    const agent = await agentWithToken();
+    const name = domain();
+    // The registry refuses this one name at provisioning time (after the precheck passed).
+    await testEnv.DB.exec(`CREATE TRIGGER fail_${name.replace(/\W/g, '_')} BEFORE INSERT ON service_names WHEN NEW.name = '${name}' BEGIN SELECT RAISE(ABORT, 'registry down'); END`);
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
+    expect(res.status).toBe(502);
+    let s = await state(agent.account);
+    expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
+    expect(s.owed).toEqual([{ action: 'void' }]);
+    await alarmNow(agent.account);
+    s = await state(agent.account);
+    expect(s.owed).toEqual([]);
+    expect((await orchestratorCalls(agent.sub)).map((c) => c.path.split('/').at(-1))).toEqual(['charges', 'void']);
+    expect(await nameTaken(name)).toBe(false);
+  });
+});
+
+describe('crashes at each step boundary, recovered by the alarm', () => {
+  async function begin(agent: Awaited<ReturnType<typeof agentWithToken>>, name: string) {
+    const ledger = ledgerOf(agent.account);
+    const sagaId = `op_crash${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`;
+    const resourceId = `res_crash${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`;
+    const started = await ledger.beginSaga(agent.account, {
+      saga_id: sagaId,
+      resource_id: resourceId,
+      hold_id: `hld_${sagaId.slice(3)}`,
+      agent_id: 'agt_crash',
+      mandate_id: 'mdt_crash',
+      orchestrator: 'http://127.0.0.1:8787',
+      principal_sub: agent.sub,
+      token_jti: 'tok_crash',
+      service: 'domain',
+      plan: 'com-1y',
+      price: { amount: 1044, currency: 'usd' },
+      parameters: JSON.stringify({ name }),
+      request: '{}',
+      async: false,
+      velocity: null,
+    });
+    expect(started.ok).toBe(true);
+    return { ledger, sagaId, resourceId };
+  }
+
+  async function authorizeAtFake(sub: string, sagaId: string) {
+    const res = await testEnv.ORCHESTRATOR.fetch('http://127.0.0.1:8787/v1/charges', { method: 'POST', body: JSON.stringify({ principal_sub: sub, idempotency_key: sagaId }) });
+    return ((await res.json()) as { charge_id: string }).charge_id;
+  }
+
+  it('after the reserve (the process died before asking the orchestrator): the hold is voided', async () => {
+    const agent = await agentWithToken();
+    await begin(agent, domain());
+    await alarmNow(agent.account);
+    const s = await state(agent.account);
+    expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
+    expect(s.sagas).toEqual([{ state: 'voided', charge_id: null }]);
+    expect(s.resources.map((r) => r.status)).toEqual(['failed']);
+  });
+
+  it('after the authorization (died before provisioning): both holds voided', async () => {
+    const agent = await agentWithToken();
+    const { ledger, sagaId } = await begin(agent, domain());
+    const chargeId = await authorizeAtFake(agent.sub, sagaId);
+    await ledger.recordAuthorization(agent.account, sagaId, chargeId, 'null');
+    await alarmNow(agent.account); // recovery voids locally and owes a void
+    await alarmNow(agent.account); // the void reaches the orchestrator
+    const s = await state(agent.account);
+    expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
+    expect(s.owed).toEqual([]);
+    expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toContain(`/v1/charges/${chargeId}/void`);
+  });
+
+  it('during provisioning (the resource half made): taken down, both voided', async () => {
+    const agent = await agentWithToken();
+    const name = domain();
+    const { ledger, sagaId, resourceId } = await begin(agent, name);
+    const chargeId = await authorizeAtFake(agent.sub, sagaId);
+    await ledger.recordAuthorization(agent.account, sagaId, chargeId, 'null');
+    // What the domain backend does first: claim the name. Then the process dies.
+    await testEnv.DB.prepare(`INSERT INTO service_names (kind, name, account_id, resource_id, created_at) VALUES ('domain', ?1, ?2, ?3, ?4)`)
+      .bind(name, agent.account, resourceId, new Date().toISOString())
+      .run();
+    await alarmNow(agent.account);
+    await alarmNow(agent.account);
+    expect(await nameTaken(name)).toBe(false);
+    const s = await state(agent.account);
+    expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
+    expect(s.resources.map((r) => r.status)).toEqual(['failed']);
+    expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toContain(`/v1/charges/${chargeId}/void`);
+  });
+
+  it('before the capture reached the orchestrator: retried until it does', async () => {
+    const agent = await agentWithToken();
+    await behave(agent.sub, { capture: 'error' });
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
+    expect(res.status).toBe(201);
+    await alarmNow(agent.account);
+    expect((await state(agent.account)).owed).toEqual([{ action: 'capture' }]);
+    await behave(agent.sub, { capture: 'ok' });
+    await alarmNow(agent.account);
+    const s = await state(agent.account);
+    expect(s.owed).toEqual([]);
+    expect(s.holds).toEqual([{ status: 'captured', amount: 1044 }]);
+  });
+
+  it('when the orchestrator voided the charge first (409 charge_voided on capture): deprovisioned and refunded', async () => {
+    const agent = await agentWithToken();
+    await behave(agent.sub, { capture: 'voided' });
+    const name = domain();
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
+    expect(res.status).toBe(201);
+    expect(await nameTaken(name)).toBe(true);
+    await alarmNow(agent.account);
+    const s = await state(agent.account);
+    expect(s.holds).toEqual([{ status: 'refunded', amount: 1044 }]);
+    expect(s.resources).toEqual([{ id: res.body.resource_id, status: 'deleted' }]);
+    expect(await nameTaken(name)).toBe(false);
+    expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(0);
+  });
+});
+
+describe('the provider’s own limit', () => {
+  it('declines beyond the account’s monthly limit before asking the orchestrator', async () => {
+    const agent = await agentWithToken();
+    await ledgerOf(agent.account).setOwnLimit(agent.account, { amount: 2000, currency: 'usd' });
+    expect((await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } })).status).toBe(201);
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
+    expect(res.status).toBe(402);
+    expect(res.body).toMatchObject({ code: 'spend_limit_exceeded', limit: { amount: 2000 }, spent: { amount: 1044 }, requested: { amount: 1044 }, step_up_url: `${PROVIDER}/limits` });
+    // The orchestrator was asked once, for the first domain only.
+    expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(1);
+  });
+
+  it('declines the sixth domain of the day (the catalog’s velocity limit) before any charge', async () => {
+    const agent = await agentWithToken();
+    for (let i = 0; i < 5; i++) expect((await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } })).status).toBe(201);
+    const sixth = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
+    expect(sixth).toMatchObject({ status: 402, body: { code: 'velocity_limited' } });
+    expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(5);
+  });
+});
