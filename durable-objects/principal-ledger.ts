@@ -20,7 +20,8 @@ import { refuse } from './ledger/context';
 import * as spend from './ledger/spend';
 import * as sagas from './ledger/sagas';
 import * as tokens from './ledger/tokens';
-import { deprovision, runAsyncProvision, settleChargeCall } from '../workers/provider/provisioning';
+import { deprovision, requestRenewal, runAsyncProvision, settleChargeCall } from '../workers/provider/provisioning';
+import * as renewals from './ledger/renewals';
 
 export type LedgerEnv = { DB: D1Database } & Partial<ProviderEventEnv>;
 export type { IdempotencyStart, StoredResponse } from './ledger/idempotency';
@@ -251,7 +252,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return this.#transaction(account, (tx) => sagas.recordAuthorization(tx, sagaId, chargeId, decision));
   }
 
-  completeSaga(account: string, sagaId: string, result: { fields: string; credentials: string | null; receipt: string | null }) {
+  completeSaga(account: string, sagaId: string, result: { fields: string; credentials: string | null; receipt: string | null; billing: 'one_time' | 'month' | 'year' }) {
     return this.#transaction(account, (tx) => sagas.completeSaga(tx, sagaId, result));
   }
 
@@ -359,6 +360,9 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       case 'async_provision':
         await this.#runAsyncProvisioning();
         return;
+      case 'renewals':
+        await this.#runRenewals();
+        return;
     }
   }
 
@@ -415,7 +419,15 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     if (account === null) return;
     for (const call of sagas.dueChargeCalls(this.#sql, Date.now())) {
       const outcome = await settleChargeCall(this.env as never, account, call);
-      if (outcome === 'voided_remotely') {
+      if (outcome === 'voided_remotely' && call.saga_id.startsWith('renewal:')) {
+        // A renewal the orchestrator voided before it was captured: refund here and suspend.
+        const [, resourceId, holdId] = call.saga_id.split(':') as [string, string, string];
+        this.#transaction(account, (tx) => {
+          spend.refundHold(tx, holdId, { type: 'system', id: 'renewal' }, 'charge_voided_at_orchestrator');
+          tx.sql.exec(`UPDATE resources SET status = 'suspended', updated = ? WHERE id = ?`, new Date(tx.now).toISOString(), resourceId);
+          tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+        });
+      } else if (outcome === 'voided_remotely') {
         // §3.1 step 4: a capture after a void is refused; the provider deprovisions and refunds its own hold.
         const saga = sagas.getSaga(this.#sql, call.saga_id);
         if (saga) await deprovision(this.env as never, account, saga);
@@ -434,6 +446,28 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     }
     const next = this.#sql.exec<{ due: number | null }>('SELECT MIN(next_attempt_at) AS due FROM charge_outbox').one().due;
     if (next !== null) this.#scheduleRow('charge_outbox', next);
+  }
+
+  /** Recurring plans due to renew: the same charge path, or suspension when it does not fit (§3.2). */
+  async #runRenewals(): Promise<void> {
+    const account = this.auditHead().principal;
+    if (account === null) return;
+    for (const resource of renewals.dueRenewals(this.#sql, Date.now())) {
+      const saga = this.#sql.exec<sagas.Saga>('SELECT * FROM sagas WHERE resource_id = ? ORDER BY created LIMIT 1', resource.id).toArray()[0];
+      if (!saga) continue;
+      const holdId = `hld_rnw${crypto.randomUUID().replaceAll('-', '').slice(0, 20)}`;
+      const price = { amount: saga.amount, currency: saga.currency };
+      const reserved = this.#transaction(account, (tx) => renewals.reserveRenewal(tx, resource.id, holdId, price));
+      if (!reserved.ok) continue;
+      const outcome = await requestRenewal(this.env as never, saga, resource, holdId);
+      this.#transaction(account, (tx) => {
+        if (outcome.kind === 'authorized') renewals.completeRenewal(tx, resource.id, holdId, outcome.charge_id, saga.orchestrator);
+        else if (outcome.kind === 'declined') renewals.declineRenewal(tx, resource.id, holdId, outcome.code);
+        else renewals.postponeRenewal(tx, resource.id, holdId);
+      });
+    }
+    const next = renewals.nextRenewalDue(this.#sql);
+    if (next !== null) this.#scheduleRow('renewals', next);
   }
 
   async #runAsyncProvisioning(): Promise<void> {

@@ -16,6 +16,7 @@ import {
   holdByIdempotencyKey,
   insertHold,
   ownLimit,
+  queueWebhook,
   raiseBudgetAlerts,
   spent,
   type Decline,
@@ -43,6 +44,8 @@ export type ChargeRequest = {
   token_jti: string;
   /** JSON: what the decision rests on: the agent's signed request and how it was verified. */
   evidence: string;
+  /** A recurring plan's renewal: the charge it renews. A declined renewal is told to the human. */
+  renewal_of?: string | null;
 };
 
 export type Authorized = { ok: true; hold: Hold; replayed: boolean; constraint_results: { type: string; pass: boolean }[] };
@@ -58,6 +61,13 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
 
   const results: { type: string; pass: boolean }[] = [];
   const decline = (code: string, detail: string, extra: Partial<Decline> = {}): Decline => {
+    if (request.renewal_of) {
+      // §3.2: a renewal that does not fit suspends the resource instead of overspending, and the human hears of it.
+      const data = { provider: request.provider, service: request.service, plan: request.plan, resource_ref: request.resource_ref, renewal_of: request.renewal_of, code, amount: request.amount };
+      const id = `ntf_${request.charge_id.slice(4)}`;
+      tx.sql.exec('INSERT OR IGNORE INTO notifications (id, type, created, data) VALUES (?, ?, ?, ?)', id, 'renewal.declined', iso(tx.now), JSON.stringify(data));
+      queueWebhook(tx, { id, type: 'renewal.declined', created: iso(tx.now), data });
+    }
     tx.audit({
       actor: provider,
       action: 'charge.authorize',

@@ -7,6 +7,7 @@
 // charge, or no resource and a voided charge.
 import type { Money } from '../../workers/lib/schemas/money';
 import { iso, type LedgerTx } from './context';
+import { setBilling } from './renewals';
 import { authorizedSince, billingPeriod, captureHold, checkLimits, insertHold, ownLimit, voidHold, type Decline } from './spend';
 
 /** A saga not finished within this time is recovered by the alarm. */
@@ -56,6 +57,8 @@ export type Resource = {
   charge_id: string | null;
   created: string;
   updated: string;
+  billing: string | null;
+  renews_at: number | null;
 };
 
 export function getSaga(sql: SqlStorage, id: string): Saga | null {
@@ -166,12 +169,13 @@ export function recordAuthorization(tx: LedgerTx, sagaId: string, chargeId: stri
  * one now, the orchestrator's through the outbox (off the request's path).
  * Returns the audit event that the response names.
  */
-export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: string; credentials: string | null; receipt: string | null }) {
+export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: string; credentials: string | null; receipt: string | null; billing: 'one_time' | 'month' | 'year' }) {
   const saga = getSaga(tx.sql, sagaId);
   if (!saga || saga.state !== 'authorized' || !saga.charge_id) return null;
   captureHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, result.receipt ?? undefined);
   tx.sql.exec(`UPDATE resources SET status = 'active', fields = ?, updated = ? WHERE id = ?`, result.fields, iso(tx.now), saga.resource_id);
   tx.sql.exec(`UPDATE sagas SET state = 'completed', credentials = ?, updated = ? WHERE id = ?`, result.credentials, tx.now, sagaId);
+  setBilling(tx, saga.resource_id, result.billing);
   owe(tx, saga, 'capture');
   const event = tx.audit({
     actor: { type: 'agent', id: saga.agent_id },

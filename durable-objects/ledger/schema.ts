@@ -61,4 +61,8 @@ export const LEDGER_MIGRATIONS: string[] = [
    CREATE TABLE charge_outbox (
      id INTEGER PRIMARY KEY AUTOINCREMENT, saga_id TEXT NOT NULL, action TEXT NOT NULL, charge_id TEXT NOT NULL,
      orchestrator TEXT NOT NULL, attempts INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL);`,
+  // 5: recurring plans: when a resource's plan renews.
+  `ALTER TABLE resources ADD COLUMN billing TEXT;
+   ALTER TABLE resources ADD COLUMN renews_at INTEGER;
+   CREATE INDEX resources_renewals ON resources (status, renews_at);`,
 ];

@@ -180,3 +180,28 @@ describe('spend under concurrency', () => {
     expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(10_000);
   }, 120_000);
 });
+
+describe('renewals of recurring plans', () => {
+  it('authorize on the strength of the captured charge they renew, and a declined one is told to the human', async () => {
+    const { human, mandate_id, body } = await setup({ scope: [{ provider: 'cloud', services: ['domain'] }] });
+    const first = await body();
+    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
+    const { agent_request: _signed, ...rest } = first;
+    const renewal = { ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id };
+    // Not yet captured: nothing to renew.
+    expect((await asProvider('cloud', 'POST', '/v1/charges', renewal)).status).toBe(401);
+    await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {});
+    const renewed = await asProvider('cloud', 'POST', '/v1/charges', renewal);
+    expect(renewed.status).toBe(201);
+    // Another price than the renewed charge is not a renewal.
+    expect((await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: 'other', amount: 2000 })).status).toBe(401);
+
+    await call(`/v1/mandates/${mandate_id}/revoke`, { method: 'POST', headers: human.headers() });
+    const declined = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: `renewal-${crypto.randomUUID()}` });
+    expect(await declined.json()).toMatchObject({ status: 402, code: 'mandate_inactive' });
+    const notes = (await (await call('/v1/notifications', { headers: { cookie: human.cookie } })).json()) as { data: { type: string; data: Record<string, unknown> }[] };
+    expect(notes.data.filter((n) => n.type === 'renewal.declined')).toEqual([
+      expect.objectContaining({ data: expect.objectContaining({ renewal_of: charge_id, code: 'mandate_inactive', service: 'domain' }) }),
+    ]);
+  });
+});

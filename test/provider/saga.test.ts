@@ -243,3 +243,70 @@ describe('the provider’s own limit', () => {
     expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(5);
   });
 });
+
+describe('recurring plans (§3.2)', () => {
+  async function subscribed(behaviour: Record<string, string> = {}) {
+    const key = await newAgentKey();
+    const sub = `pw_${crypto.randomUUID()}`;
+    const { token } = await obtainToken({
+      agent: key,
+      sub,
+      claims: {
+        authorization_details: [
+          { type: 'oap_mandate', mandate_id: 'mdt_plan', services: ['workers-paid'], max_per_charge: null, spend_limit: { amount: 5000, currency: 'usd', period: 'month' }, expires_at: new Date(Date.now() + 90 * 86_400_000).toISOString() },
+        ],
+      },
+    });
+    const agent = { key, sub, token: token.access_token, account: token.account_id };
+    await behave(sub, behaviour);
+    const res = await paid(agent, { service: 'workers-paid', plan: 'paid' });
+    expect(res.status).toBe(201);
+    return { agent, resourceId: res.body.resource_id as string, chargeId: res.body.charge_id as string };
+  }
+
+  const resourceRow = (account: string, id: string) =>
+    runInDurableObject(ledgerOf(account), (_, s) => s.storage.sql.exec<{ status: string; renews_at: number | null; billing: string }>('SELECT status, renews_at, billing FROM resources WHERE id = ?', id).one());
+
+  async function renewNow(account: string, id: string) {
+    await runInDurableObject(ledgerOf(account), (_, s) => {
+      s.storage.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - 1000, id);
+      s.storage.sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
+    });
+    await runDurableObjectAlarm(ledgerOf(account));
+  }
+
+  it('renews a monthly plan at its boundary through the same charge path', async () => {
+    const { agent, resourceId, chargeId } = await subscribed();
+    const before = await resourceRow(agent.account, resourceId);
+    expect(before.billing).toBe('month');
+    expect(before.renews_at! - Date.now()).toBeGreaterThan(27 * 86_400_000);
+    await renewNow(agent.account, resourceId);
+    const after = await resourceRow(agent.account, resourceId);
+    expect(after.status).toBe('active');
+    expect(after.renews_at! - Date.now()).toBeGreaterThan(27 * 86_400_000);
+    const renewal = (await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges').map((c) => JSON.parse(c.body) as Json)[1]!;
+    expect(renewal).toMatchObject({ service: 'workers-paid', plan: 'paid', amount: 500, renewal_of: chargeId });
+    expect(renewal).not.toHaveProperty('agent_request');
+    const s = await state(agent.account);
+    expect(s.holds.map((h) => h.status)).toEqual(['captured', 'captured']);
+    expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(1000);
+  });
+
+  it('suspends the resource instead of overspending when the renewal is declined', async () => {
+    const { agent, resourceId } = await subscribed();
+    await behave(agent.sub, { authorize: 'decline' });
+    await renewNow(agent.account, resourceId);
+    expect((await resourceRow(agent.account, resourceId)).status).toBe('suspended');
+    const s = await state(agent.account);
+    expect(s.holds.map((h) => h.status)).toEqual(['captured', 'voided']);
+    expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(500);
+  });
+
+  it('suspends without asking when the account’s own limit cannot take the renewal', async () => {
+    const { agent, resourceId } = await subscribed();
+    await ledgerOf(agent.account).setOwnLimit(agent.account, { amount: 600, currency: 'usd' });
+    await renewNow(agent.account, resourceId);
+    expect((await resourceRow(agent.account, resourceId)).status).toBe('suspended');
+    expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(1);
+  });
+});

@@ -10,6 +10,16 @@ export function webhookSignature(secret: string, body: string, t = Math.floor(Da
 
 const PRIVATE_V4 = [/^10\./, /^192\.168\./, /^172\.(1[6-9]|2\d|3[01])\./, /^169\.254\./, /^0\./, /^100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\./];
 
+/** An IPv4-mapped IPv6 literal (::ffff:a.b.c.d, which URL parsing writes as ::ffff:xxxx:yyyy) as dotted IPv4. */
+function mappedV4(host: string): string | null {
+  const dotted = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(host);
+  if (dotted) return dotted[1]!;
+  const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
+  if (!hex) return null;
+  const [hi, lo] = [parseInt(hex[1]!, 16), parseInt(hex[2]!, 16)];
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+}
+
 /** Why an endpoint URL is refused, or null when it is acceptable. */
 export function webhookUrlProblem(raw: string, allowLoopbackHttp: boolean): string | null {
   let url: URL;
@@ -19,12 +29,16 @@ export function webhookUrlProblem(raw: string, allowLoopbackHttp: boolean): stri
     return 'not a URL';
   }
   if (url.username || url.password) return 'credentials in the URL are not allowed';
-  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  const literal = url.hostname.replace(/^\[|\]$/g, '').toLowerCase().replace(/\.$/, '');
+  const v6 = literal.includes(':');
+  // Judge an IPv4-mapped IPv6 address as the IPv4 address it is.
+  const host = (v6 && mappedV4(literal)) || literal;
   const loopback = host === 'localhost' || host.startsWith('127.') || host === '::1';
   if (url.protocol === 'http:' && !(loopback && allowLoopbackHttp)) return 'endpoints must be https (plain http only to loopback in local development)';
   if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'endpoints must be https';
   if (loopback && !allowLoopbackHttp) return 'loopback addresses are not allowed';
-  if (PRIVATE_V4.some((re) => re.test(host)) || /^f[cd]/.test(host) || host.startsWith('fe80:')) return 'private addresses are not allowed';
+  const privateV6 = host.includes(':') && (/^f[cd][0-9a-f]{2}:/.test(host) || host.startsWith('fe80:') || host === '::');
+  if (PRIVATE_V4.some((re) => re.test(host)) || privateV6) return 'private addresses are not allowed';
   return null;
 }
 

@@ -52,16 +52,17 @@ export async function chargeRoute(env: OrchestratorBindings, chargeId: string) {
 
 /** What the agent signed must be a paid call at this provider, for this service, plan and price. */
 function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['provider']): string | null {
-  const target = body.agent_request.target_uri;
+  const signedCall = body.agent_request!;
+  const target = signedCall.target_uri;
   if (!target.startsWith(`${provider.url}/v1/resources`)) return 'the signed request was not made to this provider’s resources';
   let signed: Record<string, unknown>;
   try {
-    signed = body.agent_request.body ? (JSON.parse(body.agent_request.body) as Record<string, unknown>) : {};
+    signed = signedCall.body ? (JSON.parse(signedCall.body) as Record<string, unknown>) : {};
   } catch {
     return 'the signed body is not JSON';
   }
-  if (body.agent_request.method === 'POST' && target === `${provider.url}/v1/resources` && signed.service !== body.service) return `the agent asked for ${String(signed.service)}, not ${body.service}`;
-  if (body.agent_request.method !== 'DELETE' && signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
+  if (signedCall.method === 'POST' && target === `${provider.url}/v1/resources` && signed.service !== body.service) return `the agent asked for ${String(signed.service)}, not ${body.service}`;
+  if (signedCall.method !== 'DELETE' && signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
   const expected = signed.expected_price as { amount?: unknown; currency?: unknown } | undefined;
   if (expected && (expected.amount !== body.amount || expected.currency !== body.currency)) return 'the agent agreed to another price';
   return null;
@@ -81,25 +82,44 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
 
   const agent = await ledger.getAgent(body.agent_id);
   if (!agent) throw await refuse('invalid_signature', 401, 'The agent is not this principal’s.');
-  let verified;
-  try {
-    verified = await verifyRequestSignature(
-      {
-        method: body.agent_request.method,
-        targetUri: body.agent_request.target_uri,
-        body: body.agent_request.body,
-        contentDigest: body.agent_request.content_digest,
-        signatureInput: body.agent_request.signature_input,
-        signature: body.agent_request.signature,
-      },
-      agent.public_jwk,
-      agent.key_thumbprint,
-    );
-  } catch (error) {
-    throw await refuse('invalid_signature', 401, `The agent's signature does not hold: ${error instanceof SignatureRefused ? error.message : 'invalid'}.`);
+  let evidence: Record<string, unknown>;
+  if (body.renewal_of) {
+    // A renewal rests on the charge it renews, which the agent signed for; the mandate is checked again now.
+    const original = (await chargeRoute(env, body.renewal_of)) ? await ledger.getCharge(body.renewal_of) : null;
+    const same =
+      original &&
+      original.status === 'captured' &&
+      original.provider === caller.provider.id &&
+      original.agent_id === body.agent_id &&
+      original.service === body.service &&
+      original.plan === body.plan &&
+      original.amount === body.amount &&
+      original.currency === body.currency;
+    if (!same) throw await refuse('invalid_signature', 401, 'renewal_of names no captured charge of this agent for this service, plan and price.');
+    evidence = { renewal_of: body.renewal_of };
+  } else {
+    const signedCall = body.agent_request!;
+    let verified;
+    try {
+      verified = await verifyRequestSignature(
+        {
+          method: signedCall.method,
+          targetUri: signedCall.target_uri,
+          body: signedCall.body,
+          contentDigest: signedCall.content_digest,
+          signatureInput: signedCall.signature_input,
+          signature: signedCall.signature,
+        },
+        agent.public_jwk,
+        agent.key_thumbprint,
+      );
+    } catch (error) {
+      throw await refuse('invalid_signature', 401, `The agent's signature does not hold: ${error instanceof SignatureRefused ? error.message : 'invalid'}.`);
+    }
+    const mismatch = checkSignedIntent(body, caller.provider);
+    if (mismatch) throw await refuse('invalid_signature', 401, `The charge is not what the agent signed for: ${mismatch}.`);
+    evidence = { agent_request: signedCall, signature_base: verified.base, key_thumbprint: agent.key_thumbprint };
   }
-  const mismatch = checkSignedIntent(body, caller.provider);
-  if (mismatch) throw await refuse('invalid_signature', 401, `The charge is not what the agent signed for: ${mismatch}.`);
 
   const chargeId = newId('chg');
   await env.DB.prepare('INSERT INTO charge_routes (charge_id, principal_id, provider_id) VALUES (?1, ?2, ?3)').bind(chargeId, principalId, caller.provider.id).run();
@@ -117,7 +137,8 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     resource_ref: body.resource_ref ?? null,
     idempotency_key: body.idempotency_key,
     token_jti: body.token_jti,
-    evidence: JSON.stringify({ agent_request: body.agent_request, signature_base: verified.base, key_thumbprint: agent.key_thumbprint }),
+    evidence: JSON.stringify(evidence),
+    renewal_of: body.renewal_of ?? null,
   });
   if (decision.ok) return toChargeWire(decision.hold);
   if (decision.code === 'replayed') throw new ProblemError(401, 'replayed', decision.detail);

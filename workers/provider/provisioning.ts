@@ -177,10 +177,12 @@ async function provisionAndComplete(env: ProviderBindings, accountId: string, sa
     throw new ProblemError(502, 'internal_error', 'Provisioning failed; nothing was charged.');
   }
   const receipt = await signReceipt(env, saga, chargeId);
+  const plan = publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === saga.service)?.plans.find((p) => p.id === saga.plan);
   const completed = await ledger.completeSaga(accountId, saga.id, {
     fields: JSON.stringify(provisioned.fields),
     credentials: keepCredentials && provisioned.credentials ? JSON.stringify(provisioned.credentials) : null,
     receipt,
+    billing: plan?.billing ?? 'one_time',
   });
   if (!completed) {
     // The alarm gave up on this saga while we provisioned: undo what we made.
@@ -251,4 +253,35 @@ export async function deprovision(env: ProviderBindings, accountId: string, saga
 export async function runAsyncProvision(env: ProviderBindings, accountId: string, saga: Saga): Promise<void> {
   if (saga.state !== 'authorized' || !saga.charge_id) return;
   await provisionAndComplete(env, accountId, saga, saga.charge_id, true).catch(() => undefined);
+}
+
+export type RenewalOutcome = { kind: 'authorized'; charge_id: string } | { kind: 'declined'; code: string } | { kind: 'unreachable' };
+
+/**
+ * A renewal asks the orchestrator through the same charge path; instead of a
+ * fresh agent signature it names the charge it renews, which the agent signed.
+ */
+export async function requestRenewal(env: ProviderBindings, saga: Saga, resource: Resource, holdId: string): Promise<RenewalOutcome> {
+  let result;
+  try {
+    result = await callOrchestrator(env, saga.orchestrator, 'POST', '/v1/charges', {
+      mandate_id: saga.mandate_id,
+      principal_sub: saga.principal_sub,
+      agent_id: saga.agent_id,
+      service: saga.service,
+      plan: saga.plan,
+      amount: saga.amount,
+      currency: saga.currency,
+      description: `Renewal of ${resource.service} ${resource.plan}`,
+      resource_ref: resource.id,
+      idempotency_key: `renewal:${resource.id}:${holdId}`,
+      token_jti: saga.token_jti,
+      renewal_of: saga.charge_id,
+    });
+  } catch {
+    return { kind: 'unreachable' };
+  }
+  if (result.status === 201 && typeof result.body?.charge_id === 'string') return { kind: 'authorized', charge_id: result.body.charge_id };
+  if (result.status === 402 || result.status === 401 || result.status === 404) return { kind: 'declined', code: String(result.body?.code ?? result.status) };
+  return { kind: 'unreachable' };
 }

@@ -26,8 +26,10 @@ export const ChargeRequestSchema = z
     resource_ref: z.string().max(200).nullable().optional(),
     idempotency_key: z.string().min(1).max(255),
     token_jti: z.string().min(1),
-    agent_request: AgentRequestSchema,
+    agent_request: AgentRequestSchema.optional().openapi({ description: 'The agent’s signed call; required unless renewal_of is given' }),
+    renewal_of: z.string().startsWith('chg_').optional().openapi({ description: 'A recurring plan’s renewal: the captured charge it renews' }),
   })
+  .refine((b) => (b.agent_request === undefined) !== (b.renewal_of === undefined), { message: 'exactly one of agent_request and renewal_of', path: ['agent_request'] })
   .openapi('ChargeRequest');
 
 export const chargeStatuses = ['authorized', 'captured', 'voided', 'refunded'] as const;

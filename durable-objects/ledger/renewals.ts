@@ -1,0 +1,90 @@
+// Recurring plans at a provider (PROTOCOL.md §3.2): at the period boundary
+// the plan renews through the same charge path: the account's own limit here,
+// the principal's limits at the orchestrator. A renewal that does not fit is
+// not forced through: the resource is suspended and the human is told.
+import { iso, type LedgerTx } from './context';
+import { getResource, type Resource } from './sagas';
+import { billingPeriod, captureHold, checkLimits, insertHold, ownLimit, voidHold, type Decline } from './spend';
+
+export const RENEWAL_HOLD_TTL_MS = 15 * 60_000;
+/** When the orchestrator cannot be reached, try again in an hour; the resource stays active meanwhile. */
+export const RENEWAL_RETRY_MS = 60 * 60_000;
+
+/** The next boundary of a monthly or yearly plan, from `from`, in UTC calendar terms. */
+export function nextRenewal(from: number, billing: 'month' | 'year'): number {
+  const d = new Date(from);
+  return billing === 'month'
+    ? Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds())
+    : Date.UTC(d.getUTCFullYear() + 1, d.getUTCMonth(), d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds());
+}
+
+export function setBilling(tx: LedgerTx, resourceId: string, billing: 'one_time' | 'month' | 'year') {
+  if (billing === 'one_time') {
+    tx.sql.exec(`UPDATE resources SET billing = 'one_time', renews_at = NULL WHERE id = ?`, resourceId);
+    return;
+  }
+  const renewsAt = nextRenewal(tx.now, billing);
+  tx.sql.exec('UPDATE resources SET billing = ?, renews_at = ? WHERE id = ?', billing, renewsAt, resourceId);
+  tx.schedule('renewals', renewsAt);
+}
+
+export function dueRenewals(sql: SqlStorage, now: number): Resource[] {
+  return sql.exec<Resource>(`SELECT * FROM resources WHERE status = 'active' AND renews_at IS NOT NULL AND renews_at <= ? ORDER BY renews_at LIMIT 20`, now).toArray();
+}
+
+export function nextRenewalDue(sql: SqlStorage): number | null {
+  return sql.exec<{ due: number | null }>(`SELECT MIN(renews_at) AS due FROM resources WHERE status = 'active' AND renews_at IS NOT NULL`).one().due;
+}
+
+/** Reserves the renewal's price against the account's own limit, or suspends the resource. */
+export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string, price: { amount: number; currency: string }): { ok: true } | Decline {
+  const resource = getResource(tx.sql, resourceId);
+  if (!resource || resource.status !== 'active') return { ok: false, code: 'not_found', detail: 'no active resource' };
+  const over = checkLimits(tx.sql, billingPeriod(tx.now), price, [{ scope: 'principal', limit: ownLimit(tx.sql) }]);
+  if (over) {
+    suspend(tx, resource, over.code);
+    return over;
+  }
+  insertHold(tx, { id: holdId, mandate_id: resource.mandate_id, service: resource.service, plan: resource.plan, agent_id: resource.agent_id, amount: price, resource_ref: resourceId, ttl_ms: RENEWAL_HOLD_TTL_MS, scopes: ['principal', `service:${resource.service}`] });
+  tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'charge.reserve', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', amount: price, related: [holdId, 'renewal'] });
+  return { ok: true };
+}
+
+/** The orchestrator authorized the renewal: capture here, owe the capture there, move the boundary on. */
+export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string, chargeId: string, orchestrator: string) {
+  const resource = getResource(tx.sql, resourceId)!;
+  captureHold(tx, holdId, { type: 'system', id: 'renewal' });
+  const billing = resource.billing as 'month' | 'year';
+  const renewsAt = nextRenewal(resource.renews_at ?? tx.now, billing);
+  tx.sql.exec('UPDATE resources SET renews_at = ?, charge_id = ?, updated = ? WHERE id = ?', renewsAt, chargeId, iso(tx.now), resourceId);
+  tx.sql.exec(
+    'INSERT INTO charge_outbox (saga_id, action, charge_id, orchestrator, attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)',
+    `renewal:${resourceId}:${holdId}`,
+    'capture',
+    chargeId,
+    orchestrator,
+    tx.now,
+  );
+  tx.schedule('charge_outbox', tx.now);
+  tx.schedule('renewals', renewsAt);
+  tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [chargeId], amount: null });
+}
+
+/** The orchestrator declined: release the local hold and suspend rather than overspend. */
+export function declineRenewal(tx: LedgerTx, resourceId: string, holdId: string, code: string) {
+  voidHold(tx, holdId, { type: 'system', id: 'renewal' }, `renewal_declined:${code}`);
+  const resource = getResource(tx.sql, resourceId);
+  if (resource) suspend(tx, resource, code);
+}
+
+/** The orchestrator could not be reached: release the hold and try again later. */
+export function postponeRenewal(tx: LedgerTx, resourceId: string, holdId: string) {
+  voidHold(tx, holdId, { type: 'system', id: 'renewal' }, 'renewal_postponed');
+  tx.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', tx.now + RENEWAL_RETRY_MS, resourceId);
+  tx.schedule('renewals', tx.now + RENEWAL_RETRY_MS);
+}
+
+function suspend(tx: LedgerTx, resource: Resource, reason: string) {
+  tx.sql.exec(`UPDATE resources SET status = 'suspended', updated = ? WHERE id = ?`, iso(tx.now), resource.id);
+  tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.suspend', mandate_id: resource.mandate_id, target: resource.id, outcome: 'succeeded', reason });
+}
