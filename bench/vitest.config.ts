@@ -3,10 +3,12 @@
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-plugin';
 import { defineConfig } from 'vitest/config';
 import { generateSigningKeys } from '../scripts/signing-key.mjs';
+import { fakeChargesApi } from '../test/support/stand-ins';
 
 export default defineConfig({
   plugins: [
     cloudflareTest({
+      main: './bench/bench-worker.ts',
       wrangler: { configPath: './wrangler.toml' },
       miniflare: {
         bindings: {
@@ -16,7 +18,10 @@ export default defineConfig({
           DEV_SEED: 'false',
           PUBLIC_BASE_URL: 'http://127.0.0.1:8788',
           TRUSTED_ORCHESTRATORS: JSON.stringify(['http://127.0.0.1:8787']),
+          ORCHESTRATOR_BINDINGS: JSON.stringify({ 'http://127.0.0.1:8787': 'ORCHESTRATOR' }),
         },
+        serviceBindings: { ORCHESTRATOR: fakeChargesApi() },
+        durableObjects: { COUNTER: { className: 'BareCounter', useSQLite: true } },
         // For @cloudflare/workers-oauth-provider, the baseline of the token benchmark.
         kvNamespaces: ['OAUTH_KV'],
       },

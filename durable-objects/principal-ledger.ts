@@ -40,6 +40,8 @@ export type AuditSnapshot = { head: AuditHead; pending: AuditEvent[] };
 
 export class PrincipalLedger extends DurableObject<LedgerEnv> {
   #sql: SqlStorage;
+  /** When the alarm is set for, as far as this instance knows; null after a start or once it fired. */
+  #armedFor: number | null = null;
 
   constructor(ctx: DurableObjectState, env: LedgerEnv) {
     super(ctx, env);
@@ -107,6 +109,24 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   /** True when `nonce` was never seen (and is now remembered until `expiresAtMs`). */
   consumeNonce(nonce: string, expiresAtMs: number): boolean {
     return this.#transaction(null, (tx) => consumeNonce(tx, nonce, expiresAtMs));
+  }
+
+  /** Several single-use values at once, all or none: the index of the first already seen, or -1. */
+  consumeNonces(nonces: { nonce: string; expiresAtMs: number }[]): number {
+    let seen = -1;
+    try {
+      this.#transaction(null, (tx) => {
+        nonces.forEach((n, i) => {
+          if (!consumeNonce(tx, n.nonce, n.expiresAtMs)) {
+            seen = i;
+            throw new Error('seen');
+          }
+        });
+      });
+    } catch (error) {
+      if (seen === -1) throw error;
+    }
+    return seen;
   }
 
   // ── Agents and mandates (orchestrator) ───────────────────────────────────
@@ -253,7 +273,10 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   }
 
   completeSaga(account: string, sagaId: string, result: { fields: string; credentials: string | null; receipt: string | null; billing: 'one_time' | 'month' | 'year' }) {
-    return this.#transaction(account, (tx) => sagas.completeSaga(tx, sagaId, result));
+    return this.#transaction(account, (tx) => {
+      const done = sagas.completeSaga(tx, sagaId, result);
+      return done ? { ...done, resource: sagas.getResource(tx.sql, done.saga.resource_id)! } : null;
+    });
   }
 
   voidSaga(account: string, sagaId: string, reason: string) {
@@ -313,6 +336,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   /** Runs every due task once; each task is idempotent because alarms run at least once. */
   override async alarm(): Promise<void> {
+    this.#armedFor = null;
     const now = Date.now();
     const due = this.#sql.exec<{ task: LedgerTask }>('SELECT task FROM schedule WHERE due_at <= ?', now).toArray();
     for (const { task } of due) {
@@ -558,13 +582,21 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   }
 
   #scheduleRow(task: LedgerTask, dueAt: number): void {
-    this.#sql.exec('INSERT INTO schedule (task, due_at) VALUES (?, ?) ON CONFLICT (task) DO UPDATE SET due_at = MIN(due_at, excluded.due_at)', task, dueAt);
+    this.#sql.exec('INSERT INTO schedule (task, due_at) VALUES (?, ?) ON CONFLICT (task) DO UPDATE SET due_at = MIN(due_at, excluded.due_at) WHERE excluded.due_at < due_at', task, dueAt);
   }
 
+  /** Points the one alarm at the earliest due task; skipped when it is already set that early or earlier. */
   async #armAlarm(): Promise<void> {
     const next = this.#sql.exec<{ due: number | null }>('SELECT MIN(due_at) AS due FROM schedule').one().due;
-    if (next === null) await this.ctx.storage.deleteAlarm();
-    else await this.ctx.storage.setAlarm(Math.max(next, Date.now()));
+    if (next === null) {
+      this.#armedFor = null;
+      await this.ctx.storage.deleteAlarm();
+      return;
+    }
+    const at = Math.max(next, Date.now());
+    if (this.#armedFor !== null && this.#armedFor <= at) return;
+    this.#armedFor = at;
+    await this.ctx.storage.setAlarm(at);
   }
 
   #getMeta(key: string): string | undefined {

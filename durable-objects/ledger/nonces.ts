@@ -6,13 +6,14 @@ export const NONCE_SWEEP_MS = 10 * 60 * 1000;
 
 /** True when `nonce` is fresh, recording it; false when it was seen before. */
 export function consumeNonce(tx: LedgerTx, nonce: string, expiresAtMs: number): boolean {
-  const seen = tx.sql.exec<{ n: number }>('SELECT COUNT(*) AS n FROM seen_nonces WHERE nonce = ? AND expires_at > ?', nonce, tx.now).one().n;
-  if (seen > 0) return false;
-  tx.sql.exec(
-    'INSERT INTO seen_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT (nonce) DO UPDATE SET expires_at = excluded.expires_at',
+  // One statement: a new nonce is inserted, an expired one taken over, a live one left alone (no row written).
+  const written = tx.sql.exec(
+    'INSERT INTO seen_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT (nonce) DO UPDATE SET expires_at = excluded.expires_at WHERE seen_nonces.expires_at <= ?',
     nonce,
     expiresAtMs,
-  );
+    tx.now,
+  ).rowsWritten;
+  if (written === 0) return false;
   tx.schedule('nonce_sweep', tx.now + NONCE_SWEEP_MS);
   return true;
 }

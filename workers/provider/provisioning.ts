@@ -189,8 +189,7 @@ async function provisionAndComplete(env: ProviderBindings, accountId: string, sa
     await backend.deprovision(env, { resource_id: saga.resource_id, account_id: accountId }).catch(() => undefined);
     throw new ProblemError(503, 'internal_error', 'The provisioning timed out; nothing was charged.');
   }
-  const wire = resourceWire((await ledger.getResource(saga.resource_id)) as Resource);
-  return { resource: wire, credentials: provisioned.credentials, charge_id: chargeId, audit_event_id: completed.event.id, receipt };
+  return { resource: resourceWire(completed.resource as Resource), credentials: provisioned.credentials, charge_id: chargeId, audit_event_id: completed.event.id, receipt };
 }
 
 /** §4: the provider's signed account of what was charged, for what, on whose signed request. */

@@ -3,23 +3,30 @@
 import { createMiddleware } from 'hono/factory';
 import type { JWK } from 'jose';
 import { SignatureRefused, verifyRequestSignature, type VerifiedSignature } from '../lib/http-signatures';
+import { idempotency } from '../lib/idempotency';
 import { ProblemError } from '../lib/problem';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
-import { authenticateTokenUse, TokenRefused, type AccessTokenClaims } from './oauth/access-tokens';
+import { authenticateTokenUse, dpopNonce, TokenRefused, type AccessTokenClaims } from './oauth/access-tokens';
 
 export const WWW_AUTHENTICATE_DPOP = 'DPoP algs="EdDSA Ed25519"';
 
-export type TokenVariables = { token: AccessTokenClaims & { jwk: JWK }; signature: VerifiedSignature & { signed: Record<string, string> } };
+export type TokenVariables = { token: AccessTokenClaims & { jwk: JWK; proofJti: string }; signature: VerifiedSignature & { signed: Record<string, string> } };
 
-export const requireAccessToken = createMiddleware<{ Bindings: ProviderBindings; Variables: TokenVariables }>(async (c, next) => {
-  try {
-    c.set('token', await authenticateTokenUse(c.env, { authorization: c.req.header('authorization'), dpop: c.req.header('dpop'), method: c.req.method, path: c.req.path }));
-  } catch (error) {
-    if (error instanceof TokenRefused) throw new ProblemError(401, 'invalid_token', error.message, {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` });
-    throw error;
-  }
-  await next();
-});
+const tokenMiddleware = (deferProofJti: boolean) =>
+  createMiddleware<{ Bindings: ProviderBindings; Variables: TokenVariables }>(async (c, next) => {
+    try {
+      c.set('token', await authenticateTokenUse(c.env, { authorization: c.req.header('authorization'), dpop: c.req.header('dpop'), method: c.req.method, path: c.req.path }, { deferProofJti }));
+    } catch (error) {
+      if (error instanceof TokenRefused) throw new ProblemError(401, 'invalid_token', error.message, {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` });
+      throw error;
+    }
+    await next();
+  });
+
+export const requireAccessToken = tokenMiddleware(false);
+
+/** For paid calls: the proof's jti is consumed with the signature's nonce (requireAgentSignature). */
+export const requirePaidCallToken = tokenMiddleware(true);
 
 /**
  * §3.1: paid calls carry the agent's message signature over the exact body,
@@ -48,8 +55,21 @@ export const requireAgentSignature = createMiddleware<{ Bindings: ProviderBindin
   } catch (error) {
     throw new ProblemError(401, 'invalid_signature', `The request signature was refused: ${error instanceof SignatureRefused ? error.message : 'invalid'}.`);
   }
-  const fresh = await ledgerOf(c.env, token.account_id).consumeNonce(`sig:${token.jkt}:${verified.params.nonce}`, (verified.params.expires + 60) * 1000);
-  if (!fresh) throw new ProblemError(401, 'replayed', 'This signature nonce was already used.');
+  const seen = await ledgerOf(c.env, token.account_id).consumeNonces([
+    { nonce: dpopNonce(token.jkt, token.proofJti), expiresAtMs: Date.now() + 5 * 60 * 1000 },
+    { nonce: `sig:${token.jkt}:${verified.params.nonce}`, expiresAtMs: (verified.params.expires + 60) * 1000 },
+  ]);
+  if (seen === 0) throw new ProblemError(401, 'invalid_token', 'This DPoP proof was already used.', {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` });
+  if (seen === 1) throw new ProblemError(401, 'replayed', 'This signature nonce was already used.');
   c.set('signature', { ...verified, signed });
   await next();
+});
+
+/** §3.1 Conventions: at a provider the idempotency caller is the (account, agent) pair, never the token, which rolls. */
+export const idempotent = idempotency({
+  required: true,
+  caller: (c) => {
+    const token = (c.get as (k: 'token') => TokenVariables['token'])('token');
+    return { store: ledgerOf(c.env as ProviderBindings, token.account_id), caller: `${token.account_id}:${token.agent_id}` };
+  },
 });

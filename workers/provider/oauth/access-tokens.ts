@@ -44,6 +44,8 @@ export async function signAccessToken(env: ProviderBindings, claims: Omit<Access
 
 export class TokenRefused extends Error {}
 
+export const dpopNonce = (jkt: string, jti: string) => `dpop:${jkt}:${jti}`;
+
 /** Signature, issuer, audience and expiry of one of our own tokens; nothing about its use. */
 export async function decodeAccessToken(env: ProviderBindings, token: string): Promise<AccessTokenClaims> {
   const config = providerConfig(env);
@@ -89,7 +91,8 @@ export async function tokenIsLive(env: ProviderBindings, claims: AccessTokenClai
 export async function authenticateTokenUse(
   env: ProviderBindings,
   request: { authorization: string | undefined; dpop: string | undefined; method: string; path: string },
-): Promise<AccessTokenClaims & { jwk: JWK }> {
+  options: { deferProofJti?: boolean } = {},
+): Promise<AccessTokenClaims & { jwk: JWK; proofJti: string }> {
   const [scheme, token, ...rest] = (request.authorization ?? '').split(' ');
   if (!scheme || scheme.toLowerCase() !== 'dpop' || !token || rest.length) throw new TokenRefused('send the access token as Authorization: DPoP <token>');
   const claims = await decodeAccessToken(env, token);
@@ -101,8 +104,9 @@ export async function authenticateTokenUse(
   }
   if (proof.jkt !== claims.jkt) throw new TokenRefused('the DPoP proof is signed by another key than the token is bound to');
   if (!(await tokenIsLive(env, claims))) throw new TokenRefused('the access token has been revoked');
-  if (!(await ledgerOf(env, claims.account_id).consumeNonce(`dpop:${proof.jkt}:${proof.jti}`, Date.now() + 5 * 60 * 1000))) {
+  // A paid call consumes this proof's jti together with its signature's nonce, in one call to the ledger.
+  if (!options.deferProofJti && !(await ledgerOf(env, claims.account_id).consumeNonce(dpopNonce(proof.jkt, proof.jti), Date.now() + 5 * 60 * 1000))) {
     throw new TokenRefused('this DPoP proof was already used');
   }
-  return { ...claims, jwk: proof.jwk };
+  return { ...claims, jwk: proof.jwk, proofJti: proof.jti };
 }

@@ -2,14 +2,14 @@
 // listed; async services answer with an operation to poll; usage this period.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { acceptBody, type RoleEnv } from '../../lib/app';
-import { idempotency, REPLAY_BODY } from '../../lib/idempotency';
+import { REPLAY_BODY } from '../../lib/idempotency';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
 import { OperationSchema, ProvisionedSchema, ResourceRequestSchema, ResourceSchema, UsageSchema } from '../../lib/schemas/resources';
 import type { Resource } from '../../../durable-objects/ledger/sagas';
 import { ledgerOf, type ProviderBindings } from '../env';
 import { provisionResource, resourceWire } from '../provisioning';
-import { requireAccessToken, requireAgentSignature, type TokenVariables } from '../token-auth';
+import { idempotent, requireAccessToken, requireAgentSignature, requirePaidCallToken, type TokenVariables } from '../token-auth';
 
 type Env = RoleEnv<ProviderBindings> & { Variables: TokenVariables };
 
@@ -23,14 +23,6 @@ const signatureHeaders = z.object({
 });
 const tokenHeaders = z.object({ authorization: z.string().optional(), dpop: z.string().optional() });
 
-/** §3.1 Conventions: at a provider the idempotency caller is the (account, agent) pair, never the token. */
-const idempotent = idempotency({
-  required: true,
-  caller: (c) => {
-    const token = (c.get as (k: 'token') => TokenVariables['token'])('token');
-    return { store: ledgerOf(c.env as ProviderBindings, token.account_id), caller: `${token.account_id}:${token.agent_id}` };
-  },
-});
 
 export function resourceRoutes() {
   const app = new OpenAPIHono<Env>();
@@ -40,7 +32,7 @@ export function resourceRoutes() {
       method: 'post',
       path: '/v1/resources',
       summary: 'Provision a resource, paid through the principal’s orchestrator (signed, idempotent)',
-      middleware: [requireAccessToken, requireAgentSignature, idempotent, acceptBody('json')] as const,
+      middleware: [requirePaidCallToken, requireAgentSignature, idempotent, acceptBody('json')] as const,
       request: { headers: signatureHeaders, body: { required: true, content: { 'application/json': { schema: ResourceRequestSchema } } } },
       responses: {
         201: { description: 'Provisioned and charged', content: { 'application/json': { schema: ProvisionedSchema } } },

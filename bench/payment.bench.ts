@@ -1,0 +1,181 @@
+// Governance is cheap enough to leave on. Prints, as ratios measured in this run:
+// - governed / ungoverned provisioning throughput over 100 principals (goal ≥ 0.5):
+//   the whole paid call (token, signature, idempotency, the saga in the account's
+//   ledger, the orchestrator's answer through a service binding, capture through
+//   the outbox) against the same backend provisioning with no governance at all;
+// - one ledger reserve against a bare counter increment, each a Durable Object
+//   call (goal ≥ 0.8): the orchestrator's full decision (mandate, scope, per-charge,
+//   mandate and monthly limits, velocity, hold, audit event) in one transaction;
+// - per-request time with 100 principals in parallel against 1 principal taking
+//   the same 100 requests (goal ≤ 1: principals never contend).
+import { env } from 'cloudflare:workers';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { expect, it, vi } from 'vitest';
+import { signRequest } from '../workers/lib/http-signatures';
+import { dpopProof, newAgentKey, type AgentKey } from '../test/support/agent-keys';
+import providerWorker from '../workers/provider/index';
+import benchWorker from './bench-worker';
+
+const ORCHESTRATOR = 'http://127.0.0.1:8787';
+const PROVIDER = 'http://127.0.0.1:8788';
+type BenchEnv = TestEnv & { COUNTER: DurableObjectNamespace<import('./bench-worker').BareCounter> };
+const benchEnv = env as unknown as BenchEnv;
+const ctx = { waitUntil: () => {}, passThroughOnException: () => {}, props: {} } as unknown as ExecutionContext;
+
+async function timed(fn: () => Promise<unknown>) {
+  const start = performance.now();
+  await fn();
+  return performance.now() - start;
+}
+
+async function orchestratorKey() {
+  const { privateKey, publicKey } = await generateKeyPair('Ed25519', { extractable: true });
+  const jwk = await exportJWK(publicKey);
+  const kid = await calculateJwkThumbprint(jwk);
+  const realFetch = globalThis.fetch;
+  vi.spyOn(globalThis, 'fetch').mockImplementation(async (input, init) => {
+    const url = new Request(input as RequestInfo, init).url;
+    if (url === `${ORCHESTRATOR}/.well-known/jwks.json`) return Response.json({ keys: [{ ...jwk, kid, use: 'sig' }] });
+    return realFetch(input as RequestInfo, init);
+  });
+  return { privateKey, kid };
+}
+
+/** An account with an access token, as the token endpoint gives it to an agent. */
+async function account(signer: { privateKey: CryptoKey; kid: string }, agent: AgentKey) {
+  const attestation = await new SignJWT({
+    client_id: 'agt_bench',
+    act: { sub: 'agt_bench' },
+    cnf: { jkt: agent.jkt },
+    authorization_details: [
+      { type: 'oap_mandate', mandate_id: 'mdt_bench', services: ['domain'], max_per_charge: null, spend_limit: { amount: 100_000, currency: 'usd', period: 'month' }, expires_at: '2099-01-01T00:00:00.000Z' },
+    ],
+  })
+    .setProtectedHeader({ alg: 'EdDSA', typ: 'oauth-id-jag+jwt', kid: signer.kid })
+    .setIssuer(ORCHESTRATOR)
+    .setAudience(PROVIDER)
+    .setSubject(`sub_${crypto.randomUUID()}`)
+    .setJti(crypto.randomUUID())
+    .setIssuedAt()
+    .setExpirationTime('5m')
+    .sign(signer.privateKey);
+  const res = await providerWorker.fetch(
+    new Request(`${PROVIDER}/oauth/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await dpopProof(agent, 'POST', `${PROVIDER}/oauth/token`) },
+      body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: attestation }),
+    }),
+    benchEnv,
+    ctx,
+  );
+  const token = (await res.json()) as { access_token: string; account_id: string };
+  return { agent, token: token.access_token, account: token.account_id };
+}
+
+async function paidRequest(a: { agent: AgentKey; token: string }, name: string) {
+  const url = `${PROVIDER}/v1/resources`;
+  const body = JSON.stringify({ service: 'domain', plan: 'com-1y', parameters: { name } });
+  const signed = await signRequest({ method: 'POST', targetUri: url, body, privateKey: a.agent.privateKey, keyid: a.agent.jkt });
+  return new Request(url, {
+    method: 'POST',
+    headers: { authorization: `DPoP ${a.token}`, dpop: await dpopProof(a.agent, 'POST', url, { accessToken: a.token }), 'content-type': 'application/json', 'idempotency-key': crypto.randomUUID(), ...signed },
+    body,
+  });
+}
+
+/** A principal whose ledger holds an active mandate, for direct reserve calls. */
+async function principalWithMandate() {
+  const principal = `prn_bench_${crypto.randomUUID()}`;
+  const ledger = benchEnv.LEDGER.get(benchEnv.LEDGER.idFromName(principal));
+  const agentId = `agt_${crypto.randomUUID()}`;
+  await ledger.registerAgent(principal, { agent_id: agentId, name: 'bench', public_jwk: { kty: 'OKP', crv: 'Ed25519', x: 'x'.repeat(43) }, key_thumbprint: crypto.randomUUID() });
+  const mandateId = `mdt_${crypto.randomUUID()}`;
+  const terms = {
+    description: 'bench',
+    scope: [{ provider: 'cloud', services: ['domain'] }],
+    spend_limit: { amount: 1_000_000, currency: 'usd', period: 'month' as const },
+    expires_at: '2099-01-01T00:00:00.000Z',
+    share_email: false,
+    supersedes: null,
+  };
+  await ledger.createMandate(principal, { mandate_id: mandateId, agent_id: agentId, terms, pending_until: Date.now() + 600_000, first_contact: false });
+  const claims = { constraints: [{ type: 'provider_services', provider: 'cloud', services: ['domain'] }, { type: 'spend_limit', limit: terms.spend_limit }, { type: 'not_after', time: terms.expires_at }] };
+  const unsigned = `${btoa(JSON.stringify({ alg: 'EdDSA' }))}.${btoa(JSON.stringify(claims)).replaceAll('=', '')}.sig`;
+  await ledger.approveMandate(principal, mandateId, { approved: terms, display_hash: 'h', mandate_jws: unsigned, approver_email_hint: 'b…@x', decided_at: new Date().toISOString() });
+  await ledger.setOwnLimit(principal, { amount: 1_000_000, currency: 'usd' });
+  let n = 0;
+  const reserve = () =>
+    ledger.authorizeCharge(principal, {
+      charge_id: `chg_${principal}_${++n}`,
+      provider: 'cloud',
+      provider_jti: crypto.randomUUID(),
+      provider_jti_expires_ms: Date.now() + 60_000,
+      mandate_id: mandateId,
+      agent_id: agentId,
+      service: 'domain',
+      plan: 'com-1y',
+      amount: { amount: 100, currency: 'usd' },
+      description: 'bench',
+      resource_ref: null,
+      idempotency_key: crypto.randomUUID(),
+      token_jti: 'tok',
+      evidence: '{}',
+    });
+  return { reserve };
+}
+
+it('payment ratios', async () => {
+  const signer = await orchestratorKey();
+
+  // Governed / ungoverned over 100 principals.
+  const accounts = await Promise.all(Array.from({ length: 100 }, async () => account(signer, await newAgentKey())));
+  const governedRequests = await Promise.all(accounts.map((a) => paidRequest(a, `gov-${crypto.randomUUID().slice(0, 12)}.com`)));
+  const warm = await providerWorker.fetch(await paidRequest(accounts[0]!, `warm-${crypto.randomUUID().slice(0, 8)}.com`), benchEnv, ctx);
+  expect(warm.status).toBe(201);
+  const governed = await timed(async () => {
+    const responses = await Promise.all(governedRequests.map((r) => providerWorker.fetch(r, benchEnv, ctx)));
+    expect(responses.every((r) => r.status === 201)).toBe(true);
+  });
+  const ungovernedRequests = await Promise.all(
+    accounts.map(async (a) => {
+      const url = `${PROVIDER}/bench/ungoverned`;
+      return new Request(url, {
+        method: 'POST',
+        headers: { authorization: `DPoP ${a.token}`, dpop: await dpopProof(a.agent, 'POST', url, { accessToken: a.token }), 'content-type': 'application/json', 'idempotency-key': crypto.randomUUID() },
+        body: JSON.stringify({ service: 'domain', plan: 'com-1y', parameters: { name: `plain-${crypto.randomUUID().slice(0, 12)}.com` } }),
+      });
+    }),
+  );
+  const ungoverned = await timed(async () => {
+    const responses = await Promise.all(ungovernedRequests.map((r) => benchWorker.fetch(r, benchEnv, ctx)));
+    expect(responses.every((r) => r.status === 201)).toBe(true);
+  });
+
+  // One reserve against a bare increment, sequentially, 300 each (100 per principal: the hourly ceiling).
+  const principals = await Promise.all([0, 1, 2].map(() => principalWithMandate()));
+  const counter = benchEnv.COUNTER.get(benchEnv.COUNTER.idFromName(`counter-${crypto.randomUUID()}`));
+  await counter.increment();
+  await principals[0]!.reserve();
+  const reserves = await timed(async () => {
+    for (const p of principals) for (let i = 0; i < 99; i++) expect((await p.reserve()).ok).toBe(true);
+  });
+  const increments = await timed(async () => {
+    for (let i = 0; i < 297; i++) await counter.increment();
+  });
+
+  // 100 requests: 1 principal against 100 principals, in parallel.
+  const one = await principalWithMandate();
+  const many = await Promise.all(Array.from({ length: 100 }, () => principalWithMandate()));
+  await Promise.all(many.map((p) => p.reserve()));
+  await one.reserve();
+  const onePrincipal = await timed(() => Promise.all(Array.from({ length: 99 }, () => one.reserve())));
+  const manyPrincipals = await timed(() => Promise.all(many.map((p) => p.reserve())));
+
+  const rows: [string, number, string][] = [
+    ['governed / ungoverned provisioning throughput, 100 principals', ungoverned / governed, '≥ 0.50'],
+    ['ledger reserve / bare counter increment throughput', increments / reserves, '≥ 0.80'],
+    ['per-request time, 100 principals / 1 principal, 100 in parallel', manyPrincipals / 100 / (onePrincipal / 99), '≤ 1.00'],
+  ];
+  console.log('\nratio  goal    measurement');
+  for (const [name, ratio, goal] of rows) console.log(`${ratio.toFixed(2).padStart(5)}  ${goal}  ${name}`);
+});

@@ -1,0 +1,83 @@
+// Stand-ins that tests run in Node, behind miniflare service bindings, for
+// the parties a Worker under test talks to (vitest.config.ts, bench/vitest.config.ts).
+import { createHash, generateKeyPairSync } from 'node:crypto';
+
+/**
+ * The orchestrator's charges API as providers call it, played in Node for the
+ * provider's saga tests: each principal (by its pairwise sub) gets the
+ * behaviour a test sets (POST /_test/behaviour {sub, authorize, capture, void}:
+ * 'ok' | 'decline' | 'error' | 'voided'), and every call is recorded
+ * (GET /_test/calls?sub=).
+ */
+export function fakeChargesApi() {
+  type Behaviour = { authorize: string; capture: string; void: string };
+  const behaviours = new Map<string, Behaviour>();
+  const chargeSubs = new Map<string, string>();
+  const charges = new Map<string, { status: string; key: string }>();
+  const calls: { sub: string; method: string; path: string; body: string; authorization: string }[] = [];
+  let counter = 0;
+  return async (request: Request) => {
+    const url = new URL(request.url);
+    const body = await request.text();
+    if (url.pathname === '/_test/behaviour') {
+      const { sub, ...rest } = JSON.parse(body) as Partial<Behaviour> & { sub: string };
+      behaviours.set(sub, Object.assign({ authorize: 'ok', capture: 'ok', void: 'ok' }, rest));
+      return new Response(null, { status: 204 });
+    }
+    if (url.pathname === '/_test/calls') return Response.json(calls.filter((c) => c.sub === url.searchParams.get('sub')));
+    const match = /^\/v1\/charges(?:\/([^/]+)\/(capture|void))?$/.exec(url.pathname);
+    if (!match) return Response.json({ code: 'not_found' }, { status: 404 });
+    const [, chargeId, action] = match;
+    const sub = chargeId ? (chargeSubs.get(chargeId) ?? '') : (JSON.parse(body) as { principal_sub: string }).principal_sub;
+    calls.push({ sub, method: request.method, path: url.pathname, body, authorization: request.headers.get('authorization') ?? '' });
+    const behaviour = behaviours.get(sub) ?? { authorize: 'ok', capture: 'ok', void: 'ok' };
+    const problem = (status: number, code: string) => Response.json({ type: 'about:blank', title: code, status, code, detail: code }, { status, headers: { 'content-type': 'application/problem+json' } });
+    if (!chargeId) {
+      if (behaviour.authorize === 'decline') return Response.json({ status: 402, code: 'spend_limit_exceeded', detail: 'over', limit: { amount: 100, currency: 'usd' }, spent: { amount: 100, currency: 'usd' }, requested: { amount: 1044, currency: 'usd' }, step_up_url: 'http://127.0.0.1:8787/limits' }, { status: 402 });
+      if (behaviour.authorize === 'error') return problem(500, 'internal_error');
+      const { idempotency_key } = JSON.parse(body) as { idempotency_key: string };
+      const existing = [...charges.entries()].find(([, c]) => c.key === idempotency_key);
+      const id = existing?.[0] ?? `chg_fake${++counter}`;
+      if (!existing) charges.set(id, { status: 'authorized', key: idempotency_key });
+      chargeSubs.set(id, sub);
+      return Response.json({ charge_id: id, status: 'authorized', decision: { mandate_status: 'active', constraint_results: [{ type: 'mandate_active', pass: true }] } }, { status: 201 });
+    }
+    const charge = charges.get(chargeId);
+    if (!charge) return problem(404, 'not_found');
+    const how = action === 'capture' ? behaviour.capture : behaviour.void;
+    if (how === 'error') return problem(500, 'internal_error');
+    if (action === 'capture' && (how === 'voided' || charge.status === 'voided')) return problem(409, 'charge_voided');
+    charge.status = action === 'capture' ? 'captured' : 'voided';
+    return Response.json({ charge_id: chargeId, status: charge.status });
+  };
+}
+
+/** The key tests sign provider request tokens with (oap-provider+jwt), as provider "cloud" and "data" would. */
+export function testProviderKey() {
+  const { privateKey } = generateKeyPairSync('ed25519');
+  const jwk = privateKey.export({ format: 'jwk' }) as { kty: string; crv: string; x: string; d: string };
+  const kid = createHash('sha256').update(JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x })).digest('base64url');
+  return { privateJwk: { ...jwk, kid }, publicJwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, kid, use: 'sig' } };
+}
+
+/**
+ * Stand-ins for the providers the orchestrator posts security events to, as
+ * service bindings: they record what they receive and answer with the status
+ * a test sets (POST /_test/status), and replay it on GET /_test/received.
+ */
+export function recordingProvider(publicJwk: object) {
+  const received: { url: string; body: string }[] = [];
+  let status = 202;
+  return async (request: Request) => {
+    const url = new URL(request.url);
+    if (url.pathname === '/.well-known/jwks.json') return Response.json({ keys: [publicJwk] });
+    if (url.pathname === '/_test/received') return Response.json(received);
+    if (url.pathname === '/_test/status') {
+      status = Number(await request.text());
+      received.length = 0;
+      return new Response(null, { status: 204 });
+    }
+    received.push({ url: request.url, body: await request.text() });
+    return new Response(null, { status });
+  };
+}
