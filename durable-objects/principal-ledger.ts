@@ -42,6 +42,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   #sql: SqlStorage;
   /** When the alarm is set for, as far as this instance knows; null after a start or once it fired. */
   #armedFor: number | null = null;
+  /** The earliest due time scheduled by the current transaction. */
+  #earliestScheduled = Infinity;
 
   constructor(ctx: DurableObjectState, env: LedgerEnv) {
     super(ctx, env);
@@ -550,6 +552,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
    */
   #transaction<T>(principal: string | null, body: (tx: LedgerTx) => T): T {
     let scheduled = false;
+    this.#earliestScheduled = Infinity;
     const result = this.ctx.storage.transactionSync(() => {
       const tx: LedgerTx = {
         sql: this.#sql,
@@ -567,7 +570,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       };
       return body(tx);
     });
-    if (scheduled) void this.#armAlarm();
+    // The alarm only moves when this transaction scheduled something earlier than it is set for.
+    if (scheduled && (this.#armedFor === null || this.#earliestScheduled < this.#armedFor)) void this.#armAlarm();
     return result;
   }
 
@@ -582,6 +586,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   }
 
   #scheduleRow(task: LedgerTask, dueAt: number): void {
+    this.#earliestScheduled = Math.min(this.#earliestScheduled, dueAt);
     this.#sql.exec('INSERT INTO schedule (task, due_at) VALUES (?, ?) ON CONFLICT (task) DO UPDATE SET due_at = MIN(due_at, excluded.due_at) WHERE excluded.due_at < due_at', task, dueAt);
   }
 

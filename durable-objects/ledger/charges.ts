@@ -18,7 +18,6 @@ import {
   ownLimit,
   queueWebhook,
   raiseBudgetAlerts,
-  spent,
   type Decline,
   type Hold,
 } from './spend';
@@ -108,10 +107,11 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   const root = mandateRoot(tx.sql, mandate.mandate_id)!;
   const mandateLimit = { amount: mandate.approved!.spend_limit.amount, currency: mandate.approved!.spend_limit.currency };
   const principalLimit = ownLimit(tx.sql);
-  const over = checkLimits(tx.sql, period, request.amount, [
-    { scope: `mandate:${root}`, limit: mandateLimit },
-    { scope: 'principal', limit: principalLimit },
-  ]);
+  const limitChecks = [
+    { scope: `mandate:${root}`, limit: mandateLimit } as { scope: string; limit: typeof mandateLimit; spent?: number },
+    { scope: 'principal', limit: principalLimit } as { scope: string; limit: typeof principalLimit; spent?: number },
+  ];
+  const over = checkLimits(tx.sql, period, request.amount, limitChecks);
   results.push({ type: 'mandate_spend_limit', pass: !over || over.scope !== `mandate:${root}` });
   if (over) {
     if (over.scope === 'principal') results.push({ type: 'monthly_limit', pass: false });
@@ -123,7 +123,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   results.push({ type: 'velocity', pass: recent < CHARGES_PER_HOUR });
   if (recent >= CHARGES_PER_HOUR) return decline('velocity_limited', `At most ${CHARGES_PER_HOUR} charges an hour.`);
 
-  const before = { principal: spent(tx.sql, period, 'principal'), mandate: spent(tx.sql, period, `mandate:${root}`) };
+  const before = { mandate: limitChecks[0]!.spent!, principal: limitChecks[1]!.spent! };
   const hold = insertHold(tx, {
     id: request.charge_id,
     mandate_id: request.mandate_id,

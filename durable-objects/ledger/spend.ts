@@ -106,7 +106,7 @@ export function setOwnLimit(tx: LedgerTx, limit: Money, actor: { type: 'principa
   return limit;
 }
 
-export type LimitCheck = { scope: string; limit: Money; code?: 'spend_limit_exceeded' };
+export type LimitCheck = { scope: string; limit: Money; code?: 'spend_limit_exceeded'; spent?: number };
 export type Decline = { ok: false; code: string; detail: string; limit?: Money; spent?: Money; requested?: Money; scope?: string };
 
 /**
@@ -114,8 +114,11 @@ export type Decline = { ok: false; code: string; detail: string; limit?: Money; 
  * period, in order; the first that does not fit declines. Nothing is written.
  */
 export function checkLimits(sql: SqlStorage, period: string, amount: Money, limits: LimitCheck[]): Decline | null {
-  for (const { scope, limit } of limits) {
+  for (const check of limits) {
+    const { scope, limit } = check;
     const already = spent(sql, period, scope);
+    // The caller may read what was spent from its checks, rather than asking again.
+    check.spent = already;
     if (limit.currency !== amount.currency || already + amount.amount > limit.amount) {
       return {
         ok: false,
@@ -182,7 +185,27 @@ export function insertHold(tx: LedgerTx, hold: NewHold): Hold {
   );
   addToTotals(tx, period, hold.scopes, hold.amount.amount);
   tx.schedule('hold_expiry', tx.now + hold.ttl_ms);
-  return getHold(tx.sql, hold.id)!;
+  return {
+    id: hold.id,
+    period,
+    mandate_id: hold.mandate_id ?? null,
+    mandate_root: hold.mandate_root ?? null,
+    provider: hold.provider ?? null,
+    service: hold.service ?? null,
+    plan: hold.plan ?? null,
+    agent_id: hold.agent_id ?? null,
+    amount: hold.amount.amount,
+    currency: hold.amount.currency,
+    status: 'pending',
+    idempotency_key: hold.idempotency_key ?? null,
+    resource_ref: hold.resource_ref ?? null,
+    description: hold.description ?? null,
+    evidence: hold.evidence ?? null,
+    receipt: null,
+    created: tx.now,
+    expires_at: tx.now + hold.ttl_ms,
+    resolved_at: null,
+  };
 }
 
 function scopesOf(hold: Hold): string[] {

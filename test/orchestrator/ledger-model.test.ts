@@ -6,25 +6,8 @@
 // side kept in a provider account ledger of its own. After every batch both
 // sides are read back (see test/support/ledger-model.ts for each invariant).
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LedgerModel, scriptArb, worldSpecArb, type Family, type Op, type Weights, type WorldSpec } from '../support/ledger-model';
-
-// The provider account ledgers here live in the orchestrator's Worker, so
-// their own alarm cannot reach the orchestrator (no provider configuration)
-// and says so before the test delivers their charge calls; that one message
-// is noise here, every other warning is kept.
-let restoreWarn: (() => void) | undefined;
-beforeAll(() => {
-  const warn = console.warn.bind(console);
-  const spy = vi.spyOn(console, 'warn').mockImplementation((...args: unknown[]) => {
-    if (typeof args[0] === 'string' && args[0].includes('ledger task charge_outbox failed')) return;
-    warn(...args);
-  });
-  restoreWarn = () => spy.mockRestore();
-});
-afterAll(() => restoreWarn?.());
-const TOTALS = new Map<string, number>();
-afterAll(() => console.log(JSON.stringify(Object.fromEntries([...TOTALS].sort()), null, 1)));
 
 async function runModel(spec: WorldSpec, batches: Op[][], families: Family[], options: { audit?: boolean } = {}) {
   const model = await LedgerModel.start(spec);
@@ -35,9 +18,9 @@ async function runModel(spec: WorldSpec, batches: Op[][], families: Family[], op
   await model.settle();
   await model.check(true);
   if (options.audit) await model.checkAuditResolutions();
-  for (const [k, v] of model.stats) TOTALS.set(k, (TOTALS.get(k) ?? 0) + v);
   const problems = model.report([...families, 'protocol']);
-  expect(problems, `principal ${model.human.principal_id}, providers ${model.providers.map((p) => `${p.id}=${p.account}`).join(', ')}`).toEqual([]);
+  const where = `principal ${model.human.principal_id}, providers ${model.providers.map((p) => `${p.id}=${p.account}`).join(', ')}; what happened: ${JSON.stringify(Object.fromEntries(model.stats))}`;
+  expect(problems, where).toEqual([]);
 }
 
 const property = (weights: Weights, families: Family[], options: { audit?: boolean } = {}) =>

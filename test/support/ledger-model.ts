@@ -167,7 +167,9 @@ export class LedgerModel {
     this.stats.set(what, (this.stats.get(what) ?? 0) + 1);
   }
 
+  /** Records a broken invariant once (the first batch it shows in). */
   flag(family: Family, what: string) {
+    if (this.problems.some((p) => p.family === family && p.what === what)) return;
     this.problems.push({ family, batch: this.batch, what });
   }
 
@@ -421,12 +423,21 @@ export class LedgerModel {
   /** A pending hold past its deadline: the orchestrator's alarm voids it (DESIGN.md "Money and order"). */
   private async expire(rec: SagaRec) {
     const chargeId = rec.chargeId!;
-    await runInDurableObject(this.orchestrator, async (_instance, state) => {
+    const before = await runInDurableObject(this.orchestrator, async (_instance, state) => {
+      const sql = state.storage.sql;
       const now = Date.now();
-      state.storage.sql.exec(`UPDATE holds SET expires_at = ? WHERE id = ? AND status = 'pending'`, now - 1, chargeId);
-      state.storage.sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('hold_expiry', ?) ON CONFLICT (task) DO UPDATE SET due_at = MIN(due_at, excluded.due_at)`, now - 1);
+      // The ledger's own schedule must already hold an expiry no later than this pending hold's deadline.
+      const hold = sql.exec<{ status: string; expires_at: number }>('SELECT status, expires_at FROM holds WHERE id = ?', chargeId).toArray()[0];
+      const due = sql.exec<{ due_at: number }>(`SELECT due_at FROM schedule WHERE task = 'hold_expiry'`).toArray()[0]?.due_at ?? null;
+      // Its deadline passes now; the alarm is due now.
+      sql.exec(`UPDATE holds SET expires_at = ? WHERE id = ? AND status = 'pending'`, now - 1, chargeId);
+      sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('hold_expiry', ?) ON CONFLICT (task) DO UPDATE SET due_at = MIN(due_at, excluded.due_at)`, now - 1);
       await state.storage.setAlarm(now);
+      return { status: hold?.status ?? 'missing', expires_at: hold?.expires_at ?? null, due };
     });
+    if (before.status === 'pending' && (before.due === null || before.expires_at === null || before.due > before.expires_at)) {
+      this.flag('resolution', `pending charge ${chargeId} (deadline ${before.expires_at}) had no hold expiry scheduled in time (hold_expiry due ${before.due})`);
+    }
     let hold = await this.orchestrator.getCharge(chargeId);
     for (let i = 0; i < 100 && hold?.status === 'pending'; i++) {
       await runDurableObjectAlarm(this.orchestrator);
