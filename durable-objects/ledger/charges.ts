@@ -47,7 +47,8 @@ export type ChargeRequest = {
   renewal_of?: string | null;
 };
 
-export type Authorized = { ok: true; hold: Hold; replayed: boolean; constraint_results: { type: string; pass: boolean }[] };
+/** The hold (without its evidence, which stays in the ledger) and what the decision checked. */
+export type Authorized = { ok: true; hold: Hold; replayed: boolean; decision: { mandate_status: string; constraint_results: { type: string; pass: boolean }[] } };
 
 export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorized | Decline {
   const provider = { type: 'provider' as const, id: request.provider };
@@ -56,7 +57,15 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
     return { ...refuse('replayed', 'This provider request token was already used.') };
   }
   const previous = holdByIdempotencyKey(tx.sql, request.provider, request.idempotency_key);
-  if (previous) return { ok: true, hold: previous, replayed: true, constraint_results: [] };
+  if (previous) {
+    const evidence = previous.evidence ? (JSON.parse(previous.evidence) as { mandate_status_at_decision?: string; constraint_results?: { type: string; pass: boolean }[] }) : {};
+    return {
+      ok: true,
+      hold: { ...previous, evidence: null },
+      replayed: true,
+      decision: { mandate_status: evidence.mandate_status_at_decision ?? 'active', constraint_results: evidence.constraint_results ?? [] },
+    };
+  }
 
   const results: { type: string; pass: boolean }[] = [];
   const decline = (code: string, detail: string, extra: Partial<Decline> = {}): Decline => {
@@ -157,7 +166,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   });
   raiseBudgetAlerts(tx, period, 'principal', principalLimit, before.principal, before.principal + request.amount.amount);
   raiseBudgetAlerts(tx, period, `mandate:${root}`, mandateLimit, before.mandate, before.mandate + request.amount.amount);
-  return { ok: true, hold, replayed: false, constraint_results: results };
+  return { ok: true, hold: { ...hold, evidence: null }, replayed: false, decision: { mandate_status: mandate.status, constraint_results: results } };
 }
 
 export { getHold };

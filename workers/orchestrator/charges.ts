@@ -140,7 +140,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     evidence: JSON.stringify(evidence),
     renewal_of: body.renewal_of ?? null,
   });
-  if (decision.ok) return toChargeWire(decision.hold);
+  if (decision.ok) return { ...toChargeWire(decision.hold), decision: decision.decision };
   if (decision.code === 'replayed') throw new ProblemError(401, 'replayed', decision.detail);
   const stepUp = decision.scope === 'principal' ? `${config.PUBLIC_BASE_URL}/limits` : `${config.PUBLIC_BASE_URL}/mandates/${body.mandate_id}/approval`;
   throw refusalProblem(decision, 402).withExtra({
