@@ -27,5 +27,6 @@ export default defineConfig({
       },
     }),
   ],
-  test: { name: 'bench', include: ['bench/**/*.bench.ts'], setupFiles: ['test/setup/migrations.ts'], testTimeout: 300_000 },
+  // One file at a time: each figure is a ratio within one run, and should not share the two cores with another file.
+  test: { name: 'bench', include: ['bench/**/*.bench.ts'], setupFiles: ['test/setup/migrations.ts'], testTimeout: 300_000, fileParallelism: false },
 });

@@ -11,6 +11,7 @@ import { readSession } from '../lib/sessions';
 import { confirmAccountEmail, seedExistingAccount, signUpAccount } from './accounts';
 import { ledgerOf, pepperOf, providerConfig, sessionConfigOf, type ProviderBindings } from './env';
 import { authenticateTokenUse, TokenRefused } from './oauth/access-tokens';
+import { WWW_AUTHENTICATE_DPOP } from './token-auth';
 import { discoveryRoutes } from './routes/discovery';
 import { eventRoutes } from './routes/events';
 import { linkingRoutes } from './routes/linking';
@@ -18,7 +19,6 @@ import { resourceRoutes } from './routes/resources';
 import { oauthRoutes } from './routes/oauth';
 import { humanAccountByEmail } from './store/accounts';
 
-export const WWW_AUTHENTICATE_DPOP = 'DPoP algs="EdDSA Ed25519"';
 
 export function createProviderApp() {
   const app = createRoleApp<ProviderBindings>();
