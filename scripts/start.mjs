@@ -15,7 +15,7 @@ const demo = demoCredentials();
 console.log(`
 Open Agent Provisioning is running:
 
-  orchestrator   ${cluster.urls.orchestrator}   (sign in: ${cluster.urls.orchestrator}/session)
+  orchestrator   ${cluster.urls.orchestrator}   (sign in: ${cluster.urls.orchestrator}/sign-in)
   provider cloud ${cluster.urls.cloud}   (domains, Workers, plans)
   provider data  ${cluster.urls.data}   (databases)
 
