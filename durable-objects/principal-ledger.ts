@@ -294,6 +294,10 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return sagas.getSaga(this.#sql, sagaId);
   }
 
+  liveSagaFor(requestKey: string) {
+    return this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE request_key = ? AND state != 'voided'`, requestKey).toArray()[0] ?? null;
+  }
+
   /** Reads an operation; the first read after success carries the credentials, once (§3.1). */
   readOperation(account: string, sagaId: string) {
     return this.#transaction(account, (tx) => {

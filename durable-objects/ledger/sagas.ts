@@ -43,6 +43,8 @@ export type Saga = {
   created: number;
   updated: number;
   deadline: number;
+  request_key: string | null;
+  audit_event_id: string | null;
 };
 
 export type Resource = {
@@ -89,13 +91,17 @@ export type SagaStart = {
   request: string;
   async: boolean;
   velocity: { count: number; window_ms: number } | null;
+  /** `<account>:<agent> <Idempotency-Key>`: at most one live saga per paid call. */
+  request_key?: string | null;
 };
 
 /**
  * Step 2 (§3.1): velocity from the catalog, then the account's own monthly
  * limit; on success a pending hold, the saga and the resource in `provisioning`.
  */
-export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Saga } | Decline {
+export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Saga } | (Decline & { existing?: Saga }) {
+  const existing = start.request_key ? tx.sql.exec<Saga>(`SELECT * FROM sagas WHERE request_key = ? AND state != 'voided'`, start.request_key).toArray()[0] : undefined;
+  if (existing) return { ok: false, code: 'saga_exists', detail: 'This paid call already has a saga.', existing };
   const actor = { type: 'agent' as const, id: start.agent_id };
   const refuse = (d: Omit<Decline, 'ok'>): Decline => {
     tx.audit({ actor, action: 'charge.reserve', mandate_id: start.mandate_id, target: start.resource_id, outcome: 'refused', reason: d.code, amount: start.price, related: [`${start.service}/${start.plan}`] });
@@ -122,8 +128,8 @@ export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Sag
   const deadline = tx.now + (start.async ? ASYNC_SAGA_DEADLINE_MS : SAGA_DEADLINE_MS);
   tx.sql.exec(
     `INSERT INTO sagas (id, kind, state, agent_id, mandate_id, orchestrator, principal_sub, token_jti, service, plan, amount, currency,
-       hold_id, resource_id, request, created, updated, deadline)
-     VALUES (?, 'create', 'reserved', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       hold_id, resource_id, request, created, updated, deadline, request_key)
+     VALUES (?, 'create', 'reserved', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     start.saga_id,
     start.agent_id,
     start.mandate_id,
@@ -140,6 +146,7 @@ export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Sag
     tx.now,
     tx.now,
     deadline,
+    start.request_key ?? null,
   );
   tx.sql.exec(
     `INSERT INTO resources (id, service, plan, status, agent_id, mandate_id, parameters, created, updated) VALUES (?, ?, ?, 'provisioning', ?, ?, ?, ?, ?)`,
@@ -186,6 +193,7 @@ export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: str
     amount: { amount: saga.amount, currency: saga.currency },
     related: [saga.charge_id, `${saga.service}/${saga.plan}`],
   });
+  tx.sql.exec('UPDATE sagas SET audit_event_id = ? WHERE id = ?', event.id, sagaId);
   return { saga: getSaga(tx.sql, sagaId)!, event };
 }
 

@@ -65,4 +65,9 @@ export const LEDGER_MIGRATIONS: string[] = [
   `ALTER TABLE resources ADD COLUMN billing TEXT;
    ALTER TABLE resources ADD COLUMN renews_at INTEGER;
    CREATE INDEX resources_renewals ON resources (status, renews_at);`,
+  // 6: a paid call's saga is keyed by its Idempotency-Key too, so a retry after a crash (the key's
+  // record still "in progress", its lease run out) finds the saga instead of paying twice.
+  `ALTER TABLE sagas ADD COLUMN request_key TEXT;
+   ALTER TABLE sagas ADD COLUMN audit_event_id TEXT;
+   CREATE UNIQUE INDEX sagas_by_request_key ON sagas (request_key) WHERE state != 'voided';`,
 ];

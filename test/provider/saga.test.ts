@@ -310,3 +310,46 @@ describe('recurring plans (§3.2)', () => {
     expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(1);
   });
 });
+
+describe('a retry after a crash between the saga and its Idempotency-Key record', () => {
+  it('gets the first outcome back, never a second charge', async () => {
+    const agent = await agentWithToken();
+    const request = { service: 'domain', plan: 'com-1y', parameters: { name: domain() } };
+    const first = await paid(agent, request, 'crash-key');
+    expect(first.status).toBe(201);
+    // The key's record is gone, as if the process died before writing it.
+    await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('DELETE FROM idempotency'));
+    const retry = await paid(agent, request, 'crash-key');
+    expect(retry.status).toBe(201);
+    expect(retry.body).toMatchObject({ resource_id: first.body.resource_id, charge_id: first.body.charge_id, audit_event_id: first.body.audit_event_id, receipt: first.body.receipt });
+    expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(1);
+    expect((await state(agent.account)).holds).toEqual([{ status: 'captured', amount: 1044 }]);
+  });
+
+  it('is told to wait while that saga is still running', async () => {
+    const agent = await agentWithToken();
+    const request = { service: 'domain', plan: 'com-1y', parameters: { name: domain() } };
+    await ledgerOf(agent.account).beginSaga(agent.account, {
+      saga_id: `op_running${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`,
+      resource_id: `res_running${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`,
+      hold_id: `hld_running${crypto.randomUUID().replaceAll('-', '').slice(0, 12)}`,
+      agent_id: 'agt_x',
+      mandate_id: 'mdt_x',
+      orchestrator: 'http://127.0.0.1:8787',
+      principal_sub: agent.sub,
+      token_jti: 'tok',
+      service: 'domain',
+      plan: 'com-1y',
+      price: { amount: 1044, currency: 'usd' },
+      parameters: '{}',
+      request: '{}',
+      async: false,
+      velocity: null,
+      request_key: `${agent.account}:agt_x running-key`,
+    });
+    const token = (await runInDurableObject(ledgerOf(agent.account), (_, s) => s.storage.sql.exec<{ agent_id: string }>('SELECT agent_id FROM account_agents LIMIT 1').one())).agent_id;
+    await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec(`UPDATE sagas SET request_key = ? WHERE agent_id = 'agt_x'`, `${agent.account}:${token} running-key`));
+    const res = await paid(agent, request, 'running-key');
+    expect(res).toMatchObject({ status: 409, body: { code: 'idempotency_request_in_progress' } });
+  });
+});

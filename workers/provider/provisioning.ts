@@ -69,6 +69,7 @@ export async function provisionResource(
   request: ResourceRequest,
   signed: SignedCall,
   signatureBase: string,
+  idempotencyKey: string,
 ): Promise<ProvisionOutcome> {
   if (!claims.detail.services.includes(request.service)) throw new ProblemError(403, 'insufficient_scope', `The mandate does not allow ${request.service}.`);
   const { service, price } = checkAgainstCatalog(env, request);
@@ -78,9 +79,13 @@ export async function provisionResource(
   const ledger = ledgerOf(env, claims.account_id);
   const resourceId = newId('res');
   const ctx: ProvisionContext = { resource_id: resourceId, account_id: claims.account_id, service: service.id, plan: request.plan, parameters: request.parameters };
+  const requestKey = `${claims.account_id}:${claims.agent_id} ${idempotencyKey}`;
   try {
     await backend.precheck?.(env, ctx);
   } catch (error) {
+    // The same call retried after a crash finds its own name taken: by itself.
+    const existing = error instanceof ProvisionRefused ? await ledger.liveSagaFor(requestKey) : null;
+    if (existing) return alreadyStarted(env, claims.account_id, existing as Saga);
     if (error instanceof ProvisionRefused) {
       await ledger.recordRefusal(claims.account_id, { actor: { type: 'agent', id: claims.agent_id }, action: 'resource.provision', reason: error.code, mandate_id: claims.detail.mandate_id });
       throw new ProblemError(error.status, error.code, error.message);
@@ -107,7 +112,9 @@ export async function provisionResource(
     request: JSON.stringify({ ...signed, signature_base: signatureBase }),
     async: service.provisioning === 'async',
     velocity,
+    request_key: requestKey,
   });
+  if (!started.ok && started.existing) return alreadyStarted(env, claims.account_id, started.existing as Saga);
   if (!started.ok) {
     throw new ProblemError(402, started.code as 'spend_limit_exceeded', started.detail, started.limit ? { limit: started.limit, spent: started.spent, requested: started.requested, step_up_url: `${providerConfig(env).PUBLIC_BASE_URL}/limits` } : {});
   }
@@ -153,6 +160,24 @@ export async function provisionResource(
   // Step 4: provision; any failure undoes it and voids both holds.
   const done = await provisionAndComplete(env, claims.account_id, saga, chargeId, false);
   return { kind: 'created', ...done };
+}
+
+/**
+ * The same paid call again, after its Idempotency-Key record was lost (a crash
+ * between the saga and the record): its outcome, never a second charge.
+ */
+async function alreadyStarted(env: ProviderBindings, accountId: string, saga: Saga): Promise<ProvisionOutcome> {
+  if (saga.state === 'completed' && saga.charge_id) {
+    const ledger = ledgerOf(env, accountId);
+    const [resource, hold] = await Promise.all([ledger.getResource(saga.resource_id), ledger.getCharge(saga.hold_id)]);
+    if (saga.audit_event_id && resource) {
+      return { kind: 'created', resource: resourceWire(resource as Resource), credentials: null, charge_id: saga.charge_id, audit_event_id: saga.audit_event_id, receipt: hold?.receipt ?? '' };
+    }
+  }
+  if (saga.kind === 'create' && saga.state === 'authorized' && backendFor(saga.service)?.provision && publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === saga.service)?.provisioning === 'async') {
+    return { kind: 'accepted', operation_id: saga.id };
+  }
+  throw new ProblemError(409, 'idempotency_request_in_progress', 'This paid call is still being processed.', {}, { 'Retry-After': '1' });
 }
 
 /** The principal's pairwise subject at this provider: the link the token's account was found by. */

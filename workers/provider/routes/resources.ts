@@ -43,7 +43,7 @@ export function resourceRoutes() {
     async (c) => {
       const token = c.get('token');
       const signature = c.get('signature');
-      const outcome = await provisionResource(c.env, token, c.req.valid('json'), signature.signed as never, signature.base);
+      const outcome = await provisionResource(c.env, token, c.req.valid('json'), signature.signed as never, signature.base, c.req.header('idempotency-key')!);
       if (outcome.kind === 'accepted') return c.json({ operation_id: outcome.operation_id, status: 'pending' as const }, 202, { Location: `/v1/operations/${outcome.operation_id}` });
       const body = { ...outcome.resource, credentials: outcome.credentials, charge_id: outcome.charge_id, audit_event_id: outcome.audit_event_id, receipt: outcome.receipt };
       // An idempotent replay never carries credentials (§3.1).
