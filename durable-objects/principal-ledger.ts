@@ -448,7 +448,9 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     const account = this.auditHead().principal;
     if (account === null) return;
     for (const call of sagas.dueChargeCalls(this.#sql, Date.now())) {
-      const outcome = await settleChargeCall(this.env as never, account, call);
+      const holdId = call.saga_id.startsWith('renewal:') ? call.saga_id.split(':')[2]! : sagas.getSaga(this.#sql, call.saga_id)?.hold_id;
+      const receipt = holdId ? (spend.getHold(this.#sql, holdId)?.receipt ?? null) : null;
+      const outcome = await settleChargeCall(this.env as never, account, call, receipt);
       if (outcome === 'voided_remotely' && call.saga_id.startsWith('renewal:')) {
         // A renewal the orchestrator voided before it was captured: refund here and suspend.
         const [, resourceId, holdId] = call.saga_id.split(':') as [string, string, string];

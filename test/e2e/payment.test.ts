@@ -96,7 +96,7 @@ describe('provisioning through the saga', () => {
       charge = await chargeOf(agent, body.charge_id);
       if (charge.status !== 'captured') await sleep(250);
     }
-    expect(charge).toMatchObject({ status: 'captured', amount: 1044, provider: 'cloud', service: 'domain', agent_id: agent.agentId });
+    expect(charge).toMatchObject({ status: 'captured', amount: 1044, provider: 'cloud', service: 'domain', agent_id: agent.agentId, receipt: body.receipt });
 
     const listed = await readJson(await tokenGet(agent, 'cloud', '/v1/resources'));
     expect(listed.data.map((r: Json) => r.resource_id)).toContain(body.resource_id);

@@ -3,7 +3,7 @@ import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
 import type { AuditEvent } from '../../workers/lib/audit';
-import { asProvider, chargeBody, subjectAt } from '../support/fake-provider';
+import { asProvider, chargeBody, providerReceipt, subjectAt } from '../support/fake-provider';
 import { activeMandate, call, newPrincipal, type Human } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
@@ -203,5 +203,23 @@ describe('renewals of recurring plans', () => {
     expect(notes.data.filter((n) => n.type === 'renewal.declined')).toEqual([
       expect.objectContaining({ data: expect.objectContaining({ renewal_of: charge_id, code: 'mandate_inactive', service: 'domain' }) }),
     ]);
+  });
+});
+
+describe('receipts on capture (§4)', () => {
+  it('verifies the provider’s receipt against its published key and keeps it with the charge', async () => {
+    const { human, agent, mandate_id, body } = await setup();
+    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', await body())).json()) as { charge_id: string };
+    const claims = { charge_id, resource_id: 'res_x', agent_id: agent.agent_id, mandate_id, amount: 1044, currency: 'usd', constraint_results: [] };
+    const other = await crypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']) as CryptoKeyPair;
+    const forged = await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, { receipt: await providerReceipt('cloud', claims, other.privateKey) });
+    expect(await forged.json()).toMatchObject({ status: 422, code: 'invalid_request' });
+    const wrong = await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, { receipt: await providerReceipt('cloud', { ...claims, amount: 1 }) });
+    expect(wrong.status).toBe(422);
+    const receipt = await providerReceipt('cloud', claims);
+    const captured = (await (await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, { receipt })).json()) as { status: string; receipt: string };
+    expect(captured).toMatchObject({ status: 'captured', receipt });
+    const read = (await (await call(`/v1/charges/${charge_id}`, { headers: { cookie: human.cookie } })).json()) as { receipt: string };
+    expect(read.receipt).toBe(receipt);
   });
 });

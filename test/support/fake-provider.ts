@@ -76,3 +76,13 @@ export async function chargeBody(
     agent_request: { method: 'POST', target_uri: targetUri, body: signedBody, content_digest: signed['content-digest'], signature_input: signed['signature-input'], signature: signed.signature },
   };
 }
+
+/** A receipt as the provider signs it on capture (§4). */
+export async function providerReceipt(provider: ProviderId, claims: Record<string, unknown>, signWith?: CryptoKey) {
+  const { key: signingKey, kid } = await providerKey();
+  return new SignJWT({ time: new Date().toISOString(), ...claims })
+    .setProtectedHeader({ alg: 'EdDSA', typ: 'oap-receipt+jwt', kid })
+    .setIssuer(PROVIDER_URL[provider])
+    .setIssuedAt()
+    .sign(signWith ?? signingKey);
+}

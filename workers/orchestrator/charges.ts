@@ -3,7 +3,10 @@
 // subject is that provider's name for the principal, that the agent really
 // signed this request for this service, plan and price, then lets the
 // principal's ledger decide every limit in one transaction.
+import { jwtVerify } from 'jose';
 import { newId } from '../lib/ids';
+import { ED25519_ALGS } from '../lib/jws';
+import { issuerKeys } from '../lib/jwks-cache';
 import { SignatureRefused, verifyRequestSignature } from '../lib/http-signatures';
 import { ProblemError, refusalProblem } from '../lib/problem';
 import type { Charge } from '../lib/schemas/charges';
@@ -149,10 +152,33 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   });
 }
 
+/**
+ * §4: a receipt is the provider's JWS over what it charged for; it must verify
+ * with the provider's published key and name this charge and its amount.
+ */
+async function verifyReceipt(env: OrchestratorBindings, caller: ProviderCaller, hold: Hold, receipt: string): Promise<void> {
+  const provider = orchestratorConfig(env).PROVIDERS.find((p) => p.id === caller.provider.id)!;
+  const binding = provider.binding ? (env as unknown as Record<string, Fetcher | undefined>)[provider.binding] : undefined;
+  let payload;
+  try {
+    ({ payload } = await jwtVerify(receipt, issuerKeys(provider.issuer, provider.url, binding), { typ: 'oap-receipt+jwt', algorithms: ED25519_ALGS, issuer: provider.issuer }));
+  } catch {
+    throw new ProblemError(422, 'invalid_request', 'The receipt does not verify with the provider’s published keys.');
+  }
+  if (payload.charge_id !== hold.id || payload.amount !== hold.amount || payload.currency !== hold.currency || payload.agent_id !== hold.agent_id || payload.mandate_id !== hold.mandate_id) {
+    throw new ProblemError(422, 'invalid_request', 'The receipt does not describe this charge.');
+  }
+}
+
 export async function resolveCharge(env: OrchestratorBindings, caller: ProviderCaller, chargeId: string, action: 'capture' | 'void', detail: { receipt?: string; reason?: string }): Promise<Charge> {
   const route = await chargeRoute(env, chargeId);
   if (!route || route.provider_id !== caller.provider.id) throw new ProblemError(404, 'not_found', 'No such charge.');
   const ledger = ledgerOf(env, route.principal_id);
+  if (action === 'capture' && detail.receipt) {
+    const hold = await ledger.getCharge(chargeId);
+    if (!hold) throw new ProblemError(404, 'not_found', 'No such charge.');
+    await verifyReceipt(env, caller, hold, detail.receipt);
+  }
   const actor = { type: 'provider' as const, id: caller.provider.id };
   const jti = { jti: caller.jti, expiresMs: caller.expiresMs };
   const result =

@@ -255,10 +255,11 @@ export function resourceWire(resource: Resource): Record<string, unknown> {
 // ── What the account's ledger alarm runs ──────────────────────────────────
 
 /** A capture or void owed to the orchestrator. Returns whether it is settled. */
-export async function settleChargeCall(env: ProviderBindings, accountId: string, call: OwedChargeCall): Promise<'settled' | 'retry' | 'voided_remotely'> {
+export async function settleChargeCall(env: ProviderBindings, accountId: string, call: OwedChargeCall, receipt: string | null): Promise<'settled' | 'retry' | 'voided_remotely'> {
   let result;
   try {
-    result = await callOrchestrator(env, call.orchestrator, 'POST', `/v1/charges/${call.charge_id}/${call.action}`, {});
+    // §4: the capture carries the provider's signed receipt, which the orchestrator verifies and keeps.
+    result = await callOrchestrator(env, call.orchestrator, 'POST', `/v1/charges/${call.charge_id}/${call.action}`, call.action === 'capture' && receipt ? { receipt } : {});
   } catch {
     return 'retry';
   }
