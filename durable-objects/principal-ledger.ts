@@ -6,7 +6,8 @@
 import { DurableObject } from 'cloudflare:workers';
 import type { JWK } from 'jose';
 import { chainAuditEvent, type AuditEntry, type AuditEvent } from '../workers/lib/audit';
-import { insertAuditEvents } from '../workers/lib/audit-store';
+import { insertAuditEvents, insertSignedHead } from '../workers/lib/audit-store';
+import { signAuditHead } from '../workers/lib/audit-heads';
 import { newId } from '../workers/lib/ids';
 import { deliverProviderEvent, type ProviderEventEnv } from '../workers/orchestrator/provider-events';
 import { deliverWebhook } from '../workers/lib/webhooks';
@@ -33,6 +34,8 @@ const OUTBOX_BATCH = 100;
  * of a batch. Readers merge the outbox, so nobody waits for it.
  */
 const AUDIT_COPY_DELAY_MS = 250;
+/** A chain head is signed at most this long after the first event it covers. */
+export const HEAD_SIGN_DELAY_MS = 60_000;
 const RETRY_MAX_MS = 60_000;
 
 export type AuditHead = { principal: string | null; seq: number; hash: string };
@@ -393,6 +396,9 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       case 'renewals':
         await this.#runRenewals();
         return;
+      case 'sign_head':
+        await this.#signHead();
+        return;
     }
   }
 
@@ -478,6 +484,27 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     }
     const next = this.#sql.exec<{ due: number | null }>('SELECT MIN(next_attempt_at) AS due FROM charge_outbox').one().due;
     if (next !== null) this.#scheduleRow('charge_outbox', next);
+  }
+
+  /** Signs the current chain head if it moved since the last signed one, and copies it to D1. */
+  async #signHead(): Promise<void> {
+    const head = this.auditHead();
+    if (head.principal === null || head.seq === 0) return;
+    const last = this.#sql.exec<{ seq: number }>('SELECT MAX(seq) AS seq FROM signed_heads').one().seq;
+    if (last !== null && last >= head.seq) return;
+    const signed = await signAuditHead(this.env as never, { principal: head.principal, seq: head.seq, hash: head.hash });
+    this.#sql.exec('INSERT OR IGNORE INTO signed_heads (seq, hash, time, jws) VALUES (?, ?, ?, ?)', head.seq, head.hash, signed.time, signed.jws);
+    await insertSignedHead(this.env.DB, { principal: head.principal, seq: head.seq, hash: head.hash, time: signed.time, jws: signed.jws });
+  }
+
+  /** Signed heads, newest first. */
+  signedHeads(limit = 20) {
+    return this.#sql.exec<{ seq: number; hash: string; time: string; jws: string }>('SELECT seq, hash, time, jws FROM signed_heads ORDER BY seq DESC LIMIT ?', limit).toArray();
+  }
+
+  /** Signs the head now (the alarm does it within a minute of a change). */
+  async signHeadNow(): Promise<void> {
+    await this.#signHead();
   }
 
   /** Recurring plans due to renew: the same charge path, or suspension when it does not fit (§3.2). */
@@ -567,6 +594,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
           if (principal === null) throw new Error('this ledger call records no audit events');
           scheduled = true;
           this.#scheduleRow('audit_outbox', Date.now() + AUDIT_COPY_DELAY_MS);
+          this.#scheduleRow('sign_head', Date.now() + HEAD_SIGN_DELAY_MS);
           return this.#append(principal, entry);
         },
         schedule: (task, dueAt) => {

@@ -70,4 +70,7 @@ export const LEDGER_MIGRATIONS: string[] = [
   `ALTER TABLE sagas ADD COLUMN request_key TEXT;
    ALTER TABLE sagas ADD COLUMN audit_event_id TEXT;
    CREATE UNIQUE INDEX sagas_by_request_key ON sagas (request_key) WHERE state != 'voided';`,
+  // 7: signed chain heads: every so often the role signs (principal, seq, hash, time), so that a
+  // trail cut short, or an object rolled back, is caught by anyone holding a signed head.
+  `CREATE TABLE signed_heads (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, time TEXT NOT NULL, jws TEXT NOT NULL);`,
 ];

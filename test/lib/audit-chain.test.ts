@@ -1,7 +1,8 @@
 // The audit trail core: a per-principal hash chain written by the ledger
 // object, copied to D1 by alarm, read back merged and verified.
 import { evictDurableObject, runInDurableObject } from 'cloudflare:test';
-import { env } from 'cloudflare:workers';
+import { env, exports } from 'cloudflare:workers';
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import { AuditChainVerifier, chainAuditEvent, GENESIS_HASH, type AuditEntry, type AuditEvent } from '../../workers/lib/audit';
@@ -165,5 +166,33 @@ describe('principal ledger audit trail', () => {
     expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toEqual({ ok: false, events: 8, first_broken_seq: 9 });
     await testEnv.DB.prepare('DELETE FROM audit_events WHERE principal = ?1 AND seq = 4').bind(principal).run();
     expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toMatchObject({ ok: false, first_broken_seq: 4 });
+  });
+});
+
+describe('signed chain heads', () => {
+  it('are signed by the role’s published key, and catch a trail cut short together with its object', async () => {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    await ledger.appendAuditEvents(principal, Array.from({ length: 8 }, (_, i) => entry(i)));
+    await ledger.signHeadNow();
+    const [signed] = await ledger.signedHeads();
+    const head = await ledger.auditHead();
+    expect(signed).toMatchObject({ seq: 8, hash: head.hash });
+    const jwks = (await (await exports.default.fetch(new Request('http://127.0.0.1:8788/.well-known/jwks.json'))).json()) as JSONWebKeySet;
+    const { payload, protectedHeader } = await jwtVerify(signed!.jws, createLocalJWKSet(jwks), { issuer: 'http://127.0.0.1:8788' });
+    expect(protectedHeader.typ).toBe('oap-audit-head+jwt');
+    expect(payload).toMatchObject({ sub: principal, seq: 8, hash: head.hash });
+    // Signing again with nothing new adds nothing.
+    await ledger.signHeadNow();
+    expect(await ledger.signedHeads()).toHaveLength(1);
+
+    await ledger.flushAuditOutbox();
+    expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toMatchObject({ ok: true, events: 8 });
+    // Someone removes the last three events from D1 and rolls the object's head back to match:
+    // the chain is consistent with itself, but not with what was signed.
+    const sixth = await testEnv.DB.prepare('SELECT hash FROM audit_events WHERE principal = ?1 AND seq = 5').bind(principal).first<{ hash: string }>();
+    await testEnv.DB.prepare('DELETE FROM audit_events WHERE principal = ?1 AND seq > 5').bind(principal).run();
+    await runInDurableObject(ledger, (_, state) => void state.storage.sql.exec('UPDATE audit_head SET seq = 5, hash = ?', sixth!.hash));
+    expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toEqual({ ok: false, events: 5, first_broken_seq: 6 });
   });
 });

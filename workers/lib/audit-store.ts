@@ -122,3 +122,12 @@ export function matchesAuditFilter(event: AuditEvent, filter: AuditFilter): bool
     (filter.until === undefined || event.time < filter.until)
   );
 }
+
+export type SignedHeadRow = { principal: string; seq: number; hash: string; time: string; jws: string };
+
+export async function insertSignedHead(db: D1Database, head: SignedHeadRow): Promise<void> {
+  await db
+    .prepare('INSERT OR IGNORE INTO audit_heads (principal, seq, hash, time, jws) VALUES (?1, ?2, ?3, ?4, ?5)')
+    .bind(head.principal, head.seq, head.hash, head.time, head.jws)
+    .run();
+}

@@ -9,6 +9,7 @@ const PAGE = 500;
 
 export type AuditSource = {
   auditSnapshot(afterSeq?: number): Promise<{ head: { seq: number; hash: string }; pending: AuditEvent[] }> | { head: { seq: number; hash: string }; pending: AuditEvent[] };
+  signedHeads?(limit?: number): Promise<{ seq: number; hash: string }[]> | { seq: number; hash: string }[];
 };
 
 /** Every event of `principal` after `afterSeq` that matches `filter`, in seq order. */
@@ -60,10 +61,21 @@ export function auditJsonLines(events: AsyncGenerator<AuditEvent>): ReadableStre
   });
 }
 
-/** Recomputes the whole chain from the stored trail and checks it ends at the ledger's head. */
+/**
+ * Recomputes the whole chain from the stored trail, checks it ends at the
+ * ledger's head, and that it passes through the latest signed head.
+ */
 export async function verifyAuditTrail(ledger: AuditSource, db: D1Database, principal: string): Promise<ChainVerdict> {
   const snapshot = await ledger.auditSnapshot(0);
+  const [signed] = (await ledger.signedHeads?.(1)) ?? [];
   const verifier = new AuditChainVerifier();
-  for await (const event of auditEvents(ledger, db, principal, 0, {}, snapshot)) verifier.push(event);
-  return verifier.finish(snapshot.head);
+  let signedMismatch: number | null = null;
+  for await (const event of auditEvents(ledger, db, principal, 0, {}, snapshot)) {
+    verifier.push(event);
+    if (signed && event.seq === signed.seq && event.hash !== signed.hash) signedMismatch = event.seq;
+  }
+  const verdict = verifier.finish(snapshot.head);
+  if (signed && signed.seq > snapshot.head.seq) return { ...verdict, ok: false, first_broken_seq: Math.min(verdict.first_broken_seq ?? Infinity, snapshot.head.seq + 1) };
+  if (signedMismatch !== null && (verdict.first_broken_seq === null || signedMismatch < verdict.first_broken_seq)) return { ...verdict, ok: false, first_broken_seq: signedMismatch };
+  return verdict;
 }

@@ -5,6 +5,7 @@ import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { auditEvents, auditJsonLines, verifyAuditTrail, type AuditSource } from '../audit-trail';
 import { outcomes } from '../audit';
+import { SignedHeadSchema } from '../audit-heads';
 import { problemResponses } from '../problem';
 
 export type AuditReader = {
@@ -76,6 +77,26 @@ export function auditRoutes(authenticate: (c: Context) => Promise<AuditReader>) 
     // JSON Lines is not JSON: the typed c.json() does not apply.
     return c.body(auditJsonLines(events), 200, headers) as never;
   });
+
+  app.openapi(
+    {
+      ...createRoute({
+        method: 'get',
+        path: '/v1/audit/heads',
+        summary: 'Signed chain heads of the caller’s trail, newest first',
+        responses: {
+          200: { description: 'Signed heads', content: { 'application/json': { schema: z.object({ data: z.array(SignedHeadSchema) }) } } },
+          ...problemResponses(401),
+        },
+      }),
+      middleware: [requireReader],
+    },
+    async (c) => {
+      const reader = c.get('auditReader');
+      const heads = (await reader.ledger.signedHeads?.(20)) ?? [];
+      return c.json({ data: heads as z.infer<typeof SignedHeadSchema>[] }, 200);
+    },
+  );
 
   app.openapi({ ...verifyRoute, middleware: [requireReader] }, async (c) => {
     const reader = c.get('auditReader');
