@@ -19,6 +19,7 @@ import { LEDGER_MIGRATIONS } from './ledger/schema';
 import * as charges from './ledger/charges';
 import { refuse } from './ledger/context';
 import * as spend from './ledger/spend';
+import * as disputes from './ledger/disputes';
 import * as sagas from './ledger/sagas';
 import * as tokens from './ledger/tokens';
 import { deprovision, requestRenewal, runAsyncProvision, settleChargeCall } from '../workers/provider/provisioning';
@@ -264,6 +265,29 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       tx.sql.exec('INSERT INTO webhook_endpoints (id, url, secret, created) VALUES (?, ?, ?, ?)', endpoint.id, endpoint.url, endpoint.secret, new Date(tx.now).toISOString());
       tx.audit({ actor: { type: 'principal', id: principal }, action: 'webhook_endpoint.create', target: endpoint.id, outcome: 'succeeded', related: [endpoint.url] });
       return { id: endpoint.id, url: endpoint.url };
+    });
+  }
+
+  // ── Disputes (orchestrator) ──────────────────────────────────────────────
+
+  recordDispute(principal: string, dispute: Omit<disputes.DisputeRecord, 'created'>) {
+    return this.#transaction(principal, (tx) => disputes.recordDispute(tx, principal, dispute));
+  }
+
+  getDispute(disputeId: string) {
+    return disputes.getDispute(this.#sql, disputeId);
+  }
+
+  disputeOfCharge(chargeId: string) {
+    return disputes.disputeOfCharge(this.#sql, chargeId);
+  }
+
+  /** Provider: a charge the orchestrator refunded (§2.5 charge.refunded) is reversed here too. */
+  refundCharge(account: string, chargeId: string, reason: string) {
+    return this.#transaction(account, (tx) => {
+      const saga = tx.sql.exec<{ hold_id: string }>('SELECT hold_id FROM sagas WHERE charge_id = ?', chargeId).toArray()[0];
+      if (!saga) return refuse('not_found', 'No saga for this charge.');
+      return spend.refundHold(tx, saga.hold_id, { type: 'orchestrator', id: 'refund' }, reason);
     });
   }
 

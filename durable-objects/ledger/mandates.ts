@@ -44,6 +44,7 @@ export type StoredMandate = {
   display_hash: string | null;
   mandate_jws: string | null;
   revoked_at: string | null;
+  display_document: string | null;
 };
 
 export type Actor = { type: 'principal' | 'agent' | 'system'; id: string };
@@ -63,6 +64,7 @@ type MandateRow = {
   display_hash: string | null;
   mandate_jws: string | null;
   revoked_at: string | null;
+  display_document: string | null;
 };
 
 type AgentRow = { id: string; name: string; public_jwk: string; jkt: string; status: 'active' | 'revoked'; via: StoredAgent['registered_via']; created: string; revoked_at: string | null };
@@ -102,6 +104,7 @@ function mandateFromRow(r: MandateRow, now: number): StoredMandate {
     display_hash: r.display_hash,
     mandate_jws: r.mandate_jws,
     revoked_at: r.revoked_at,
+    display_document: r.display_document,
   };
 }
 
@@ -235,6 +238,8 @@ export function pollMandate(tx: LedgerTx, mandateId: string, agentId: string, in
 export type Approval = {
   approved: MandateTerms;
   display_hash: string;
+  /** The canonical display document the human saw, exactly as hashed (JCS). */
+  display_document?: string;
   mandate_jws: string;
   approver_email_hint: string;
   decided_at: string;
@@ -266,12 +271,13 @@ export function approveMandate(tx: LedgerTx, mandateId: string, approval: Approv
 
 function setApproved(tx: LedgerTx, mandateId: string, approval: Approval) {
   tx.sql.exec(
-    `UPDATE mandates SET status = 'active', approved = ?, decided_at = ?, approver_email_hint = ?, display_hash = ?, mandate_jws = ? WHERE id = ?`,
+    `UPDATE mandates SET status = 'active', approved = ?, decided_at = ?, approver_email_hint = ?, display_hash = ?, mandate_jws = ?, display_document = ? WHERE id = ?`,
     JSON.stringify(approval.approved),
     approval.decided_at,
     approval.approver_email_hint,
     approval.display_hash,
     approval.mandate_jws,
+    approval.display_document ?? null,
     mandateId,
   );
 }

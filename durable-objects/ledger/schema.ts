@@ -73,4 +73,10 @@ export const LEDGER_MIGRATIONS: string[] = [
   // 7: signed chain heads: every so often the role signs (principal, seq, hash, time), so that a
   // trail cut short, or an object rolled back, is caught by anyone holding a signed head.
   `CREATE TABLE signed_heads (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, time TEXT NOT NULL, jws TEXT NOT NULL);`,
+  // 8: evidence and disputes: the display document the human approved, kept as shown; disputes.
+  `ALTER TABLE mandates ADD COLUMN display_document TEXT;
+   CREATE TABLE disputes (
+     id TEXT PRIMARY KEY, charge_id TEXT NOT NULL, reason TEXT NOT NULL, verdict TEXT NOT NULL, failing_party TEXT,
+     findings TEXT NOT NULL, adjudicator TEXT NOT NULL, evidence TEXT NOT NULL, created TEXT NOT NULL);
+   CREATE INDEX disputes_by_charge ON disputes (charge_id);`,
 ];

@@ -1,6 +1,10 @@
 // Governed provisioning across the three running Workers (PROTOCOL.md §3):
 // an agent pays through its principal's orchestrator without seeing a card,
 // inside every limit, and a refusal leaves nothing provisioned or charged.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { describe, expect, inject, it } from 'vitest';
 import { signRequest } from '../../workers/lib/http-signatures';
@@ -198,5 +202,38 @@ describe('provisioning through the saga', () => {
     expect(await readJson(byAgent)).toMatchObject({ status: 403, code: 'human_required' });
     const byHuman = await readJson(await asHuman(agent.human, 'POST', '/v1/limits', { json: { amount: 20_000, currency: 'usd' } }));
     expect(byHuman.data[0]).toMatchObject({ scope: 'principal', limit: { amount: 20_000 } });
+  });
+});
+
+describe('disputes over a real charge', () => {
+  it('decides within_scope from the evidence, and the bundle verifies offline with the verifier script', async () => {
+    const agent = await paidAgent();
+    const created = await readJson(await paidCall(agent, 'cloud', 'POST', '/v1/resources', { service: 'domain', plan: 'com-1y', parameters: { name: domainName() } }, 'disputed'));
+    let charge: Json = {};
+    for (let i = 0; i < 40 && charge.status !== 'captured'; i++) {
+      charge = await chargeOf(agent, created.charge_id);
+      if (charge.status !== 'captured') await sleep(250);
+    }
+    expect(charge.receipt).toBe(created.receipt);
+    const opened = await asHuman(agent.human, 'POST', '/v1/disputes', { json: { charge_id: created.charge_id, reason: 'I do not recognise this' } });
+    const dispute = await readJson(opened);
+    expect(opened.status, JSON.stringify(dispute)).toBe(201);
+    expect(dispute).toMatchObject({ verdict: 'within_scope', failing_party: null });
+    const bundle = await readJson(await asHuman(agent.human, 'GET', new URL(dispute.evidence_url).pathname));
+
+    // Offline: the script reads the file, nothing else.
+    const dir = mkdtempSync(join(tmpdir(), 'oap-evidence-'));
+    writeFileSync(join(dir, 'bundle.json'), JSON.stringify(bundle));
+    const run = spawnSync(process.execPath, [join(process.cwd(), 'node_modules/tsx/dist/cli.mjs'), 'agent/verify-evidence.ts', join(dir, 'bundle.json')], { encoding: 'utf8', env: { ...process.env, HTTP_PROXY: 'http://127.0.0.1:9', HTTPS_PROXY: 'http://127.0.0.1:9' } });
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toContain('verdict: within_scope');
+    expect(run.stdout).toContain('ok   agent_signed_request');
+    // One byte changed in the agent's signed body: the verifier says so, and the verdict changes.
+    bundle.agent_request.body = bundle.agent_request.body.replace('com-1y', 'io-1y');
+    writeFileSync(join(dir, 'tampered.json'), JSON.stringify(bundle));
+    const tampered = spawnSync(process.execPath, [join(process.cwd(), 'node_modules/tsx/dist/cli.mjs'), 'agent/verify-evidence.ts', join(dir, 'tampered.json')], { encoding: 'utf8' });
+    expect(tampered.status).toBe(1);
+    expect(tampered.stdout).toContain('FAIL agent_signed_request');
+    rmSync(dir, { recursive: true, force: true });
   });
 });

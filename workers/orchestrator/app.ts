@@ -14,6 +14,7 @@ import { confirmEmail, seedDemoPrincipal, signUp } from './principals';
 import { agentRoutes } from './routes/agents';
 import { attestationRoutes } from './routes/attestations';
 import { chargeRoutes } from './routes/charges';
+import { disputeRoutes } from './routes/disputes';
 import { notificationRoutes } from './routes/notifications';
 import { discoveryRoutes } from './routes/discovery';
 import { mandateRoutes } from './routes/mandates';
@@ -59,6 +60,7 @@ export function createOrchestratorApp() {
   app.route('/', chargeRoutes());
   app.route('/', limitRoutes({ db: (env: OrchestratorBindings) => env.DB, config: sessionConfigOf, ledgerOf }));
   app.route('/', notificationRoutes());
+  app.route('/', disputeRoutes());
   app.route('/', approvalPages());
   app.route(
     '/',

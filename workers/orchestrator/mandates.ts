@@ -337,7 +337,8 @@ export async function approveMandate(env: OrchestratorBindings, session: Session
     await ledger.recordRefusal(principalId, { actor: { type: 'principal', id: principalId }, action: 'mandate.approve', reason: 'invalid_user_code', mandate_id: mandateId });
     throw error;
   }
-  const { hash } = await displayDocument(env, principalId, view);
+  const { document: shown, hash } = await displayDocument(env, principalId, view);
+  const displayJson = canonicalJson(shown);
   if (input.display_hash !== undefined && input.display_hash !== hash) {
     throw new ProblemError(409, 'display_changed', 'What this mandate shows has changed since the page was rendered; review it again.', { display_hash: hash });
   }
@@ -352,6 +353,7 @@ export async function approveMandate(env: OrchestratorBindings, session: Session
     const result = await ledger.approveMandate(principalId, mandateId, {
       approved: terms,
       display_hash: hash,
+      display_document: displayJson,
       mandate_jws: mandateJws,
       approver_email_hint: emailHint(principal.email),
       decided_at: approvedAt,
@@ -374,7 +376,7 @@ export async function approveMandate(env: OrchestratorBindings, session: Session
     agent: { agent_id: agentId, name: row.agent_name, public_jwk: JSON.parse(row.public_jwk) as JWK, key_thumbprint: row.jkt },
     mandate_id: mandateId,
     requested,
-    approval: { approved: terms, display_hash: hash, mandate_jws: mandateJws, approver_email_hint: emailHint(principal.email), decided_at: approvedAt },
+    approval: { approved: terms, display_hash: hash, display_document: displayJson, mandate_jws: mandateJws, approver_email_hint: emailHint(principal.email), decided_at: approvedAt },
   });
   if (!result.ok) throw refusalProblem(result, 409);
   await finishFirstContact(env.DB, mandateId, principalId, 'approved');

@@ -48,6 +48,10 @@ export async function receiveSecurityEvent(env: ProviderBindings, set: string): 
   const chain = account?.account_id ?? SYSTEM_CHAIN;
   for (const [uri, data] of Object.entries(events)) {
     const type = uri.slice(EVENT_URI_PREFIX.length) as KnownEvent;
+    // §2.5: a refund decided at the orchestrator (a dispute) is a reversal here too.
+    if (type === 'charge.refunded' && account && typeof data.charge_id === 'string') {
+      await ledgerOf(env, account.account_id).refundCharge(account.account_id, data.charge_id, `refunded_by_orchestrator:${String(data.verdict ?? '')}`);
+    }
     await ledgerOf(env, chain).appendAuditEvent(chain, {
       actor: { type: 'orchestrator', id: iss },
       action: `event.${type}`,

@@ -1,0 +1,134 @@
+// Disputes (PROTOCOL.md §5): verdicts decided from evidence alone, built
+// through the real charge flow, and the adjudicator rerun on tampered bundles.
+import { env } from 'cloudflare:workers';
+import { describe, expect, it } from 'vitest';
+import { adjudicate, type EvidenceBundle } from '../../workers/lib/adjudicator';
+import { asProvider, chargeBody, providerReceipt, subjectAt } from '../support/fake-provider';
+import { activeMandate, call, newPrincipal } from '../support/orchestrator-client';
+
+const testEnv = env as unknown as TestEnv;
+const ledgerOf = (id: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(id));
+type Json = Record<string, any>;
+
+/** A captured charge, its receipt signed by the provider as §4 lists (unless `receipt` says otherwise). */
+async function capturedCharge(receipt: 'valid' | 'none' | Record<string, unknown> = 'valid') {
+  const human = await newPrincipal();
+  const { agent, mandate_id } = await activeMandate(human);
+  const sub = await subjectAt(agent, mandate_id, 'cloud');
+  const authorized = (await (await asProvider('cloud', 'POST', '/v1/charges', await chargeBody(agent.key, { provider: 'cloud', mandate_id, agent_id: agent.agent_id, sub, service: 'domain', plan: 'com-1y', amount: 1044 }))).json()) as Json;
+  const claims = {
+    charge_id: authorized.charge_id,
+    resource_id: 'res_disputed',
+    agent_id: agent.agent_id,
+    mandate_id,
+    amount: 1044,
+    currency: 'usd',
+    mandate_status_at_decision: authorized.decision.mandate_status,
+    constraint_results: authorized.decision.constraint_results,
+    ...(typeof receipt === 'object' ? receipt : {}),
+  };
+  const body = receipt === 'none' ? {} : { receipt: await providerReceipt('cloud', claims) };
+  const captured = await asProvider('cloud', 'POST', `/v1/charges/${authorized.charge_id}/capture`, body);
+  expect(captured.status).toBe(200);
+  return { human, agent, mandate_id, charge_id: authorized.charge_id as string };
+}
+
+async function dispute(human: Awaited<ReturnType<typeof newPrincipal>>, chargeId: string) {
+  const res = await call('/v1/disputes', { method: 'POST', headers: human.headers(), body: JSON.stringify({ charge_id: chargeId, reason: 'I did not ask for this' }) });
+  return { status: res.status, body: (await res.json()) as Json };
+}
+
+describe('dispute verdicts', () => {
+  it('within_scope: every check passes, the charge stands, the evidence reruns to the same verdict', async () => {
+    const { human, charge_id } = await capturedCharge();
+    const res = await dispute(human, charge_id);
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/1' });
+    expect(res.body.findings.map((f: Json) => `${f.check}:${f.result}`)).toEqual([
+      'mandate_signed:pass',
+      'mandate_active:pass',
+      'provider_and_service_in_scope:pass',
+      'amount_within_limits:pass',
+      'agent_signed_request:pass',
+      'human_approved_display:pass',
+      'provider_delivered:pass',
+      'provider_checks:pass',
+      'audit_trail:pass',
+    ]);
+    expect(((await (await call(`/v1/charges/${charge_id}`, { headers: { cookie: human.cookie } })).json()) as Json).status).toBe('captured');
+    const bundle = (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+    expect(bundle.format).toBe('oap-evidence/1');
+    expect((await adjudicate(bundle)).verdict).toBe('within_scope');
+    expect(await adjudicate(bundle)).toEqual(await adjudicate(bundle));
+  });
+
+  it('insufficient_evidence when the provider produced no receipt: refunded, the spend freed, the provider told', async () => {
+    const { human, charge_id } = await capturedCharge('none');
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(1044);
+    const res = await dispute(human, charge_id);
+    expect(res.body).toMatchObject({ verdict: 'insufficient_evidence', failing_party: 'provider' });
+    expect(res.body.findings).toContainEqual(expect.objectContaining({ check: 'provider_delivered', result: 'missing' }));
+    expect(((await (await call(`/v1/charges/${charge_id}`, { headers: { cookie: human.cookie } })).json()) as Json).status).toBe('refunded');
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(0);
+    const notes = (await (await call('/v1/notifications', { headers: { cookie: human.cookie } })).json()) as Json;
+    expect(notes.data).toContainEqual(expect.objectContaining({ type: 'dispute.decided', data: expect.objectContaining({ verdict: 'insufficient_evidence', charge_id }) }));
+  });
+
+  it('outside_scope with the provider named when its own receipt shows it ignored the mandate’s revocation', async () => {
+    const { human, charge_id } = await capturedCharge({ mandate_status_at_decision: 'revoked', constraint_results: [{ type: 'mandate_active', pass: false }] });
+    const res = await dispute(human, charge_id);
+    expect(res.body).toMatchObject({ verdict: 'outside_scope', failing_party: 'provider' });
+    expect(res.body.findings).toContainEqual(expect.objectContaining({ check: 'provider_checks', result: 'fail' }));
+  });
+
+  it('refuses a second dispute of one charge, an uncaptured charge, and another principal’s charge', async () => {
+    const { human, charge_id } = await capturedCharge();
+    expect((await dispute(human, charge_id)).status).toBe(201);
+    expect((await dispute(human, charge_id)).status).toBe(409);
+    const stranger = await newPrincipal();
+    expect((await dispute(stranger, charge_id)).status).toBe(404);
+    expect((await call('/v1/disputes', { method: 'POST', headers: { cookie: human.cookie, 'content-type': 'application/json' }, body: JSON.stringify({ charge_id, reason: 'x' }) })).status).toBe(403);
+  });
+});
+
+describe('the adjudicator on tampered evidence', () => {
+  async function bundleOf() {
+    const { human, charge_id } = await capturedCharge();
+    const res = await dispute(human, charge_id);
+    return (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+  }
+  const failing = async (bundle: EvidenceBundle) => (await adjudicate(bundle)).findings.filter((f) => f.result !== 'pass').map((f) => f.check);
+
+  it('names what broke: an event, the display, the agent’s signature, the mandate’s window, a receipt of another charge', async () => {
+    const bundle = await bundleOf();
+    expect(await failing(bundle)).toEqual([]);
+
+    const event = structuredClone(bundle);
+    event.audit.orchestrator.events[0]!.reason = 'edited';
+    expect(await failing(event)).toEqual(['audit_trail']);
+
+    const display = structuredClone(bundle);
+    display.mandate.display_document = display.mandate.display_document!.replace('"share_email":false', '"share_email":true');
+    expect(await failing(display)).toEqual(['human_approved_display']);
+
+    const signed = structuredClone(bundle);
+    signed.agent_request!.body = signed.agent_request!.body.replace('com-1y', 'io-1y');
+    expect(await failing(signed)).toEqual(['agent_signed_request']);
+
+    const revoked = structuredClone(bundle);
+    revoked.mandate.revoked_at = new Date(Date.parse(bundle.charge.authorized_at) - 1000).toISOString();
+    const verdict = await adjudicate(revoked);
+    expect(verdict).toMatchObject({ verdict: 'outside_scope', failing_party: 'orchestrator' });
+    expect(verdict.findings.find((f) => f.check === 'mandate_active')!.result).toBe('fail');
+
+    const other = await bundleOf();
+    const swapped = structuredClone(bundle);
+    swapped.charge.receipt = other.charge.receipt;
+    expect(await failing(swapped)).toContain('provider_delivered');
+
+    // Without the orchestrator's keys, its signature over the mandate cannot be checked.
+    const unsigned = structuredClone(bundle);
+    unsigned.orchestrator.jwks = { keys: [] };
+    expect(await failing(unsigned)).toContain('mandate_signed');
+  });
+});

@@ -1,0 +1,167 @@
+// The dispute adjudicator (PROTOCOL.md §5): did the agent act within the scope
+// the human authorized? Decided from an evidence bundle alone: signatures are
+// checked against the public keys the bundle carries, times are the charge's
+// own, nothing is fetched. Versioned: the same bundle always yields the same
+// verdict, so anyone can rerun it (agent/verify-evidence.ts).
+import { calculateJwkThumbprint, createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet, type JWK } from 'jose';
+import { auditEventHash, canonicalJson, sha256Hex, type AuditEvent } from './audit';
+import { verifyRequestSignature } from './http-signatures';
+import { ED25519_ALGS } from './jws';
+import { evaluateForProvider, type MandateConstraint } from './mandate-constraints';
+
+export const ADJUDICATOR_VERSION = 'oap-adjudicator/1';
+export const EVIDENCE_FORMAT = 'oap-evidence/1';
+
+export type EvidenceBundle = {
+  format: typeof EVIDENCE_FORMAT;
+  charge: {
+    charge_id: string;
+    status: string;
+    amount: number;
+    currency: string;
+    provider: string;
+    service: string;
+    plan: string;
+    mandate_id: string;
+    agent_id: string;
+    authorized_at: string;
+    receipt: string | null;
+  };
+  decision: { mandate_status_at_decision: string; constraint_results: { type: string; pass: boolean }[]; token_jti: string | null } | null;
+  agent_request: { method: string; target_uri: string; body: string; content_digest: string; signature_input: string; signature: string } | null;
+  agent: { agent_id: string; public_jwk: JWK; key_thumbprint: string; revoked_at: string | null };
+  mandate: { mandate_id: string; mandate_jws: string | null; display_document: string | null; revoked_at: string | null };
+  orchestrator: { issuer: string; jwks: JSONWebKeySet };
+  provider: { id: string; issuer: string; jwks: JSONWebKeySet };
+  audit: { orchestrator: { events: AuditEvent[]; signed_head: { seq: number; hash: string; time: string; jws: string } | null } };
+};
+
+export type Finding = { check: string; result: 'pass' | 'fail' | 'missing'; evidence: string };
+export type Verdict = 'within_scope' | 'outside_scope' | 'insufficient_evidence';
+export type Adjudication = { adjudicator: string; verdict: Verdict; failing_party: 'orchestrator' | 'provider' | null; findings: Finding[] };
+
+/** Which party answers for a failed check: the one whose duty it was to stop the charge. */
+const PARTY: Record<string, 'orchestrator' | 'provider'> = {
+  mandate_signed: 'orchestrator',
+  mandate_active: 'orchestrator',
+  provider_and_service_in_scope: 'orchestrator',
+  amount_within_limits: 'orchestrator',
+  agent_signed_request: 'orchestrator',
+  human_approved_display: 'orchestrator',
+  provider_delivered: 'provider',
+  provider_checks: 'provider',
+  audit_trail: 'orchestrator',
+};
+
+export async function adjudicate(bundle: EvidenceBundle): Promise<Adjudication> {
+  const findings: Finding[] = [];
+  const add = (check: string, result: Finding['result'], evidence: string) => findings.push({ check, result, evidence });
+  const charge = bundle.charge;
+  const chargedAt = Date.parse(charge.authorized_at);
+
+  // The human's authorization, frozen: the mandate JWS, checked at the time of the charge.
+  let claims: Record<string, unknown> | null = null;
+  if (!bundle.mandate.mandate_jws) add('mandate_signed', 'missing', 'no mandate_jws');
+  else {
+    try {
+      ({ payload: claims } = await jwtVerify(bundle.mandate.mandate_jws, createLocalJWKSet(bundle.orchestrator.jwks), {
+        typ: 'oap-mandate+jwt',
+        algorithms: ED25519_ALGS,
+        issuer: bundle.orchestrator.issuer,
+        currentDate: new Date(chargedAt),
+      }));
+      add('mandate_signed', claims.mandate_id === charge.mandate_id ? 'pass' : 'fail', `mandate_jws by ${bundle.orchestrator.issuer} for ${String(claims.mandate_id)}`);
+    } catch (error) {
+      add('mandate_signed', 'fail', `mandate_jws does not verify at ${charge.authorized_at}: ${(error as Error).message}`);
+      claims = decodeJwt(bundle.mandate.mandate_jws) as Record<string, unknown>;
+    }
+  }
+  const constraints = (claims?.constraints ?? []) as MandateConstraint[];
+
+  const approvedAt = Date.parse(String(claims?.approved_at ?? ''));
+  const revokedAt = bundle.mandate.revoked_at ? Date.parse(bundle.mandate.revoked_at) : Infinity;
+  const agentRevokedAt = bundle.agent.revoked_at ? Date.parse(bundle.agent.revoked_at) : Infinity;
+  const active = claims !== null && approvedAt <= chargedAt && chargedAt < revokedAt && chargedAt < agentRevokedAt;
+  add('mandate_active', claims ? (active ? 'pass' : 'fail') : 'missing', `approved ${String(claims?.approved_at)}, revoked ${bundle.mandate.revoked_at ?? 'never'}, agent revoked ${bundle.agent.revoked_at ?? 'never'}, charged ${charge.authorized_at}`);
+
+  const scope = evaluateForProvider(constraints, charge.provider, chargedAt);
+  const inScope = scope.ok && scope.services.includes(charge.service);
+  add('provider_and_service_in_scope', claims ? (inScope ? 'pass' : 'fail') : 'missing', scope.ok ? `${charge.provider} allows ${scope.services.join(', ')}; charged ${charge.service}` : scope.reason);
+
+  const perCharge = scope.ok ? scope.max_per_charge : null;
+  const fitsPerCharge = !perCharge || (perCharge.currency === charge.currency && charge.amount <= perCharge.amount);
+  const ledgerChecks = (bundle.decision?.constraint_results ?? []).filter((r) => r.type === 'mandate_spend_limit' || r.type === 'monthly_limit');
+  const ledgerOk = ledgerChecks.length === 2 && ledgerChecks.every((r) => r.pass);
+  add(
+    'amount_within_limits',
+    bundle.decision ? (fitsPerCharge && ledgerOk ? 'pass' : 'fail') : 'missing',
+    `${charge.amount} ${charge.currency}; per charge ≤ ${perCharge ? perCharge.amount : 'no limit'}; ledger at charge time: ${ledgerChecks.map((r) => `${r.type} ${r.pass ? 'fit' : 'exceeded'}`).join(', ') || 'no record'}`,
+  );
+
+  // The agent's own signature over exactly what was charged, with its registered key.
+  if (!bundle.agent_request) add('agent_signed_request', 'missing', 'no signed request');
+  else {
+    const thumbprint = await calculateJwkThumbprint(bundle.agent.public_jwk);
+    const boundKey = (claims?.cnf as { jkt?: string } | undefined)?.jkt;
+    let verified = false;
+    let detail = '';
+    try {
+      await verifyRequestSignature(
+        { method: bundle.agent_request.method, targetUri: bundle.agent_request.target_uri, body: bundle.agent_request.body, contentDigest: bundle.agent_request.content_digest, signatureInput: bundle.agent_request.signature_input, signature: bundle.agent_request.signature },
+        bundle.agent.public_jwk,
+        thumbprint,
+        Math.floor(chargedAt / 1000),
+      );
+      const signed = JSON.parse(bundle.agent_request.body || '{}') as { service?: string; plan?: string };
+      verified = thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint && (signed.service === undefined || signed.service === charge.service) && signed.plan === charge.plan;
+      detail = verified ? `signed by ${thumbprint} for ${charge.service}/${charge.plan}` : `the key or the signed body does not match the charge (key ${thumbprint}, mandate binds ${String(boundKey)})`;
+    } catch (error) {
+      detail = `the signature does not verify: ${(error as Error).message}`;
+    }
+    add('agent_signed_request', verified ? 'pass' : 'fail', detail);
+  }
+
+  // What the human saw is what was signed.
+  const displayHash = claims?.display_hash;
+  if (!bundle.mandate.display_document) add('human_approved_display', 'missing', 'no display document');
+  else {
+    const hash = sha256Hex(canonicalJson(JSON.parse(bundle.mandate.display_document)));
+    add('human_approved_display', hash === displayHash ? 'pass' : 'fail', `display document hashes to ${hash}; the mandate records ${String(displayHash)}`);
+  }
+
+  // The provider's signed account of what it delivered, and of what it checked.
+  if (!charge.receipt) add('provider_delivered', 'missing', 'no receipt from the provider');
+  else {
+    try {
+      const { payload } = await jwtVerify(charge.receipt, createLocalJWKSet(bundle.provider.jwks), { typ: 'oap-receipt+jwt', algorithms: ED25519_ALGS, issuer: bundle.provider.issuer });
+      const matches = payload.charge_id === charge.charge_id && payload.amount === charge.amount && payload.currency === charge.currency && payload.agent_id === charge.agent_id && payload.mandate_id === charge.mandate_id;
+      add('provider_delivered', matches ? 'pass' : 'fail', matches ? `receipt for ${charge.charge_id}, resource ${String(payload.resource_id)}` : 'the receipt describes another charge');
+      const providerChecks = (payload.constraint_results as { pass: boolean }[] | undefined) ?? [];
+      const providerOk = payload.mandate_status_at_decision === 'active' && providerChecks.every((r) => r.pass);
+      add('provider_checks', providerOk ? 'pass' : 'fail', `the provider recorded the mandate ${String(payload.mandate_status_at_decision)} and ${providerChecks.filter((r) => !r.pass).length} failed checks`);
+    } catch (error) {
+      add('provider_delivered', 'fail', `the receipt does not verify: ${(error as Error).message}`);
+    }
+  }
+
+  // The orchestrator's trail for this charge is intact, and its signed head (if any) verifies.
+  const events = bundle.audit.orchestrator.events;
+  const intact = events.every((e) => {
+    const { hash, ...rest } = e;
+    return auditEventHash(rest) === hash;
+  });
+  const authorized = events.some((e) => e.action === 'charge.authorize' && e.outcome === 'succeeded' && e.target === charge.charge_id);
+  add('audit_trail', events.length === 0 ? 'missing' : intact && authorized ? 'pass' : 'fail', intact ? (authorized ? `${events.length} events, the authorization among them` : 'no record of the authorization') : 'an event does not match its hash');
+
+  return decide(findings);
+}
+
+function decide(findings: Finding[]): Adjudication {
+  const failed = findings.find((f) => f.result === 'fail');
+  const missingReceipt = findings.find((f) => f.check === 'provider_delivered' && f.result === 'missing');
+  const missingMandate = findings.find((f) => f.check === 'mandate_signed' && f.result === 'missing');
+  if (failed) return { adjudicator: ADJUDICATOR_VERSION, verdict: 'outside_scope', failing_party: PARTY[failed.check] ?? 'orchestrator', findings };
+  if (missingReceipt) return { adjudicator: ADJUDICATOR_VERSION, verdict: 'insufficient_evidence', failing_party: 'provider', findings };
+  if (missingMandate || findings.some((f) => f.result === 'missing')) return { adjudicator: ADJUDICATOR_VERSION, verdict: 'insufficient_evidence', failing_party: 'orchestrator', findings };
+  return { adjudicator: ADJUDICATOR_VERSION, verdict: 'within_scope', failing_party: null, findings };
+}

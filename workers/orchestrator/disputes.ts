@@ -1,0 +1,114 @@
+// Disputes (PROTOCOL.md §5): the principal disputes a captured charge; the
+// orchestrator gathers the evidence into one bundle, the adjudicator decides
+// from it alone, and the verdict, its findings and the bundle are kept.
+import type { JSONWebKeySet } from 'jose';
+import { adjudicate, EVIDENCE_FORMAT, type EvidenceBundle } from '../lib/adjudicator';
+import type { AuditEvent } from '../lib/audit';
+import { auditEvents } from '../lib/audit-trail';
+import { newId } from '../lib/ids';
+import { ProblemError, refusalProblem } from '../lib/problem';
+import { loadSigningKeys } from '../lib/signing-keys';
+import type { DisputeRecord } from '../../durable-objects/ledger/disputes';
+import { chargeRoute } from './charges';
+import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
+
+async function providerJwks(env: OrchestratorBindings, providerId: string): Promise<{ id: string; issuer: string; jwks: JSONWebKeySet }> {
+  const provider = orchestratorConfig(env).PROVIDERS.find((p) => p.id === providerId);
+  if (!provider) return { id: providerId, issuer: '', jwks: { keys: [] } };
+  const binding = provider.binding ? (env as unknown as Record<string, Fetcher | undefined>)[provider.binding] : undefined;
+  try {
+    const res = await (binding ?? globalThis).fetch(`${provider.url}/.well-known/jwks.json`, { signal: AbortSignal.timeout(5000) });
+    return { id: provider.id, issuer: provider.issuer, jwks: (await res.json()) as JSONWebKeySet };
+  } catch {
+    return { id: provider.id, issuer: provider.issuer, jwks: { keys: [] } };
+  }
+}
+
+/** Everything the verdict may rest on, from stored state and published keys. */
+export async function gatherEvidence(env: OrchestratorBindings, principalId: string, chargeId: string): Promise<EvidenceBundle> {
+  const config = orchestratorConfig(env);
+  const ledger = ledgerOf(env, principalId);
+  const hold = await ledger.getCharge(chargeId);
+  if (!hold || !hold.mandate_id || !hold.agent_id || !hold.provider) throw new ProblemError(404, 'not_found', 'No such charge.');
+  const [mandate, agent, keys, provider] = await Promise.all([ledger.getMandate(hold.mandate_id), ledger.getAgent(hold.agent_id), loadSigningKeys(config.SIGNING_KEYS), providerJwks(env, hold.provider)]);
+  const recorded = hold.evidence
+    ? (JSON.parse(hold.evidence) as { agent_request?: EvidenceBundle['agent_request']; constraint_results?: { type: string; pass: boolean }[]; mandate_status_at_decision?: string; token_jti?: string })
+    : {};
+  const events: AuditEvent[] = [];
+  for await (const event of auditEvents(ledger, env.DB, principalId, 0, { mandateId: hold.mandate_id })) {
+    if (event.target === chargeId || event.related.includes(chargeId)) events.push(event);
+  }
+  const [signedHead] = await ledger.signedHeads(1);
+  return {
+    format: EVIDENCE_FORMAT,
+    charge: {
+      charge_id: hold.id,
+      status: hold.status,
+      amount: hold.amount,
+      currency: hold.currency,
+      provider: hold.provider,
+      service: hold.service ?? '',
+      plan: hold.plan ?? '',
+      mandate_id: hold.mandate_id,
+      agent_id: hold.agent_id,
+      authorized_at: new Date(hold.created).toISOString(),
+      receipt: hold.receipt,
+    },
+    decision: recorded.constraint_results
+      ? { mandate_status_at_decision: recorded.mandate_status_at_decision ?? 'unknown', constraint_results: recorded.constraint_results, token_jti: recorded.token_jti ?? null }
+      : null,
+    agent_request: recorded.agent_request ?? null,
+    agent: { agent_id: hold.agent_id, public_jwk: agent?.public_jwk ?? {}, key_thumbprint: agent?.key_thumbprint ?? '', revoked_at: agent?.revoked_at ?? null },
+    mandate: { mandate_id: hold.mandate_id, mandate_jws: mandate?.mandate_jws ?? null, display_document: mandate?.display_document ?? null, revoked_at: mandate?.revoked_at ?? null },
+    orchestrator: { issuer: config.PUBLIC_BASE_URL, jwks: keys.publicJwks as JSONWebKeySet },
+    provider,
+    audit: { orchestrator: { events, signed_head: signedHead ?? null } },
+  };
+}
+
+export type DisputeWire = {
+  dispute_id: string;
+  charge_id: string;
+  reason: string;
+  verdict: string;
+  failing_party: string | null;
+  findings: { check: string; result: string; evidence: string }[];
+  adjudicator: string;
+  evidence_url: string;
+  created: string;
+};
+
+export function toDisputeWire(env: OrchestratorBindings, d: DisputeRecord): DisputeWire {
+  return {
+    dispute_id: d.id,
+    charge_id: d.charge_id,
+    reason: d.reason,
+    verdict: d.verdict,
+    failing_party: d.failing_party,
+    findings: JSON.parse(d.findings),
+    adjudicator: d.adjudicator,
+    evidence_url: `${orchestratorConfig(env).PUBLIC_BASE_URL}/v1/disputes/${d.id}/evidence`,
+    created: d.created,
+  };
+}
+
+export async function openDispute(env: OrchestratorBindings, principalId: string, input: { charge_id: string; reason: string }): Promise<DisputeWire> {
+  const route = await chargeRoute(env, input.charge_id);
+  if (!route || route.principal_id !== principalId) throw new ProblemError(404, 'not_found', 'No such charge.');
+  const ledger = ledgerOf(env, principalId);
+  if (await ledger.disputeOfCharge(input.charge_id)) throw new ProblemError(409, 'invalid_request', 'This charge has been disputed already.');
+  const bundle = await gatherEvidence(env, principalId, input.charge_id);
+  const decision = await adjudicate(bundle);
+  const result = await ledger.recordDispute(principalId, {
+    id: newId('dsp'),
+    charge_id: input.charge_id,
+    reason: input.reason,
+    verdict: decision.verdict,
+    failing_party: decision.failing_party,
+    findings: JSON.stringify(decision.findings),
+    adjudicator: decision.adjudicator,
+    evidence: JSON.stringify(bundle),
+  });
+  if (!result.ok) throw refusalProblem(result, result.code === 'not_found' ? 404 : 409);
+  return toDisputeWire(env, result.dispute as DisputeRecord);
+}
