@@ -205,10 +205,10 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return this.#transaction(principal, (tx) => charges.authorizeCharge(tx, request));
   }
 
-  captureCharge(principal: string, chargeId: string, actor: { type: 'provider' | 'system' | 'orchestrator'; id: string }, providerJti?: { jti: string; expiresMs: number }, receipt?: string) {
+  captureCharge(principal: string, chargeId: string, actor: { type: 'provider' | 'system' | 'orchestrator'; id: string }, providerJti?: { jti: string; expiresMs: number }, receipt?: string, related: string[] = []) {
     return this.#transaction(principal, (tx) => {
       if (providerJti && !consumeNonce(tx, `provider:${actor.id}:${providerJti.jti}`, providerJti.expiresMs + 60_000)) return refuse('replayed', 'This provider request token was already used.');
-      return spend.captureHold(tx, chargeId, actor, receipt);
+      return spend.captureHold(tx, chargeId, actor, receipt, related);
     });
   }
 
@@ -478,9 +478,10 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     const account = this.auditHead().principal;
     if (account === null) return;
     for (const call of sagas.dueChargeCalls(this.#sql, Date.now())) {
-      const holdId = call.saga_id.startsWith('renewal:') ? call.saga_id.split(':')[2]! : sagas.getSaga(this.#sql, call.saga_id)?.hold_id;
+      const saga = call.saga_id.startsWith('renewal:') ? null : sagas.getSaga(this.#sql, call.saga_id);
+      const holdId = call.saga_id.startsWith('renewal:') ? call.saga_id.split(':')[2]! : saga?.hold_id;
       const receipt = holdId ? (spend.getHold(this.#sql, holdId)?.receipt ?? null) : null;
-      const outcome = await settleChargeCall(this.env as never, account, call, receipt);
+      const outcome = await settleChargeCall(this.env as never, account, call, { receipt, eventId: saga?.audit_event_id ?? null });
       if (outcome === 'voided_remotely' && call.saga_id.startsWith('renewal:')) {
         // A renewal the orchestrator voided before it was captured: refund here and suspend.
         const [, resourceId, holdId] = call.saga_id.split(':') as [string, string, string];

@@ -45,10 +45,18 @@ export type ChargeRequest = {
   evidence: string;
   /** A recurring plan's renewal: the charge it renews. A declined renewal is told to the human. */
   renewal_of?: string | null;
+  /** The provider's audit event for this charge: the two trails cross-reference each other (§4 related). */
+  provider_event_id?: string | null;
 };
 
 /** The hold (without its evidence, which stays in the ledger) and what the decision checked. */
-export type Authorized = { ok: true; hold: Hold; replayed: boolean; decision: { mandate_status: string; constraint_results: { type: string; pass: boolean }[] } };
+export type Authorized = {
+  ok: true;
+  hold: Hold;
+  replayed: boolean;
+  decision: { mandate_status: string; constraint_results: { type: string; pass: boolean }[] };
+  audit_event_id: string | null;
+};
 
 export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorized | Decline {
   const provider = { type: 'provider' as const, id: request.provider };
@@ -64,6 +72,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
       hold: { ...previous, evidence: null },
       replayed: true,
       decision: { mandate_status: evidence.mandate_status_at_decision ?? 'active', constraint_results: evidence.constraint_results ?? [] },
+      audit_event_id: null,
     };
   }
 
@@ -84,7 +93,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
       outcome: 'refused',
       reason: code,
       amount: request.amount,
-      related: [request.agent_id, `${request.service}/${request.plan}`],
+      related: [request.agent_id, `${request.service}/${request.plan}`, ...(request.provider_event_id ? [request.provider_event_id] : [])],
     });
     return { ok: false, code, detail, ...extra };
   };
@@ -155,18 +164,18 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
     ttl_ms: ORCHESTRATOR_HOLD_TTL_MS,
     scopes: ['principal', `mandate:${root}`, `provider:${request.provider}`],
   });
-  tx.audit({
+  const authorizedEvent = tx.audit({
     actor: provider,
     action: 'charge.authorize',
     mandate_id: request.mandate_id,
     target: request.charge_id,
     outcome: 'succeeded',
     amount: request.amount,
-    related: [request.agent_id, `${request.service}/${request.plan}`],
+    related: [request.agent_id, `${request.service}/${request.plan}`, ...(request.provider_event_id ? [request.provider_event_id] : [])],
   });
   raiseBudgetAlerts(tx, period, 'principal', principalLimit, before.principal, before.principal + request.amount.amount);
   raiseBudgetAlerts(tx, period, `mandate:${root}`, mandateLimit, before.mandate, before.mandate + request.amount.amount);
-  return { ok: true, hold: { ...hold, evidence: null }, replayed: false, decision: { mandate_status: mandate.status, constraint_results: results } };
+  return { ok: true, hold: { ...hold, evidence: null }, replayed: false, decision: { mandate_status: mandate.status, constraint_results: results }, audit_event_id: authorizedEvent.id };
 }
 
 export { getHold };

@@ -99,7 +99,7 @@ export type SagaStart = {
  * Step 2 (§3.1): velocity from the catalog, then the account's own monthly
  * limit; on success a pending hold, the saga and the resource in `provisioning`.
  */
-export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Saga } | (Decline & { existing?: Saga }) {
+export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Saga; event_id: string } | (Decline & { existing?: Saga }) {
   const existing = start.request_key ? tx.sql.exec<Saga>(`SELECT * FROM sagas WHERE request_key = ? AND state != 'voided'`, start.request_key).toArray()[0] : undefined;
   if (existing) return { ok: false, code: 'saga_exists', detail: 'This paid call already has a saga.', existing };
   const actor = { type: 'agent' as const, id: start.agent_id };
@@ -160,8 +160,8 @@ export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Sag
     iso(tx.now),
   );
   tx.schedule('saga_recovery', deadline);
-  tx.audit({ actor, action: 'charge.reserve', mandate_id: start.mandate_id, target: start.resource_id, outcome: 'succeeded', amount: start.price, related: [start.hold_id] });
-  return { ok: true, saga: getSaga(tx.sql, start.saga_id)! };
+  const event = tx.audit({ actor, action: 'charge.reserve', mandate_id: start.mandate_id, target: start.resource_id, outcome: 'succeeded', amount: start.price, related: [start.hold_id] });
+  return { ok: true, saga: getSaga(tx.sql, start.saga_id)!, event_id: event.id };
 }
 
 /** Step 3 done: the orchestrator holds the charge too. */
@@ -184,6 +184,7 @@ export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: str
   tx.sql.exec(`UPDATE sagas SET state = 'completed', credentials = ?, updated = ? WHERE id = ?`, result.credentials, tx.now, sagaId);
   setBilling(tx, saga.resource_id, result.billing);
   owe(tx, saga, 'capture');
+  const orchestratorEvent = saga.charge_decision ? (JSON.parse(saga.charge_decision) as { audit_event_id?: string } | null)?.audit_event_id : undefined;
   const event = tx.audit({
     actor: { type: 'agent', id: saga.agent_id },
     action: 'resource.provision',
@@ -191,7 +192,8 @@ export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: str
     target: saga.resource_id,
     outcome: 'succeeded',
     amount: { amount: saga.amount, currency: saga.currency },
-    related: [saga.charge_id, `${saga.service}/${saga.plan}`],
+    // §4: the other party's event for this charge, so the two trails join charge by charge.
+    related: [saga.charge_id, `${saga.service}/${saga.plan}`, ...(orchestratorEvent ? [orchestratorEvent] : [])],
   });
   tx.sql.exec('UPDATE sagas SET audit_event_id = ? WHERE id = ?', event.id, sagaId);
   return { saga: getSaga(tx.sql, sagaId)!, event };

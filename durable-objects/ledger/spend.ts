@@ -217,7 +217,7 @@ function scopesOf(hold: Hold): string[] {
 }
 
 /** pending → captured, once. A capture after a void is refused: the money was released. */
-export function captureHold(tx: LedgerTx, id: string, actor: { type: 'provider' | 'system' | 'orchestrator'; id: string }, receipt?: string): Outcome<{ hold: Hold }> {
+export function captureHold(tx: LedgerTx, id: string, actor: { type: 'provider' | 'system' | 'orchestrator'; id: string }, receipt?: string, related: string[] = []): Outcome<{ hold: Hold }> {
   const hold = getHold(tx.sql, id);
   if (!hold) return refuse('not_found', 'No such charge.');
   if (hold.status === 'captured') return { ok: true, hold };
@@ -226,7 +226,7 @@ export function captureHold(tx: LedgerTx, id: string, actor: { type: 'provider' 
     return refuse('charge_voided', `This charge is ${hold.status}; it can no longer be captured.`);
   }
   tx.sql.exec(`UPDATE holds SET status = 'captured', resolved_at = ?, receipt = COALESCE(?, receipt) WHERE id = ?`, tx.now, receipt ?? null, id);
-  tx.audit({ actor, action: 'charge.capture', target: id, mandate_id: hold.mandate_id, outcome: 'succeeded', amount: { amount: hold.amount, currency: hold.currency }, related: hold.resource_ref ? [hold.resource_ref] : [] });
+  tx.audit({ actor, action: 'charge.capture', target: id, mandate_id: hold.mandate_id, outcome: 'succeeded', amount: { amount: hold.amount, currency: hold.currency }, related: [...(hold.resource_ref ? [hold.resource_ref] : []), ...related] });
   return { ok: true, hold: getHold(tx.sql, id)! };
 }
 

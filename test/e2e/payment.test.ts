@@ -9,7 +9,7 @@ import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { describe, expect, inject, it } from 'vitest';
 import { signRequest } from '../../workers/lib/http-signatures';
 import { dpopProof, newAgentKey, type AgentKey } from '../support/agent-keys';
-import { asAgent, asHuman, inDays, readJson, registerAgent, signIn, signUpVerified, sleep, type HumanSession, type Json } from './support';
+import { asAgent, asHuman, auditLines, inDays, readJson, registerAgent, signIn, signUpVerified, sleep, type HumanSession, type Json } from './support';
 
 const urls = inject('urls');
 const PASSWORD = 'payment test password';
@@ -101,6 +101,18 @@ describe('provisioning through the saga', () => {
       if (charge.status !== 'captured') await sleep(250);
     }
     expect(charge).toMatchObject({ status: 'captured', amount: 1044, provider: 'cloud', service: 'domain', agent_id: agent.agentId, receipt: body.receipt });
+
+    // The two trails join charge by charge: each names the other's event (§4 related).
+    const orchestratorTrail = auditLines(await (await asHuman(agent.human, 'GET', '/v1/audit')).text());
+    const authorizeEvent = orchestratorTrail.find((e) => e.action === 'charge.authorize' && e.target === body.charge_id)!;
+    const captureEvent = orchestratorTrail.find((e) => e.action === 'charge.capture' && e.target === body.charge_id)!;
+    expect(captureEvent.related).toContain(body.audit_event_id);
+    const providerTrail = auditLines(await (await tokenGet(agent, 'cloud', '/v1/audit')).text());
+    const provisionEvent = providerTrail.find((e) => e.id === body.audit_event_id)!;
+    expect(provisionEvent).toMatchObject({ action: 'resource.provision', target: body.resource_id });
+    expect(provisionEvent.related).toEqual(expect.arrayContaining([body.charge_id, authorizeEvent.id]));
+    const reserveEvent = providerTrail.find((e) => e.action === 'charge.reserve' && e.target === body.resource_id)!;
+    expect(authorizeEvent.related).toContain(reserveEvent.id);
 
     const listed = await readJson(await tokenGet(agent, 'cloud', '/v1/resources'));
     expect(listed.data.map((r: Json) => r.resource_id)).toContain(body.resource_id);

@@ -142,8 +142,9 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     token_jti: body.token_jti,
     evidence: JSON.stringify(evidence),
     renewal_of: body.renewal_of ?? null,
+    provider_event_id: body.provider_audit_event_id ?? null,
   });
-  if (decision.ok) return { ...toChargeWire(decision.hold), decision: decision.decision };
+  if (decision.ok) return { ...toChargeWire(decision.hold), decision: decision.decision, audit_event_id: decision.audit_event_id };
   if (decision.code === 'replayed') throw new ProblemError(401, 'replayed', decision.detail);
   const stepUp = decision.scope === 'principal' ? `${config.PUBLIC_BASE_URL}/limits` : `${config.PUBLIC_BASE_URL}/mandates/${body.mandate_id}/approval`;
   throw refusalProblem(decision, 402).withExtra({
@@ -170,7 +171,13 @@ async function verifyReceipt(env: OrchestratorBindings, caller: ProviderCaller, 
   }
 }
 
-export async function resolveCharge(env: OrchestratorBindings, caller: ProviderCaller, chargeId: string, action: 'capture' | 'void', detail: { receipt?: string; reason?: string }): Promise<Charge> {
+export async function resolveCharge(
+  env: OrchestratorBindings,
+  caller: ProviderCaller,
+  chargeId: string,
+  action: 'capture' | 'void',
+  detail: { receipt?: string; reason?: string; provider_audit_event_id?: string },
+): Promise<Charge> {
   const route = await chargeRoute(env, chargeId);
   if (!route || route.provider_id !== caller.provider.id) throw new ProblemError(404, 'not_found', 'No such charge.');
   const ledger = ledgerOf(env, route.principal_id);
@@ -183,7 +190,7 @@ export async function resolveCharge(env: OrchestratorBindings, caller: ProviderC
   const jti = { jti: caller.jti, expiresMs: caller.expiresMs };
   const result =
     action === 'capture'
-      ? await ledger.captureCharge(route.principal_id, chargeId, actor, jti, detail.receipt)
+      ? await ledger.captureCharge(route.principal_id, chargeId, actor, jti, detail.receipt, detail.provider_audit_event_id ? [detail.provider_audit_event_id] : [])
       : await ledger.voidCharge(route.principal_id, chargeId, actor, detail.reason ?? 'provider_void', jti);
   if (result.ok) return toChargeWire(result.hold);
   throw refusalProblem(result, result.code === 'not_found' ? 404 : result.code === 'replayed' ? 401 : 409);

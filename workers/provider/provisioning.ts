@@ -136,6 +136,7 @@ export async function provisionResource(
       idempotency_key: sagaId,
       token_jti: claims.jti,
       agent_request: signed,
+      provider_audit_event_id: started.event_id,
     });
   } catch (error) {
     await ledger.voidSaga(claims.account_id, sagaId, 'orchestrator_unreachable');
@@ -150,7 +151,8 @@ export async function provisionResource(
     throw new ProblemError(502, 'internal_error', `The orchestrator refused the charge (HTTP ${authorization.status}); nothing was charged.`);
   }
   const chargeId = authorization.body.charge_id;
-  await ledger.recordAuthorization(claims.account_id, sagaId, chargeId, JSON.stringify(authorization.body.decision ?? null));
+  const decision = (authorization.body.decision ?? {}) as Record<string, unknown>;
+  await ledger.recordAuthorization(claims.account_id, sagaId, chargeId, JSON.stringify({ ...decision, audit_event_id: authorization.body.audit_event_id ?? null }));
 
   if (service.provisioning === 'async') {
     await ledger.scheduleAsyncProvision(claims.account_id, sagaId);
@@ -255,11 +257,17 @@ export function resourceWire(resource: Resource): Record<string, unknown> {
 // ── What the account's ledger alarm runs ──────────────────────────────────
 
 /** A capture or void owed to the orchestrator. Returns whether it is settled. */
-export async function settleChargeCall(env: ProviderBindings, accountId: string, call: OwedChargeCall, receipt: string | null): Promise<'settled' | 'retry' | 'voided_remotely'> {
+export async function settleChargeCall(
+  env: ProviderBindings,
+  accountId: string,
+  call: OwedChargeCall,
+  proof: { receipt: string | null; eventId: string | null },
+): Promise<'settled' | 'retry' | 'voided_remotely'> {
   let result;
   try {
-    // §4: the capture carries the provider's signed receipt, which the orchestrator verifies and keeps.
-    result = await callOrchestrator(env, call.orchestrator, 'POST', `/v1/charges/${call.charge_id}/${call.action}`, call.action === 'capture' && receipt ? { receipt } : {});
+    // §4: the capture carries the provider's signed receipt (verified and kept by the orchestrator) and its own event id.
+    const body = call.action === 'capture' ? { ...(proof.receipt ? { receipt: proof.receipt } : {}), ...(proof.eventId ? { provider_audit_event_id: proof.eventId } : {}) } : {};
+    result = await callOrchestrator(env, call.orchestrator, 'POST', `/v1/charges/${call.charge_id}/${call.action}`, body);
   } catch {
     return 'retry';
   }

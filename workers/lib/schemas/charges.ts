@@ -28,6 +28,7 @@ export const ChargeRequestSchema = z
     token_jti: z.string().min(1),
     agent_request: AgentRequestSchema.optional().openapi({ description: 'The agent’s signed call; required unless renewal_of is given' }),
     renewal_of: z.string().startsWith('chg_').optional().openapi({ description: 'A recurring plan’s renewal: the captured charge it renews' }),
+    provider_audit_event_id: z.string().startsWith('evt_').optional().openapi({ description: 'The provider’s audit event for this charge, cross-referenced in the orchestrator’s' }),
   })
   .refine((b) => (b.agent_request === undefined) !== (b.renewal_of === undefined), { message: 'exactly one of agent_request and renewal_of', path: ['agent_request'] })
   .openapi('ChargeRequest');
@@ -51,6 +52,7 @@ export const ChargeSchema = z
     hold_expires_at: z.string().nullable(),
     resolved_at: z.string().nullable(),
     receipt: z.string().nullable(),
+    audit_event_id: z.string().nullable().optional().openapi({ description: 'On authorization: the orchestrator’s audit event, for the provider to cross-reference' }),
     decision: z
       .object({ mandate_status: z.string(), constraint_results: z.array(z.object({ type: z.string(), pass: z.boolean() })) })
       .nullable()

@@ -71,19 +71,26 @@ export function chargeRoutes() {
         request: {
           params: ChargeId,
           headers: providerAuth,
-          body: { required: false, content: { 'application/json': { schema: z.object({ receipt: z.string().optional(), reason: z.string().max(200).optional() }) } } },
+          body: { required: false, content: { 'application/json': { schema: z.object({ receipt: z.string().optional(), reason: z.string().max(200).optional(), provider_audit_event_id: z.string().optional() }) } } },
         },
         responses: { 200: { description: 'The charge', content: { 'application/json': { schema: ChargeSchema } } }, ...problemResponses(401, 404, 409) },
       }),
       async (c) => {
         const { caller, body } = await providerRequest(c);
-        let detail: { receipt?: string; reason?: string } = {};
+        let detail: { receipt?: string; reason?: string; provider_audit_event_id?: string } = {};
         try {
           detail = body ? (JSON.parse(body) as typeof detail) : {};
         } catch {
           throw new ProblemError(400, 'invalid_request', 'The body is not valid JSON.');
         }
-        return c.json(await resolveCharge(c.env, caller, c.req.valid('param').id, action, { receipt: typeof detail.receipt === 'string' ? detail.receipt : undefined, reason: typeof detail.reason === 'string' ? detail.reason.slice(0, 200) : undefined }), 200);
+        return c.json(
+          await resolveCharge(c.env, caller, c.req.valid('param').id, action, {
+            receipt: typeof detail.receipt === 'string' ? detail.receipt : undefined,
+            reason: typeof detail.reason === 'string' ? detail.reason.slice(0, 200) : undefined,
+            provider_audit_event_id: typeof detail.provider_audit_event_id === 'string' && detail.provider_audit_event_id.startsWith('evt_') ? detail.provider_audit_event_id : undefined,
+          }),
+          200,
+        );
       },
     );
   }
