@@ -132,3 +132,42 @@ describe('the adjudicator on tampered evidence', () => {
     expect(await failing(unsigned)).toContain('mandate_signed');
   });
 });
+
+describe('the human’s pages', () => {
+  it('list charges, open a dispute from one with a form, and show the verdict in plain words', async () => {
+    const { human, charge_id } = await capturedCharge();
+    const charges = await call('/charges', { headers: { cookie: human.cookie } });
+    expect(charges.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+    const html = await charges.text();
+    expect(html).toContain(charge_id);
+    expect(html).toContain('$10.44');
+    expect(html).toContain(`<label for="reason-${charge_id}">`);
+
+    const form = new URLSearchParams({ csrf_token: human.csrf, charge_id, reason: 'Not mine' });
+    const posted = await call('/v1/disputes', { method: 'POST', headers: { cookie: human.cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(), redirect: 'manual' });
+    expect(posted.status).toBe(303);
+    const location = posted.headers.get('location')!;
+    expect(location).toMatch(/^\/disputes\/dsp_/);
+    const verdict = await (await call(location, { headers: { cookie: human.cookie } })).text();
+    expect(verdict).toContain('The agent acted within the scope you authorized.');
+    expect(verdict).toContain('The request was signed with your agent’s registered key');
+    expect(verdict).toContain('Not mine');
+  });
+
+  it('show the audit timeline, filtered by action and by agent', async () => {
+    const { human, agent } = await capturedCharge();
+    const all = await (await call('/audit', { headers: { cookie: human.cookie } })).text();
+    expect(all).toContain('charge.authorize');
+    expect(all).toContain('mandate.approve');
+    const captures = await (await call('/audit?action=charge.capture', { headers: { cookie: human.cookie } })).text();
+    expect(captures).toContain('charge.capture');
+    expect(captures).not.toContain('mandate.approve');
+    const byAgent = await (await call(`/audit?agent=${agent.agent_id}`, { headers: { cookie: human.cookie } })).text();
+    expect(byAgent).toContain('mandate.request');
+    expect(byAgent).not.toContain('charge.capture');
+    // Not signed in: to the sign-in page, coming back here.
+    const anonymous = await call('/audit', { redirect: 'manual' });
+    expect(anonymous.status).toBe(303);
+    expect(anonymous.headers.get('location')).toBe('/sign-in?next=%2Faudit');
+  });
+});

@@ -10,6 +10,7 @@ import { readSession } from '../lib/sessions';
 import { authenticateAgent } from './agent-auth';
 import { ledgerOf, orchestratorConfig, pepperOf, sessionConfigOf, type OrchestratorBindings } from './env';
 import { approvalPages } from './pages/approval';
+import { evidencePages } from './pages/evidence';
 import { confirmEmail, seedDemoPrincipal, signUp } from './principals';
 import { agentRoutes } from './routes/agents';
 import { attestationRoutes } from './routes/attestations';
@@ -62,6 +63,7 @@ export function createOrchestratorApp() {
   app.route('/', notificationRoutes());
   app.route('/', disputeRoutes());
   app.route('/', approvalPages());
+  app.route('/', evidencePages());
   app.route(
     '/',
     auditRoutes(async (c) => {

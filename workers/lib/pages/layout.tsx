@@ -8,7 +8,8 @@ const styles = `
 body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--ink); background: #f6f8fa; }
 header { background: #fff; border-bottom: 1px solid var(--line); padding: .75rem 1.5rem; display: flex; gap: 1rem; align-items: center; }
 header strong { font-size: 1.05rem; }
-header nav { margin-left: auto; display: flex; gap: 1rem; }
+header nav { display: flex; gap: 1rem; align-items: center; }
+header nav[aria-label="Account"] { margin-left: auto; }
 main { max-width: 46rem; margin: 2rem auto; padding: 0 1rem; }
 .card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 1.25rem 1.5rem; margin-bottom: 1rem; }
 h1 { font-size: 1.5rem; margin: 0 0 1rem; }
@@ -32,7 +33,9 @@ th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid var(--
 .badge { display: inline-block; padding: 0 .5rem; border-radius: 999px; border: 1px solid var(--line); font-size: .85rem; }
 `;
 
-export function Layout(props: { title: string; roleName: string; signedIn?: { label: string; csrfToken: string } | null; children: Child }) {
+export type NavLink = { href: string; label: string };
+
+export function Layout(props: { title: string; roleName: string; signedIn?: { label: string; csrfToken: string } | null; nav?: NavLink[]; children: Child }) {
   return (
     <html lang="en">
       <head>
@@ -44,6 +47,13 @@ export function Layout(props: { title: string; roleName: string; signedIn?: { la
       <body>
         <header>
           <strong>{props.roleName}</strong>
+          {props.signedIn && props.nav?.length ? (
+            <nav aria-label="Pages">
+              {props.nav.map((link) => (
+                <a href={link.href}>{link.label}</a>
+              ))}
+            </nav>
+          ) : null}
           {props.signedIn ? (
             <nav aria-label="Account">
               <span class="muted">{props.signedIn.label}</span>

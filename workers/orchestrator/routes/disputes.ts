@@ -2,7 +2,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { acceptBody, type RoleEnv } from '../../lib/app';
 import { ProblemError, problemResponses } from '../../lib/problem';
-import type { SessionVariables } from '../../lib/sessions';
+import { isFormRequest, type SessionVariables } from '../../lib/sessions';
 import type { DisputeRecord } from '../../../durable-objects/ledger/disputes';
 import { openDispute, toDisputeWire } from '../disputes';
 import { ledgerOf, type OrchestratorBindings } from '../env';
@@ -22,6 +22,7 @@ const DisputeSchema = z
   })
   .openapi('Dispute');
 const DisputeId = z.object({ id: z.string().startsWith('dsp_') });
+const NewDisputeSchema = z.object({ charge_id: z.string().startsWith('chg_'), reason: z.string().trim().min(1).max(1000) }).openapi('NewDispute');
 
 export function disputeRoutes() {
   const app = new OpenAPIHono<RoleEnv<OrchestratorBindings> & { Variables: SessionVariables }>();
@@ -31,15 +32,27 @@ export function disputeRoutes() {
       method: 'post',
       path: '/v1/disputes',
       summary: 'Dispute a captured charge; the verdict is decided from the evidence at once',
-      middleware: [principalSession, acceptBody('json')] as const,
-      request: { body: { required: true, content: { 'application/json': { schema: z.object({ charge_id: z.string().startsWith('chg_'), reason: z.string().trim().min(1).max(1000) }).openapi('NewDispute') } } } },
+      middleware: [principalSession, acceptBody('json', 'form')] as const,
+      request: {
+        body: {
+          required: false,
+          content: { 'application/json': { schema: NewDisputeSchema }, 'application/x-www-form-urlencoded': { schema: NewDisputeSchema } },
+        },
+      },
       responses: {
         201: { description: 'Decided', content: { 'application/json': { schema: DisputeSchema } } },
+        303: { description: 'Form post: to the page that shows the verdict' },
         ...problemResponses(401, 403, 404, 409, 415, 422),
       },
     }),
     async (c) => {
-      const dispute = await openDispute(c.env, c.get('session').subject_id, c.req.valid('json'));
+      const form = isFormRequest(c);
+      const parsed = NewDisputeSchema.safeParse(form ? await c.req.parseBody() : await c.req.json());
+      if (!parsed.success) {
+        throw new ProblemError(422, 'invalid_request', 'charge_id and reason are required.', { errors: parsed.error.issues.map((i) => ({ path: `/${i.path.join('/')}`, message: i.message })) });
+      }
+      const dispute = await openDispute(c.env, c.get('session').subject_id, parsed.data);
+      if (form) return c.redirect(`/disputes/${dispute.dispute_id}`, 303) as never;
       return c.json(dispute as z.infer<typeof DisputeSchema>, 201);
     },
   );
