@@ -126,6 +126,15 @@ describe('the adjudicator on tampered evidence', () => {
     swapped.charge.receipt = other.charge.receipt;
     expect(await failing(swapped)).toContain('provider_delivered');
 
+    const lastDropped = structuredClone(bundle);
+    lastDropped.audit.orchestrator.events = lastDropped.audit.orchestrator.events.filter((e) => e.action !== 'charge.capture');
+    expect(await failing(lastDropped)).toEqual(['audit_trail']);
+
+    const reordered = structuredClone(bundle);
+    const evs = reordered.audit.orchestrator.events;
+    [evs[0], evs[1]] = [evs[1]!, evs[0]!];
+    expect((await adjudicate(reordered)).findings.find((f) => f.check === 'audit_trail')).toMatchObject({ result: 'fail', evidence: expect.stringContaining('order') });
+
     // Without the orchestrator's keys, its signature over the mandate cannot be checked.
     const unsigned = structuredClone(bundle);
     unsigned.orchestrator.jwks = { keys: [] };

@@ -144,16 +144,38 @@ export async function adjudicate(bundle: EvidenceBundle): Promise<Adjudication> 
     }
   }
 
-  // The orchestrator's trail for this charge is intact, and its signed head (if any) verifies.
-  const events = bundle.audit.orchestrator.events;
-  const intact = events.every((e) => {
-    const { hash, ...rest } = e;
-    return auditEventHash(rest) === hash;
-  });
-  const authorized = events.some((e) => e.action === 'charge.authorize' && e.outcome === 'succeeded' && e.target === charge.charge_id);
-  add('audit_trail', events.length === 0 ? 'missing' : intact && authorized ? 'pass' : 'fail', intact ? (authorized ? `${events.length} events, the authorization among them` : 'no record of the authorization') : 'an event does not match its hash');
+  // The orchestrator's trail for this charge: every event intact and in chain order, the ones the
+  // charge's state implies all there, none past the signed head that covers them.
+  add('audit_trail', ...(await auditFinding(bundle)));
 
   return decide(findings);
+}
+
+async function auditFinding(bundle: EvidenceBundle): Promise<[Finding['result'], string]> {
+  const { events, signed_head: head } = bundle.audit.orchestrator;
+  const charge = bundle.charge;
+  if (events.length === 0) return ['missing', 'no audit events for this charge'];
+  const broken = events.find((e) => {
+    const { hash, ...rest } = e;
+    return auditEventHash(rest) !== hash;
+  });
+  if (broken) return ['fail', `event seq ${broken.seq} does not match its hash`];
+  const disordered = events.findIndex((e, i) => i > 0 && (e.seq <= events[i - 1]!.seq || e.time < events[i - 1]!.time));
+  if (disordered !== -1) return ['fail', `events out of chain order at seq ${events[disordered]!.seq}`];
+  const has = (action: string) => events.some((e) => e.action === action && e.outcome === 'succeeded' && e.target === charge.charge_id);
+  if (!has('charge.authorize')) return ['fail', 'no record of the authorization'];
+  if (['captured', 'refunded'].includes(charge.status) && !has('charge.capture')) return ['fail', `the charge is ${charge.status} but its capture is not in the trail`];
+  if (head) {
+    try {
+      const { payload } = await jwtVerify(head.jws, createLocalJWKSet(bundle.orchestrator.jwks), { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.orchestrator.issuer });
+      if (payload.seq !== head.seq || payload.hash !== head.hash) return ['fail', 'the signed head does not say what the bundle says it does'];
+    } catch {
+      return ['fail', 'the signed head does not verify'];
+    }
+    const last = events.at(-1)!;
+    if (last.seq === head.seq && last.hash !== head.hash) return ['fail', `event seq ${last.seq} differs from the signed head`];
+  }
+  return ['pass', `${events.length} events in chain order, intact${head ? `, signed head at seq ${head.seq}` : ''}`];
 }
 
 function decide(findings: Finding[]): Adjudication {
