@@ -48,6 +48,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   #armedFor: number | null = null;
   /** The earliest due time scheduled by the current transaction. */
   #earliestScheduled = Infinity;
+  /** Tasks running now: a task's awaits let other work in, and no task may run twice at once. */
+  #running = new Set<LedgerTask>();
 
   constructor(ctx: DurableObjectState, env: LedgerEnv) {
     super(ctx, env);
@@ -321,6 +323,10 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return sagas.getSaga(this.#sql, sagaId);
   }
 
+  sagaOfCharge(chargeId: string) {
+    return this.#sql.exec<sagas.Saga>('SELECT * FROM sagas WHERE charge_id = ?', chargeId).toArray()[0] ?? null;
+  }
+
   liveSagaFor(requestKey: string) {
     return this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE request_key = ? AND state != 'voided'`, requestKey).toArray()[0] ?? null;
   }
@@ -373,7 +379,12 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     const now = Date.now();
     const due = this.#sql.exec<{ task: LedgerTask }>('SELECT task FROM schedule WHERE due_at <= ?', now).toArray();
     for (const { task } of due) {
+      if (this.#running.has(task)) {
+        this.#scheduleRow(task, now + 200);
+        continue;
+      }
       this.#sql.exec('DELETE FROM schedule WHERE task = ? AND due_at <= ?', task, now);
+      this.#running.add(task);
       try {
         await this.#runTask(task);
         this.#setMeta(`retry:${task}`, '0');
@@ -383,6 +394,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         const delay = Math.min(RETRY_MAX_MS, 500 * 2 ** attempts);
         console.warn(JSON.stringify({ level: 'warn', message: `ledger task ${task} failed, retrying`, attempts, error: String(error) }));
         this.#scheduleRow(task, Date.now() + delay);
+      } finally {
+        this.#running.delete(task);
       }
     }
     await this.#armAlarm();

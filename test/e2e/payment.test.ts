@@ -240,6 +240,9 @@ describe('disputes over a real charge', () => {
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toContain('verdict: within_scope');
     expect(run.stdout).toContain('ok   agent_signed_request');
+    // Both parties' trails are in the bundle: the provider's records the provision this charge paid for.
+    expect(run.stdout).toContain('ok   provider_trail');
+    expect(bundle.audit.provider.events.map((e: Json) => e.action)).toEqual(expect.arrayContaining(['charge.reserve', 'resource.provision']));
     // One byte changed in the agent's signed body: the verifier says so, and the verdict changes.
     bundle.agent_request.body = bundle.agent_request.body.replace('com-1y', 'io-1y');
     writeFileSync(join(dir, 'tampered.json'), JSON.stringify(bundle));

@@ -5,10 +5,10 @@
 // resource with both voided, within one alarm cycle.
 import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { signRequest } from '../../workers/lib/http-signatures';
 import { dpopProof, newAgentKey, type AgentKey } from '../support/agent-keys';
-import { call, obtainToken, PROVIDER, useFakeOrchestrator } from '../support/fake-orchestrator';
+import { call, now, obtainToken, orchestratorKey, PROVIDER, signCompact, useFakeOrchestrator } from '../support/fake-orchestrator';
 
 useFakeOrchestrator();
 
@@ -39,16 +39,31 @@ async function paid(agent: { key: AgentKey; token: string }, body: unknown, key 
   return { status: res.status, body: (await res.json()) as Json };
 }
 
+/**
+ * Runs one alarm pass of the account's ledger now. The object's own alarm may
+ * be running at the same moment (it fires in real time): wait until this pass
+ * is the one that ran.
+ */
+async function runAlarmPass(account: string, prepare: (sql: SqlStorage) => void) {
+  const ledger = ledgerOf(account);
+  for (let attempt = 0; attempt < 50; attempt++) {
+    await runInDurableObject(ledger, async (_, state) => {
+      prepare(state.storage.sql);
+      await state.storage.setAlarm(Date.now());
+    });
+    if (await runDurableObjectAlarm(ledger)) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error('the alarm never ran');
+}
+
 /** Everything the alarm would do later, now: every deadline and retry brought forward, one alarm run. */
 async function alarmNow(account: string) {
-  const ledger = ledgerOf(account);
-  await runInDurableObject(ledger, (_, state) => {
-    const sql = state.storage.sql;
+  await runAlarmPass(account, (sql) => {
     sql.exec(`UPDATE sagas SET deadline = 0 WHERE state IN ('reserved', 'authorized')`);
     sql.exec('UPDATE charge_outbox SET next_attempt_at = 0');
     sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('saga_recovery', 0), ('charge_outbox', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
   });
-  await runDurableObjectAlarm(ledger);
 }
 
 async function state(account: string) {
@@ -268,11 +283,12 @@ describe('recurring plans (§3.2)', () => {
     runInDurableObject(ledgerOf(account), (_, s) => s.storage.sql.exec<{ status: string; renews_at: number | null; billing: string }>('SELECT status, renews_at, billing FROM resources WHERE id = ?', id).one());
 
   async function renewNow(account: string, id: string) {
-    await runInDurableObject(ledgerOf(account), (_, s) => {
-      s.storage.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - 1000, id);
-      s.storage.sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
+    // Let the capture of the subscription settle first, so that this pass is about the renewal alone.
+    await vi.waitFor(async () => expect(await ledgerOf(account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
+    await runAlarmPass(account, (sql) => {
+      sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - 1000, id);
+      sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
     });
-    await runDurableObjectAlarm(ledgerOf(account));
   }
 
   it('renews a monthly plan at its boundary through the same charge path', async () => {
@@ -351,5 +367,27 @@ describe('a retry after a crash between the saga and its Idempotency-Key record'
     await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec(`UPDATE sagas SET request_key = ? WHERE agent_id = 'agt_x'`, `${agent.account}:${token} running-key`));
     const res = await paid(agent, request, 'running-key');
     expect(res).toMatchObject({ status: 409, body: { code: 'idempotency_request_in_progress' } });
+  });
+});
+
+describe('the provider’s trail of a charge, for dispute evidence', () => {
+  const orchestratorToken = (path: string, claims: Record<string, unknown> = {}) =>
+    signCompact({ alg: 'EdDSA', typ: 'oap-orchestrator+jwt', kid: orchestratorKey.kid }, { iss: 'http://127.0.0.1:8787', aud: PROVIDER, iat: now(), exp: now() + 60, htm: 'GET', htu: `${PROVIDER}${path}`, ...claims });
+
+  it('answers the trusted orchestrator with the events of that charge, and nobody else', async () => {
+    const agent = await agentWithToken();
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
+    const path = `/v1/charges/${res.body.charge_id}/audit`;
+    const ok = await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } });
+    expect(ok.status).toBe(200);
+    const body = (await ok.json()) as { account_id: string; events: Json[] };
+    expect(body.account_id).toBe(agent.account);
+    expect(body.events.map((e) => e.action)).toEqual(expect.arrayContaining(['charge.reserve', 'resource.provision']));
+    expect(body.events.find((e) => e.action === 'resource.provision')!.related).toContain(res.body.charge_id);
+
+    expect((await call(`${path}?sub=${agent.sub}`)).status).toBe(401);
+    expect((await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken('/v1/charges/chg_other/audit')}` } })).status).toBe(401);
+    expect((await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path, { iss: 'https://elsewhere.example' })}` } })).status).toBe(401);
+    expect((await call(`${path}?sub=pw_nobody`, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } })).status).toBe(404);
   });
 });

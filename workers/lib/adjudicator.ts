@@ -33,7 +33,11 @@ export type EvidenceBundle = {
   mandate: { mandate_id: string; mandate_jws: string | null; display_document: string | null; revoked_at: string | null };
   orchestrator: { issuer: string; jwks: JSONWebKeySet };
   provider: { id: string; issuer: string; jwks: JSONWebKeySet };
-  audit: { orchestrator: { events: AuditEvent[]; signed_head: { seq: number; hash: string; time: string; jws: string } | null } };
+  audit: {
+    orchestrator: { events: AuditEvent[]; signed_head: { seq: number; hash: string; time: string; jws: string } | null };
+    /** The provider's side, when it could be obtained: corroborates the receipt, decides nothing alone. */
+    provider: { events: AuditEvent[]; signed_head: { seq: number; hash: string; time: string; jws: string } | null } | null;
+  };
 };
 
 export type Finding = { check: string; result: 'pass' | 'fail' | 'missing'; evidence: string };
@@ -51,6 +55,7 @@ const PARTY: Record<string, 'orchestrator' | 'provider'> = {
   provider_delivered: 'provider',
   provider_checks: 'provider',
   audit_trail: 'orchestrator',
+  provider_trail: 'provider',
 };
 
 export async function adjudicate(bundle: EvidenceBundle): Promise<Adjudication> {
@@ -147,6 +152,7 @@ export async function adjudicate(bundle: EvidenceBundle): Promise<Adjudication> 
   // The orchestrator's trail for this charge: every event intact and in chain order, the ones the
   // charge's state implies all there, none past the signed head that covers them.
   add('audit_trail', ...(await auditFinding(bundle)));
+  add('provider_trail', ...(await providerTrailFinding(bundle)));
 
   return decide(findings);
 }
@@ -178,12 +184,37 @@ async function auditFinding(bundle: EvidenceBundle): Promise<[Finding['result'],
   return ['pass', `${events.length} events in chain order, intact${head ? `, signed head at seq ${head.seq}` : ''}`];
 }
 
+/** The provider's own trail: intact, in order, and recording the provision it was paid for. */
+async function providerTrailFinding(bundle: EvidenceBundle): Promise<[Finding['result'], string]> {
+  const trail = bundle.audit.provider;
+  if (!trail || trail.events.length === 0) return ['missing', 'the provider’s trail was not available'];
+  const broken = trail.events.find((e) => {
+    const { hash, ...rest } = e;
+    return auditEventHash(rest) !== hash;
+  });
+  if (broken) return ['fail', `provider event seq ${broken.seq} does not match its hash`];
+  if (trail.events.some((e, i) => i > 0 && e.seq <= trail.events[i - 1]!.seq)) return ['fail', 'provider events out of chain order'];
+  const provisioned = trail.events.some((e) => e.action === 'resource.provision' && e.outcome === 'succeeded' && e.related.includes(bundle.charge.charge_id));
+  if (!provisioned) return ['fail', 'the provider’s trail has no provision paid by this charge'];
+  if (trail.signed_head) {
+    try {
+      await jwtVerify(trail.signed_head.jws, createLocalJWKSet(bundle.provider.jwks), { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.provider.issuer });
+    } catch {
+      return ['fail', 'the provider’s signed head does not verify'];
+    }
+  }
+  return ['pass', `${trail.events.length} provider events, the provision among them`];
+}
+
+/** Checks whose missing evidence leaves the verdict to the others. */
+const CORROBORATING = new Set(['provider_trail']);
+
 function decide(findings: Finding[]): Adjudication {
   const failed = findings.find((f) => f.result === 'fail');
   const missingReceipt = findings.find((f) => f.check === 'provider_delivered' && f.result === 'missing');
   const missingMandate = findings.find((f) => f.check === 'mandate_signed' && f.result === 'missing');
   if (failed) return { adjudicator: ADJUDICATOR_VERSION, verdict: 'outside_scope', failing_party: PARTY[failed.check] ?? 'orchestrator', findings };
   if (missingReceipt) return { adjudicator: ADJUDICATOR_VERSION, verdict: 'insufficient_evidence', failing_party: 'provider', findings };
-  if (missingMandate || findings.some((f) => f.result === 'missing')) return { adjudicator: ADJUDICATOR_VERSION, verdict: 'insufficient_evidence', failing_party: 'orchestrator', findings };
+  if (missingMandate || findings.some((f) => f.result === 'missing' && !CORROBORATING.has(f.check))) return { adjudicator: ADJUDICATOR_VERSION, verdict: 'insufficient_evidence', failing_party: 'orchestrator', findings };
   return { adjudicator: ADJUDICATOR_VERSION, verdict: 'within_scope', failing_party: null, findings };
 }

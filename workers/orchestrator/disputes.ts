@@ -7,7 +7,9 @@ import type { AuditEvent } from '../lib/audit';
 import { auditEvents } from '../lib/audit-trail';
 import { newId } from '../lib/ids';
 import { ProblemError, refusalProblem } from '../lib/problem';
+import { signJwt } from '../lib/jws';
 import { loadSigningKeys } from '../lib/signing-keys';
+import { pairwiseSubject } from './store/pairwise';
 import type { DisputeRecord } from '../../durable-objects/ledger/disputes';
 import { chargeRoute } from './charges';
 import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
@@ -21,6 +23,34 @@ async function providerJwks(env: OrchestratorBindings, providerId: string): Prom
     return { id: provider.id, issuer: provider.issuer, jwks: (await res.json()) as JSONWebKeySet };
   } catch {
     return { id: provider.id, issuer: provider.issuer, jwks: { keys: [] } };
+  }
+}
+
+/** The provider's events for the charge (§5: both parties'), asked with a token the orchestrator signs. */
+async function providerEvents(env: OrchestratorBindings, principalId: string, providerId: string, chargeId: string): Promise<EvidenceBundle['audit']['provider']> {
+  const config = orchestratorConfig(env);
+  const provider = config.PROVIDERS.find((p) => p.id === providerId);
+  if (!provider) return null;
+  const path = `/v1/charges/${chargeId}/audit`;
+  const now = Math.floor(Date.now() / 1000);
+  const token = await signJwt(await loadSigningKeys(config.SIGNING_KEYS), 'oap-orchestrator+jwt', {
+    iss: config.PUBLIC_BASE_URL,
+    aud: provider.issuer,
+    iat: now,
+    exp: now + 60,
+    jti: crypto.randomUUID(),
+    htm: 'GET',
+    htu: `${provider.url}${path}`,
+  });
+  const binding = provider.binding ? (env as unknown as Record<string, Fetcher | undefined>)[provider.binding] : undefined;
+  try {
+    const sub = await pairwiseSubject(env.DB, principalId, provider.id);
+    const res = await (binding ?? globalThis).fetch(`${provider.url}${path}?sub=${encodeURIComponent(sub)}`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10_000) });
+    if (!res.ok) return null;
+    const body = (await res.json()) as { events: AuditEvent[]; signed_head: NonNullable<EvidenceBundle['audit']['provider']>['signed_head'] };
+    return { events: body.events, signed_head: body.signed_head };
+  } catch {
+    return null;
   }
 }
 
@@ -39,6 +69,7 @@ export async function gatherEvidence(env: OrchestratorBindings, principalId: str
     if (event.target === chargeId || event.related.includes(chargeId)) events.push(event);
   }
   const [signedHead] = await ledger.signedHeads(1);
+  const providerTrail = await providerEvents(env, principalId, hold.provider, chargeId);
   return {
     format: EVIDENCE_FORMAT,
     charge: {
@@ -62,7 +93,7 @@ export async function gatherEvidence(env: OrchestratorBindings, principalId: str
     mandate: { mandate_id: hold.mandate_id, mandate_jws: mandate?.mandate_jws ?? null, display_document: mandate?.display_document ?? null, revoked_at: mandate?.revoked_at ?? null },
     orchestrator: { issuer: config.PUBLIC_BASE_URL, jwks: keys.publicJwks as JSONWebKeySet },
     provider,
-    audit: { orchestrator: { events, signed_head: signedHead ?? null } },
+    audit: { orchestrator: { events, signed_head: signedHead ?? null }, provider: providerTrail },
   };
 }
 

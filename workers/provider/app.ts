@@ -16,6 +16,7 @@ import { discoveryRoutes } from './routes/discovery';
 import { eventRoutes } from './routes/events';
 import { linkingRoutes } from './routes/linking';
 import { resourceRoutes } from './routes/resources';
+import { chargeAuditRoutes } from './routes/charge-audit';
 import { oauthRoutes } from './routes/oauth';
 import { humanAccountByEmail } from './store/accounts';
 
@@ -58,6 +59,7 @@ export function createProviderApp() {
   );
   app.route('/', linkingRoutes());
   app.route('/', resourceRoutes());
+  app.route('/', chargeAuditRoutes());
   app.route('/', limitRoutes({ db: (env: ProviderBindings) => env.DB, config: sessionConfigOf, ledgerOf }));
   app.route(
     '/',

@@ -36,6 +36,7 @@ const CHECK_WORDS: Record<string, string> = {
   provider_delivered: 'The provider’s signed receipt describes this charge',
   provider_checks: 'The provider itself found the mandate active and every check passed',
   audit_trail: 'The audit trail records the authorization, untampered',
+  provider_trail: 'The provider’s own audit trail records what it provisioned for this charge',
 };
 
 export function evidencePages() {

@@ -1,0 +1,73 @@
+// GET /v1/charges/{id}/audit: the provider's side of a charge's trail, for the
+// orchestrator gathering dispute evidence (§5: both parties' events). Asked
+// with a short-lived token the orchestrator signs (typ oap-orchestrator+jwt),
+// bound to the method and URL; answers only for a principal of that orchestrator.
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { decodeJwt, jwtVerify } from 'jose';
+import type { RoleEnv } from '../../lib/app';
+import { AuditEventSchema, type AuditEvent } from '../../lib/audit';
+import { SignedHeadSchema } from '../../lib/audit-heads';
+import { auditEvents } from '../../lib/audit-trail';
+import { checkJwsHeader, ED25519_ALGS } from '../../lib/jws';
+import { issuerKeys } from '../../lib/jwks-cache';
+import { ProblemError, problemResponses } from '../../lib/problem';
+import { ledgerOf, providerConfig, type ProviderBindings } from '../env';
+import { linkedAccount } from '../store/accounts';
+
+const refused = (detail: string) => new ProblemError(401, 'unauthorized', `Orchestrator authentication failed: ${detail}.`);
+
+export function chargeAuditRoutes() {
+  const app = new OpenAPIHono<RoleEnv<ProviderBindings>>();
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/charges/{id}/audit',
+      summary: 'The provider’s audit events for one charge, with its latest signed head (orchestrator-authenticated)',
+      request: {
+        params: z.object({ id: z.string().startsWith('chg_') }),
+        query: z.object({ sub: z.string().min(1).openapi({ description: 'The principal’s pairwise subject at this provider' }) }),
+        headers: z.object({ authorization: z.string().optional().openapi({ description: 'Bearer <oap-orchestrator+jwt>' }) }),
+      },
+      responses: {
+        200: {
+          description: 'The events',
+          content: { 'application/json': { schema: z.object({ account_id: z.string(), events: z.array(AuditEventSchema), signed_head: SignedHeadSchema.nullable() }) } },
+        },
+        ...problemResponses(401, 404),
+      },
+    }),
+    async (c) => {
+      const config = providerConfig(c.env);
+      const [scheme, token] = (c.req.header('authorization') ?? '').split(' ');
+      if (scheme?.toLowerCase() !== 'bearer' || !token) throw refused('send Authorization: Bearer <oap-orchestrator+jwt>');
+      let iss: string;
+      try {
+        if (checkJwsHeader(token).typ !== 'oap-orchestrator+jwt') throw new Error('typ');
+        iss = String(decodeJwt(token).iss);
+      } catch {
+        throw refused('not an orchestrator request token');
+      }
+      if (!config.TRUSTED_ORCHESTRATORS.includes(iss)) throw refused('untrusted issuer');
+      try {
+        const { payload } = await jwtVerify(token, issuerKeys(iss), { typ: 'oap-orchestrator+jwt', algorithms: ED25519_ALGS, issuer: iss, audience: config.PUBLIC_BASE_URL, requiredClaims: ['exp', 'iat'] });
+        if (payload.exp! - payload.iat! > 60 || payload.htm !== 'GET' || payload.htu !== `${config.PUBLIC_BASE_URL}${c.req.path}`) throw new Error('binding');
+      } catch {
+        throw refused('the token does not verify, has expired, or is not for this request');
+      }
+      const chargeId = c.req.valid('param').id;
+      const link = await linkedAccount(c.env.DB, iss, c.req.valid('query').sub);
+      if (!link) throw new ProblemError(404, 'not_found', 'No such charge for this principal.');
+      const ledger = ledgerOf(c.env, link.account_id);
+      const saga = await ledger.sagaOfCharge(chargeId);
+      if (!saga) throw new ProblemError(404, 'not_found', 'No such charge for this principal.');
+      const ids = new Set([chargeId, saga.resource_id, saga.hold_id]);
+      const events: AuditEvent[] = [];
+      for await (const event of auditEvents(ledger, c.env.DB, link.account_id, 0, { mandateId: saga.mandate_id })) {
+        if ((event.target && ids.has(event.target)) || event.related.some((r) => ids.has(r))) events.push(event);
+      }
+      const [head] = await ledger.signedHeads(1);
+      return c.json({ account_id: link.account_id, events, signed_head: head ?? null }, 200);
+    },
+  );
+  return app;
+}
