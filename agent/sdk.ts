@@ -1,0 +1,263 @@
+// The OAP agent SDK: a typed client of the whole protocol for an agent that
+// holds one Ed25519 key. Runs in Node and in Workers (fetch, Web Crypto, jose).
+// Every request to the orchestrator is proved with a DPoP proof of the key
+// (§2.4); provider tokens are DPoP-bound (§2.3); paid calls are signed with
+// RFC 9421 and carry an Idempotency-Key (§3.1). Errors are OapError, with the
+// protocol's stable code.
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
+import { signRequest } from '../workers/lib/http-signatures';
+
+export type AgentKeyPair = { privateKey: CryptoKey; publicJwk: { kty: 'OKP'; crv: 'Ed25519'; x: string }; thumbprint: string };
+
+/** A protocol error: `code` is one of PROTOCOL.md's codes (or an OAuth error at token endpoints). */
+export class OapError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly body: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = 'OapError';
+  }
+  /** Refusals a human can lift (a limit, a mandate): as opposed to faults. */
+  get isRefusal() {
+    return this.status === 402 || this.status === 403 || this.code === 'account_link_required';
+  }
+}
+
+/** A fresh agent key; `privateJwk` is what an agent keeps (with 0600 permissions, say). */
+export async function generateAgentKey(): Promise<{ key: AgentKeyPair; privateJwk: JWK }> {
+  const { privateKey } = await generateKeyPair('Ed25519', { extractable: true });
+  const privateJwk = await exportJWK(privateKey);
+  return { key: await agentKeyFromJwk(privateJwk), privateJwk };
+}
+
+export async function agentKeyFromJwk(privateJwk: JWK): Promise<AgentKeyPair> {
+  const publicJwk = { kty: 'OKP' as const, crv: 'Ed25519' as const, x: String(privateJwk.x) };
+  return {
+    privateKey: (await importJWK({ ...privateJwk, alg: 'EdDSA' }, 'EdDSA')) as CryptoKey,
+    publicJwk,
+    thumbprint: await calculateJwkThumbprint(publicJwk),
+  };
+}
+
+async function sha256b64url(text: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text)));
+  return btoa(String.fromCharCode(...digest)).replaceAll('+', '-').replaceAll('/', '_').replace(/=+$/, '');
+}
+
+export async function dpopProof(key: AgentKeyPair, method: string, url: string, accessToken?: string): Promise<string> {
+  const u = new URL(url);
+  return new SignJWT({ htm: method, htu: `${u.origin}${u.pathname}`, jti: crypto.randomUUID(), ...(accessToken ? { ath: await sha256b64url(accessToken) } : {}) })
+    .setProtectedHeader({ alg: 'EdDSA', typ: 'dpop+jwt', jwk: key.publicJwk })
+    .setIssuedAt()
+    .sign(key.privateKey);
+}
+
+async function parse(res: Response): Promise<Record<string, any>> {
+  const text = await res.text();
+  let body: Record<string, any> = {};
+  try {
+    body = text ? (JSON.parse(text) as Record<string, any>) : {};
+  } catch {
+    body = { detail: text };
+  }
+  if (!res.ok) throw new OapError(res.status, String(body.code ?? body.error ?? 'http_error'), String(body.detail ?? body.error_description ?? res.statusText), body);
+  return body;
+}
+
+export type Money = { amount: number; currency: string };
+export type MandateRequest = {
+  description: string;
+  scope: { provider: string; services: string[]; max_per_charge?: Money }[];
+  spend_limit: Money & { period: 'month' };
+  expires_at: string;
+  share_email?: boolean;
+  supersedes?: string;
+};
+export type Mandate = Record<string, any> & { mandate_id: string; status: string; approval_url: string; interval?: number; user_code?: string; agent_id: string | null };
+
+type ProviderSession = { id: string; base: string; accessToken: string; expiresAt: number; accountId: string };
+
+export type ClientOptions = { orchestrator: string; key: AgentKeyPair; agentName?: string; fetch?: typeof fetch };
+
+/** An agent's view of one orchestrator and the providers it knows. */
+export class OapClient {
+  readonly orchestrator: string;
+  readonly key: AgentKeyPair;
+  #fetch: typeof fetch;
+  #agentName: string;
+  #providers = new Map<string, string>();
+  #tokens = new Map<string, ProviderSession>();
+
+  constructor(options: ClientOptions) {
+    this.orchestrator = options.orchestrator.replace(/\/+$/, '');
+    this.key = options.key;
+    this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
+    this.#agentName = options.agentName ?? 'oap agent';
+  }
+
+  /** The orchestrator's request for an agent: a fresh DPoP proof by the key. */
+  async #orchestrator(method: string, path: string, body?: unknown) {
+    const url = `${this.orchestrator}${path}`;
+    return parse(
+      await this.#fetch(url, {
+        method,
+        headers: { dpop: await dpopProof(this.key, method, url), accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      }),
+    );
+  }
+
+  // ── Discovery (§1) ──
+
+  async discover(): Promise<{ orchestrator: Record<string, any>; providers: Record<string, any>[] }> {
+    const orchestrator = await parse(await this.#fetch(`${this.orchestrator}/.well-known/agent-provisioning`));
+    const providers = await Promise.all(
+      (orchestrator.providers as string[]).map(async (base) => {
+        const doc = await parse(await this.#fetch(`${base}/.well-known/agent-provisioning`));
+        this.#providers.set(String(doc.id), base);
+        return doc;
+      }),
+    );
+    return { orchestrator, providers };
+  }
+
+  async catalogs(): Promise<{ provider: string; services: Record<string, any>[] }[]> {
+    if (this.#providers.size === 0) await this.discover();
+    return Promise.all([...this.#providers.values()].map(async (base) => (await parse(await this.#fetch(`${base}/v1/catalog`))) as { provider: string; services: Record<string, any>[] }));
+  }
+
+  async #providerBase(id: string): Promise<string> {
+    if (!this.#providers.has(id)) await this.discover();
+    const base = this.#providers.get(id);
+    if (!base) throw new OapError(404, 'not_found', `No provider ${id} at this orchestrator.`);
+    return base;
+  }
+
+  // ── Mandates (§2.1) ──
+
+  /** Asks for a mandate. An unregistered key makes first contact, naming itself. */
+  async requestMandate(request: MandateRequest): Promise<Mandate> {
+    return (await this.#orchestrator('POST', '/v1/mandates', { ...request, agent: { name: this.#agentName, public_jwk: this.key.publicJwk } })) as Mandate;
+  }
+
+  async mandate(id: string): Promise<Mandate> {
+    return (await this.#orchestrator('GET', `/v1/mandates/${id}`)) as Mandate;
+  }
+
+  /** Polls a pending mandate at its interval until the human decides; `onPoll` sees each read. */
+  async waitForDecision(id: string, options: { timeoutMs?: number; onPoll?: (m: Mandate) => void; sleep?: (ms: number) => Promise<void> } = {}): Promise<Mandate> {
+    const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+    const deadline = Date.now() + (options.timeoutMs ?? 10 * 60_000);
+    let interval = 5;
+    for (;;) {
+      let mandate: Mandate;
+      try {
+        mandate = await this.mandate(id);
+      } catch (error) {
+        if (error instanceof OapError && error.code === 'slow_down') {
+          interval += 5; // RFC 8628 §3.5
+          await sleep(interval * 1000);
+          continue;
+        }
+        throw error;
+      }
+      options.onPoll?.(mandate);
+      if (mandate.status !== 'pending') return mandate;
+      if (Date.now() > deadline) throw new OapError(408, 'timeout', 'The human did not decide in time.');
+      interval = mandate.interval ?? interval;
+      await sleep(interval * 1000);
+    }
+  }
+
+  // ── Tokens (§2.2, §2.3) ──
+
+  async #token(mandateId: string, provider: string): Promise<ProviderSession> {
+    const key = `${mandateId} ${provider}`;
+    const cached = this.#tokens.get(key);
+    if (cached && cached.expiresAt > Date.now() + 30_000) return cached;
+    const base = await this.#providerBase(provider);
+    const { attestation } = await this.#orchestrator('POST', '/v1/attestations', { mandate_id: mandateId, provider });
+    const tokenUrl = `${base}/oauth/token`;
+    const issued = await parse(
+      await this.#fetch(tokenUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await dpopProof(this.key, 'POST', tokenUrl) },
+        body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: String(attestation) }).toString(),
+      }),
+    );
+    const session = { id: provider, base, accessToken: String(issued.access_token), expiresAt: Date.now() + Number(issued.expires_in) * 1000, accountId: String(issued.account_id) };
+    this.#tokens.set(key, session);
+    return session;
+  }
+
+  async #provider(mandateId: string, provider: string, method: string, path: string) {
+    const session = await this.#token(mandateId, provider);
+    const url = `${session.base}${path}`;
+    return parse(await this.#fetch(url, { method, headers: { authorization: `DPoP ${session.accessToken}`, dpop: await dpopProof(this.key, method, url, session.accessToken), accept: 'application/json' } }));
+  }
+
+  /** A paid call (§3.1): signed over the exact body, retried with the same Idempotency-Key by the caller. */
+  async #paid(mandateId: string, provider: string, method: 'POST' | 'PATCH' | 'DELETE', path: string, body: unknown, idempotencyKey: string) {
+    const session = await this.#token(mandateId, provider);
+    const url = `${session.base}${path}`;
+    const text = JSON.stringify(body);
+    const signed = await signRequest({ method, targetUri: url, body: text, privateKey: this.key.privateKey, keyid: this.key.thumbprint });
+    const res = await this.#fetch(url, {
+      method,
+      headers: {
+        authorization: `DPoP ${session.accessToken}`,
+        dpop: await dpopProof(this.key, method, url, session.accessToken),
+        'content-type': 'application/json',
+        'idempotency-key': idempotencyKey,
+        ...signed,
+      },
+      body: text,
+    });
+    return { status: res.status, body: await parse(res) };
+  }
+
+  // ── Resources (§3.1) ──
+
+  /**
+   * Provisions `service` at `provider` on `plan`. Async services are followed
+   * to the end; the credentials come back once, here.
+   */
+  async provision(
+    mandateId: string,
+    provider: string,
+    input: { service: string; plan: string; parameters?: Record<string, unknown>; expected_price?: Money },
+    options: { idempotencyKey?: string; onProgress?: (status: string) => void; pollMs?: number } = {},
+  ): Promise<Record<string, any>> {
+    const { status, body } = await this.#paid(mandateId, provider, 'POST', '/v1/resources', { parameters: {}, ...input }, options.idempotencyKey ?? crypto.randomUUID());
+    if (status !== 202) return body;
+    for (;;) {
+      const operation = await this.#provider(mandateId, provider, 'GET', `/v1/operations/${body.operation_id}`);
+      options.onProgress?.(String(operation.status));
+      if (operation.status === 'succeeded') return { ...operation.resource, charge_id: operation.charge_id, operation_id: operation.operation_id };
+      if (operation.status === 'failed') throw new OapError(502, String(operation.error?.code ?? 'provision_failed'), String(operation.error?.message ?? 'provisioning failed'), operation);
+      await new Promise((r) => setTimeout(r, options.pollMs ?? 500));
+    }
+  }
+
+  async resources(mandateId: string, provider: string) {
+    return (await this.#provider(mandateId, provider, 'GET', '/v1/resources')).data as Record<string, any>[];
+  }
+
+  async usage(mandateId: string, provider: string) {
+    return this.#provider(mandateId, provider, 'GET', '/v1/usage');
+  }
+
+  /** The agent's own audit trail at the orchestrator (JSON Lines). */
+  async audit(): Promise<Record<string, any>[]> {
+    const url = `${this.orchestrator}/v1/audit`;
+    const res = await this.#fetch(url, { headers: { dpop: await dpopProof(this.key, 'GET', url) } });
+    if (!res.ok) await parse(res);
+    return (await res.text())
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, any>);
+  }
+}

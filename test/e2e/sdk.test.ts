@@ -1,0 +1,74 @@
+// The agent SDK (agent/sdk.ts) driving the three running Workers as an agent
+// would: from a fresh key to resources at two providers in one session.
+import { describe, expect, inject, it } from 'vitest';
+import { generateAgentKey, OapClient, OapError } from '../../agent/sdk';
+import { asHuman, inDays, readJson, signIn, signUpVerified } from './support';
+
+const urls = inject('urls');
+
+describe('the agent SDK', () => {
+  it('goes from a fresh key to a domain and a database at two providers, under one mandate', async () => {
+    const email = `sdk-${crypto.randomUUID().slice(0, 8)}@example.test`;
+    await signUpVerified(urls.orchestrator, email, 'sdk test password');
+    const human = await signIn(urls.orchestrator, email, 'sdk test password');
+
+    const { key } = await generateAgentKey();
+    const client = new OapClient({ orchestrator: urls.orchestrator, key, agentName: 'sdk agent' });
+    const { providers } = await client.discover();
+    expect(providers.map((p) => p.id).sort()).toEqual(['cloud', 'data']);
+    const catalogs = await client.catalogs();
+    expect(catalogs.flatMap((c) => c.services.map((s) => `${c.provider}/${s.id}`))).toEqual(expect.arrayContaining(['cloud/domain', 'data/database']));
+
+    const pending = await client.requestMandate({
+      description: 'A site and its database',
+      scope: [
+        { provider: 'cloud', services: ['domain'] },
+        { provider: 'data', services: ['database'] },
+      ],
+      spend_limit: { amount: 5000, currency: 'usd', period: 'month' },
+      expires_at: inDays(30),
+    });
+    expect(pending).toMatchObject({ status: 'pending', agent_id: null });
+    // The human types the code the agent shows.
+    const approved = await asHuman(human, 'POST', `/v1/mandates/${pending.mandate_id}/approve`, { json: { user_code: pending.user_code } });
+    expect(approved.status).toBe(200);
+    const mandate = await client.waitForDecision(pending.mandate_id, { sleep: async () => {} });
+    expect(mandate).toMatchObject({ status: 'active', agent_id: expect.stringMatching(/^agt_/) });
+
+    const name = `sdk-${crypto.randomUUID().slice(0, 8)}.com`;
+    const domain = await client.provision(mandate.mandate_id, 'cloud', { service: 'domain', plan: 'com-1y', parameters: { name }, expected_price: { amount: 1044, currency: 'usd' } });
+    expect(domain).toMatchObject({ status: 'active', name, charge_id: expect.stringMatching(/^chg_/), receipt: expect.any(String) });
+
+    const progress: string[] = [];
+    const database = await client.provision(mandate.mandate_id, 'data', { service: 'database', plan: 'free', parameters: { name: 'orders' } }, { onProgress: (s) => progress.push(s), pollMs: 100 });
+    expect(database).toMatchObject({ status: 'active', service: 'database' });
+    expect(database.credentials.token).toMatch(/^dbt_/);
+    expect(progress.at(-1)).toBe('succeeded');
+
+    expect((await client.resources(mandate.mandate_id, 'cloud')).map((r) => r.resource_id)).toContain(domain.resource_id);
+    expect(await client.usage(mandate.mandate_id, 'cloud')).toMatchObject({ spent: { amount: 1044 } });
+    const trail = await client.audit();
+    expect(new Set(trail.map((e) => e.actor.id))).toEqual(new Set([mandate.agent_id]));
+    expect(trail.map((e) => e.action)).toEqual(expect.arrayContaining(['mandate.request', 'attestation.issue']));
+  });
+
+  it('raises protocol refusals as OapError with their stable code', async () => {
+    const email = `sdk-${crypto.randomUUID().slice(0, 8)}@example.test`;
+    await signUpVerified(urls.orchestrator, email, 'sdk test password');
+    const human = await signIn(urls.orchestrator, email, 'sdk test password');
+    const { key } = await generateAgentKey();
+    const client = new OapClient({ orchestrator: urls.orchestrator, key });
+    const pending = await client.requestMandate({
+      description: 'One cheap domain',
+      scope: [{ provider: 'cloud', services: ['domain'], max_per_charge: { amount: 500, currency: 'usd' } }],
+      spend_limit: { amount: 5000, currency: 'usd', period: 'month' },
+      expires_at: inDays(30),
+    });
+    await readJson(await asHuman(human, 'POST', `/v1/mandates/${pending.mandate_id}/approve`, { json: { user_code: pending.user_code } }));
+    const mandate = await client.waitForDecision(pending.mandate_id, { sleep: async () => {} });
+    const refusal = await client.provision(mandate.mandate_id, 'cloud', { service: 'domain', plan: 'com-1y', parameters: { name: `sdk-${crypto.randomUUID().slice(0, 8)}.com` } }).catch((e: unknown) => e);
+    expect(refusal).toBeInstanceOf(OapError);
+    expect(refusal).toMatchObject({ status: 402, code: 'spend_limit_exceeded', isRefusal: true });
+    expect((refusal as OapError).body.step_up_url).toBe(`${urls.orchestrator}/mandates/${mandate.mandate_id}/approval`);
+  });
+});
