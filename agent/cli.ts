@@ -1,0 +1,213 @@
+// `oap`: the agent's command line, a thin layer over agent/sdk.ts, in the
+// manner of the CLIs agents already use. Every command takes --json and then
+// prints one envelope: {"ok": true, "data": …} or {"ok": false, "error": {"code", "message"}}.
+// Exit codes: 0 done, 1 failure, 2 usage, 3 refused (a limit, a mandate, a human's decision).
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { agentKeyFromJwk, generateAgentKey, OapClient, OapError } from './sdk';
+import { describe as describeEvidence, verifyEvidence } from './verify-evidence';
+
+type State = { orchestrator: string; private_jwk: Record<string, unknown>; name: string; mandate_id?: string };
+
+const HELP = `oap — provision infrastructure as an agent, paid through your human's orchestrator
+
+Usage: oap <command> [options]
+
+Commands
+  init --orchestrator <url> [--name <name>]   create this agent's key (.oap/agent.json, mode 0600)
+  catalog [filter]                            services and prices at every provider
+  mandate request --scope <p:s,s> [--scope …] --limit <dollars> [--days N] [--description …] [--no-wait]
+                                              ask the human; prints the approval URL and code, waits for the decision
+  mandate wait                                wait for the pending mandate's decision
+  add <provider>/<service> --plan <id> [--config '<json>']
+                                              provision a resource (paid, signed, idempotent)
+  ls                                          resources at every provider of the mandate
+  spend                                       spend this period at every provider of the mandate
+  audit                                       this agent's own audit trail
+  verify-evidence <file>                      re-verify a dispute's evidence bundle offline
+
+Options
+  --json        one JSON envelope on stdout: {"ok": true, "data": …} or {"ok": false, "error": {"code", "message"}}
+  --dir <path>  where .oap/ lives (default: the current directory)
+  --help        this text
+
+Examples
+  oap init --orchestrator http://127.0.0.1:8787
+  oap mandate request --scope cloud:domain,worker-script --scope data:database --limit 50
+  oap add cloud/domain --plan com-1y --config '{"name":"example-site.com"}'
+  oap spend --json
+`;
+
+class UsageError extends Error {}
+
+async function loadState(dir: string): Promise<State> {
+  try {
+    return JSON.parse(await readFile(join(dir, '.oap', 'agent.json'), 'utf8')) as State;
+  } catch {
+    throw new UsageError('No agent here: run `oap init --orchestrator <url>` first.');
+  }
+}
+
+async function saveState(dir: string, state: State) {
+  await mkdir(join(dir, '.oap'), { recursive: true, mode: 0o700 });
+  const path = join(dir, '.oap', 'agent.json');
+  await writeFile(path, JSON.stringify(state, null, 2), { mode: 0o600 });
+  await chmod(path, 0o600);
+}
+
+async function clientOf(state: State) {
+  return new OapClient({ orchestrator: state.orchestrator, key: await agentKeyFromJwk(state.private_jwk), agentName: state.name });
+}
+
+function mandateOf(state: State): string {
+  if (!state.mandate_id) throw new UsageError('No mandate yet: run `oap mandate request …` first.');
+  return state.mandate_id;
+}
+
+/** A spinner on stderr while something waits (never on stdout, which may be JSON). */
+function progress(json: boolean) {
+  const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+  let i = 0;
+  return (text: string) => {
+    if (json || !process.stderr.isTTY) return;
+    process.stderr.write(`\r${frames[i++ % frames.length]} ${text}   `);
+  };
+}
+
+function scopeOf(specs: string[]) {
+  return specs.map((spec) => {
+    const [provider, services] = spec.split(':');
+    if (!provider || !services) throw new UsageError(`--scope takes provider:service,service (got ${spec})`);
+    return { provider, services: services.split(',').filter(Boolean) };
+  });
+}
+
+const dollars = (text: string | undefined, flag: string) => {
+  if (!text || !/^\d+(\.\d{1,2})?$/.test(text)) throw new UsageError(`${flag} takes an amount in dollars, such as 50 or 12.50`);
+  return Math.round(Number(text) * 100);
+};
+
+export async function run(argv: string[]): Promise<{ code: number; data?: unknown; text?: string }> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+      dir: { type: 'string', default: process.cwd() },
+      orchestrator: { type: 'string' },
+      name: { type: 'string' },
+      scope: { type: 'string', multiple: true },
+      limit: { type: 'string' },
+      days: { type: 'string', default: '30' },
+      description: { type: 'string' },
+      'no-wait': { type: 'boolean', default: false },
+      plan: { type: 'string' },
+      config: { type: 'string' },
+    },
+  });
+  const [command, sub, ...rest] = positionals;
+  const dir = values.dir!;
+  if (values.help || !command) return { code: command || values.help ? 0 : 2, text: HELP };
+  const tick = progress(values.json!);
+
+  switch (command) {
+    case 'init': {
+      if (!values.orchestrator) throw new UsageError('init needs --orchestrator <url>');
+      const { privateJwk, key } = await generateAgentKey();
+      await saveState(dir, { orchestrator: values.orchestrator.replace(/\/+$/, ''), private_jwk: privateJwk as Record<string, unknown>, name: values.name ?? 'oap agent' });
+      return { code: 0, data: { orchestrator: values.orchestrator, key_thumbprint: key.thumbprint }, text: `Agent key created (${key.thumbprint}), kept in .oap/agent.json (0600).` };
+    }
+    case 'catalog': {
+      const client = await clientOf(await loadState(dir));
+      const filter = sub?.toLowerCase();
+      const rows = (await client.catalogs()).flatMap((c) =>
+        c.services.flatMap((s) =>
+          (s.plans as { id: string; price: { amount: number; currency: string }; billing: string }[]).map((p) => ({ provider: c.provider, service: s.id as string, plan: p.id, price: p.price, billing: p.billing })),
+        ),
+      );
+      const shown = filter ? rows.filter((r) => `${r.provider}/${r.service}/${r.plan}`.includes(filter)) : rows;
+      return { code: 0, data: shown, text: shown.map((r) => `${`${r.provider}/${r.service}`.padEnd(24)} ${r.plan.padEnd(10)} $${(r.price.amount / 100).toFixed(2)} ${r.billing}`).join('\n') };
+    }
+    case 'mandate': {
+      const state = await loadState(dir);
+      const client = await clientOf(state);
+      if (sub === 'request') {
+        const pending = await client.requestMandate({
+          description: values.description ?? 'Provisioning for my project',
+          scope: scopeOf(values.scope ?? []),
+          spend_limit: { amount: dollars(values.limit, '--limit'), currency: 'usd', period: 'month' },
+          expires_at: new Date(Date.now() + Number(values.days) * 86_400_000).toISOString(),
+        });
+        await saveState(dir, { ...state, mandate_id: pending.mandate_id });
+        if (!values.json) process.stderr.write(`Ask your human to open ${pending.approval_url}\nand type the code ${pending.user_code}\n`);
+        if (values['no-wait']) return { code: 0, data: pending, text: `Mandate ${pending.mandate_id} is pending.` };
+      } else if (sub !== 'wait') throw new UsageError('mandate takes request or wait');
+      const decided = await client.waitForDecision(mandateOf(await loadState(dir)), { onPoll: (m) => tick(`waiting for the human (${m.status})`) });
+      if (decided.status !== 'active') return { code: 3, data: decided, text: `The mandate is ${decided.status}.` };
+      return { code: 0, data: decided, text: `Mandate ${decided.mandate_id} is active: up to $${(decided.spend_limit.amount / 100).toFixed(2)} a month.` };
+    }
+    case 'add': {
+      const state = await loadState(dir);
+      const [provider, service] = (sub ?? '').split('/');
+      if (!provider || !service || !values.plan) throw new UsageError('add takes <provider>/<service> --plan <id>');
+      let parameters: Record<string, unknown> = {};
+      try {
+        parameters = values.config ? (JSON.parse(values.config) as Record<string, unknown>) : {};
+      } catch {
+        throw new UsageError('--config takes a JSON object');
+      }
+      const client = await clientOf(state);
+      const resource = await client.provision(mandateOf(state), provider, { service, plan: values.plan, parameters }, { onProgress: (s) => tick(`provisioning (${s})`) });
+      // Credentials are shown once: never in --json output of later commands, never in logs.
+      return { code: 0, data: resource, text: `${resource.resource_id} ${resource.service} ${resource.status} (charge ${resource.charge_id})` };
+    }
+    case 'ls':
+    case 'spend': {
+      const state = await loadState(dir);
+      const client = await clientOf(state);
+      const mandate = await client.mandate(mandateOf(state));
+      const providers = (mandate.scope as { provider: string }[]).map((s) => s.provider);
+      if (command === 'ls') {
+        const rows: Record<string, any>[] = (await Promise.all(providers.map(async (p) => (await client.resources(mandate.mandate_id, p)).map((r) => ({ provider: p, ...r }))))).flat();
+        return { code: 0, data: rows, text: rows.map((r) => `${String(r.provider).padEnd(8)} ${r.resource_id} ${r.service}/${r.plan} ${r.status}`).join('\n') || 'No resources.' };
+      }
+      const rows: Record<string, any>[] = await Promise.all(providers.map(async (p) => ({ provider: p, ...(await client.usage(mandate.mandate_id, p)) })));
+      return { code: 0, data: rows, text: rows.map((r) => `${String(r.provider).padEnd(8)} $${(r.spent.amount / 100).toFixed(2)} of $${(r.limit.amount / 100).toFixed(2)} this period`).join('\n') };
+    }
+    case 'audit': {
+      const events = await (await clientOf(await loadState(dir))).audit();
+      return { code: 0, data: events, text: events.map((e) => `${String(e.seq).padStart(5)} ${e.time} ${e.action} ${e.outcome}${e.reason ? ` (${e.reason})` : ''}`).join('\n') };
+    }
+    case 'verify-evidence': {
+      if (!sub) throw new UsageError('verify-evidence takes a file');
+      const bundle = JSON.parse(await readFile(sub, 'utf8'));
+      const result = await verifyEvidence(bundle);
+      return { code: result.verdict === 'within_scope' ? 0 : 3, data: result, text: describeEvidence(bundle, result) };
+    }
+    default:
+      void rest;
+      throw new UsageError(`Unknown command ${command}. See oap --help.`);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const json = argv.includes('--json');
+  try {
+    const result = await run(argv);
+    if (process.stderr.isTTY && !json) process.stderr.write('\r\x1b[K');
+    if (json) process.stdout.write(`${JSON.stringify({ ok: result.code === 0, data: result.data ?? null })}\n`);
+    else if (result.text) process.stdout.write(`${result.text}\n`);
+    return result.code;
+  } catch (error) {
+    const usage = error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    const code = error instanceof OapError ? error.code : usage ? 'usage' : 'failure';
+    const message = (error as Error).message;
+    if (json) process.stdout.write(`${JSON.stringify({ ok: false, error: { code, message, ...(error instanceof OapError ? { status: error.status, details: error.body } : {}) } })}\n`);
+    else process.stderr.write(`oap: ${message}${error instanceof OapError && error.body.step_up_url ? `\nA human can approve more at ${String(error.body.step_up_url)}` : ''}\n`);
+    if (usage) return 2;
+    if (error instanceof OapError && error.isRefusal) return 3;
+    return 1;
+  }
+}

@@ -1,0 +1,67 @@
+// The `oap` command line against the running Workers, as an agent (or a
+// developer standing in for one) would use it.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, inject, it } from 'vitest';
+import { asHuman, signIn, signUpVerified } from './support';
+
+const urls = inject('urls');
+
+function oap(dir: string, ...args: string[]) {
+  const run = spawnSync(process.execPath, ['agent/bin/oap.mjs', ...args, '--dir', dir], { encoding: 'utf8', timeout: 60_000 });
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr, json: () => JSON.parse(run.stdout) as { ok: boolean; data: any; error?: { code: string; message: string } } };
+}
+
+describe('oap', () => {
+  it('init, catalog, mandate, add, ls, spend, audit: one JSON envelope each, exit codes that tell refusal from failure', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'oap-cli-'));
+    try {
+      const help = oap(dir, '--help');
+      expect(help.status).toBe(0);
+      expect(help.stdout).toContain('Examples');
+      expect(oap(dir, 'ls', '--json')).toMatchObject({ status: 2 });
+
+      const init = oap(dir, 'init', '--orchestrator', urls.orchestrator, '--name', 'cli agent', '--json');
+      expect(init.status, init.stderr).toBe(0);
+      expect(init.json()).toMatchObject({ ok: true, data: { key_thumbprint: expect.any(String) } });
+      expect(statSync(join(dir, '.oap', 'agent.json')).mode & 0o777).toBe(0o600);
+
+      const catalog = oap(dir, 'catalog', 'domain', '--json').json();
+      expect(catalog.data).toContainEqual({ provider: 'cloud', service: 'domain', plan: 'com-1y', price: { amount: 1044, currency: 'usd' }, billing: 'year' });
+
+      const requested = oap(dir, 'mandate', 'request', '--scope', 'cloud:domain', '--scope', 'data:database', '--limit', '12', '--no-wait', '--json');
+      expect(requested.status, requested.stdout + requested.stderr).toBe(0);
+      const pending = requested.json().data;
+      expect(pending).toMatchObject({ status: 'pending', user_code: expect.stringMatching(/^[A-Z]{4}-[A-Z]{4}$/) });
+
+      const email = `cli-${crypto.randomUUID().slice(0, 8)}@example.test`;
+      await signUpVerified(urls.orchestrator, email, 'cli test password');
+      const human = await signIn(urls.orchestrator, email, 'cli test password');
+      expect((await asHuman(human, 'POST', `/v1/mandates/${pending.mandate_id}/approve`, { json: { user_code: pending.user_code } })).status).toBe(200);
+      const decided = oap(dir, 'mandate', 'wait', '--json');
+      expect(decided.json()).toMatchObject({ ok: true, data: { status: 'active' } });
+
+      const name = `cli-${crypto.randomUUID().slice(0, 8)}.com`;
+      const added = oap(dir, 'add', 'cloud/domain', '--plan', 'com-1y', '--config', JSON.stringify({ name }), '--json');
+      expect(added.status, added.stdout).toBe(0);
+      expect(added.json().data).toMatchObject({ status: 'active', name });
+
+      // $12 a month does not fit a second $10.44 domain: a refusal (exit 3) with its code.
+      const refused = oap(dir, 'add', 'cloud/domain', '--plan', 'com-1y', '--config', JSON.stringify({ name: `cli-${crypto.randomUUID().slice(0, 8)}.com` }), '--json');
+      expect(refused.status).toBe(3);
+      expect(refused.json()).toMatchObject({ ok: false, error: { code: 'spend_limit_exceeded' } });
+      const bad = oap(dir, 'add', 'cloud/domain', '--plan', 'com-1y', '--config', '{not json', '--json');
+      expect(bad.status).toBe(2);
+
+      expect(oap(dir, 'ls', '--json').json().data).toContainEqual(expect.objectContaining({ provider: 'cloud', service: 'domain', name }));
+      expect(oap(dir, 'spend', '--json').json().data).toContainEqual(expect.objectContaining({ provider: 'cloud', spent: { amount: 1044, currency: 'usd' } }));
+      const audit = oap(dir, 'audit', '--json').json();
+      expect(audit.data.map((e: { action: string }) => e.action)).toEqual(expect.arrayContaining(['mandate.request', 'attestation.issue']));
+      expect(oap(dir, 'spend').stdout).toContain('$10.44');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
