@@ -6,6 +6,7 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { agentKeyFromJwk, generateAgentKey, OapClient, OapError } from './sdk';
+import { mcpServer } from './mcp';
 import { describe as describeEvidence, verifyEvidence } from './verify-evidence';
 
 type State = { orchestrator: string; private_jwk: Record<string, unknown>; name: string; mandate_id?: string };
@@ -26,6 +27,7 @@ Commands
   spend                                       spend this period at every provider of the mandate
   audit                                       this agent's own audit trail
   verify-evidence <file>                      re-verify a dispute's evidence bundle offline
+  mcp                                         serve these operations as MCP tools on stdio
 
 Options
   --json        one JSON envelope on stdout: {"ok": true, "data": …} or {"ok": false, "error": {"code", "message"}}
@@ -179,6 +181,19 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
     case 'audit': {
       const events = await (await clientOf(await loadState(dir))).audit();
       return { code: 0, data: events, text: events.map((e) => `${String(e.seq).padStart(5)} ${e.time} ${e.action} ${e.outcome}${e.reason ? ` (${e.reason})` : ''}`).join('\n') };
+    }
+    case 'mcp': {
+      const state = await loadState(dir);
+      await mcpServer(await clientOf(state), {
+        get: () => state.mandate_id,
+        set: async (id) => {
+          state.mandate_id = id;
+          await saveState(dir, state);
+        },
+      });
+      // Serves until stdin closes.
+      await new Promise<void>((resolve) => process.stdin.on('close', () => resolve()));
+      return { code: 0 };
     }
     case 'verify-evidence': {
       if (!sub) throw new UsageError('verify-evidence takes a file');

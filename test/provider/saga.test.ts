@@ -66,6 +66,20 @@ async function alarmNow(account: string) {
   });
 }
 
+/**
+ * Alarm passes until `check` holds: the object's own alarm may be running a
+ * task when the test's pass comes, and then the pass defers it.
+ */
+async function settles(account: string, check: () => Promise<void>) {
+  await vi.waitFor(
+    async () => {
+      await alarmNow(account);
+      await check();
+    },
+    { timeout: 10_000, interval: 50 },
+  );
+}
+
 async function state(account: string) {
   return runInDurableObject(ledgerOf(account), (_, s) => {
     const sql = s.storage.sql;
@@ -88,11 +102,9 @@ describe('the saga, step by step', () => {
     const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
     expect(res.status).toBe(201);
     expect(res.body).toMatchObject({ status: 'active', name, charge_id: expect.stringMatching(/^chg_fake/) });
-    let s = await state(agent.account);
+    const s = await state(agent.account);
     expect(s.holds).toEqual([{ status: 'captured', amount: 1044 }]);
-    await alarmNow(agent.account);
-    s = await state(agent.account);
-    expect(s.owed).toEqual([]);
+    await settles(agent.account, async () => expect((await state(agent.account)).owed).toEqual([]));
     expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toEqual(['/v1/charges', `/v1/charges/${res.body.charge_id}/capture`]);
   });
 
@@ -124,12 +136,10 @@ describe('the saga, step by step', () => {
     await testEnv.DB.exec(`CREATE TRIGGER fail_${name.replace(/\W/g, '_')} BEFORE INSERT ON service_names WHEN NEW.name = '${name}' BEGIN SELECT RAISE(ABORT, 'registry down'); END`);
     const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
     expect(res.status).toBe(502);
-    let s = await state(agent.account);
+    const s = await state(agent.account);
     expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
-    expect(s.owed).toEqual([{ action: 'void' }]);
-    await alarmNow(agent.account);
-    s = await state(agent.account);
-    expect(s.owed).toEqual([]);
+    expect(s.owed.length).toBeLessThanOrEqual(1); // the void, unless the object's own alarm already sent it
+    await settles(agent.account, async () => expect((await state(agent.account)).owed).toEqual([]));
     expect((await orchestratorCalls(agent.sub)).map((c) => c.path.split('/').at(-1))).toEqual(['charges', 'void']);
     expect(await nameTaken(name)).toBe(false);
   });
@@ -169,7 +179,7 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
   it('after the reserve (the process died before asking the orchestrator): the hold is voided', async () => {
     const agent = await agentWithToken();
     await begin(agent, domain());
-    await alarmNow(agent.account);
+    await settles(agent.account, async () => expect((await state(agent.account)).sagas).toEqual([{ state: 'voided', charge_id: null }]));
     const s = await state(agent.account);
     expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
     expect(s.sagas).toEqual([{ state: 'voided', charge_id: null }]);
@@ -181,8 +191,12 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     const { ledger, sagaId } = await begin(agent, domain());
     const chargeId = await authorizeAtFake(agent.sub, sagaId);
     await ledger.recordAuthorization(agent.account, sagaId, chargeId, 'null');
-    await alarmNow(agent.account); // recovery voids locally and owes a void
-    await alarmNow(agent.account); // the void reaches the orchestrator
+    // Recovery voids locally and owes a void; a later pass delivers it.
+    await settles(agent.account, async () => {
+      const now = await state(agent.account);
+      expect(now.sagas[0]!.state).toBe('voided');
+      expect(now.owed).toEqual([]);
+    });
     const s = await state(agent.account);
     expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
     expect(s.owed).toEqual([]);
@@ -199,8 +213,11 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     await testEnv.DB.prepare(`INSERT INTO service_names (kind, name, account_id, resource_id, created_at) VALUES ('domain', ?1, ?2, ?3, ?4)`)
       .bind(name, agent.account, resourceId, new Date().toISOString())
       .run();
-    await alarmNow(agent.account);
-    await alarmNow(agent.account);
+    await settles(agent.account, async () => {
+      const now = await state(agent.account);
+      expect(now.sagas[0]!.state).toBe('voided');
+      expect(now.owed).toEqual([]);
+    });
     expect(await nameTaken(name)).toBe(false);
     const s = await state(agent.account);
     expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
@@ -216,10 +233,8 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     await alarmNow(agent.account);
     expect((await state(agent.account)).owed).toEqual([{ action: 'capture' }]);
     await behave(agent.sub, { capture: 'ok' });
-    await alarmNow(agent.account);
-    const s = await state(agent.account);
-    expect(s.owed).toEqual([]);
-    expect(s.holds).toEqual([{ status: 'captured', amount: 1044 }]);
+    await settles(agent.account, async () => expect((await state(agent.account)).owed).toEqual([]));
+    expect((await state(agent.account)).holds).toEqual([{ status: 'captured', amount: 1044 }]);
   });
 
   it('when the orchestrator voided the charge first (409 charge_voided on capture): deprovisioned and refunded', async () => {
@@ -229,9 +244,8 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
     expect(res.status).toBe(201);
     expect(await nameTaken(name)).toBe(true);
-    await alarmNow(agent.account);
+    await settles(agent.account, async () => expect((await state(agent.account)).holds).toEqual([{ status: 'refunded', amount: 1044 }]));
     const s = await state(agent.account);
-    expect(s.holds).toEqual([{ status: 'refunded', amount: 1044 }]);
     expect(s.resources).toEqual([{ id: res.body.resource_id, status: 'deleted' }]);
     expect(await nameTaken(name)).toBe(false);
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(0);
@@ -283,12 +297,18 @@ describe('recurring plans (§3.2)', () => {
     runInDurableObject(ledgerOf(account), (_, s) => s.storage.sql.exec<{ status: string; renews_at: number | null; billing: string }>('SELECT status, renews_at, billing FROM resources WHERE id = ?', id).one());
 
   async function renewNow(account: string, id: string) {
-    // Let the capture of the subscription settle first, so that this pass is about the renewal alone.
+    // Let the capture of the subscription settle first, so that what follows is about the renewal alone.
     await vi.waitFor(async () => expect(await ledgerOf(account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
-    await runAlarmPass(account, (sql) => {
-      sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - 1000, id);
-      sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
-    });
+    await runInDurableObject(ledgerOf(account), (_, s) => void s.storage.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - 1000, id));
+    // Passes until the renewal has happened one way or the other (the object's own alarm may be mid-task).
+    await vi.waitFor(
+      async () => {
+        await runAlarmPass(account, (sql) => sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`));
+        const row = await resourceRow(account, id);
+        expect(row.status !== 'active' || row.renews_at! > Date.now()).toBe(true);
+      },
+      { timeout: 10_000, interval: 50 },
+    );
   }
 
   it('renews a monthly plan at its boundary through the same charge path', async () => {

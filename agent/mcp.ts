@@ -1,0 +1,99 @@
+// `oap mcp`: the same operations as the CLI, as tools of a Model Context
+// Protocol server on stdio, so any MCP-capable agent can provision through OAP.
+// Input schemas are zod (turned into JSON Schema by the MCP SDK). Paid tools
+// state the catalog's prices in their description, and never act without an
+// active mandate.
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { z } from 'zod';
+import { OapClient, OapError } from './sdk';
+
+type Result = { content: { type: 'text'; text: string }[]; isError?: boolean; structuredContent?: Record<string, unknown> };
+
+const ok = (data: unknown): Result => ({ content: [{ type: 'text', text: JSON.stringify(data, null, 2) }], structuredContent: { data } as Record<string, unknown> });
+const refused = (error: unknown): Result => ({
+  isError: true,
+  content: [{ type: 'text', text: JSON.stringify(error instanceof OapError ? { code: error.code, message: error.message, ...(error.body.step_up_url ? { step_up_url: error.body.step_up_url } : {}) } : { code: 'failure', message: String((error as Error).message) }) }],
+});
+
+export async function mcpServer(client: OapClient, mandate: { get(): string | undefined; set(id: string): Promise<void> }) {
+  const server = new McpServer({ name: 'oap', version: '2026.11.0' });
+  const prices = (await client.catalogs())
+    .flatMap((c) => c.services.flatMap((s) => (s.plans as { id: string; price: { amount: number }; billing: string }[]).map((p) => `${c.provider}/${s.id} ${p.id}: $${(p.price.amount / 100).toFixed(2)} (${p.billing})`)))
+    .join('; ');
+
+  const activeMandate = async () => {
+    const id = mandate.get();
+    if (!id) throw new OapError(403, 'mandate_inactive', 'No mandate yet: call request_mandate and let the human approve it.');
+    const m = await client.mandate(id);
+    if (m.status !== 'active') throw new OapError(403, 'mandate_inactive', `The mandate is ${m.status}; a paid tool needs an active one.`);
+    return m;
+  };
+  const guard = (fn: () => Promise<unknown>) => fn().then(ok, refused);
+
+  server.registerTool('catalog', { description: 'Services and plans at every provider this orchestrator knows, with their prices.', inputSchema: {} }, () => guard(() => client.catalogs()));
+
+  server.registerTool(
+    'request_mandate',
+    {
+      description: 'Ask the human for a mandate (what the agent may buy, where, up to how much a month). Returns the approval URL and the code to show the human.',
+      inputSchema: {
+        scope: z.array(z.object({ provider: z.string(), services: z.array(z.string()).min(1) })).min(1),
+        monthly_limit_dollars: z.number().positive(),
+        days: z.number().int().positive().max(366).default(30),
+        description: z.string().min(1).max(500),
+      },
+    },
+    (args) =>
+      guard(async () => {
+        const pending = await client.requestMandate({
+          description: args.description,
+          scope: args.scope,
+          spend_limit: { amount: Math.round(args.monthly_limit_dollars * 100), currency: 'usd', period: 'month' },
+          expires_at: new Date(Date.now() + args.days * 86_400_000).toISOString(),
+        });
+        await mandate.set(pending.mandate_id);
+        return { mandate_id: pending.mandate_id, approval_url: pending.approval_url, user_code: pending.user_code, status: pending.status };
+      }),
+  );
+
+  server.registerTool('mandate_status', { description: 'The current mandate: pending, active, denied, revoked or expired.', inputSchema: {} }, () =>
+    guard(async () => {
+      const id = mandate.get();
+      if (!id) throw new OapError(404, 'not_found', 'No mandate yet.');
+      return client.mandate(id);
+    }),
+  );
+
+  server.registerTool(
+    'provision',
+    {
+      description: `PAID: provisions a resource and charges the human's payment relationship. Prices: ${prices}. Needs an active mandate that covers the provider and service.`,
+      inputSchema: { provider: z.string(), service: z.string(), plan: z.string(), parameters: z.record(z.string(), z.unknown()).default({}) },
+    },
+    (args) =>
+      guard(async () => {
+        const m = await activeMandate();
+        return client.provision(m.mandate_id, args.provider, { service: args.service, plan: args.plan, parameters: args.parameters });
+      }),
+  );
+
+  server.registerTool('list_resources', { description: 'Resources at every provider of the mandate.', inputSchema: {} }, () =>
+    guard(async () => {
+      const m = await activeMandate();
+      return (await Promise.all((m.scope as { provider: string }[]).map(async (s) => (await client.resources(m.mandate_id, s.provider)).map((r) => ({ provider: s.provider, ...r }))))).flat();
+    }),
+  );
+
+  server.registerTool('spend', { description: 'Spend this period at every provider of the mandate, against each account limit.', inputSchema: {} }, () =>
+    guard(async () => {
+      const m = await activeMandate();
+      return Promise.all((m.scope as { provider: string }[]).map(async (s) => ({ provider: s.provider, ...(await client.usage(m.mandate_id, s.provider)) })));
+    }),
+  );
+
+  server.registerTool('audit', { description: "This agent's own audit trail at the orchestrator.", inputSchema: {} }, () => guard(() => client.audit()));
+
+  await server.connect(new StdioServerTransport());
+  return server;
+}

@@ -1,0 +1,54 @@
+// `oap mcp`: the protocol's operations as MCP tools, driven by the official
+// MCP client over stdio against the running Workers.
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, inject, it } from 'vitest';
+import { asHuman, signIn, signUpVerified } from './support';
+
+const urls = inject('urls');
+
+describe('oap mcp', () => {
+  it('lists tools with prices, refuses paid tools without an active mandate, provisions with one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'oap-mcp-'));
+    const init = spawnSync(process.execPath, ['agent/bin/oap.mjs', 'init', '--orchestrator', urls.orchestrator, '--dir', dir], { encoding: 'utf8' });
+    expect(init.status, init.stderr).toBe(0);
+    const client = new Client({ name: 'test', version: '1.0.0' });
+    await client.connect(new StdioClientTransport({ command: process.execPath, args: ['agent/bin/oap.mjs', 'mcp', '--dir', dir], stderr: 'pipe' }));
+    try {
+      const { tools } = await client.listTools();
+      expect(tools.map((t) => t.name).sort()).toEqual(['audit', 'catalog', 'list_resources', 'mandate_status', 'provision', 'request_mandate', 'spend']);
+      const provision = tools.find((t) => t.name === 'provision')!;
+      expect(provision.description).toContain('PAID');
+      expect(provision.description).toContain('cloud/domain com-1y: $10.44');
+      expect(provision.inputSchema.properties).toHaveProperty('service');
+
+      const early = await client.callTool({ name: 'provision', arguments: { provider: 'cloud', service: 'domain', plan: 'com-1y', parameters: { name: 'too-early.com' } } });
+      expect(early.isError).toBe(true);
+      expect(JSON.stringify(early.content)).toContain('mandate_inactive');
+
+      const requested = await client.callTool({
+        name: 'request_mandate',
+        arguments: { scope: [{ provider: 'cloud', services: ['domain'] }], monthly_limit_dollars: 30, days: 30, description: 'An MCP agent’s domain' },
+      });
+      const pending = (requested.structuredContent as { data: { mandate_id: string; user_code: string } }).data;
+      const email = `mcp-${crypto.randomUUID().slice(0, 8)}@example.test`;
+      await signUpVerified(urls.orchestrator, email, 'mcp test password');
+      const human = await signIn(urls.orchestrator, email, 'mcp test password');
+      expect((await asHuman(human, 'POST', `/v1/mandates/${pending.mandate_id}/approve`, { json: { user_code: pending.user_code } })).status).toBe(200);
+
+      const name = `mcp-${crypto.randomUUID().slice(0, 8)}.com`;
+      const done = await client.callTool({ name: 'provision', arguments: { provider: 'cloud', service: 'domain', plan: 'com-1y', parameters: { name } } });
+      expect(done.isError ?? false).toBe(false);
+      expect((done.structuredContent as { data: Record<string, unknown> }).data).toMatchObject({ status: 'active', name });
+      const spend = await client.callTool({ name: 'spend', arguments: {} });
+      expect(JSON.stringify(spend.structuredContent)).toContain('"amount":1044');
+    } finally {
+      await client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
