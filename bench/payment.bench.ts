@@ -12,15 +12,13 @@
 //   the same two cores, which one busy object batches; on the platform objects
 //   spread across machines.
 import { env } from 'cloudflare:workers';
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { expect, it, vi } from 'vitest';
+import { expect, it } from 'vitest';
 import { signRequest } from '../workers/lib/http-signatures';
 import { dpopProof, newAgentKey, type AgentKey } from '../test/support/agent-keys';
+import { PROVIDER, signAttestation, tokenRequest, useFakeOrchestrator } from '../test/support/fake-orchestrator';
 import providerWorker from '../workers/provider/index';
 import benchWorker from './bench-worker';
 
-const ORCHESTRATOR = 'http://127.0.0.1:8787';
-const PROVIDER = 'http://127.0.0.1:8788';
 type BenchEnv = TestEnv & { COUNTER: DurableObjectNamespace<import('./bench-worker').BareCounter> };
 const benchEnv = env as unknown as BenchEnv;
 const ctx = { waitUntil: () => {}, passThroughOnException: () => {}, props: {} } as unknown as ExecutionContext;
@@ -31,46 +29,21 @@ async function timed(fn: () => Promise<unknown>) {
   return performance.now() - start;
 }
 
-async function orchestratorKey() {
-  const { privateKey, publicKey } = await generateKeyPair('Ed25519', { extractable: true });
-  const jwk = await exportJWK(publicKey);
-  const kid = await calculateJwkThumbprint(jwk);
-  const realFetch = globalThis.fetch;
-  vi.spyOn(globalThis, 'fetch').mockImplementation(async (input, init) => {
-    const url = new Request(input as RequestInfo, init).url;
-    if (url === `${ORCHESTRATOR}/.well-known/jwks.json`) return Response.json({ keys: [{ ...jwk, kid, use: 'sig' }] });
-    return realFetch(input as RequestInfo, init);
-  });
-  return { privateKey, kid };
-}
+useFakeOrchestrator();
 
 /** An account with an access token, as the token endpoint gives it to an agent. */
-async function account(signer: { privateKey: CryptoKey; kid: string }, agent: AgentKey) {
-  const attestation = await new SignJWT({
-    client_id: 'agt_bench',
-    act: { sub: 'agt_bench' },
-    cnf: { jkt: agent.jkt },
-    authorization_details: [
-      { type: 'oap_mandate', mandate_id: 'mdt_bench', services: ['domain'], max_per_charge: null, spend_limit: { amount: 100_000, currency: 'usd', period: 'month' }, expires_at: '2099-01-01T00:00:00.000Z' },
-    ],
-  })
-    .setProtectedHeader({ alg: 'EdDSA', typ: 'oauth-id-jag+jwt', kid: signer.kid })
-    .setIssuer(ORCHESTRATOR)
-    .setAudience(PROVIDER)
-    .setSubject(`sub_${crypto.randomUUID()}`)
-    .setJti(crypto.randomUUID())
-    .setIssuedAt()
-    .setExpirationTime('5m')
-    .sign(signer.privateKey);
-  const res = await providerWorker.fetch(
-    new Request(`${PROVIDER}/oauth/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await dpopProof(agent, 'POST', `${PROVIDER}/oauth/token`) },
-      body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: attestation }),
-    }),
-    benchEnv,
-    ctx,
-  );
+async function account(agent: AgentKey) {
+  const attestation = await signAttestation({
+    agent,
+    agentId: 'agt_bench',
+    mandateId: 'mdt_bench',
+    claims: {
+      authorization_details: [
+        { type: 'oap_mandate', mandate_id: 'mdt_bench', services: ['domain'], max_per_charge: null, spend_limit: { amount: 100_000, currency: 'usd', period: 'month' }, expires_at: '2099-01-01T00:00:00.000Z' },
+      ],
+    },
+  });
+  const res = await tokenRequest(agent, attestation);
   const token = (await res.json()) as { access_token: string; account_id: string };
   return { agent, token: token.access_token, account: token.account_id };
 }
@@ -128,10 +101,8 @@ async function principalWithMandate() {
 }
 
 it('payment ratios', async () => {
-  const signer = await orchestratorKey();
-
   // Governed / ungoverned over 100 principals.
-  const accounts = await Promise.all(Array.from({ length: 100 }, async () => account(signer, await newAgentKey())));
+  const accounts = await Promise.all(Array.from({ length: 100 }, async () => account(await newAgentKey())));
   const governedRequests = await Promise.all(accounts.map((a) => paidRequest(a, `gov-${crypto.randomUUID().slice(0, 12)}.com`)));
   const warm = await providerWorker.fetch(await paidRequest(accounts[0]!, `warm-${crypto.randomUUID().slice(0, 8)}.com`), benchEnv, ctx);
   expect(warm.status).toBe(201);

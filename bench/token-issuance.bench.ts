@@ -8,21 +8,22 @@
 import { getOAuthApi, OAuthProvider } from '@cloudflare/workers-oauth-provider';
 import { env } from 'cloudflare:workers';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
-import { expect, it, vi } from 'vitest';
+import { expect, it } from 'vitest';
 import { dpopProof, newAgentKey } from '../test/support/agent-keys';
+import { JWT_BEARER, PROVIDER, serveJwks, signAttestation, useFakeOrchestrator } from '../test/support/fake-orchestrator';
 import providerWorker from '../workers/provider/index';
 
 const N = 200;
-const ORCHESTRATOR = 'http://127.0.0.1:8787';
-const PROVIDER = 'http://127.0.0.1:8788';
-const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 
-async function issuerKey(alg: 'EdDSA' | 'ES256') {
-  const { privateKey, publicKey } = await generateKeyPair(alg === 'EdDSA' ? 'Ed25519' : 'ES256', { extractable: true });
+/** The baseline's identity provider: an ES256 key, its JWKS served by the fake orchestrator's fetch mock. */
+async function issuerKey() {
+  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
   const jwk = await exportJWK(publicKey);
   const kid = await calculateJwkThumbprint(jwk);
-  return { privateKey, jwks: { keys: [{ ...jwk, kid, alg, use: 'sig' }] }, kid, alg };
+  return { privateKey, jwks: { keys: [{ ...jwk, kid, alg: 'ES256', use: 'sig' }] }, kid };
 }
+
+useFakeOrchestrator();
 
 async function timed(fn: () => Promise<void>) {
   const start = performance.now();
@@ -31,15 +32,8 @@ async function timed(fn: () => Promise<void>) {
 }
 
 it('token issuance: ours / workers-oauth-provider', async () => {
-  const ours = await issuerKey('EdDSA');
-  const theirs = await issuerKey('ES256');
-  const realFetch = globalThis.fetch;
-  vi.spyOn(globalThis, 'fetch').mockImplementation(async (input, init) => {
-    const url = new Request(input as RequestInfo, init).url;
-    if (url === `${ORCHESTRATOR}/.well-known/jwks.json`) return Response.json(ours.jwks);
-    if (url === 'https://idp.example/jwks') return Response.json(theirs.jwks);
-    return realFetch(input as RequestInfo, init);
-  });
+  const theirs = await issuerKey();
+  serveJwks('https://idp.example/jwks', () => theirs.jwks);
 
   // Both are called in-process, as the runtime calls a Worker's fetch.
   const ctx = { waitUntil: () => {}, passThroughOnException: () => {}, props: {} } as unknown as ExecutionContext;
@@ -47,26 +41,10 @@ it('token issuance: ours / workers-oauth-provider', async () => {
   // Ours: one agent of one principal, N attestations and proofs.
   const agent = await newAgentKey();
   const sub = `sub_bench_${crypto.randomUUID()}`;
-  const attestation = (i: number) =>
-    new SignJWT({
-      client_id: 'agt_bench',
-      act: { sub: 'agt_bench' },
-      cnf: { jkt: agent.jkt },
-      authorization_details: [
-        { type: 'oap_mandate', mandate_id: 'mdt_bench', services: ['domain'], max_per_charge: null, spend_limit: { amount: 5000, currency: 'usd', period: 'month' }, expires_at: '2099-01-01T00:00:00.000Z' },
-      ],
-    })
-      .setProtectedHeader({ alg: 'EdDSA', typ: 'oauth-id-jag+jwt', kid: ours.kid })
-      .setIssuer(ORCHESTRATOR)
-      .setAudience(PROVIDER)
-      .setSubject(sub)
-      .setJti(`bench-${i}-${crypto.randomUUID()}`)
-      .setIssuedAt()
-      .setExpirationTime('5m')
-      .sign(ours.privateKey);
+  const attestation = async () => (await signAttestation({ agent, sub })).jwt;
   const ourRequests = await Promise.all(
-    Array.from({ length: N + 1 }, async (_, i) => ({
-      body: new URLSearchParams({ grant_type: JWT_BEARER, assertion: await attestation(i) }).toString(),
+    Array.from({ length: N + 1 }, async () => ({
+      body: new URLSearchParams({ grant_type: JWT_BEARER, assertion: await attestation() }).toString(),
       dpop: await dpopProof(agent, 'POST', `${PROVIDER}/oauth/token`),
     })),
   );
