@@ -132,12 +132,14 @@ export async function exchangeAttestation(env: ProviderBindings, request: TokenR
   }
   if (proof.jkt !== attested.jkt) return refuse(env, new OAuthError(400, 'invalid_dpop_proof', 'The DPoP proof is not signed by the key the assertion is bound to.'), context);
   // A proof is single use per key, whichever principal's attestation comes with it: checked in the
-  // key's own ledger, before anything (an account) can be created.
-  if (!(await ledgerOf(env, `key:${proof.jkt}`).consumeNonce(`dpop:${proof.jkt}:${proof.jti}`, Date.now() + 5 * 60 * 1000))) {
-    return refuse(env, new OAuthError(400, 'invalid_dpop_proof', 'This DPoP proof was already used.'), context);
-  }
+  // key's own ledger, before anything (an account) can be created. The grant lookup only reads, so
+  // it runs meanwhile rather than after.
+  const [proofIsFresh, lookup] = await Promise.all([
+    ledgerOf(env, `key:${proof.jkt}`).consumeNonce(`dpop:${proof.jkt}:${proof.jti}`, Date.now() + 5 * 60 * 1000),
+    grantLookup(env.DB, attested.iss, attested.sub, { mandate: attested.detail.mandate_id, agent: attested.agent_id }),
+  ]);
+  if (!proofIsFresh) return refuse(env, new OAuthError(400, 'invalid_dpop_proof', 'This DPoP proof was already used.'), context);
   if (Date.parse(attested.detail.expires_at) <= Date.now()) return refuse(env, invalidGrant('The mandate has expired.'), context);
-  const lookup = await grantLookup(env.DB, attested.iss, attested.sub, { mandate: attested.detail.mandate_id, agent: attested.agent_id });
   if (lookup.revoked) return refuse(env, invalidGrant('The mandate or the agent has been revoked.'), context);
   let scope: string[];
   try {
