@@ -7,7 +7,7 @@ import type { ProviderBindings } from '../workers/provider/env';
 import { ledgerOf } from '../workers/provider/env';
 import provider from '../workers/provider/index';
 import { checkAgainstCatalog, type ResourceRequest } from '../workers/provider/provisioning';
-import { backendFor } from '../workers/provider/services/registry';
+import { backendFor } from '../workers/provider/services';
 import { idempotent, requireAccessToken, type TokenVariables } from '../workers/provider/token-auth';
 
 export { PrincipalLedger } from '../durable-objects/principal-ledger';

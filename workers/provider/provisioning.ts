@@ -16,8 +16,7 @@ import { publishedCatalog } from './catalog';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import type { AccessTokenClaims } from './oauth/access-tokens';
 import { callOrchestrator, OrchestratorUnreachable } from './orchestrator-client';
-import { backendFor, ProvisionRefused, type ProvisionContext } from './services/registry';
-import './services/records';
+import { backendFor, ProvisionRefused, type ProvisionContext } from './services';
 
 export type ResourceRequest = { service: string; plan: string; parameters: Record<string, unknown>; expected_price?: Money | undefined };
 export type SignedCall = { method: string; target_uri: string; body: string; content_digest: string; signature_input: string; signature: string };
@@ -81,7 +80,7 @@ export async function provisionResource(
   const ctx: ProvisionContext = { resource_id: resourceId, account_id: claims.account_id, service: service.id, plan: request.plan, parameters: request.parameters };
   const requestKey = `${claims.account_id}:${claims.agent_id} ${idempotencyKey}`;
   try {
-    await backend.precheck?.(env, ctx);
+    await backend.check?.(env, ctx);
   } catch (error) {
     // The same call retried after a crash finds its own name taken: by itself.
     const existing = error instanceof ProvisionRefused ? await ledger.liveSagaFor(requestKey) : null;
@@ -250,6 +249,7 @@ export function resourceWire(resource: Resource): Record<string, unknown> {
     plan: resource.plan,
     status: resource.status,
     created: resource.created,
+    ...(resource.renews_at !== null && resource.status === 'active' ? { renews_at: new Date(resource.renews_at).toISOString() } : {}),
     ...(resource.fields ? (JSON.parse(resource.fields) as Record<string, unknown>) : {}),
   };
 }
