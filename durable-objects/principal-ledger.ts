@@ -24,6 +24,7 @@ import * as sagas from './ledger/sagas';
 import * as tokens from './ledger/tokens';
 import { deprovision, requestRenewal, runAsyncProvision, settleChargeCall } from '../workers/provider/provisioning';
 import * as renewals from './ledger/renewals';
+import * as lifecycle from './ledger/lifecycle';
 
 export type LedgerEnv = { DB: D1Database } & Partial<ProviderEventEnv>;
 export type { IdempotencyStart, StoredResponse } from './ledger/idempotency';
@@ -353,6 +354,31 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return sagas.pendingChargeCalls(this.#sql);
   }
 
+  beginDeprovision(account: string, resourceId: string, actor: lifecycle.Actor) {
+    return this.#transaction(account, (tx) => lifecycle.beginDeprovision(tx, resourceId, actor));
+  }
+
+  /** The backend confirmed the delete the request made at once; the alarm owes nothing more. */
+  confirmDeprovision(account: string, resourceId: string) {
+    this.#transaction(account, (tx) => lifecycle.deprovisioned(tx, resourceId));
+  }
+
+  /** The request's own deprovision failed: audited, and left to the alarm's retries. */
+  deprovisionDeferred(account: string, resourceId: string, error: string) {
+    this.#transaction(account, (tx) => {
+      const owed = tx.sql.exec<lifecycle.OwedDeprovision>('SELECT resource_id, service, attempts FROM deprovision_outbox WHERE resource_id = ?', resourceId).toArray()[0];
+      if (owed) lifecycle.deprovisionFailed(tx, owed, error);
+    });
+  }
+
+  checkRotatable(account: string, resourceId: string, actor: lifecycle.Actor) {
+    return this.#transaction(account, (tx) => lifecycle.checkRotatable(tx, resourceId, actor));
+  }
+
+  recordRotation(account: string, resourceId: string, fields: string, actor: lifecycle.Actor) {
+    return this.#transaction(account, (tx) => lifecycle.recordRotation(tx, resourceId, fields, actor));
+  }
+
   usageThisPeriod() {
     const period = spend.billingPeriod(Date.now());
     return this.#sql
@@ -436,6 +462,9 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       case 'sign_head':
         await this.#signHead();
         return;
+      case 'deprovisions':
+        await this.#runDeprovisions();
+        return;
     }
   }
 
@@ -484,6 +513,23 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     }
     const next = sagas.nextSagaDeadline(this.#sql);
     if (next !== null) this.#scheduleRow('saga_recovery', next);
+  }
+
+  /** Deletes a request could not finish with the backend: retried until it confirms. */
+  async #runDeprovisions(): Promise<void> {
+    const account = this.auditHead().principal;
+    if (account === null) return;
+    for (const owed of lifecycle.dueDeprovisions(this.#sql, Date.now())) {
+      let error: string | null = null;
+      try {
+        await deprovision(this.env as never, account, owed);
+      } catch (e) {
+        error = String(e);
+      }
+      this.#transaction(account, (tx) => (error === null ? lifecycle.deprovisioned(tx, owed.resource_id) : lifecycle.deprovisionFailed(tx, owed, error)));
+    }
+    const next = lifecycle.nextDeprovisionDue(this.#sql);
+    if (next !== null) this.#scheduleRow('deprovisions', next);
   }
 
   /** Captures and voids owed to the orchestrator, retried with backoff until it answers. */

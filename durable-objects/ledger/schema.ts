@@ -79,4 +79,7 @@ export const LEDGER_MIGRATIONS: string[] = [
      id TEXT PRIMARY KEY, charge_id TEXT NOT NULL, reason TEXT NOT NULL, verdict TEXT NOT NULL, failing_party TEXT,
      findings TEXT NOT NULL, adjudicator TEXT NOT NULL, evidence TEXT NOT NULL, created TEXT NOT NULL);
    CREATE INDEX disputes_by_charge ON disputes (charge_id);`,
+  // 9: deletes owed to a service backend (stop serving, drop storage), retried until it confirms.
+  `CREATE TABLE deprovision_outbox (
+     resource_id TEXT PRIMARY KEY, service TEXT NOT NULL, attempts INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL);`,
 ];

@@ -6,9 +6,9 @@
 import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { describe, expect, it, vi } from 'vitest';
-import { signRequest } from '../../workers/lib/http-signatures';
-import { dpopProof, newAgentKey, type AgentKey } from '../support/agent-keys';
+import { newAgentKey } from '../support/agent-keys';
 import { call, now, obtainToken, orchestratorKey, PROVIDER, signCompact, useFakeOrchestrator } from '../support/fake-orchestrator';
+import { agentWithToken, paidCall, type TokenAgent } from '../support/paid-calls';
 
 useFakeOrchestrator();
 
@@ -16,28 +16,12 @@ const testEnv = env as unknown as TestEnv & { ORCHESTRATOR: Fetcher };
 const ledgerOf = (account: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(account));
 type Json = Record<string, any>;
 
-async function agentWithToken() {
-  const key = await newAgentKey();
-  const sub = `pw_${crypto.randomUUID()}`;
-  const { token } = await obtainToken({ agent: key, sub });
-  return { key, sub, token: token.access_token, account: token.account_id };
-}
 
 const behave = (sub: string, behaviour: Record<string, string>) =>
   testEnv.ORCHESTRATOR.fetch('http://127.0.0.1:8787/_test/behaviour', { method: 'POST', body: JSON.stringify({ sub, ...behaviour }) });
 const orchestratorCalls = async (sub: string) => (await (await testEnv.ORCHESTRATOR.fetch(`http://127.0.0.1:8787/_test/calls?sub=${sub}`)).json()) as { path: string; body: string }[];
 
-async function paid(agent: { key: AgentKey; token: string }, body: unknown, key = crypto.randomUUID()) {
-  const url = `${PROVIDER}/v1/resources`;
-  const text = JSON.stringify(body);
-  const signed = await signRequest({ method: 'POST', targetUri: url, body: text, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
-  const res = await call('/v1/resources', {
-    method: 'POST',
-    headers: { authorization: `DPoP ${agent.token}`, dpop: await dpopProof(agent.key, 'POST', url, { accessToken: agent.token }), 'content-type': 'application/json', 'idempotency-key': key, ...signed },
-    body: text,
-  });
-  return { status: res.status, body: (await res.json()) as Json };
-}
+const paid = (agent: Pick<TokenAgent, 'key' | 'token'>, body: unknown, key?: string) => paidCall(agent, 'POST', '/v1/resources', body, key);
 
 /**
  * Runs one alarm pass of the account's ledger now. The object's own alarm may

@@ -318,3 +318,65 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
   if (result.status === 402 || result.status === 401 || result.status === 404) return { kind: 'declined', code: String(result.body?.code ?? result.status) };
   return { kind: 'unreachable' };
 }
+
+// ── After the saga: delete and rotate (§3.1 "Also") ───────────────────────
+
+function refRefusal(result: { code: string; detail: string }): ProblemError {
+  return result.code === 'not_found' ? new ProblemError(404, 'not_found', result.detail) : new ProblemError(409, 'invalid_request', result.detail);
+}
+
+function serviceScopeCheck(env: ProviderBindings, claims: AccessTokenClaims, serviceId: string) {
+  const service = publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === serviceId);
+  if (!service || !service.scopes.every((s) => claims.scope.includes(s))) throw new ProblemError(403, 'insufficient_scope', `This token lacks the scopes of ${serviceId}.`);
+}
+
+/**
+ * DELETE: the ledger marks the resource deleted (renewals stop) and owes the
+ * backend a deprovision; the backend runs now so serving and credentials stop
+ * at once, and the ledger's alarm retries it if it fails.
+ */
+export async function deleteResource(env: ProviderBindings, claims: AccessTokenClaims, resourceId: string) {
+  const ledger = ledgerOf(env, claims.account_id);
+  const current = (await ledger.getResource(resourceId)) as Resource | null;
+  if (current) serviceScopeCheck(env, claims, current.service);
+  const actor = { type: 'agent' as const, id: claims.agent_id };
+  const begun = await ledger.beginDeprovision(claims.account_id, resourceId, actor);
+  if (!begun.ok) throw refRefusal(begun);
+  const resource = begun.resource as Resource;
+  if (!begun.already) {
+    try {
+      await deprovision(env, claims.account_id, { service: resource.service, resource_id: resource.id });
+      await ledger.confirmDeprovision(claims.account_id, resourceId);
+    } catch (error) {
+      // Owed in the ledger's outbox: the alarm retries until the backend confirms.
+      await ledger.deprovisionDeferred(claims.account_id, resourceId, String(error));
+    }
+  }
+  return resourceWire(resource);
+}
+
+/** POST /rotate: new credentials from the backend, shown once; the old ones are dead when this returns. */
+export async function rotateResource(env: ProviderBindings, claims: AccessTokenClaims, resourceId: string) {
+  const ledger = ledgerOf(env, claims.account_id);
+  const actor = { type: 'agent' as const, id: claims.agent_id };
+  const checked = await ledger.checkRotatable(claims.account_id, resourceId, actor);
+  if (!checked.ok) throw refRefusal(checked);
+  const resource = checked.resource as Resource;
+  serviceScopeCheck(env, claims, resource.service);
+  const backend = backendFor(resource.service);
+  if (!backend?.rotate) throw new ProblemError(422, 'invalid_request', `${resource.service} issues no credentials to rotate.`);
+  const rotated = await backend.rotate(env, {
+    resource_id: resource.id,
+    account_id: claims.account_id,
+    service: resource.service,
+    plan: resource.plan,
+    fields: resource.fields ? (JSON.parse(resource.fields) as Record<string, unknown>) : {},
+  });
+  const updated = (await ledger.recordRotation(claims.account_id, resourceId, JSON.stringify(rotated.fields), actor)) as Resource | null;
+  if (!updated) {
+    // Deleted while rotating: the new credentials must not outlive it.
+    await deprovision(env, claims.account_id, { service: resource.service, resource_id: resource.id }).catch(() => undefined);
+    throw new ProblemError(404, 'not_found', 'The resource was deleted.');
+  }
+  return { resource: resourceWire(updated), credentials: rotated.credentials };
+}

@@ -8,7 +8,7 @@ import { ProblemError, problemResponses } from '../../lib/problem';
 import { OperationSchema, ProvisionedSchema, ResourceRequestSchema, ResourceSchema, UsageSchema } from '../../lib/schemas/resources';
 import type { Resource } from '../../../durable-objects/ledger/sagas';
 import { ledgerOf, type ProviderBindings } from '../env';
-import { provisionResource, resourceWire } from '../provisioning';
+import { deleteResource, provisionResource, resourceWire, rotateResource } from '../provisioning';
 import { idempotent, requireAccessToken, requireAgentSignature, requirePaidCallToken, type TokenVariables } from '../token-auth';
 
 type Env = RoleEnv<ProviderBindings> & { Variables: TokenVariables };
@@ -22,6 +22,7 @@ const signatureHeaders = z.object({
   signature: z.string().optional(),
 });
 const tokenHeaders = z.object({ authorization: z.string().optional(), dpop: z.string().optional() });
+const resourceParam = z.object({ id: z.string().startsWith('res_') });
 
 
 export function resourceRoutes() {
@@ -58,15 +59,24 @@ export function resourceRoutes() {
       path: '/v1/resources',
       summary: 'The account’s resources, newest first',
       middleware: [requireAccessToken] as const,
-      request: { headers: tokenHeaders, query: ListQuerySchema },
+      request: {
+        headers: tokenHeaders,
+        query: ListQuerySchema.extend({
+          mandate_id: z.string().optional().openapi({ description: 'Only what was provisioned under this mandate (teardown)' }),
+          status: z.enum(['active', 'suspended', 'deleted', 'provisioning']).optional(),
+        }),
+      },
       responses: {
         200: { description: 'Resources', content: { 'application/json': { schema: z.object({ data: z.array(ResourceSchema), has_more: z.boolean() }) } } },
         ...problemResponses(401, 422),
       },
     }),
     async (c) => {
-      const resources = ((await ledgerOf(c.env, c.get('token').account_id).listResources()) as Resource[]).map(resourceWire);
-      return c.json(paginate(resources, c.req.valid('query'), (r) => String(r.resource_id)) as never, 200);
+      const query = c.req.valid('query');
+      const resources = ((await ledgerOf(c.env, c.get('token').account_id).listResources()) as Resource[])
+        .filter((r) => (!query.mandate_id || r.mandate_id === query.mandate_id) && (!query.status || r.status === query.status))
+        .map((r) => ({ ...resourceWire(r), resource_id: r.id, mandate_id: r.mandate_id, agent_id: r.agent_id }));
+      return c.json(paginate(resources, query, (r) => String(r.resource_id)) as never, 200);
     },
   );
 
@@ -76,13 +86,42 @@ export function resourceRoutes() {
       path: '/v1/resources/{id}',
       summary: 'One resource (never its credentials)',
       middleware: [requireAccessToken] as const,
-      request: { headers: tokenHeaders, params: z.object({ id: z.string().startsWith('res_') }) },
+      request: { headers: tokenHeaders, params: resourceParam },
       responses: { 200: { description: 'The resource', content: { 'application/json': { schema: ResourceSchema } } }, ...problemResponses(401, 404) },
     }),
     async (c) => {
       const resource = (await ledgerOf(c.env, c.get('token').account_id).getResource(c.req.valid('param').id)) as Resource | null;
       if (!resource || resource.status === 'failed') throw new ProblemError(404, 'not_found', 'No such resource.');
       return c.json(resourceWire(resource) as never, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/v1/resources/{id}',
+      summary: 'Deprovision: serving stops, credentials die, storage is deleted, recurring billing stops (signed, idempotent)',
+      middleware: [requirePaidCallToken, requireAgentSignature, idempotent] as const,
+      request: { headers: signatureHeaders, params: resourceParam },
+      responses: { 200: { description: 'The resource, now deleted', content: { 'application/json': { schema: ResourceSchema } } }, ...problemResponses(400, 401, 403, 404, 409) },
+    }),
+    async (c) => c.json((await deleteResource(c.env, c.get('token'), c.req.valid('param').id)) as z.infer<typeof ResourceSchema>, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/resources/{id}/rotate',
+      summary: 'New credentials, shown in this response only; the old ones stop working at once (signed, idempotent)',
+      middleware: [requirePaidCallToken, requireAgentSignature, idempotent] as const,
+      request: { headers: signatureHeaders, params: resourceParam },
+      responses: { 200: { description: 'The resource with its new credentials', content: { 'application/json': { schema: ResourceSchema } } }, ...problemResponses(400, 401, 403, 404, 409, 422) },
+    }),
+    async (c) => {
+      const { resource, credentials } = await rotateResource(c.env, c.get('token'), c.req.valid('param').id);
+      // A replay of the rotation never shows the credentials again (§3.1).
+      c.set(REPLAY_BODY as never, { ...resource, credentials: null, credentials_redacted: credentials !== null } as never);
+      return c.json({ ...resource, credentials } as z.infer<typeof ResourceSchema>, 200, { 'cache-control': 'no-store' });
     },
   );
 
