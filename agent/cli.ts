@@ -24,6 +24,10 @@ Commands
   add <provider>/<service> --plan <id> [--config '<json>']
                                               provision a resource (paid, signed, idempotent)
   ls                                          resources at every provider of the mandate
+  env pull [--file .env]                      write this project's credentials to .env (mode 0600)
+  rotate <resource_id>                        new credentials for a resource (the old ones stop working)
+  rm <resource_id>                            deprovision one resource
+  down                                        remove everything the project provisioned, at every provider
   spend                                       spend this period at every provider of the mandate
   audit                                       this agent's own audit trail
   verify-evidence <file>                      re-verify a dispute's evidence bundle offline
@@ -38,7 +42,9 @@ Examples
   oap init --orchestrator http://127.0.0.1:8787
   oap mandate request --scope cloud:domain,worker-script --scope data:database --limit 50
   oap add cloud/domain --plan com-1y --config '{"name":"example-site.com"}'
-  oap spend --json
+  oap add data/database --plan free --config '{"name":"app-db"}'
+  oap env pull && cat .env
+  oap down --json
 `;
 
 class UsageError extends Error {}
@@ -56,6 +62,55 @@ async function saveState(dir: string, state: State) {
   const path = join(dir, '.oap', 'agent.json');
   await writeFile(path, JSON.stringify(state, null, 2), { mode: 0o600 });
   await chmod(path, 0o600);
+}
+
+/**
+ * Credentials are shown by a provider once (PROTOCOL.md §3.1), so the CLI
+ * keeps them where only this user can read them, and prints none of them:
+ * `oap env pull` writes them to a .env file when asked.
+ */
+type StoredCredentials = Record<string, { provider: string; service: string; name: string; credentials: Record<string, unknown> }>;
+
+const credentialsPath = (dir: string) => join(dir, '.oap', 'credentials.json');
+
+async function loadCredentials(dir: string): Promise<StoredCredentials> {
+  try {
+    return JSON.parse(await readFile(credentialsPath(dir), 'utf8')) as StoredCredentials;
+  } catch {
+    return {};
+  }
+}
+
+async function saveCredentials(dir: string, stored: StoredCredentials) {
+  await mkdir(join(dir, '.oap'), { recursive: true, mode: 0o700 });
+  await writeFile(credentialsPath(dir), JSON.stringify(stored, null, 2), { mode: 0o600 });
+  await chmod(credentialsPath(dir), 0o600);
+}
+
+/** Keeps a resource's credentials (if it returned any) and gives back the resource without them. */
+async function keepCredentials(dir: string, provider: string, resource: Record<string, any>) {
+  const { credentials, ...shown } = resource;
+  if (!credentials) return shown;
+  const stored = await loadCredentials(dir);
+  stored[String(resource.resource_id)] = { provider, service: String(resource.service), name: String(resource.name ?? resource.resource_id), credentials };
+  await saveCredentials(dir, stored);
+  return { ...shown, credentials_redacted: true };
+}
+
+const ENV_BEGIN = '# >>> oap: credentials of this project’s resources (oap env pull)';
+const ENV_END = '# <<< oap';
+
+const envName = (...parts: string[]) => parts.join('_').toUpperCase().replace(/[^A-Z0-9]+/g, '_').replace(/^_+|_+$/g, '');
+
+/** The .env with the oap block replaced (moved to the end), every other line kept. */
+function withEnvBlock(existing: string, lines: string[]): string {
+  const start = existing.indexOf(ENV_BEGIN);
+  const end = start === -1 ? -1 : existing.indexOf(ENV_END, start);
+  const before = start === -1 ? existing : existing.slice(0, start);
+  const after = end === -1 ? '' : existing.slice(end + ENV_END.length).replace(/^\n/, '');
+  const kept = (before + after).replace(/\n*$/, '');
+  const block = [ENV_BEGIN, ...lines, ENV_END].join('\n');
+  return kept ? `${kept}\n\n${block}\n` : `${block}\n`;
 }
 
 async function clientOf(state: State) {
@@ -90,6 +145,15 @@ const dollars = (text: string | undefined, flag: string) => {
   return Math.round(Number(text) * 100);
 };
 
+/** The provider holding a resource the CLI has no record of: asked of every provider in the mandate's scope. */
+async function providerOf(client: OapClient, mandateId: string, resourceId: string): Promise<string> {
+  const mandate = await client.mandate(mandateId);
+  for (const provider of new Set((mandate.scope as { provider: string }[]).map((s) => s.provider))) {
+    if ((await client.resources(mandateId, provider)).some((r) => r.resource_id === resourceId)) return provider;
+  }
+  throw new OapError(404, 'not_found', `No resource ${resourceId} at any provider of this mandate.`);
+}
+
 export async function run(argv: string[]): Promise<{ code: number; data?: unknown; text?: string }> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -107,6 +171,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       'no-wait': { type: 'boolean', default: false },
       plan: { type: 'string' },
       config: { type: 'string' },
+      file: { type: 'string' },
     },
   });
   const [command, sub, ...rest] = positionals;
@@ -161,9 +226,67 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
         throw new UsageError('--config takes a JSON object');
       }
       const client = await clientOf(state);
-      const resource = await client.provision(mandateOf(state), provider, { service, plan: values.plan, parameters }, { onProgress: (s) => tick(`provisioning (${s})`) });
-      // Credentials are shown once: never in --json output of later commands, never in logs.
-      return { code: 0, data: resource, text: `${resource.resource_id} ${resource.service} ${resource.status} (charge ${resource.charge_id})` };
+      const provisioned = await client.provision(mandateOf(state), provider, { service, plan: values.plan, parameters }, { onProgress: (s) => tick(`provisioning (${s})`) });
+      const resource = await keepCredentials(dir, provider, provisioned);
+      const where = typeof resource.url === 'string' ? ` at ${resource.url}` : '';
+      const secret = resource.credentials_redacted ? '\nCredentials kept in .oap/credentials.json: run `oap env pull` to write them to .env.' : '';
+      return { code: 0, data: resource, text: `${resource.resource_id} ${resource.service} ${resource.status}${where} (charge ${resource.charge_id})${secret}` };
+    }
+    case 'env': {
+      if (sub !== 'pull') throw new UsageError('env takes pull');
+      const state = await loadState(dir);
+      const client = await clientOf(state);
+      const stored = await loadCredentials(dir);
+      // Only resources that still exist: a deleted database's old token is no use to anyone.
+      const mandate = await client.mandate(mandateOf(state));
+      const providers = [...new Set((mandate.scope as { provider: string }[]).map((s) => s.provider))];
+      const live = new Set((await Promise.all(providers.map((p) => client.resources(mandate.mandate_id, p)))).flat().filter((r) => r.status === 'active' || r.status === 'suspended').map((r) => String(r.resource_id)));
+      const variables: { name: string; resource_id: string }[] = [];
+      const lines: string[] = [];
+      for (const [resourceId, entry] of Object.entries(stored)) {
+        if (!live.has(resourceId)) continue;
+        for (const [key, value] of Object.entries(entry.credentials)) {
+          const name = envName(entry.service, entry.name, key);
+          variables.push({ name, resource_id: resourceId });
+          lines.push(`${name}=${JSON.stringify(String(value))}`);
+        }
+      }
+      const file = join(dir, values.file ?? '.env');
+      const existing = await readFile(file, 'utf8').catch(() => '');
+      await writeFile(file, withEnvBlock(existing, lines), { mode: 0o600 });
+      await chmod(file, 0o600);
+      return { code: 0, data: { file, variables }, text: `Wrote ${variables.length} variable(s) to ${file} (mode 0600): ${variables.map((v) => v.name).join(', ') || 'none'}` };
+    }
+    case 'rotate':
+    case 'rm': {
+      if (!sub?.startsWith('res_')) throw new UsageError(`${command} takes a resource id (res_…); see oap ls`);
+      const state = await loadState(dir);
+      const client = await clientOf(state);
+      const mandateId = mandateOf(state);
+      const stored = await loadCredentials(dir);
+      const provider = stored[sub]?.provider ?? (await providerOf(client, mandateId, sub));
+      if (command === 'rm') {
+        const removed = await client.deprovision(mandateId, provider, sub);
+        delete stored[sub];
+        await saveCredentials(dir, stored);
+        return { code: 0, data: { provider, ...removed }, text: `${sub} ${removed.service} ${removed.status}` };
+      }
+      const rotated = await keepCredentials(dir, provider, await client.rotate(mandateId, provider, sub));
+      return { code: 0, data: { provider, ...rotated }, text: `${sub}: new credentials kept in .oap/credentials.json (the old ones no longer work); run \`oap env pull\`.` };
+    }
+    case 'down': {
+      const state = await loadState(dir);
+      const client = await clientOf(state);
+      const { removed, failed } = await client.teardown(mandateOf(state), { onProgress: (step) => tick(step) });
+      const stored = await loadCredentials(dir);
+      for (const r of removed) delete stored[String(r.resource_id)];
+      await saveCredentials(dir, stored);
+      const text = [
+        ...removed.map((r) => `removed ${String(r.provider).padEnd(8)} ${r.resource_id} ${r.service}`),
+        ...failed.map((f) => `NOT removed ${f.provider} ${f.resource_id}: ${f.message}`),
+        removed.length + failed.length === 0 ? 'Nothing to remove.' : '',
+      ].filter(Boolean).join('\n');
+      return { code: failed.length ? 1 : 0, data: { removed, failed }, text };
     }
     case 'ls':
     case 'spend': {

@@ -203,18 +203,19 @@ export class OapClient {
   async #paid(mandateId: string, provider: string, method: 'POST' | 'PATCH' | 'DELETE', path: string, body: unknown, idempotencyKey: string) {
     const session = await this.#token(mandateId, provider);
     const url = `${session.base}${path}`;
-    const text = JSON.stringify(body);
+    // DELETE and rotate carry no body; the signature then covers the digest of the empty body.
+    const text = body === undefined ? '' : JSON.stringify(body);
     const signed = await signRequest({ method, targetUri: url, body: text, privateKey: this.key.privateKey, keyid: this.key.thumbprint });
     const res = await this.#fetch(url, {
       method,
       headers: {
         authorization: `DPoP ${session.accessToken}`,
         dpop: await dpopProof(this.key, method, url, session.accessToken),
-        'content-type': 'application/json',
         'idempotency-key': idempotencyKey,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
         ...signed,
       },
-      body: text,
+      ...(body === undefined ? {} : { body: text }),
     });
     return { status: res.status, body: await parse(res) };
   }
@@ -242,8 +243,55 @@ export class OapClient {
     }
   }
 
-  async resources(mandateId: string, provider: string) {
-    return (await this.#provider(mandateId, provider, 'GET', '/v1/resources')).data as Record<string, any>[];
+  /** The agent's resources at `provider`, optionally only those of one mandate or status (every page). */
+  async resources(mandateId: string, provider: string, filter: { mandate_id?: string; status?: string } = {}) {
+    const all: Record<string, any>[] = [];
+    for (let after: string | undefined; ; ) {
+      const query = new URLSearchParams({ limit: '100', ...filter, ...(after ? { starting_after: after } : {}) });
+      const page = await this.#provider(mandateId, provider, 'GET', `/v1/resources?${query}`);
+      all.push(...(page.data as Record<string, any>[]));
+      if (!page.has_more || page.data.length === 0) return all;
+      after = String(page.data.at(-1).resource_id);
+    }
+  }
+
+  /** Deprovisions one resource: serving stops, credentials die, recurring billing stops. */
+  async deprovision(mandateId: string, provider: string, resourceId: string, options: { idempotencyKey?: string } = {}) {
+    return (await this.#paid(mandateId, provider, 'DELETE', `/v1/resources/${resourceId}`, undefined, options.idempotencyKey ?? crypto.randomUUID())).body;
+  }
+
+  /** New credentials for a resource, returned here once; the old ones stop working. */
+  async rotate(mandateId: string, provider: string, resourceId: string, options: { idempotencyKey?: string } = {}) {
+    return (await this.#paid(mandateId, provider, 'POST', `/v1/resources/${resourceId}/rotate`, undefined, options.idempotencyKey ?? crypto.randomUUID())).body;
+  }
+
+  /** Moves a resource to another plan along `allowed_updates`, charged or credited pro rata. */
+  async changePlan(mandateId: string, provider: string, resourceId: string, plan: string, options: { idempotencyKey?: string } = {}) {
+    return (await this.#paid(mandateId, provider, 'PATCH', `/v1/resources/${resourceId}`, { plan }, options.idempotencyKey ?? crypto.randomUUID())).body;
+  }
+
+  /**
+   * Removes everything this agent provisioned under the mandate, at every
+   * provider in its scope; returns what was removed and what could not be.
+   */
+  async teardown(mandateId: string, options: { onProgress?: (step: string) => void } = {}) {
+    const mandate = await this.mandate(mandateId);
+    const providers = [...new Set((mandate.scope as { provider: string }[]).map((s) => s.provider))];
+    const removed: Record<string, any>[] = [];
+    const failed: { provider: string; resource_id: string; code: string; message: string }[] = [];
+    for (const provider of providers) {
+      const live = (await this.resources(mandateId, provider, { mandate_id: mandateId })).filter((r) => r.status === 'active' || r.status === 'suspended');
+      for (const resource of live) {
+        options.onProgress?.(`removing ${provider}/${resource.service} ${resource.resource_id}`);
+        try {
+          removed.push({ provider, ...(await this.deprovision(mandateId, provider, String(resource.resource_id))) });
+        } catch (error) {
+          if (!(error instanceof OapError)) throw error;
+          failed.push({ provider, resource_id: String(resource.resource_id), code: error.code, message: error.message });
+        }
+      }
+    }
+    return { removed, failed };
   }
 
   async usage(mandateId: string, provider: string) {

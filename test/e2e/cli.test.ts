@@ -1,7 +1,7 @@
 // The `oap` command line against the running Workers, as an agent (or a
 // developer standing in for one) would use it.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
@@ -55,11 +55,78 @@ describe('oap', () => {
       const bad = oap(dir, 'add', 'cloud/domain', '--plan', 'com-1y', '--config', '{not json', '--json');
       expect(bad.status).toBe(2);
 
-      expect(oap(dir, 'ls', '--json').json().data).toContainEqual(expect.objectContaining({ provider: 'cloud', service: 'domain', name }));
+      const listed = oap(dir, 'ls', '--json');
+      expect(listed.status, listed.stdout + listed.stderr).toBe(0);
+      expect(listed.json().data).toContainEqual(expect.objectContaining({ provider: 'cloud', service: 'domain', name }));
       expect(oap(dir, 'spend', '--json').json().data).toContainEqual(expect.objectContaining({ provider: 'cloud', spent: { amount: 1044, currency: 'usd' } }));
       const audit = oap(dir, 'audit', '--json').json();
       expect(audit.data.map((e: { action: string }) => e.action)).toEqual(expect.arrayContaining(['mandate.request', 'attestation.issue']));
       expect(oap(dir, 'spend').stdout).toContain('$10.44');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps credentials out of its output: env pull writes them to .env (0600), rotate replaces them, rm and down remove everything', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'oap-cli-'));
+    try {
+      oap(dir, 'init', '--orchestrator', urls.orchestrator, '--json');
+      const pending = oap(dir, 'mandate', 'request', '--scope', 'cloud:domain', '--scope', 'data:database', '--limit', '30', '--no-wait', '--json').json().data;
+      const email = `cli-env-${crypto.randomUUID().slice(0, 8)}@example.test`;
+      await signUpVerified(urls.orchestrator, email, 'cli test password');
+      const human = await signIn(urls.orchestrator, email, 'cli test password');
+      expect((await asHuman(human, 'POST', `/v1/mandates/${pending.mandate_id}/approve`, { json: { user_code: pending.user_code } })).status).toBe(200);
+      expect(oap(dir, 'mandate', 'wait', '--json').json().data.status).toBe('active');
+
+      const dbName = `envdb${crypto.randomUUID().slice(0, 6)}`;
+      const added = oap(dir, 'add', 'data/database', '--plan', 'free', '--config', JSON.stringify({ name: dbName }), '--json');
+      expect(added.status, added.stdout + added.stderr).toBe(0);
+      const database = added.json().data;
+      expect(database).toMatchObject({ status: 'active', credentials_redacted: true });
+      expect(database.credentials).toBeUndefined();
+      expect(statSync(join(dir, '.oap', 'credentials.json')).mode & 0o777).toBe(0o600);
+      const token = () => (JSON.parse(readFileSync(join(dir, '.oap', 'credentials.json'), 'utf8')) as Record<string, { credentials: { token: string } }>)[database.resource_id]!.credentials.token;
+      const firstToken = token();
+      expect(added.stdout).not.toContain(firstToken);
+
+      const domainName = `cli-env-${crypto.randomUUID().slice(0, 8)}.com`;
+      expect(oap(dir, 'add', 'cloud/domain', '--plan', 'com-1y', '--config', JSON.stringify({ name: domainName }), '--json').status).toBe(0);
+
+      // .env keeps the developer's own lines; the oap block holds the credentials.
+      writeFileSync(join(dir, '.env'), 'MY_OWN=1\n');
+      const pulled = oap(dir, 'env', 'pull', '--json');
+      expect(pulled.status, pulled.stdout).toBe(0);
+      expect(pulled.stdout).not.toContain(firstToken);
+      const variable = `DATABASE_${dbName.toUpperCase()}_TOKEN`;
+      expect(pulled.json().data.variables).toContainEqual({ name: variable, resource_id: database.resource_id });
+      expect(statSync(join(dir, '.env')).mode & 0o777).toBe(0o600);
+      const env = readFileSync(join(dir, '.env'), 'utf8');
+      expect(env).toContain('MY_OWN=1');
+      expect(env).toContain(`${variable}="${firstToken}"`);
+
+      const rotated = oap(dir, 'rotate', database.resource_id, '--json');
+      expect(rotated.status, rotated.stdout).toBe(0);
+      expect(rotated.json().data).toMatchObject({ resource_id: database.resource_id, credentials_redacted: true });
+      expect(token()).not.toBe(firstToken);
+      expect(rotated.stdout).not.toContain(token());
+      oap(dir, 'env', 'pull');
+      const envAfter = readFileSync(join(dir, '.env'), 'utf8');
+      expect(envAfter).toContain(`${variable}="${token()}"`);
+      expect(envAfter).not.toContain(firstToken);
+      expect(envAfter.match(/# >>> oap/g)).toHaveLength(1);
+
+      const removed = oap(dir, 'rm', database.resource_id, '--json');
+      expect(removed.json()).toMatchObject({ ok: true, data: { provider: 'data', status: 'deleted' } });
+      const down = oap(dir, 'down', '--json');
+      expect(down.status, down.stdout).toBe(0);
+      expect(down.json().data.removed).toEqual([expect.objectContaining({ provider: 'cloud', service: 'domain', status: 'deleted', name: domainName })]);
+      const left = oap(dir, 'ls', '--json').json().data as { status: string }[];
+      expect(left.length).toBeGreaterThanOrEqual(2);
+      expect(left.every((r) => r.status === 'deleted')).toBe(true);
+      expect(oap(dir, 'down', '--json').json().data).toEqual({ removed: [], failed: [] });
+      // A deleted resource's credentials leave .env at the next pull.
+      oap(dir, 'env', 'pull');
+      expect(readFileSync(join(dir, '.env'), 'utf8')).not.toContain(variable);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
