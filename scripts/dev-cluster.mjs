@@ -1,7 +1,7 @@
-// Runs the three roles locally, each as its own `wrangler dev` process with
-// its own port, persistence folder and .dev.vars (DESIGN.md: wrangler dev with
-// several configs exposes only the first Worker on a port). Used by
-// `npm start` and by the end-to-end tests.
+// Runs the three roles and the runner locally, each as its own `wrangler dev`
+// process with its own port, persistence folder and .dev.vars (DESIGN.md:
+// wrangler dev with several configs exposes only the first Worker on a port).
+// Used by `npm start` and by the end-to-end tests.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -12,17 +12,23 @@ import { generateSigningKeys } from './signing-key.mjs';
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const WRANGLER = join(ROOT, 'node_modules', '.bin', 'wrangler');
 
-/** The roles, in start order. `devVars` is where wrangler looks for the role's local secrets. */
+/**
+ * The roles, in start order. `devVars` is where wrangler looks for the role's
+ * local secrets; the runner has none, and no D1 to migrate. `probe` answers
+ * once the role serves.
+ */
 export const ROLES = [
   { id: 'orchestrator', config: 'workers/orchestrator/wrangler.toml', env: undefined, devVars: 'workers/orchestrator/.dev.vars', offset: 0 },
   { id: 'cloud', config: 'wrangler.toml', env: undefined, devVars: '.dev.vars', offset: 1 },
   { id: 'data', config: 'wrangler.toml', env: 'data', devVars: '.dev.vars.data', offset: 2 },
+  // Serves the Workers agents deploy at cloud; its probe passes once its binding to cloud is connected.
+  { id: 'runner', config: 'workers/runner/wrangler.toml', env: undefined, devVars: null, migrations: false, probe: '/.well-known/oap-runner', offset: 3 },
 ];
 
-/** @returns {{ orchestrator: string, cloud: string, data: string }} */
+/** @returns {{ orchestrator: string, cloud: string, data: string, runner: string }} */
 export function urlsFor(portBase) {
   const url = (offset) => `http://127.0.0.1:${portBase + offset}`;
-  return { orchestrator: url(0), cloud: url(1), data: url(2) };
+  return { orchestrator: url(0), cloud: url(1), data: url(2), runner: url(3) };
 }
 
 function parseVars(text) {
@@ -65,6 +71,7 @@ export function ensureDevVars(role) {
 
 /** Variables that depend on where the roles listen; passed with --var so the .dev.vars stay port-free. */
 function urlVars(role, urls) {
+  if (role.id === 'runner') return {};
   const vars = { PUBLIC_BASE_URL: urls[role.id] };
   if (role.id === 'orchestrator') {
     vars.PROVIDERS = JSON.stringify([
@@ -73,6 +80,7 @@ function urlVars(role, urls) {
     ]);
   }
   else vars.TRUSTED_ORCHESTRATORS = JSON.stringify([urls.orchestrator]);
+  if (role.id === 'cloud') vars.WORKERS_BASE_URL = urls.runner;
   return vars;
 }
 
@@ -87,12 +95,12 @@ export function applyMigrations(role, stateDir) {
   if (result.status !== 0) throw new Error(`migrations for ${role.id} failed:\n${result.stdout}\n${result.stderr}`);
 }
 
-async function waitUntilServing(url, child, timeoutMs) {
+async function waitUntilServing(url, child, timeoutMs, probe = '/.well-known/agent-provisioning') {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`${url} exited with code ${child.exitCode} before serving`);
     try {
-      const res = await fetch(`${url}/.well-known/agent-provisioning`);
+      const res = await fetch(`${url}${probe}`);
       if (res.ok) return;
     } catch {
       // not listening yet
@@ -103,10 +111,10 @@ async function waitUntilServing(url, child, timeoutMs) {
 }
 
 /**
- * Starts the three roles. Resolves once each answers its discovery document.
+ * Starts the three roles and the runner. Resolves once each answers its probe.
  * `log(role, line)` receives their output; `stop()` ends them.
  * @param {{ portBase?: number, stateDir?: string, log?: (role: string, line: string) => void, timeoutMs?: number }} [options]
- * @returns {Promise<{ urls: { orchestrator: string, cloud: string, data: string }, children: import('node:child_process').ChildProcess[], stop: () => Promise<void> }>}
+ * @returns {Promise<{ urls: { orchestrator: string, cloud: string, data: string, runner: string }, children: import('node:child_process').ChildProcess[], stop: () => Promise<void> }>}
  */
 export async function startCluster({ portBase = 8787, stateDir = join(ROOT, '.wrangler', 'state'), log = () => {}, timeoutMs = 90_000 } = {}) {
   const urls = urlsFor(portBase);
@@ -126,8 +134,8 @@ export async function startCluster({ portBase = 8787, stateDir = join(ROOT, '.wr
   };
   try {
     for (const role of ROLES) {
-      ensureDevVars(role);
-      applyMigrations(role, stateDir);
+      if (role.devVars) ensureDevVars(role);
+      if (role.migrations !== false) applyMigrations(role, stateDir);
       const args = ['dev', '-c', role.config, '--ip', '127.0.0.1', '--port', String(portBase + role.offset), '--persist-to', join(stateDir, role.id)];
       args.push('--inspector-port', String(portBase + 1000 + role.offset), '--show-interactive-dev-session=false', '--log-level', 'warn');
       if (role.env) args.push('--env', role.env);
@@ -135,7 +143,9 @@ export async function startCluster({ portBase = 8787, stateDir = join(ROOT, '.wr
       const child = spawn(WRANGLER, args, {
         cwd: ROOT,
         stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false', FORCE_COLOR: '0' },
+        // The runner reaches cloud through wrangler's dev registry; one registry per
+        // cluster, so the e2e cluster's runner never binds to `npm start`'s cloud.
+        env: { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false', FORCE_COLOR: '0', WRANGLER_REGISTRY_PATH: join(stateDir, 'registry') },
       });
       children.push(child);
       for (const stream of [child.stdout, child.stderr]) {
@@ -149,7 +159,7 @@ export async function startCluster({ portBase = 8787, stateDir = join(ROOT, '.wr
         });
       }
     }
-    await Promise.all(ROLES.map((role, i) => waitUntilServing(urls[role.id], children[i], timeoutMs)));
+    await Promise.all(ROLES.map((role, i) => waitUntilServing(urls[role.id], children[i], timeoutMs, role.probe)));
   } catch (error) {
     await stop();
     throw error;

@@ -3,7 +3,8 @@ import { Validator } from '@seriousme/openapi-schema-validator';
 import { describe, expect, inject, it } from 'vitest';
 
 const urls = inject('urls');
-const roles = Object.entries(urls) as [keyof typeof urls, string][];
+// The runner serves agents' Workers, not the protocol: it has no discovery document (test/e2e/worker-script.test.ts).
+const roles = Object.entries(urls).filter(([role]) => role !== 'runner') as [Exclude<keyof typeof urls, 'runner'>, string][];
 
 describe('three roles over HTTP', () => {
   it.each(roles)('%s answers its discovery document at its own base URL', async (role, base) => {

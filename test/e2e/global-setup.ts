@@ -1,5 +1,6 @@
-// Starts the three Workers exactly as `npm start` does, on other ports and in
-// a throwaway state folder, for the end-to-end tests to drive over HTTP.
+// Starts the three Workers and the runner exactly as `npm start` does, on
+// other ports and in a throwaway state folder, for the end-to-end tests to
+// drive over HTTP.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +9,7 @@ import { startCluster } from '../../scripts/dev-cluster.mjs';
 
 declare module 'vitest' {
   export interface ProvidedContext {
-    urls: { orchestrator: string; cloud: string; data: string };
+    urls: { orchestrator: string; cloud: string; data: string; runner: string };
   }
 }
 

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { ROOT } from '../../scripts/dev-cluster.mjs';
+import { signRequest } from '../../workers/lib/http-signatures';
 import { dpopProof, type AgentKey } from '../support/agent-keys';
 
 export type Json = Record<string, any>;
@@ -125,4 +126,37 @@ export function auditLines(text: string): Json[] {
     .split('\n')
     .filter((line) => line.trim() !== '')
     .map((line) => JSON.parse(line) as Json);
+}
+
+/** An agent's DPoP-bound token at a provider: an attestation from the orchestrator for the mandate, exchanged by the RFC 7523 grant (§2.2, §2.3). */
+export async function providerAccessToken(orchestrator: string, providerBase: string, provider: string, key: AgentKey, mandateId: string): Promise<string> {
+  const attested = await asAgent(key, orchestrator, 'POST', '/v1/attestations', { mandate_id: mandateId, provider });
+  const issued = await readJson(attested);
+  expect(attested.status, JSON.stringify(issued)).toBe(200);
+  const res = await fetch(`${providerBase}/oauth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await dpopProof(key, 'POST', `${providerBase}/oauth/token`) },
+    body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: issued.attestation }),
+  });
+  const body = await readJson(res);
+  expect(res.status, JSON.stringify(body)).toBe(200);
+  return body.access_token;
+}
+
+/** A paid call as §3.1 wants it: the DPoP-bound token, an RFC 9421 signature over the body, an Idempotency-Key. */
+export async function signedPaidCall(providerBase: string, key: AgentKey, accessToken: string, method: string, path: string, json: unknown, idempotencyKey: string): Promise<Response> {
+  const url = `${providerBase}${path}`;
+  const body = JSON.stringify(json);
+  const signed = await signRequest({ method, targetUri: url, body, privateKey: key.privateKey, keyid: key.jkt });
+  return fetch(url, {
+    method,
+    headers: {
+      authorization: `DPoP ${accessToken}`,
+      dpop: await dpopProof(key, method, url, { accessToken }),
+      'content-type': 'application/json',
+      'idempotency-key': idempotencyKey,
+      ...signed,
+    },
+    body,
+  });
 }

@@ -39,6 +39,10 @@ export const ProviderConfigSchema = z.object({
   /** Service bindings that reach an orchestrator's charges API, by issuer, where one operator runs both. */
   ORCHESTRATOR_BINDINGS: json(z.record(baseUrl, z.string().regex(/^[A-Z][A-Z0-9_]*$/))).default({}),
   CATALOG: json(CatalogSchema),
+  /** Labels no account may register, nor a look-alike of (§3.3); unset, the seed list in provider/services/domain-names.ts. */
+  PROTECTED_NAMES: json(z.array(z.string().min(1).max(63))).optional(),
+  /** The runner's public origin, where deployed Workers answer (needed where worker-script is sold). */
+  WORKERS_BASE_URL: baseUrl.optional(),
 });
 
 /**

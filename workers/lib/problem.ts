@@ -39,6 +39,10 @@ export const problemCodes = [
   'charge_voided',
   // Not in PROTOCOL.md's list: a server fault that is not the caller's doing.
   'internal_error',
+  // Not in PROTOCOL.md's list: a write past a resource's plan quota (a
+  // database's rows or bytes). Neither money (402) nor a malformed request:
+  // the agent's fix is to delete data or change plan.
+  'quota_exceeded',
 ] as const;
 
 export type ProblemCode = (typeof problemCodes)[number];
@@ -162,6 +166,7 @@ export const statusOfCode: Record<ProblemCode, number> = {
   price_changed: 409,
   charge_voided: 409,
   internal_error: 500,
+  quota_exceeded: 403,
 };
 
 /** Turns a refusal decided inside a ledger object into the problem it answers with. */

@@ -13,10 +13,12 @@ import { ledgerOf, pepperOf, providerConfig, sessionConfigOf, type ProviderBindi
 import { authenticateTokenUse, TokenRefused } from './oauth/access-tokens';
 import { WWW_AUTHENTICATE_DPOP } from './token-auth';
 import { discoveryRoutes } from './routes/discovery';
+import { domainRoutes } from './routes/domains';
 import { eventRoutes } from './routes/events';
 import { linkingRoutes } from './routes/linking';
 import { resourceRoutes } from './routes/resources';
 import { chargeAuditRoutes } from './routes/charge-audit';
+import { databaseRoutes } from './routes/databases';
 import { oauthRoutes } from './routes/oauth';
 import { humanAccountByEmail } from './store/accounts';
 
@@ -59,7 +61,9 @@ export function createProviderApp() {
   );
   app.route('/', linkingRoutes());
   app.route('/', resourceRoutes());
+  app.route('/', domainRoutes());
   app.route('/', chargeAuditRoutes());
+  app.route('/', databaseRoutes());
   app.route('/', limitRoutes({ db: (env: ProviderBindings) => env.DB, config: sessionConfigOf, ledgerOf }));
   app.route(
     '/',

@@ -1,3 +1,4 @@
+import type { DatabaseStore } from '../../durable-objects/database-store';
 import type { PrincipalLedger } from '../../durable-objects/principal-ledger';
 import { ProviderConfigSchema, readConfig, type ProviderConfig } from '../lib/config';
 import type { SessionConfig } from '../lib/sessions';
@@ -5,12 +6,17 @@ import type { SessionConfig } from '../lib/sessions';
 export type ProviderBindings = {
   DB: D1Database;
   LEDGER: DurableObjectNamespace<PrincipalLedger>;
+  /** Only on instances that sell `database` (env.data): one object per database. */
+  DATABASES?: DurableObjectNamespace<DatabaseStore>;
   PUBLIC_BASE_URL: string;
+  /** Where the runner serves the Workers agents deploy (worker-script): `<base>/<name>/`. */
+  WORKERS_BASE_URL?: string;
   PROVIDER_ID: string;
   PROVIDER_NAME: string;
   TRUSTED_ORCHESTRATORS: string | string[];
   ORCHESTRATOR_BINDINGS?: string | Record<string, string>;
   CATALOG: string | object;
+  PROTECTED_NAMES?: string | string[];
   SIGNING_KEYS?: string;
   PASSWORD_PEPPER?: string;
   DEV_SEED?: string;

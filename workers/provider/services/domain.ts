@@ -1,25 +1,89 @@
-// `domain` (provider cloud): a name registered for a year, unique across accounts.
-import type { ProviderBindings } from '../env';
-import { claimName, nameHolder, releaseNames } from './names';
+// `domain` (provider cloud): a name registered for a year, unique across
+// accounts, and refused when it imitates a protected name or a name another
+// account holds (PROTOCOL.md §3.3; the rules themselves are in domain-names.ts).
+import { providerConfig, type ProviderBindings } from '../env';
+import { claimDomain, heldNear } from '../store/domain-labels';
+import {
+  comparisonKey,
+  DEFAULT_PROTECTED_NAMES,
+  deletionNeighbourhood,
+  InvalidDomainName,
+  labelOf,
+  normalizeDomain,
+  squattingVerdict,
+  type DomainName,
+  type SquattingVerdict,
+} from './domain-names';
+import { nameHolder, releaseNames } from './names';
 import { ProvisionRefused, registerBackend, type ProvisionContext } from './registry';
 
 const YEAR_MS = 365 * 24 * 3600 * 1000;
 
-function requestedName(ctx: ProvisionContext) {
-  return String(ctx.parameters.name).toLowerCase();
+/** §3.3: plan ids are `<tld>-<years>y`. */
+export function tldOfPlan(plan: string): string | null {
+  return /^([a-z0-9-]+)-\d+y$/.exec(plan)?.[1] ?? null;
+}
+
+export function protectedNames(env: ProviderBindings): readonly string[] {
+  return providerConfig(env).PROTECTED_NAMES ?? DEFAULT_PROTECTED_NAMES;
+}
+
+/**
+ * The squatting verdict on `domain` for `accountId` (null: an account holding
+ * nothing). The protected list needs no I/O; held look-alikes come from the
+ * label index, and the verdict confirms each with the exact edit test.
+ */
+export async function squattingCheck(env: ProviderBindings, domain: DomainName, accountId: string | null): Promise<SquattingVerdict | null> {
+  const verdict = squattingVerdict(domain.label, protectedNames(env), []);
+  if (verdict) return verdict;
+  const held = await heldNear(env.DB, deletionNeighbourhood(comparisonKey(domain.label)), accountId);
+  return squattingVerdict(domain.label, [], held.map((h) => labelOf(h.name)));
+}
+
+function requestedDomain(ctx: ProvisionContext): DomainName {
+  let domain: DomainName;
+  try {
+    domain = normalizeDomain(String(ctx.parameters.name));
+  } catch (error) {
+    if (error instanceof InvalidDomainName) throw new ProvisionRefused('invalid_parameters', error.message);
+    throw error;
+  }
+  const tld = tldOfPlan(ctx.plan);
+  if (domain.tld !== tld) throw new ProvisionRefused('invalid_parameters', `Plan ${ctx.plan} registers .${tld} names; ${domain.unicode} is not one.`);
+  return domain;
+}
+
+const unavailable = (domain: DomainName) => new ProvisionRefused('domain_unavailable', `${domain.unicode} is not available.`, 409);
+
+function squattingRefusal(domain: DomainName, verdict: SquattingVerdict) {
+  const how = verdict.reason === 'equal' ? 'looks the same as' : 'is one edit away from';
+  // A held name is not repeated back: the refusal says only that one exists.
+  const what = verdict.against === 'protected' ? `the protected name "${verdict.matched}"` : 'a domain another account holds';
+  return new ProvisionRefused('domain_protected', `${domain.unicode} ${how} ${what}.`, 403);
 }
 
 registerBackend('domain', {
+  // Runs before velocity and before anything is reserved (provisioning.ts), so a refusal costs nothing.
   async check(env: ProviderBindings, ctx) {
-    const name = requestedName(ctx);
-    const tld = ctx.plan.split('-')[0];
-    if (!name.endsWith(`.${tld}`)) throw new ProvisionRefused('invalid_parameters', `Plan ${ctx.plan} registers .${tld} names; ${name} is not one.`);
-    if (await nameHolder(env, 'domain', name)) throw new ProvisionRefused('domain_unavailable', `${name} is not available.`, 409);
+    const domain = requestedDomain(ctx);
+    if (await nameHolder(env, 'domain', domain.ascii)) throw unavailable(domain);
+    const verdict = await squattingCheck(env, domain, ctx.account_id);
+    if (verdict) throw squattingRefusal(domain, verdict);
   },
   async provision(env, ctx) {
-    const name = requestedName(ctx);
-    if (!(await claimName(env, 'domain', name, ctx))) throw new ProvisionRefused('domain_unavailable', `${name} is not available.`, 409);
-    return { fields: { name, expires_at: new Date(Date.now() + YEAR_MS).toISOString() }, credentials: null };
+    const domain = requestedDomain(ctx);
+    const neighbourhood = deletionNeighbourhood(comparisonKey(domain.label));
+    const seq = await claimDomain(env.DB, domain.ascii, neighbourhood, ctx);
+    if (seq === null) throw unavailable(domain);
+    // Two accounts can pass `check` with look-alikes at the same moment; both
+    // claims are indexed now, and the later one gives way (its charge is voided).
+    const earlier = (await heldNear(env.DB, neighbourhood, ctx.account_id)).filter((h) => h.seq < seq);
+    const verdict = squattingVerdict(domain.label, [], earlier.map((h) => labelOf(h.name)));
+    if (verdict) {
+      await releaseNames(env, ctx.resource_id);
+      throw squattingRefusal(domain, verdict);
+    }
+    return { fields: { name: domain.ascii, name_unicode: domain.unicode, expires_at: new Date(Date.now() + YEAR_MS).toISOString() }, credentials: null };
   },
   async deprovision(env, ref) {
     await releaseNames(env, ref.resource_id);

@@ -4,13 +4,18 @@ import type { ProviderBindings } from '../env';
 
 /** Claims `name` for the resource; true if it now holds it (also when it already did: a repeated saga step). */
 export async function claimName(env: ProviderBindings, kind: string, name: string, holder: { account_id: string; resource_id: string }) {
-  const result = await env.DB.prepare(
-    `INSERT INTO service_names (kind, name, account_id, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
-     ON CONFLICT (kind, name) DO UPDATE SET name = name WHERE resource_id = excluded.resource_id`,
-  )
-    .bind(kind, name, holder.account_id, holder.resource_id, new Date().toISOString())
-    .run();
+  const result = await claimNameStatement(env.DB, kind, name, holder).run();
   return result.meta.changes === 1;
+}
+
+/** The claim as a statement, for a service that commits more with it in one batch (a domain's label keys). */
+export function claimNameStatement(db: D1Database, kind: string, name: string, holder: { account_id: string; resource_id: string }) {
+  return db
+    .prepare(
+      `INSERT INTO service_names (kind, name, account_id, resource_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+       ON CONFLICT (kind, name) DO UPDATE SET name = name WHERE resource_id = excluded.resource_id`,
+    )
+    .bind(kind, name, holder.account_id, holder.resource_id, new Date().toISOString());
 }
 
 export async function nameHolder(env: ProviderBindings, kind: string, name: string) {

@@ -1,19 +1,50 @@
-// `worker-script` (provider cloud): an ES module deployed under a name.
-import { claimName, nameHolder, releaseNames } from './names';
-import { ProvisionRefused, registerBackend } from './registry';
+// `worker-script` (provider cloud): an ES module deployed under a name and
+// served by the runner (workers/runner) at <WORKERS_BASE_URL>/<name>/. The
+// module is checked before any money moves; a redeploy of a name by the
+// account that holds it is a new paid resource that takes the name over with
+// the next version. The name's row in worker_deployments is the one record of
+// who holds it and what it serves.
+import { providerConfig, type ProviderBindings } from '../env';
+import { deployModule, deploymentByName, removeDeployment, suspendDeployment } from '../store/worker-deployments';
+import { checkWorkerModule, measureModule } from './worker-module';
+import { ProvisionRefused, registerBackend, type ProvisionContext } from './registry';
+
+function workersBaseUrl(env: ProviderBindings): string {
+  const base = providerConfig(env).WORKERS_BASE_URL;
+  if (!base) throw new Error('WORKERS_BASE_URL is not set: where the runner serves deployed Workers (wrangler.toml [vars])');
+  return base;
+}
+
+const nameTaken = (name: string) => new ProvisionRefused('invalid_parameters', `The Worker name ${name} is taken.`, 409);
+
+async function checkName(env: ProviderBindings, ctx: ProvisionContext) {
+  const name = String(ctx.parameters.name);
+  const holder = await deploymentByName(env.DB, name);
+  if (holder && holder.account_id !== ctx.account_id) throw nameTaken(name);
+}
 
 registerBackend('worker-script', {
   async check(env, ctx) {
-    const name = String(ctx.parameters.name);
-    const holder = await nameHolder(env, 'worker', name);
-    if (holder && holder.account_id !== ctx.account_id) throw new ProvisionRefused('invalid_parameters', `The Worker name ${name} is taken.`, 409);
+    workersBaseUrl(env);
+    checkWorkerModule(String(ctx.parameters.module));
+    await checkName(env, ctx);
   },
   async provision(env, ctx) {
     const name = String(ctx.parameters.name);
-    if (!(await claimName(env, 'worker', name, ctx))) throw new ProvisionRefused('invalid_parameters', `The Worker name ${name} is taken.`, 409);
-    return { fields: { name, module_bytes: String(ctx.parameters.module).length }, credentials: null };
+    const module = String(ctx.parameters.module);
+    // check() passed for these very parameters before the charge.
+    const { bytes, sha256 } = measureModule(module);
+    const serving = await deployModule(env.DB, { name, account_id: ctx.account_id, resource_id: ctx.resource_id, module, module_sha256: sha256, module_bytes: bytes });
+    // Another account deployed this name between the check and now.
+    if (serving.resource_id !== ctx.resource_id) throw nameTaken(name);
+    return { fields: { name, url: `${workersBaseUrl(env)}/${name}/`, version: serving.version, module_bytes: bytes, module_sha256: sha256 }, credentials: null };
   },
   async deprovision(env, ref) {
-    await releaseNames(env, ref.resource_id);
+    // Stops serving at once: the runner reads the row on every request. A version a
+    // redeploy replaced holds no row, so removing it leaves the newer one serving.
+    await removeDeployment(env.DB, ref.resource_id);
+  },
+  async suspend(env, ref) {
+    await suspendDeployment(env.DB, ref.resource_id);
   },
 });
