@@ -15,6 +15,7 @@ import { confirmEmail, seedDemoPrincipal, signUp } from './principals';
 import { agentRoutes } from './routes/agents';
 import { attestationRoutes } from './routes/attestations';
 import { chargeRoutes } from './routes/charges';
+import { dashboardRoutes } from './routes/dashboard';
 import { disputeRoutes } from './routes/disputes';
 import { notificationRoutes } from './routes/notifications';
 import { discoveryRoutes } from './routes/discovery';
@@ -64,6 +65,7 @@ export function createOrchestratorApp() {
   app.route('/', disputeRoutes());
   app.route('/', approvalPages());
   app.route('/', evidencePages());
+  app.route('/', dashboardRoutes());
   app.route(
     '/',
     auditRoutes(async (c) => {

@@ -71,19 +71,26 @@ export function limitRoutes(directory: LimitDirectory) {
       },
     }),
     async (c) => {
-      const limit = c.req.valid('json');
       const session = c.get('session');
-      const ledger = directory.ledgerOf(c.env, session.subject_id);
-      const current = await ledger.ownLimit();
-      if (limit.amount > MAX_LIMIT) throw new ProblemError(422, 'invalid_request', `A monthly limit is at most ${MAX_LIMIT}.`, { errors: [{ path: '/amount', message: 'too large' }] });
-      if (limit.currency !== current.currency) throw new ProblemError(422, 'invalid_request', `Limits are in ${current.currency}.`, { errors: [{ path: '/currency', message: `must be ${current.currency}` }] });
-      if (limit.amount > current.amount && limit.amount > LIMIT_CEILING) requireFreshSignIn(session);
-      await ledger.setOwnLimit(session.subject_id, limit);
-      return c.json({ data: (await ledger.limitsSummary()) as z.infer<typeof LimitRowSchema>[] }, 200);
+      const rows = await setMonthlyLimit(directory.ledgerOf(c.env, session.subject_id), session, c.req.valid('json'));
+      return c.json({ data: rows as z.infer<typeof LimitRowSchema>[] }, 200);
     },
   );
 
   return app;
+}
+
+/**
+ * The one rule for changing a human's monthly limit, shared by POST /v1/limits
+ * and the dashboard's form: raising it above the ceiling needs a fresh sign-in.
+ */
+export async function setMonthlyLimit(ledger: LimitLedger, session: Session, limit: { amount: number; currency: string }): Promise<unknown[]> {
+  const current = await ledger.ownLimit();
+  if (limit.amount > MAX_LIMIT) throw new ProblemError(422, 'invalid_request', `A monthly limit is at most ${MAX_LIMIT}.`, { errors: [{ path: '/amount', message: 'too large' }] });
+  if (limit.currency !== current.currency) throw new ProblemError(422, 'invalid_request', `Limits are in ${current.currency}.`, { errors: [{ path: '/currency', message: `must be ${current.currency}` }] });
+  if (limit.amount > current.amount && limit.amount > LIMIT_CEILING) requireFreshSignIn(session);
+  await ledger.setOwnLimit(session.subject_id, limit);
+  return ledger.limitsSummary();
 }
 
 export type { Context };

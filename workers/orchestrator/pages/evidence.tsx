@@ -20,13 +20,13 @@ export const PRINCIPAL_NAV: NavLink[] = [
   { href: '/audit', label: 'Audit trail' },
 ];
 
-const VERDICT_WORDS: Record<string, string> = {
+export const VERDICT_WORDS: Record<string, string> = {
   within_scope: 'The agent acted within the scope you authorized. The charge stands.',
   outside_scope: 'The charge was outside the scope you authorized. It has been refunded.',
   insufficient_evidence: 'There is not enough evidence that this charge was within your authorization. It has been refunded.',
 };
 
-const CHECK_WORDS: Record<string, string> = {
+export const CHECK_WORDS: Record<string, string> = {
   mandate_signed: 'Your authorization (the mandate) carries the orchestrator’s valid signature',
   mandate_active: 'The mandate was active when the charge was made',
   provider_and_service_in_scope: 'The provider and the service were among those you allowed',

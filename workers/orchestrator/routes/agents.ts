@@ -69,7 +69,7 @@ export function agentRoutes() {
         ...problemResponses(401, 403, 404),
       },
     }),
-    async (c) => decisionResponse(c, await revokeAgent(c.env, c.get('session').subject_id, c.req.valid('param').id), '/agents') as never,
+    async (c) => decisionResponse(c, await revokeAgent(c.env, c.get('session').subject_id, c.req.valid('param').id), '/dashboard/agents') as never,
   );
 
   return app;

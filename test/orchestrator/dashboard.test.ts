@@ -1,0 +1,220 @@
+// The principal's dashboard pages through the Worker's real fetch: who may see
+// them, what a form post may change (CSRF, the fresh sign-in for a raised
+// limit), and that each form reaches the same domain function as its API.
+// The browser walks through them end to end in test/e2e/dashboard.test.ts.
+import { env } from 'cloudflare:workers';
+import { describe, expect, it } from 'vitest';
+import { dpopProof, newAgentKey } from '../support/agent-keys';
+import { asProvider, chargeBody, providerReceipt, subjectAt } from '../support/fake-provider';
+import { activeMandate, agentClient, call, mandateBody, newPrincipal, ORCHESTRATOR, type Human } from '../support/orchestrator-client';
+
+const DB = (env as unknown as TestEnv).DB;
+const PAGES = ['/dashboard', '/dashboard/notifications', '/dashboard/agents', '/dashboard/mandates', '/dashboard/limits', '/dashboard/audit', '/dashboard/disputes'];
+
+const page = (human: Human, path: string) => call(path, { headers: { cookie: human.cookie, accept: 'text/html' }, redirect: 'manual' });
+
+/** A form post as a browser sends it: urlencoded, the session cookie, the CSRF token as a field. */
+function post(human: Pick<Human, 'cookie' | 'csrf'>, path: string, fields: Record<string, string>, options: { csrf?: boolean; origin?: string } = {}) {
+  const body = new URLSearchParams({ ...(options.csrf === false ? {} : { csrf_token: human.csrf }), ...fields });
+  return call(path, {
+    method: 'POST',
+    headers: { cookie: human.cookie, 'content-type': 'application/x-www-form-urlencoded', ...(options.origin ? { origin: options.origin } : {}) },
+    body: body.toString(),
+    redirect: 'manual',
+  });
+}
+
+async function monthlyLimit(human: Human): Promise<number> {
+  const { data } = (await (await call('/v1/limits', { headers: { cookie: human.cookie } })).json()) as { data: { scope: string; limit: { amount: number } }[] };
+  return data.find((l) => l.scope === 'principal')!.limit.amount;
+}
+
+/** An authorized charge of `amount` under an active mandate, captured with a signed receipt when `capture`. */
+async function charged(human: Human, amount: number, capture: boolean) {
+  const { agent, mandate_id } = await activeMandate(human);
+  const sub = await subjectAt(agent, mandate_id, 'cloud');
+  const res = await asProvider('cloud', 'POST', '/v1/charges', await chargeBody(agent.key, { provider: 'cloud', mandate_id, agent_id: agent.agent_id, sub, service: 'domain', plan: 'com-1y', amount }));
+  const authorized = (await res.json()) as { charge_id: string; decision: { mandate_status: string; constraint_results: unknown[] } };
+  expect(res.status).toBe(201);
+  if (capture) {
+    const receipt = await providerReceipt('cloud', {
+      charge_id: authorized.charge_id,
+      resource_id: 'res_dashboard',
+      agent_id: agent.agent_id,
+      mandate_id,
+      amount,
+      currency: 'usd',
+      mandate_status_at_decision: authorized.decision.mandate_status,
+      constraint_results: authorized.decision.constraint_results,
+    });
+    expect((await asProvider('cloud', 'POST', `/v1/charges/${authorized.charge_id}/capture`, { receipt })).status).toBe(200);
+  }
+  return { agent, mandate_id, charge_id: authorized.charge_id };
+}
+
+describe('dashboard pages', () => {
+  it('sends a signed-out visitor to the sign-in page with the way back', async () => {
+    for (const path of PAGES) {
+      const res = await call(path, { redirect: 'manual' });
+      expect(res.status, path).toBe(303);
+      expect(res.headers.get('location')).toBe(`/sign-in?next=${encodeURIComponent(path)}`);
+    }
+    const form = await call('/dashboard/agents/agt_x/revoke', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'csrf_token=x', redirect: 'manual' });
+    expect(form.status).toBe(303);
+    expect(form.headers.get('location')).toBe(`/sign-in?next=${encodeURIComponent('/dashboard/agents')}`);
+  });
+
+  it('renders every page with one h1, a main landmark, a skip link, no script, and no framing', async () => {
+    const human = await newPrincipal();
+    for (const path of PAGES) {
+      const res = await page(human, path);
+      expect(res.status, path).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+      expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+      expect(res.headers.get('content-security-policy')).not.toContain('script-src');
+      const html = await res.text();
+      expect(html.match(/<h1[ >]/g), path).toHaveLength(1);
+      expect(html).toContain('<main id="main">');
+      expect(html).toContain('<a class="skip-link" href="#main">');
+      expect(html).toContain(`<a href="${path}" aria-current="page">`);
+      expect(html).not.toContain('<script');
+    }
+  });
+
+  it('shows this month’s spend against the monthly limit and the mandate’s, by provider and by agent', async () => {
+    const human = await newPrincipal();
+    const { agent } = await charged(human, 1044, false);
+    const html = await (await page(human, '/dashboard')).text();
+    expect(html).toContain('<strong>$10.44</strong> of $100.00 (10 %)');
+    expect(html).toContain('<strong>$10.44</strong> of $50.00 (20 %)');
+    expect(html).toContain('OAP Cloud');
+    expect(html).toContain(agent.agent_id);
+    expect(html).toContain('style="width:20%"');
+  });
+});
+
+describe('dashboard forms', () => {
+  it('refuses a post without the CSRF token or from another origin, and changes nothing (cross-site request forgery)', async () => {
+    const human = await newPrincipal();
+    const missing = await post(human, '/dashboard/limits', { amount: '10.00' }, { csrf: false });
+    expect(missing.status).toBe(403);
+    expect(((await missing.json()) as { code: string }).code).toBe('csrf_failed');
+    const foreign = await post(human, '/dashboard/limits', { amount: '10.00' }, { origin: 'https://evil.example' });
+    expect(foreign.status).toBe(403);
+    expect(await monthlyLimit(human)).toBe(10_000);
+  });
+
+  it('registers an agent whose key signed the proof, refuses a proof by another key, and revokes', async () => {
+    const human = await newPrincipal();
+    const key = await newAgentKey();
+    const other = await newAgentKey();
+    const forged = await post(human, '/dashboard/agents', { name: 'forged', public_jwk: JSON.stringify(key.jwk), proof: await dpopProof(other, 'POST', `${ORCHESTRATOR}/v1/agents`) });
+    expect(forged.status).toBe(401);
+    const page401 = await forged.text();
+    expect(page401).toContain('role="alert"');
+    expect(page401).toContain('not signed by public_jwk');
+    expect(page401).toContain('value="forged"');
+
+    const registered = await post(human, '/dashboard/agents', { name: 'form agent', public_jwk: JSON.stringify(key.jwk), proof: await dpopProof(key, 'POST', `${ORCHESTRATOR}/v1/agents`) });
+    expect(registered.status).toBe(303);
+    expect(registered.headers.get('location')).toBe('/dashboard/agents?done=agent_registered');
+    const { data } = (await (await call('/v1/agents', { headers: { cookie: human.cookie } })).json()) as { data: { agent_id: string; name: string; status: string }[] };
+    expect(data.map((a) => a.name)).toEqual(['form agent']);
+
+    const agent = agentClient(key, data[0]!.agent_id);
+    expect((await agent.request('POST', '/v1/mandates', mandateBody())).status).toBe(201);
+    const revoked = await post(human, `/dashboard/agents/${data[0]!.agent_id}/revoke`, {});
+    expect(revoked.status).toBe(303);
+    expect(await (await page(human, '/dashboard/agents?done=agent_revoked')).text()).toContain('The agent is revoked');
+    const refused = await agent.request('POST', '/v1/mandates', mandateBody());
+    expect(refused.status).toBe(401);
+    expect(((await refused.json()) as { code: string }).code).toBe('agent_revoked');
+  });
+
+  it('lists a pending mandate with a link to its approval page, and revokes an active one', async () => {
+    const human = await newPrincipal();
+    const { agent, mandate_id } = await activeMandate(human);
+    const pending = (await (await agent.request('POST', '/v1/mandates', mandateBody({ description: 'A second request' }))).json()) as { mandate_id: string };
+    const html = await (await page(human, '/dashboard/mandates')).text();
+    expect(html).toContain(`href="/mandates/${pending.mandate_id}/approval">Review and decide</a>`);
+    expect(html).toContain(`action="/dashboard/mandates/${mandate_id}/revoke"`);
+    const res = await post(human, `/dashboard/mandates/${mandate_id}/revoke`, {});
+    expect(res.headers.get('location')).toBe('/dashboard/mandates?done=mandate_revoked');
+    const mandate = (await (await call(`/v1/mandates/${mandate_id}`, { headers: { cookie: human.cookie } })).json()) as { status: string };
+    expect(mandate.status).toBe('revoked');
+  });
+
+  it('raises the monthly limit above the ceiling only after a fresh sign-in, shown as a step on the page (stale session)', async () => {
+    const human = await newPrincipal();
+    // Below the ceiling, an older sign-in is enough.
+    await DB.prepare('UPDATE sessions SET auth_time = auth_time - 600 WHERE subject_id = ?1').bind(human.principal_id).run();
+    expect((await post(human, '/dashboard/limits', { amount: '200' })).headers.get('location')).toBe('/dashboard/limits?done=limit_set');
+    expect(await monthlyLimit(human)).toBe(20_000);
+
+    const refused = await post(human, '/dashboard/limits', { amount: '600.00' });
+    expect(refused.status).toBe(303);
+    expect(refused.headers.get('location')).toBe('/dashboard/limits?step=reauthenticate&amount=600.00#reauthenticate');
+    expect(await monthlyLimit(human)).toBe(20_000);
+    const step = await (await page(human, '/dashboard/limits?step=reauthenticate&amount=600.00')).text();
+    expect(step).toContain('Confirm it is you');
+    expect(step).toContain('<form method="post" action="/session">');
+    expect(step).toContain(`value="/dashboard/limits?amount=600.00"`);
+
+    const signIn = await call('/session', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ email: human.email, password: human.password, next: '/dashboard/limits?amount=600.00' }).toString(),
+      redirect: 'manual',
+    });
+    expect(signIn.headers.get('location')).toBe('/dashboard/limits?amount=600.00');
+    const cookie = signIn.headers.get('set-cookie')!.split(';')[0]!;
+    const form = await (await call('/dashboard/limits?amount=600.00', { headers: { cookie } })).text();
+    expect(form).toContain('value="600.00"');
+    const csrf = /name="csrf_token" value="([^"]+)"/.exec(form)![1]!;
+    expect((await post({ cookie, csrf }, '/dashboard/limits', { amount: '600.00' })).headers.get('location')).toBe('/dashboard/limits?done=limit_set');
+    expect(await monthlyLimit(human)).toBe(60_000);
+  });
+
+  it('re-renders the limit form with the reason when the amount is not one', async () => {
+    const human = await newPrincipal();
+    const res = await post(human, '/dashboard/limits', { amount: 'lots' });
+    expect(res.status).toBe(422);
+    const html = await res.text();
+    expect(html).toContain('Enter the limit in dollars');
+    expect(html).toContain('value="lots"');
+  });
+
+  it('opens a dispute from a captured charge and shows the verdict in words, each check, and the evidence', async () => {
+    const human = await newPrincipal();
+    const { charge_id } = await charged(human, 1044, true);
+    const list = await (await page(human, '/dashboard/disputes')).text();
+    expect(list).toContain(`<label for="reason-${charge_id}">`);
+    const res = await post(human, '/dashboard/disputes', { charge_id, reason: 'I never asked for this domain' });
+    expect(res.status).toBe(303);
+    const location = res.headers.get('location')!;
+    expect(location).toMatch(/^\/dashboard\/disputes\/dsp_/);
+    const verdict = await (await page(human, location)).text();
+    expect(verdict).toContain('The agent acted within the scope you authorized. The charge stands.');
+    expect(verdict).toContain('The mandate was active when the charge was made');
+    expect(verdict).toContain(`href="/v1/disputes/${location.split('/').at(-1)}/evidence"`);
+    const after = await (await page(human, '/dashboard/disputes')).text();
+    expect(after).not.toContain(`<label for="reason-${charge_id}">`);
+    expect(after).toContain('I never asked for this domain');
+    // A second dispute of the same charge is refused, with the reason on the page.
+    const again = await post(human, '/dashboard/disputes', { charge_id, reason: 'again' });
+    expect(again.status).toBe(409);
+    expect(await again.text()).toContain('disputed already');
+  });
+
+  it('filters the audit trail by agent (its own events and the charges made for it) and by outcome', async () => {
+    const human = await newPrincipal();
+    const first = await charged(human, 500, false);
+    const second = await charged(human, 700, false);
+    const html = await (await page(human, `/dashboard/audit?agent=${first.agent.agent_id}&action=charge.authorize`)).text();
+    expect(html).toContain(first.charge_id);
+    expect(html).not.toContain(second.charge_id);
+    expect(html).toContain(`<option value="${first.agent.agent_id}" selected="">`);
+    const refused = await (await page(human, '/dashboard/audit?outcome=refused')).text();
+    expect(refused).not.toContain(first.charge_id);
+  });
+});

@@ -1,0 +1,146 @@
+// The principal's mandates (PROTOCOL.md §2.1): requests waiting for a decision
+// (decided on the approval page, which shows exactly what is asked), active
+// mandates with this month's spend and a revoke button, and those that ended.
+import { formatDate, formatMoney } from '../../lib/pages/format';
+import type { Mandate } from '../../lib/schemas/mandates';
+import type { LimitRow } from '../spend-overview';
+import { AgentName, Csrf, type Names } from './dashboard-frame';
+
+function Scope(props: { mandate: Mandate; names: Names }) {
+  return (
+    <>
+      {props.mandate.scope.map((s) => (
+        <div>
+          {props.names.providers[s.provider] ?? s.provider}: {s.services.join(', ')}
+          {s.max_per_charge ? <span class="muted"> (at most {formatMoney(s.max_per_charge)} a charge)</span> : null}
+        </div>
+      ))}
+    </>
+  );
+}
+
+export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; names: Names; csrf: string }) {
+  const { names } = props;
+  const pending = props.mandates.filter((m) => m.status === 'pending');
+  const active = props.mandates.filter((m) => m.status === 'active');
+  const ended = props.mandates.filter((m) => m.status !== 'pending' && m.status !== 'active');
+  const spentOn = (id: string) => props.limits.find((l) => l.scope === 'mandate' && l.id === id)?.spent;
+  return (
+    <>
+      <div class="card">
+        <h1>Mandates</h1>
+        <p class="hint">A mandate is what you allowed an agent to spend, where, and until when. A raised limit is always a new request that you approve.</p>
+        <h2>Waiting for your decision</h2>
+        {pending.length === 0 ? <p class="muted">No request waits for you.</p> : null}
+        {pending.length ? (
+          <table class="stack">
+            <thead>
+              <tr>
+                <th scope="col">Request</th>
+                <th scope="col">Agent</th>
+                <th scope="col">Asks for</th>
+                <th scope="col">Decide</th>
+              </tr>
+            </thead>
+            <tbody>
+              {pending.map((m) => (
+                <tr>
+                  <td data-label="Request">
+                    “{m.description}”<div class="muted">asked {formatDate(m.created)}</div>
+                  </td>
+                  <td data-label="Agent">
+                    <AgentName id={m.agent_id} names={names} />
+                  </td>
+                  <td data-label="Asks for">
+                    up to {formatMoney(m.spend_limit)} a month
+                    <Scope mandate={m} names={names} />
+                  </td>
+                  <td data-label="Decide">
+                    <a href={`/mandates/${m.mandate_id}/approval`}>Review and decide</a>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        ) : null}
+      </div>
+      <div class="card">
+        <h2>Active</h2>
+        {active.length === 0 ? <p class="muted">No active mandate: no agent may spend for you right now.</p> : null}
+        {active.length ? (
+          <table class="stack">
+            <thead>
+              <tr>
+                <th scope="col">Mandate</th>
+                <th scope="col">Agent</th>
+                <th scope="col">Where</th>
+                <th scope="col">Spent this month</th>
+                <th scope="col">Revoke</th>
+              </tr>
+            </thead>
+            <tbody>
+              {active.map((m) => {
+                const spent = spentOn(m.mandate_id);
+                return (
+                  <tr>
+                    <td data-label="Mandate">
+                      <a href={`/mandates/${m.mandate_id}/approval`}>“{m.description}”</a>
+                      <div class="muted">until {formatDate(m.expires_at)}</div>
+                    </td>
+                    <td data-label="Agent">
+                      <AgentName id={m.agent_id} names={names} />
+                    </td>
+                    <td data-label="Where">
+                      <Scope mandate={m} names={names} />
+                    </td>
+                    <td data-label="Spent this month">
+                      {spent ? formatMoney(spent) : '$0.00'} of {formatMoney(m.spend_limit)}
+                    </td>
+                    <td data-label="Revoke">
+                      <form class="inline" method="post" action={`/dashboard/mandates/${m.mandate_id}/revoke`}>
+                        <Csrf token={props.csrf} />
+                        <button type="submit" class="secondary" aria-label={`Revoke the mandate “${m.description}”`}>
+                          Revoke
+                        </button>
+                      </form>
+                    </td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+        ) : null}
+      </div>
+      {ended.length ? (
+        <div class="card">
+          <h2>Ended</h2>
+          <table class="stack">
+            <thead>
+              <tr>
+                <th scope="col">Mandate</th>
+                <th scope="col">Agent</th>
+                <th scope="col">Status</th>
+              </tr>
+            </thead>
+            <tbody>
+              {ended.map((m) => (
+                <tr>
+                  <td data-label="Mandate">
+                    <a href={`/mandates/${m.mandate_id}/approval`}>“{m.description}”</a>
+                  </td>
+                  <td data-label="Agent">
+                    <AgentName id={m.agent_id} names={names} />
+                  </td>
+                  <td data-label="Status">
+                    <span class="badge">{m.status}</span>
+                    {m.revoked_at ? <div class="muted">{formatDate(m.revoked_at)}</div> : m.decided_at ? <div class="muted">{formatDate(m.decided_at)}</div> : null}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      ) : null}
+    </>
+  );
+}
