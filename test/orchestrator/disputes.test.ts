@@ -1,8 +1,12 @@
 // Disputes (PROTOCOL.md §5): verdicts decided from evidence alone, built
 // through the real charge flow, and the adjudicator rerun on tampered bundles.
+import { runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
+import { decodeJwt } from 'jose';
 import { adjudicate, type EvidenceBundle } from '../../workers/lib/adjudicator';
+import { signJwt } from '../../workers/lib/jws';
+import { loadSigningKeys } from '../../workers/lib/signing-keys';
 import { asProvider, chargeBody, providerReceipt, subjectAt } from '../support/fake-provider';
 import { activeMandate, call, newPrincipal } from '../support/orchestrator-client';
 
@@ -10,18 +14,31 @@ const testEnv = env as unknown as TestEnv;
 const ledgerOf = (id: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(id));
 type Json = Record<string, any>;
 
-/** A captured charge, its receipt signed by the provider as §4 lists (unless `receipt` says otherwise). */
-async function capturedCharge(receipt: 'valid' | 'none' | Record<string, unknown> = 'valid') {
+type ChargeOptions = {
+  /** The receipt as §4 lists it (`valid`), none at all, or with claims changed. */
+  receipt?: 'valid' | 'none' | Record<string, unknown>;
+  service?: string;
+  plan?: string;
+  amount?: number;
+  /** Runs after the human approved and before the provider asks to charge. */
+  beforeCharge?: (principalId: string, mandateId: string) => Promise<void>;
+};
+
+/** A captured charge through the real charges API, its receipt signed by the provider (unless `receipt` says otherwise). */
+async function capturedCharge({ receipt = 'valid', service = 'domain', plan = 'com-1y', amount = 1044, beforeCharge }: ChargeOptions = {}) {
   const human = await newPrincipal();
   const { agent, mandate_id } = await activeMandate(human);
+  await beforeCharge?.(human.principal_id, mandate_id);
   const sub = await subjectAt(agent, mandate_id, 'cloud');
-  const authorized = (await (await asProvider('cloud', 'POST', '/v1/charges', await chargeBody(agent.key, { provider: 'cloud', mandate_id, agent_id: agent.agent_id, sub, service: 'domain', plan: 'com-1y', amount: 1044 }))).json()) as Json;
+  const authorizing = await asProvider('cloud', 'POST', '/v1/charges', await chargeBody(agent.key, { provider: 'cloud', mandate_id, agent_id: agent.agent_id, sub, service, plan, amount }));
+  const authorized = (await authorizing.json()) as Json;
+  expect(authorizing.status, JSON.stringify(authorized)).toBe(201);
   const claims = {
     charge_id: authorized.charge_id,
     resource_id: 'res_disputed',
     agent_id: agent.agent_id,
     mandate_id,
-    amount: 1044,
+    amount,
     currency: 'usd',
     mandate_status_at_decision: authorized.decision.mandate_status,
     constraint_results: authorized.decision.constraint_results,
@@ -31,6 +48,24 @@ async function capturedCharge(receipt: 'valid' | 'none' | Record<string, unknown
   const captured = await asProvider('cloud', 'POST', `/v1/charges/${authorized.charge_id}/capture`, body);
   expect(captured.status).toBe(200);
   return { human, agent, mandate_id, charge_id: authorized.charge_id as string };
+}
+
+/**
+ * A misbehaving orchestrator: after the human approved, it re-signs the
+ * mandate with broader terms under the same display_hash, and its ledger
+ * enforces those. The charge then goes through the real flow; the adjudicator
+ * must hold the signed terms to what the human was shown.
+ */
+function orchestratorResigns(change: (constraints: Json[]) => void) {
+  return async (principalId: string, mandateId: string) => {
+    await runInDurableObject(ledgerOf(principalId), async (_, state) => {
+      const row = state.storage.sql.exec<{ mandate_jws: string }>('SELECT mandate_jws FROM mandates WHERE id = ?', mandateId).one();
+      const claims = decodeJwt(row.mandate_jws) as Json;
+      change(claims.constraints);
+      const resigned = await signJwt(await loadSigningKeys(testEnv.SIGNING_KEYS), 'oap-mandate+jwt', claims);
+      state.storage.sql.exec('UPDATE mandates SET mandate_jws = ? WHERE id = ?', resigned, mandateId);
+    });
+  };
 }
 
 async function dispute(human: Awaited<ReturnType<typeof newPrincipal>>, chargeId: string) {
@@ -43,7 +78,7 @@ describe('dispute verdicts', () => {
     const { human, charge_id } = await capturedCharge();
     const res = await dispute(human, charge_id);
     expect(res.status).toBe(201);
-    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/1' });
+    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/2' });
     expect(res.body.findings.map((f: Json) => `${f.check}:${f.result}`)).toEqual([
       'mandate_signed:pass',
       'mandate_active:pass',
@@ -65,7 +100,7 @@ describe('dispute verdicts', () => {
   });
 
   it('insufficient_evidence when the provider produced no receipt: refunded, the spend freed, the provider told', async () => {
-    const { human, charge_id } = await capturedCharge('none');
+    const { human, charge_id } = await capturedCharge({ receipt: 'none' });
     expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(1044);
     const res = await dispute(human, charge_id);
     expect(res.body).toMatchObject({ verdict: 'insufficient_evidence', failing_party: 'provider' });
@@ -77,10 +112,29 @@ describe('dispute verdicts', () => {
   });
 
   it('outside_scope with the provider named when its own receipt shows it ignored the mandate’s revocation', async () => {
-    const { human, charge_id } = await capturedCharge({ mandate_status_at_decision: 'revoked', constraint_results: [{ type: 'mandate_active', pass: false }] });
+    const { human, charge_id } = await capturedCharge({ receipt: { mandate_status_at_decision: 'revoked', constraint_results: [{ type: 'mandate_active', pass: false }] } });
     const res = await dispute(human, charge_id);
     expect(res.body).toMatchObject({ verdict: 'outside_scope', failing_party: 'provider' });
     expect(res.body.findings).toContainEqual(expect.objectContaining({ check: 'provider_checks', result: 'fail' }));
+  });
+
+  it('outside_scope with the orchestrator named for an amount above the signed max_per_charge', async () => {
+    // The human approved at most $20.00 per charge; the re-signed mandate let $46.00 through.
+    const { human, charge_id } = await capturedCharge({ plan: 'io-1y', amount: 4600, beforeCharge: orchestratorResigns((c) => (c.find((x) => x.type === 'max_per_charge')!.limit = { amount: 10_000, currency: 'usd' })) });
+    const res = await dispute(human, charge_id);
+    expect(res.body).toMatchObject({ verdict: 'outside_scope', failing_party: 'orchestrator' });
+    expect(res.body.findings).toContainEqual(expect.objectContaining({ check: 'amount_within_limits', result: 'fail' }));
+    expect(res.body.findings).toContainEqual(expect.objectContaining({ check: 'human_approved_display', result: 'fail', evidence: expect.stringContaining('exceed what was shown') }));
+    expect(((await (await call(`/v1/charges/${charge_id}`, { headers: { cookie: human.cookie } })).json()) as Json).status).toBe('refunded');
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(0);
+  });
+
+  it('outside_scope with the orchestrator named for a service the human did not approve', async () => {
+    const { human, charge_id } = await capturedCharge({ service: 'workers-paid', plan: 'paid', amount: 500, beforeCharge: orchestratorResigns((c) => c.find((x) => x.type === 'provider_services')!.services.push('workers-paid')) });
+    const res = await dispute(human, charge_id);
+    expect(res.body).toMatchObject({ verdict: 'outside_scope', failing_party: 'orchestrator' });
+    expect(res.body.findings).toContainEqual(expect.objectContaining({ check: 'provider_and_service_in_scope', result: 'fail' }));
+    expect(res.body.findings).toContainEqual(expect.objectContaining({ check: 'human_approved_display', result: 'fail' }));
   });
 
   it('refuses a second dispute of one charge, an uncaptured charge, and another principal’s charge', async () => {

@@ -9,7 +9,9 @@ import { verifyRequestSignature } from './http-signatures';
 import { ED25519_ALGS } from './jws';
 import { evaluateForProvider, type MandateConstraint } from './mandate-constraints';
 
-export const ADJUDICATOR_VERSION = 'oap-adjudicator/1';
+// 2: the signed terms are held to what the human was shown (an orchestrator that
+// re-signs broader terms under the same display_hash is caught).
+export const ADJUDICATOR_VERSION = 'oap-adjudicator/2';
 export const EVIDENCE_FORMAT = 'oap-evidence/1';
 
 export type EvidenceBundle = {
@@ -89,11 +91,20 @@ export async function adjudicate(bundle: EvidenceBundle): Promise<Adjudication> 
   const active = claims !== null && approvedAt <= chargedAt && chargedAt < revokedAt && chargedAt < agentRevokedAt;
   add('mandate_active', claims ? (active ? 'pass' : 'fail') : 'missing', `approved ${String(claims?.approved_at)}, revoked ${bundle.mandate.revoked_at ?? 'never'}, agent revoked ${bundle.agent.revoked_at ?? 'never'}, charged ${charge.authorized_at}`);
 
-  const scope = evaluateForProvider(constraints, charge.provider, chargedAt);
-  const inScope = scope.ok && scope.services.includes(charge.service);
-  add('provider_and_service_in_scope', claims ? (inScope ? 'pass' : 'fail') : 'missing', scope.ok ? `${charge.provider} allows ${scope.services.join(', ')}; charged ${charge.service}` : scope.reason);
+  // What the human was shown bounds what was signed: the human may lower limits on the page, never widen them.
+  const shown = displayedTerms(bundle.mandate.display_document);
+  const shownHere = shown?.providers.find((p) => p.provider === charge.provider);
 
-  const perCharge = scope.ok ? scope.max_per_charge : null;
+  const scope = evaluateForProvider(constraints, charge.provider, chargedAt);
+  const shownInScope = !shown || (!!shownHere && shownHere.services.includes(charge.service));
+  const inScope = scope.ok && scope.services.includes(charge.service) && shownInScope;
+  add(
+    'provider_and_service_in_scope',
+    claims ? (inScope ? 'pass' : 'fail') : 'missing',
+    `${scope.ok ? `signed: ${charge.provider} allows ${scope.services.join(', ')}` : `signed: ${scope.reason}`}; shown to the human: ${shown ? (shownHere ? shownHere.services.join(', ') : `not ${charge.provider}`) : 'no display document'}; charged ${charge.service}`,
+  );
+
+  const perCharge = tighter(scope.ok ? scope.max_per_charge : null, shownHere?.max_per_charge ?? null);
   const fitsPerCharge = !perCharge || (perCharge.currency === charge.currency && charge.amount <= perCharge.amount);
   const ledgerChecks = (bundle.decision?.constraint_results ?? []).filter((r) => r.type === 'mandate_spend_limit' || r.type === 'monthly_limit');
   const ledgerOk = ledgerChecks.length === 2 && ledgerChecks.every((r) => r.pass);
@@ -131,7 +142,12 @@ export async function adjudicate(bundle: EvidenceBundle): Promise<Adjudication> 
   if (!bundle.mandate.display_document) add('human_approved_display', 'missing', 'no display document');
   else {
     const hash = sha256Hex(canonicalJson(JSON.parse(bundle.mandate.display_document)));
-    add('human_approved_display', hash === displayHash ? 'pass' : 'fail', `display document hashes to ${hash}; the mandate records ${String(displayHash)}`);
+    const widened = shown ? signedBeyondShown(constraints, shown) : null;
+    add(
+      'human_approved_display',
+      hash === displayHash && !widened ? 'pass' : 'fail',
+      `display document hashes to ${hash}; the mandate records ${String(displayHash)}${widened ? `; but the signed terms exceed what was shown: ${widened}` : ''}`,
+    );
   }
 
   // The provider's signed account of what it delivered, and of what it checked.
@@ -217,4 +233,40 @@ function decide(findings: Finding[]): Adjudication {
   if (missingReceipt) return { adjudicator: ADJUDICATOR_VERSION, verdict: 'insufficient_evidence', failing_party: 'provider', findings };
   if (missingMandate || findings.some((f) => f.result === 'missing' && !CORROBORATING.has(f.check))) return { adjudicator: ADJUDICATOR_VERSION, verdict: 'insufficient_evidence', failing_party: 'orchestrator', findings };
   return { adjudicator: ADJUDICATOR_VERSION, verdict: 'within_scope', failing_party: null, findings };
+}
+
+type Money = { amount: number; currency: string };
+type ShownTerms = { providers: { provider: string; services: string[]; max_per_charge: Money | null }[]; spend_limit: Money; expires_at: string };
+
+/** The terms of the display document the approval page rendered (workers/orchestrator/mandates.ts DisplayDocument). */
+function displayedTerms(document: string | null): ShownTerms | null {
+  if (!document) return null;
+  try {
+    const parsed = JSON.parse(document) as Partial<ShownTerms>;
+    return Array.isArray(parsed.providers) && parsed.spend_limit && parsed.expires_at ? (parsed as ShownTerms) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The lower of two per-charge limits (null is no limit). */
+function tighter(a: Money | null, b: Money | null): Money | null {
+  if (!a) return b;
+  if (!b) return a;
+  return a.currency !== b.currency ? a : a.amount <= b.amount ? a : b;
+}
+
+/** Where the signed constraints allow more than the human was shown, in words; null when they do not. */
+function signedBeyondShown(constraints: MandateConstraint[], shown: ShownTerms): string | null {
+  for (const c of constraints) {
+    const here = 'provider' in c ? shown.providers.find((p) => p.provider === c.provider) : undefined;
+    if (c.type === 'provider_services' && (!here || c.services.some((s) => !here.services.includes(s)))) return `${c.provider}: ${c.services.join(', ')}`;
+    if (c.type === 'max_per_charge' && here?.max_per_charge && (c.limit.currency !== here.max_per_charge.currency || c.limit.amount > here.max_per_charge.amount)) return `${c.provider}: ${c.limit.amount} per charge`;
+    if (c.type === 'spend_limit' && (c.limit.currency !== shown.spend_limit.currency || c.limit.amount > shown.spend_limit.amount)) return `a monthly limit of ${c.limit.amount}`;
+    if (c.type === 'not_after' && Date.parse(c.time) > Date.parse(shown.expires_at)) return `until ${c.time}`;
+  }
+  for (const p of shown.providers) {
+    if (p.max_per_charge && !constraints.some((c) => c.type === 'max_per_charge' && c.provider === p.provider)) return `${p.provider}: no per-charge limit`;
+  }
+  return null;
 }
