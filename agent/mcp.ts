@@ -1,12 +1,18 @@
 // `oap mcp`: the same operations as the CLI, as tools of a Model Context
 // Protocol server on stdio, so any MCP-capable agent can provision through OAP.
-// Input schemas are zod (turned into JSON Schema by the MCP SDK). Paid tools
+// Input schemas are the protocol's own zod schemas (workers/lib/schemas), turned
+// into JSON Schema by the MCP SDK, so a tool accepts what the wire does. Paid tools
 // state the catalog's prices in their description, and never act without an
 // active mandate.
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { z } from 'zod';
+import { MandateScopeSchema } from '../workers/lib/schemas/mandates';
+import { ResourceRequestSchema } from '../workers/lib/schemas/resources';
 import { OapClient, OapError } from './sdk';
+
+const providerField = z.string().min(1).describe('The provider id, as in the catalog (cloud, data)');
+const resourceIdField = z.string().startsWith('res_').describe('The resource id, as provision and list_resources return it');
 
 type Result = { content: { type: 'text'; text: string }[]; isError?: boolean; structuredContent?: Record<string, unknown> };
 
@@ -38,7 +44,7 @@ export async function mcpServer(client: OapClient, mandate: { get(): string | un
     {
       description: 'Ask the human for a mandate (what the agent may buy, where, up to how much a month). Returns the approval URL and the code to show the human.',
       inputSchema: {
-        scope: z.array(z.object({ provider: z.string(), services: z.array(z.string()).min(1) })).min(1),
+        scope: z.array(MandateScopeSchema).min(1).max(20),
         monthly_limit_dollars: z.number().positive(),
         days: z.number().int().positive().max(366).default(30),
         description: z.string().min(1).max(500),
@@ -69,12 +75,36 @@ export async function mcpServer(client: OapClient, mandate: { get(): string | un
     'provision',
     {
       description: `PAID: provisions a resource and charges the human's payment relationship. Prices: ${prices}. Needs an active mandate that covers the provider and service.`,
-      inputSchema: { provider: z.string(), service: z.string(), plan: z.string(), parameters: z.record(z.string(), z.unknown()).default({}) },
+      inputSchema: { provider: providerField, ...ResourceRequestSchema.shape },
     },
     (args) =>
       guard(async () => {
         const m = await activeMandate();
-        return client.provision(m.mandate_id, args.provider, { service: args.service, plan: args.plan, parameters: args.parameters });
+        const { provider, ...request } = args;
+        return client.provision(m.mandate_id, provider, request);
+      }),
+  );
+
+  server.registerTool(
+    'remove_resource',
+    {
+      description: 'Deprovisions one resource: it stops serving, its credentials stop working, recurring billing stops. Nothing is refunded.',
+      inputSchema: { provider: providerField, resource_id: resourceIdField },
+    },
+    (args) =>
+      guard(async () => {
+        const m = await activeMandate();
+        return client.deprovision(m.mandate_id, args.provider, args.resource_id);
+      }),
+  );
+
+  server.registerTool(
+    'teardown',
+    { description: 'Removes everything this agent provisioned under the current mandate, at every provider; reports what could not be removed.', inputSchema: {} },
+    () =>
+      guard(async () => {
+        const m = await activeMandate();
+        return client.teardown(m.mandate_id);
       }),
   );
 

@@ -20,11 +20,12 @@ describe('oap mcp', () => {
     await client.connect(new StdioClientTransport({ command: process.execPath, args: ['agent/bin/oap.mjs', 'mcp', '--dir', dir], stderr: 'pipe' }));
     try {
       const { tools } = await client.listTools();
-      expect(tools.map((t) => t.name).sort()).toEqual(['audit', 'catalog', 'list_resources', 'mandate_status', 'provision', 'request_mandate', 'spend']);
+      expect(tools.map((t) => t.name).sort()).toEqual(['audit', 'catalog', 'list_resources', 'mandate_status', 'provision', 'remove_resource', 'request_mandate', 'spend', 'teardown']);
       const provision = tools.find((t) => t.name === 'provision')!;
       expect(provision.description).toContain('PAID');
       expect(provision.description).toContain('cloud/domain com-1y: $10.44');
       expect(provision.inputSchema.properties).toHaveProperty('service');
+      expect(provision.inputSchema.properties).toHaveProperty('expected_price');
 
       const early = await client.callTool({ name: 'provision', arguments: { provider: 'cloud', service: 'domain', plan: 'com-1y', parameters: { name: 'too-early.com' } } });
       expect(early.isError).toBe(true);
@@ -46,6 +47,12 @@ describe('oap mcp', () => {
       expect((done.structuredContent as { data: Record<string, unknown> }).data).toMatchObject({ status: 'active', name });
       const spend = await client.callTool({ name: 'spend', arguments: {} });
       expect(JSON.stringify(spend.structuredContent)).toContain('"amount":1044');
+
+      const torn = await client.callTool({ name: 'teardown', arguments: {} });
+      expect(torn.isError ?? false).toBe(false);
+      expect((torn.structuredContent as { data: { removed: Record<string, unknown>[]; failed: unknown[] } }).data).toMatchObject({ removed: [{ provider: 'cloud', status: 'deleted', name }], failed: [] });
+      const gone = await client.callTool({ name: 'remove_resource', arguments: { provider: 'cloud', resource_id: 'not-a-resource' } });
+      expect(gone.isError).toBe(true);
     } finally {
       await client.close();
       rmSync(dir, { recursive: true, force: true });
