@@ -90,3 +90,16 @@ export const PAGE_SECURITY_HEADERS = {
   'Referrer-Policy': 'same-origin',
   'Cache-Control': 'no-store',
 };
+
+/** A table's column headings (scoped for screen readers). */
+export function ColumnHeads(props: { names: string[] }) {
+  return (
+    <thead>
+      <tr>
+        {props.names.map((name) => (
+          <th scope="col">{name}</th>
+        ))}
+      </tr>
+    </thead>
+  );
+}

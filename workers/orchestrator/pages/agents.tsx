@@ -2,6 +2,7 @@
 // compare, a revoke button, and a form to register a key the agent proves it
 // holds with a DPoP proof, exactly as POST /v1/agents wants it.
 import { fingerprint, formatDate } from '../../lib/pages/format';
+import { ColumnHeads } from '../../lib/pages/layout';
 import type { AgentWire } from '../agents';
 import { Csrf } from './dashboard-frame';
 
@@ -20,15 +21,7 @@ export function AgentsPage(props: { agents: AgentWire[]; csrf: string; registerU
         {props.agents.length === 0 ? <p class="muted">No agent yet. An agent appears here once you register its key or approve its first request.</p> : null}
         {props.agents.length ? (
           <table class="stack">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Key fingerprint</th>
-                <th scope="col">Status</th>
-                <th scope="col">Since</th>
-                <th scope="col">Action</th>
-              </tr>
-            </thead>
+            <ColumnHeads names={['Name', 'Key fingerprint', 'Status', 'Since', 'Action']} />
             <tbody>
               {props.agents.map((a) => (
                 <tr>

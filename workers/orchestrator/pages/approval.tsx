@@ -4,7 +4,7 @@
 // hash is recorded with the approval.
 import { Hono } from 'hono';
 import type { Child } from 'hono/jsx';
-import { Layout, PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
+import { ColumnHeads, Layout, PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
 import { fingerprint, formatDate, formatMoney } from '../../lib/pages/format';
 import { ProblemError } from '../../lib/problem';
 import type { Session } from '../../lib/sessions';
@@ -52,13 +52,7 @@ function Request(props: { doc: DisplayDocument }) {
       </dl>
       <h2>Where it may spend</h2>
       <table>
-        <thead>
-          <tr>
-            <th scope="col">Provider</th>
-            <th scope="col">Services</th>
-            <th scope="col">At most per charge</th>
-          </tr>
-        </thead>
+        <ColumnHeads names={['Provider', 'Services', 'At most per charge']} />
         <tbody>
           {doc.providers.map((p) => (
             <tr>

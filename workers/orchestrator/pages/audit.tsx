@@ -3,6 +3,7 @@
 // linked to the whole trail's JSON Lines export and its verification.
 import type { AuditEvent } from '../../lib/audit';
 import { formatDate, formatMoney } from '../../lib/pages/format';
+import { ColumnHeads } from '../../lib/pages/layout';
 import { AgentName, type Names } from './dashboard-frame';
 
 export type AuditFilters = { agent?: string; provider?: string; mandate?: string; action?: string; outcome?: string };
@@ -83,15 +84,7 @@ export function AuditPage(props: { events: AuditEvent[]; total: number; filters:
       </p>
       {props.events.length ? (
         <table class="stack">
-          <thead>
-            <tr>
-              <th scope="col">Event</th>
-              <th scope="col">When</th>
-              <th scope="col">Who</th>
-              <th scope="col">What</th>
-              <th scope="col">Outcome</th>
-            </tr>
-          </thead>
+          <ColumnHeads names={['Event', 'When', 'Who', 'What', 'Outcome']} />
           <tbody>
             {props.events.map((e) => (
               <tr>

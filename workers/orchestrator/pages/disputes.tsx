@@ -2,6 +2,7 @@
 // and read each verdict and what the adjudicator checked, in plain words,
 // with the evidence bundle anyone can verify with the public keys alone.
 import { formatDate, formatMoney } from '../../lib/pages/format';
+import { ColumnHeads } from '../../lib/pages/layout';
 import type { Charge } from '../../lib/schemas/charges';
 import type { DisputeWire } from '../disputes';
 import { CHECK_WORDS, VERDICT_WORDS } from './evidence';
@@ -41,13 +42,7 @@ export function DisputeVerdict(props: { dispute: DisputeWire; charge: Charge | u
           What was checked: {passed} of {dispute.findings.length} checks passed
         </summary>
         <table class="stack findings">
-          <thead>
-            <tr>
-              <th scope="col">Check</th>
-              <th scope="col">Passed?</th>
-              <th scope="col">Evidence</th>
-            </tr>
-          </thead>
+          <ColumnHeads names={['Check', 'Passed?', 'Evidence']} />
           <tbody>
             {dispute.findings.map((f) => (
               <tr>

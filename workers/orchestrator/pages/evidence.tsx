@@ -5,7 +5,7 @@ import type { Child } from 'hono/jsx';
 import type { AuditEvent } from '../../lib/audit';
 import { auditEvents } from '../../lib/audit-trail';
 import { formatDate, formatMoney } from '../../lib/pages/format';
-import { Layout, PAGE_SECURITY_HEADERS, type NavLink } from '../../lib/pages/layout';
+import { ColumnHeads, Layout, PAGE_SECURITY_HEADERS, type NavLink } from '../../lib/pages/layout';
 import type { Session } from '../../lib/sessions';
 import type { DisputeRecord } from '../../../durable-objects/ledger/disputes';
 import type { Hold } from '../../../durable-objects/ledger/spend';
@@ -65,15 +65,7 @@ export function evidencePages() {
         <h1>Charges</h1>
         {charges.length === 0 ? <p class="muted">No charges yet.</p> : null}
         <table>
-          <thead>
-            <tr>
-              <th scope="col">When</th>
-              <th scope="col">What</th>
-              <th scope="col">Amount</th>
-              <th scope="col">Status</th>
-              <th scope="col">Dispute</th>
-            </tr>
-          </thead>
+          <ColumnHeads names={['When', 'What', 'Amount', 'Status', 'Dispute']} />
           <tbody>
             {charges.map((ch) => (
               <tr>
@@ -138,15 +130,7 @@ export function evidencePages() {
           <a href="/v1/audit/verify">verify</a>
         </p>
         <table>
-          <thead>
-            <tr>
-              <th scope="col">#</th>
-              <th scope="col">When</th>
-              <th scope="col">Who</th>
-              <th scope="col">What</th>
-              <th scope="col">Outcome</th>
-            </tr>
-          </thead>
+          <ColumnHeads names={['#', 'When', 'Who', 'What', 'Outcome']} />
           <tbody>
             {shown.map((e) => (
               <tr>
@@ -189,13 +173,7 @@ export function evidencePages() {
         <p class="muted">Your reason: “{dispute.reason}”. Decided {formatDate(dispute.created)} by {dispute.adjudicator}.</p>
         <h2>What was checked</h2>
         <table>
-          <thead>
-            <tr>
-              <th scope="col">Check</th>
-              <th scope="col">Result</th>
-              <th scope="col">Evidence</th>
-            </tr>
-          </thead>
+          <ColumnHeads names={['Check', 'Result', 'Evidence']} />
           <tbody>
             {dispute.findings.map((f) => (
               <tr>

@@ -2,6 +2,7 @@
 // (decided on the approval page, which shows exactly what is asked), active
 // mandates with this month's spend and a revoke button, and those that ended.
 import { formatDate, formatMoney } from '../../lib/pages/format';
+import { ColumnHeads } from '../../lib/pages/layout';
 import type { Mandate } from '../../lib/schemas/mandates';
 import type { LimitRow } from '../spend-overview';
 import { AgentName, Csrf, type Names } from './dashboard-frame';
@@ -34,14 +35,7 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
         {pending.length === 0 ? <p class="muted">No request waits for you.</p> : null}
         {pending.length ? (
           <table class="stack">
-            <thead>
-              <tr>
-                <th scope="col">Request</th>
-                <th scope="col">Agent</th>
-                <th scope="col">Asks for</th>
-                <th scope="col">Decide</th>
-              </tr>
-            </thead>
+            <ColumnHeads names={['Request', 'Agent', 'Asks for', 'Decide']} />
             <tbody>
               {pending.map((m) => (
                 <tr>
@@ -69,15 +63,7 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
         {active.length === 0 ? <p class="muted">No active mandate: no agent may spend for you right now.</p> : null}
         {active.length ? (
           <table class="stack">
-            <thead>
-              <tr>
-                <th scope="col">Mandate</th>
-                <th scope="col">Agent</th>
-                <th scope="col">Where</th>
-                <th scope="col">Spent this month</th>
-                <th scope="col">Revoke</th>
-              </tr>
-            </thead>
+            <ColumnHeads names={['Mandate', 'Agent', 'Where', 'Spent this month', 'Revoke']} />
             <tbody>
               {active.map((m) => {
                 const spent = spentOn(m.mandate_id);
@@ -115,13 +101,7 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
         <div class="card">
           <h2>Ended</h2>
           <table class="stack">
-            <thead>
-              <tr>
-                <th scope="col">Mandate</th>
-                <th scope="col">Agent</th>
-                <th scope="col">Status</th>
-              </tr>
-            </thead>
+            <ColumnHeads names={['Mandate', 'Agent', 'Status']} />
             <tbody>
               {ended.map((m) => (
                 <tr>
