@@ -4,33 +4,12 @@
 // the audit trail or a later read.
 import { describe, expect, inject, it } from 'vitest';
 import { sha256Hex } from '../../workers/lib/audit';
-import { dpopProof, newAgentKey, type AgentKey } from '../support/agent-keys';
-import { asAgent, asHuman, inDays, providerAccessToken, readJson, registerAgent, signedPaidCall, signIn, signUpVerified, sleep, type Json } from './support';
+import { agentAtProvider, readJson, signedPaidCall, sleep, tokenRead, type Json, type ProviderAgent } from './support';
 
 const urls = inject('urls');
 
-async function databaseAgent(): Promise<{ key: AgentKey; token: string }> {
-  const email = `db-${crypto.randomUUID().slice(0, 8)}@example.test`;
-  await signUpVerified(urls.orchestrator, email, 'database test password');
-  const human = await signIn(urls.orchestrator, email, 'database test password');
-  const key = await newAgentKey();
-  await registerAgent(human, key, 'database agent');
-  const mandate = await readJson(
-    await asAgent(key, urls.orchestrator, 'POST', '/v1/mandates', {
-      description: 'A database for the shop',
-      scope: [{ provider: 'data', services: ['database'] }],
-      spend_limit: { amount: 5000, currency: 'usd', period: 'month' },
-      expires_at: inDays(30),
-    }),
-  );
-  expect((await asHuman(human, 'POST', `/v1/mandates/${mandate.mandate_id}/approve`, { json: {} })).status).toBe(200);
-  return { key, token: await providerAccessToken(urls.orchestrator, urls.data, 'data', key, mandate.mandate_id) };
-}
-
-async function tokenGet(agent: { key: AgentKey; token: string }, path: string) {
-  const url = `${urls.data}${path}`;
-  return fetch(url, { headers: { authorization: `DPoP ${agent.token}`, dpop: await dpopProof(agent.key, 'GET', url, { accessToken: agent.token }) } });
-}
+const databaseAgent = () => agentAtProvider(urls, 'data', ['database']);
+const tokenGet = (agent: ProviderAgent, path: string) => tokenRead(urls.data, agent, path);
 
 async function query(url: string, credential: string, sql: string, params: unknown[] = []) {
   const res = await fetch(`${url}/query`, { method: 'POST', headers: { authorization: `Bearer ${credential}`, 'content-type': 'application/json' }, body: JSON.stringify({ sql, params }) });

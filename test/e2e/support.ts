@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { expect } from 'vitest';
 import { ROOT } from '../../scripts/dev-cluster.mjs';
 import { signRequest } from '../../workers/lib/http-signatures';
-import { dpopProof, type AgentKey } from '../support/agent-keys';
+import { dpopProof, newAgentKey, type AgentKey } from '../support/agent-keys';
 
 export type Json = Record<string, any>;
 
@@ -143,20 +143,51 @@ export async function providerAccessToken(orchestrator: string, providerBase: st
   return body.access_token;
 }
 
-/** A paid call as §3.1 wants it: the DPoP-bound token, an RFC 9421 signature over the body, an Idempotency-Key. */
+/** A paid call as §3.1 wants it: the DPoP-bound token, an RFC 9421 signature over the body (none for DELETE and rotate), an Idempotency-Key. */
 export async function signedPaidCall(providerBase: string, key: AgentKey, accessToken: string, method: string, path: string, json: unknown, idempotencyKey: string): Promise<Response> {
   const url = `${providerBase}${path}`;
-  const body = JSON.stringify(json);
+  const body = json === undefined ? '' : JSON.stringify(json);
   const signed = await signRequest({ method, targetUri: url, body, privateKey: key.privateKey, keyid: key.jkt });
   return fetch(url, {
     method,
     headers: {
       authorization: `DPoP ${accessToken}`,
       dpop: await dpopProof(key, method, url, { accessToken }),
-      'content-type': 'application/json',
       'idempotency-key': idempotencyKey,
+      ...(json === undefined ? {} : { 'content-type': 'application/json' }),
       ...signed,
     },
-    body,
+    ...(json === undefined ? {} : { body }),
   });
+}
+
+/** An agent's token-authenticated read at a provider. */
+export async function tokenRead(providerBase: string, agent: { key: AgentKey; token: string }, path: string): Promise<Response> {
+  const url = `${providerBase}${path}`;
+  return fetch(url, { headers: { authorization: `DPoP ${agent.token}`, dpop: await dpopProof(agent.key, 'GET', url, { accessToken: agent.token }) } });
+}
+
+export type ProviderAgent = { key: AgentKey; token: string; human: HumanSession; mandateId: string };
+
+/**
+ * A new principal signed in, its registered agent, a mandate for `services`
+ * at one provider that the human approved, and the agent's token there.
+ */
+export async function agentAtProvider(urls: { orchestrator: string } & Record<string, string>, provider: string, services: string[], limitCents = 5000): Promise<ProviderAgent> {
+  const password = 'e2e agent password';
+  const email = `${provider}-${crypto.randomUUID().slice(0, 8)}@example.test`;
+  await signUpVerified(urls.orchestrator, email, password);
+  const human = await signIn(urls.orchestrator, email, password);
+  const key = await newAgentKey();
+  await registerAgent(human, key, `${provider} agent`);
+  const requested = await asAgent(key, urls.orchestrator, 'POST', '/v1/mandates', {
+    description: `Work at ${provider}`,
+    scope: [{ provider, services }],
+    spend_limit: { amount: limitCents, currency: 'usd', period: 'month' },
+    expires_at: inDays(30),
+  });
+  const mandate = await readJson(requested);
+  expect(requested.status, JSON.stringify(mandate)).toBe(201);
+  expect((await asHuman(human, 'POST', `/v1/mandates/${mandate.mandate_id}/approve`, { json: {} })).status).toBe(200);
+  return { key, human, mandateId: mandate.mandate_id, token: await providerAccessToken(urls.orchestrator, urls[provider]!, provider, key, mandate.mandate_id) };
 }

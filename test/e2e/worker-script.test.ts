@@ -4,59 +4,17 @@
 // caller's credentials and without outbound network; a redeploy serves the
 // new version at once, and a delete stops serving at once.
 import { describe, expect, inject, it } from 'vitest';
-import { signRequest } from '../../workers/lib/http-signatures';
-import { dpopProof, newAgentKey, type AgentKey } from '../support/agent-keys';
-import { asAgent, asHuman, inDays, readJson, registerAgent, signIn, signUpVerified, type HumanSession, type Json } from './support';
+import { agentAtProvider, asHuman, readJson, signedPaidCall, type Json, type ProviderAgent } from './support';
 
 const urls = inject('urls');
-const PASSWORD = 'worker script test password';
 
-type CloudAgent = { key: AgentKey; token: string; human: HumanSession };
+type CloudAgent = ProviderAgent;
 
-/** A principal, its agent, an approved mandate for worker-script at cloud, and the agent's cloud token. */
-async function cloudAgent(): Promise<CloudAgent> {
-  const email = `deployer-${crypto.randomUUID().slice(0, 8)}@example.test`;
-  await signUpVerified(urls.orchestrator, email, PASSWORD);
-  const human = await signIn(urls.orchestrator, email, PASSWORD);
-  const key = await newAgentKey();
-  await registerAgent(human, key, 'deploying agent');
-  const mandate = await readJson(
-    await asAgent(key, urls.orchestrator, 'POST', '/v1/mandates', {
-      description: 'Deploy a Worker',
-      scope: [{ provider: 'cloud', services: ['worker-script'] }],
-      spend_limit: { amount: 1000, currency: 'usd', period: 'month' },
-      expires_at: inDays(30),
-    }),
-  );
-  expect((await asHuman(human, 'POST', `/v1/mandates/${mandate.mandate_id}/approve`, { json: {} })).status).toBe(200);
-  const { attestation } = await readJson(await asAgent(key, urls.orchestrator, 'POST', '/v1/attestations', { mandate_id: mandate.mandate_id, provider: 'cloud' }));
-  const tokenUrl = `${urls.cloud}/oauth/token`;
-  const res = await fetch(tokenUrl, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await dpopProof(key, 'POST', tokenUrl) },
-    body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: attestation }),
-  });
-  const token = await readJson(res);
-  expect(res.status, JSON.stringify(token)).toBe(200);
-  return { key, token: token.access_token, human };
-}
+const cloudAgent = () => agentAtProvider(urls, 'cloud', ['worker-script'], 1000);
 
-/** A paid call at cloud (§3.1): DPoP-bound token, RFC 9421 signature, Idempotency-Key. */
+/** A paid call at cloud (§3.1). */
 async function paidCall(agent: CloudAgent, method: 'POST' | 'DELETE', path: string, json?: unknown) {
-  const url = `${urls.cloud}${path}`;
-  const body = json === undefined ? '' : JSON.stringify(json);
-  const signed = await signRequest({ method, targetUri: url, body, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
-  const res = await fetch(url, {
-    method,
-    headers: {
-      authorization: `DPoP ${agent.token}`,
-      dpop: await dpopProof(agent.key, method, url, { accessToken: agent.token }),
-      'idempotency-key': crypto.randomUUID(),
-      ...(json === undefined ? {} : { 'content-type': 'application/json' }),
-      ...signed,
-    },
-    ...(json === undefined ? {} : { body }),
-  });
+  const res = await signedPaidCall(urls.cloud, agent.key, agent.token, method, path, json, crypto.randomUUID());
   return { status: res.status, body: await readJson(res) };
 }
 
