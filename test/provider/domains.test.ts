@@ -4,40 +4,26 @@
 // search route marking available only what the guard would accept.
 import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
-import { signRequest } from '../../workers/lib/http-signatures';
 import { backendFor } from '../../workers/provider/services';
 import type { ProviderBindings } from '../../workers/provider/env';
-import { dpopProof, newAgentKey, type AgentKey } from '../support/agent-keys';
-import { call, obtainToken, PROVIDER, useFakeOrchestrator } from '../support/fake-orchestrator';
+import { dpopProof } from '../support/agent-keys';
+import { call, PROVIDER, useFakeOrchestrator } from '../support/fake-orchestrator';
+import { agentWithToken, paidCall, type TokenAgent } from '../support/paid-calls';
 
 useFakeOrchestrator();
 
 const testEnv = env as unknown as TestEnv & { ORCHESTRATOR: Fetcher };
 const ledgerOf = (account: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(account));
 type Json = Record<string, any>;
-type Agent = { key: AgentKey; sub: string; token: string; account: string };
+type Agent = TokenAgent;
 
 /** Ten hex digits, so that names of different tests are never within one edit of each other. */
 const tag = () => crypto.randomUUID().replaceAll('-', '').slice(0, 10);
 
-async function agentWithToken(): Promise<Agent> {
-  const key = await newAgentKey();
-  const sub = `pw_${crypto.randomUUID()}`;
-  const { token } = await obtainToken({ agent: key, sub });
-  return { key, sub, token: token.access_token, account: token.account_id };
-}
-
 /** POST /v1/resources for a domain, signed as §3.1 requires. */
 async function register(agent: Agent, name: string, plan = `${name.split(/[.．]/).at(-1)}-1y`) {
-  const url = `${PROVIDER}/v1/resources`;
-  const text = JSON.stringify({ service: 'domain', plan, parameters: { name } });
-  const signed = await signRequest({ method: 'POST', targetUri: url, body: text, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
-  const res = await call('/v1/resources', {
-    method: 'POST',
-    headers: { authorization: `DPoP ${agent.token}`, dpop: await dpopProof(agent.key, 'POST', url, { accessToken: agent.token }), 'content-type': 'application/json', 'idempotency-key': crypto.randomUUID(), ...signed },
-    body: text,
-  });
-  return { status: res.status, contentType: res.headers.get('content-type'), body: (await res.json()) as Json };
+  const res = await paidCall(agent, 'POST', '/v1/resources', { service: 'domain', plan, parameters: { name } });
+  return res;
 }
 
 const chargesAsked = async (agent: Agent) => {
