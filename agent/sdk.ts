@@ -265,9 +265,23 @@ export class OapClient {
     return (await this.#paid(mandateId, provider, 'POST', `/v1/resources/${resourceId}/rotate`, undefined, options.idempotencyKey ?? crypto.randomUUID())).body;
   }
 
-  /** Moves a resource to another plan along `allowed_updates`, charged or credited pro rata. */
-  async changePlan(mandateId: string, provider: string, resourceId: string, plan: string, options: { idempotencyKey?: string } = {}) {
-    return (await this.#paid(mandateId, provider, 'PATCH', `/v1/resources/${resourceId}`, { plan }, options.idempotencyKey ?? crypto.randomUUID())).body;
+  /**
+   * Moves a resource to another plan along `allowed_updates`, charged or credited pro rata. The agent signs the new
+   * plan's full price (`expected_price`, from the provider's catalog unless given): later renewals charge exactly that.
+   */
+  async changePlan(mandateId: string, provider: string, resourceId: string, plan: string, options: { idempotencyKey?: string; expectedPrice?: Money } = {}) {
+    const expected_price = options.expectedPrice ?? (await this.#planPrice(mandateId, provider, resourceId, plan));
+    return (await this.#paid(mandateId, provider, 'PATCH', `/v1/resources/${resourceId}`, { plan, expected_price }, options.idempotencyKey ?? crypto.randomUUID())).body;
+  }
+
+  /** The catalog price of `plan` of the service `resourceId` is of. */
+  async #planPrice(mandateId: string, provider: string, resourceId: string, plan: string): Promise<Money> {
+    const resource = await this.#provider(mandateId, provider, 'GET', `/v1/resources/${resourceId}`);
+    const catalog = await parse(await this.#fetch(`${await this.#providerBase(provider)}/v1/catalog`));
+    const service = (catalog.services as { id: string; plans: { id: string; price: Money }[] }[]).find((s) => s.id === resource.service);
+    const price = service?.plans.find((p) => p.id === plan)?.price;
+    if (!price) throw new OapError(422, 'invalid_parameters', `${String(resource.service)} has no plan ${plan} at ${provider}.`);
+    return price;
   }
 
   /**

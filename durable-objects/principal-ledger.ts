@@ -22,9 +22,10 @@ import * as spend from './ledger/spend';
 import * as disputes from './ledger/disputes';
 import * as sagas from './ledger/sagas';
 import * as tokens from './ledger/tokens';
-import { deprovision, requestRenewal, runAsyncProvision, settleChargeCall } from '../workers/provider/provisioning';
+import { deprovision, renewalPrice, requestRenewal, revertPlan, runAsyncProvision, settleChargeCall, suspendAtBackend } from '../workers/provider/provisioning';
 import * as renewals from './ledger/renewals';
 import * as lifecycle from './ledger/lifecycle';
+import * as planChanges from './ledger/plan-changes';
 
 export type LedgerEnv = { DB: D1Database } & Partial<ProviderEventEnv>;
 export type { IdempotencyStart, StoredResponse } from './ledger/idempotency';
@@ -222,6 +223,17 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     });
   }
 
+  /** Part of a captured charge given back by its provider (a downgrade's credit), once per key. */
+  refundChargePart(principal: string, chargeId: string, refund: spend.PartialRefund, actor: { type: 'provider'; id: string }, providerJti: { jti: string; expiresMs: number }) {
+    return this.#transaction(principal, (tx) => {
+      if (!consumeNonce(tx, `provider:${actor.id}:${providerJti.jti}`, providerJti.expiresMs + 60_000)) return refuse('replayed', 'This provider request token was already used.');
+      const hold = spend.getHold(tx.sql, chargeId);
+      // Only the provider that made the charge gives it back.
+      if (!hold || hold.provider !== actor.id) return refuse('not_found', 'No such charge.');
+      return spend.refundPart(tx, chargeId, refund, actor);
+    });
+  }
+
   getCharge(chargeId: string) {
     return spend.getHold(this.#sql, chargeId);
   }
@@ -313,6 +325,19 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   voidSaga(account: string, sagaId: string, reason: string) {
     return this.#transaction(account, (tx) => sagas.voidSaga(tx, sagaId, reason));
+  }
+
+  beginUpdate(account: string, start: planChanges.UpdateStart) {
+    return this.#transaction(account, (tx) => planChanges.beginUpdate(tx, start));
+  }
+
+  completeUpdate(account: string, sagaId: string, result: { fields: string; receipt: string }) {
+    return this.#transaction(account, (tx) => planChanges.completeUpdate(tx, sagaId, result));
+  }
+
+  /** A retried PATCH whose Idempotency-Key record was lost: the outcome of its saga. */
+  updateOutcome(saga: sagas.Saga) {
+    return planChanges.updateOutcome(this.#sql, saga);
   }
 
   scheduleAsyncProvision(account: string, sagaId: string) {
@@ -508,7 +533,11 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     const account = this.auditHead().principal;
     if (account === null) return;
     for (const saga of sagas.openSagasPastDeadline(this.#sql, Date.now())) {
-      if (saga.state === 'authorized') await deprovision(this.env as never, account, saga);
+      // A plan change is never taken down: the backend may have switched already, so it switches back.
+      if (saga.state === 'authorized' && saga.kind === 'update') {
+        const resource = sagas.getResource(this.#sql, saga.resource_id);
+        if (resource?.status === 'active' && resource.plan === saga.previous_plan) await revertPlan(this.env as never, account, saga, resource);
+      } else if (saga.state === 'authorized') await deprovision(this.env as never, account, saga);
       this.#transaction(account, (tx) => sagas.voidSaga(tx, saga.id, `recovered:${saga.state}`));
     }
     const next = sagas.nextSagaDeadline(this.#sql);
@@ -540,13 +569,34 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       const saga = call.saga_id.startsWith('renewal:') ? null : sagas.getSaga(this.#sql, call.saga_id);
       const holdId = call.saga_id.startsWith('renewal:') ? call.saga_id.split(':')[2]! : saga?.hold_id;
       const receipt = holdId ? (spend.getHold(this.#sql, holdId)?.receipt ?? null) : null;
-      const outcome = await settleChargeCall(this.env as never, account, call, { receipt, eventId: saga?.audit_event_id ?? null });
+      const outcome = await settleChargeCall(this.env as never, account, call, { receipt, eventId: call.action === 'capture' ? (saga?.audit_event_id ?? null) : null });
       if (outcome === 'voided_remotely' && call.saga_id.startsWith('renewal:')) {
         // A renewal the orchestrator voided before it was captured: refund here and suspend.
         const [, resourceId, holdId] = call.saga_id.split(':') as [string, string, string];
-        this.#transaction(account, (tx) => {
+        const suspended = this.#transaction(account, (tx) => {
           spend.refundHold(tx, holdId, { type: 'system', id: 'renewal' }, 'charge_voided_at_orchestrator');
-          tx.sql.exec(`UPDATE resources SET status = 'suspended', updated = ? WHERE id = ?`, new Date(tx.now).toISOString(), resourceId);
+          tx.sql.exec(`UPDATE resources SET status = 'suspended', updated = ? WHERE id = ? AND status = 'active'`, new Date(tx.now).toISOString(), resourceId);
+          tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+          return sagas.getResource(tx.sql, resourceId);
+        });
+        if (suspended?.status === 'suspended') await this.#suspendAtBackend(account, suspended);
+      } else if (outcome === 'voided_remotely' && saga?.kind === 'update') {
+        // A plan change whose capture came too late: the resource goes back to its old plan, nothing is charged or credited.
+        const resource = sagas.getResource(this.#sql, saga.resource_id);
+        const fields = resource && planChanges.stillChangedBy(resource, saga) ? await revertPlan(this.env as never, account, saga, resource) : null;
+        this.#transaction(account, (tx) => {
+          planChanges.revertUpdate(tx, saga.id, fields === null ? null : JSON.stringify(fields));
+          tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+        });
+      } else if (outcome === 'settled' && call.action === 'capture' && saga?.kind === 'update') {
+        this.#transaction(account, (tx) => {
+          planChanges.grantCredit(tx, saga);
+          tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+        });
+      } else if (outcome === 'refused') {
+        // A refund the orchestrator will never take (the charge was refunded or disputed meanwhile): said in the trail, not retried.
+        this.#transaction(account, (tx) => {
+          tx.audit({ actor: { type: 'system', id: 'plan-change' }, action: 'charge.refund', target: call.charge_id, outcome: 'failed', reason: 'refused_by_orchestrator', related: [call.saga_id] });
           tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
         });
       } else if (outcome === 'voided_remotely') {
@@ -596,27 +646,46 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     const account = this.auditHead().principal;
     if (account === null) return;
     for (const resource of renewals.dueRenewals(this.#sql, Date.now())) {
-      const saga = this.#sql.exec<sagas.Saga>('SELECT * FROM sagas WHERE resource_id = ? ORDER BY created LIMIT 1', resource.id).toArray()[0];
+      // The creation's saga says who pays (mandate, orchestrator, subject); the resource says what: its plan now.
+      const saga = this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE resource_id = ? AND kind = 'create' ORDER BY created LIMIT 1`, resource.id).toArray()[0];
       if (!saga) continue;
       const holdId = `hld_rnw${crypto.randomUUID().replaceAll('-', '').slice(0, 20)}`;
-      const price = { amount: saga.amount, currency: saga.currency };
+      const price = renewalPrice(this.env as never, resource) ?? { amount: saga.amount, currency: saga.currency };
       const reserved = this.#transaction(account, (tx) => renewals.reserveRenewal(tx, resource.id, holdId, price));
-      if (!reserved.ok) continue;
-      const outcome = await requestRenewal(this.env as never, saga, resource, holdId);
-      this.#transaction(account, (tx) => {
+      if (!reserved.ok) {
+        if (reserved.suspended) await this.#suspendAtBackend(account, resource);
+        continue;
+      }
+      const outcome = await requestRenewal(this.env as never, saga, resource, holdId, price);
+      const after = this.#transaction(account, (tx) => {
         if (outcome.kind === 'authorized') renewals.completeRenewal(tx, resource.id, holdId, outcome.charge_id, saga.orchestrator);
         else if (outcome.kind === 'declined') renewals.declineRenewal(tx, resource.id, holdId, outcome.code);
         else renewals.postponeRenewal(tx, resource.id, holdId);
+        return sagas.getResource(tx.sql, resource.id);
       });
+      if (outcome.kind === 'declined' && after?.status === 'suspended') await this.#suspendAtBackend(account, after);
     }
     const next = renewals.nextRenewalDue(this.#sql);
     if (next !== null) this.#scheduleRow('renewals', next);
   }
 
+  /**
+   * §3.2: a suspended resource keeps its data but stops costing (serving, writes): the backend is told.
+   * A backend that fails is said in the trail; the resource stays suspended in the ledger either way.
+   */
+  async #suspendAtBackend(account: string, resource: sagas.Resource): Promise<void> {
+    try {
+      await suspendAtBackend(this.env as never, account, resource);
+    } catch (error) {
+      this.#transaction(account, (tx) => tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.suspend', target: resource.id, outcome: 'failed', reason: String(error).slice(0, 200) }));
+    }
+  }
+
   async #runAsyncProvisioning(): Promise<void> {
     const account = this.auditHead().principal;
     if (account === null) return;
-    const ready = this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE state = 'authorized' ORDER BY created LIMIT 10`).toArray();
+    // Creations only: an authorized plan change is finished by its own request or undone by recovery.
+    const ready = this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE state = 'authorized' AND kind = 'create' ORDER BY created LIMIT 10`).toArray();
     for (const saga of ready) await runAsyncProvision(this.env as never, account, saga);
   }
 

@@ -18,6 +18,14 @@ export function nextRenewal(from: number, billing: 'month' | 'year'): number {
     : Date.UTC(d.getUTCFullYear() + 1, d.getUTCMonth(), d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds());
 }
 
+/** The boundary before `renewsAt`: where the current period began, in the same calendar terms. */
+export function previousRenewal(renewsAt: number, billing: 'month' | 'year'): number {
+  const d = new Date(renewsAt);
+  return billing === 'month'
+    ? Date.UTC(d.getUTCFullYear(), d.getUTCMonth() - 1, d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds())
+    : Date.UTC(d.getUTCFullYear() - 1, d.getUTCMonth(), d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds());
+}
+
 export function setBilling(tx: LedgerTx, resourceId: string, billing: 'one_time' | 'month' | 'year') {
   if (billing === 'one_time') {
     tx.sql.exec(`UPDATE resources SET billing = 'one_time', renews_at = NULL WHERE id = ?`, resourceId);
@@ -36,14 +44,23 @@ export function nextRenewalDue(sql: SqlStorage): number | null {
   return sql.exec<{ due: number | null }>(`SELECT MIN(renews_at) AS due FROM resources WHERE status = 'active' AND renews_at IS NOT NULL`).one().due;
 }
 
+/** A plan change in flight is waited for: renewing the old plan under it would price the new period wrongly. */
+export const RENEWAL_WAIT_MS = 60_000;
+
 /** Reserves the renewal's price against the account's own limit, or suspends the resource. */
-export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string, price: { amount: number; currency: string }): { ok: true } | Decline {
+export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string, price: { amount: number; currency: string }): { ok: true } | (Decline & { suspended?: boolean }) {
   const resource = getResource(tx.sql, resourceId);
   if (!resource || resource.status !== 'active') return { ok: false, code: 'not_found', detail: 'no active resource' };
+  const changing = tx.sql.exec(`SELECT 1 FROM sagas WHERE resource_id = ? AND kind = 'update' AND state IN ('reserved', 'authorized')`, resourceId).toArray().length > 0;
+  if (changing) {
+    tx.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', tx.now + RENEWAL_WAIT_MS, resourceId);
+    tx.schedule('renewals', tx.now + RENEWAL_WAIT_MS);
+    return { ok: false, code: 'plan_change_in_progress', detail: 'a plan change of this resource is in flight' };
+  }
   const over = checkLimits(tx.sql, billingPeriod(tx.now), price, [{ scope: 'principal', limit: ownLimit(tx.sql) }]);
   if (over) {
     suspend(tx, resource, over.code);
-    return over;
+    return { ...over, suspended: true };
   }
   insertHold(tx, { id: holdId, mandate_id: resource.mandate_id, service: resource.service, plan: resource.plan, agent_id: resource.agent_id, amount: price, resource_ref: resourceId, ttl_ms: RENEWAL_HOLD_TTL_MS, scopes: ['principal', `service:${resource.service}`] });
   tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'charge.reserve', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', amount: price, related: [holdId, 'renewal'] });
@@ -56,7 +73,7 @@ export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string
   captureHold(tx, holdId, { type: 'system', id: 'renewal' });
   const billing = resource.billing as 'month' | 'year';
   const renewsAt = nextRenewal(resource.renews_at ?? tx.now, billing);
-  tx.sql.exec('UPDATE resources SET renews_at = ?, charge_id = ?, updated = ? WHERE id = ?', renewsAt, chargeId, iso(tx.now), resourceId);
+  tx.sql.exec('UPDATE resources SET renews_at = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?', renewsAt, chargeId, holdId, iso(tx.now), resourceId);
   tx.sql.exec(
     'INSERT INTO charge_outbox (saga_id, action, charge_id, orchestrator, attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)',
     `renewal:${resourceId}:${holdId}`,
@@ -74,7 +91,8 @@ export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string
 export function declineRenewal(tx: LedgerTx, resourceId: string, holdId: string, code: string) {
   voidHold(tx, holdId, { type: 'system', id: 'renewal' }, `renewal_declined:${code}`);
   const resource = getResource(tx.sql, resourceId);
-  if (resource) suspend(tx, resource, code);
+  // Deleted while the orchestrator was asked: it stays deleted.
+  if (resource?.status === 'active') suspend(tx, resource, code);
 }
 
 /** The orchestrator could not be reached: release the hold and try again later. */

@@ -22,7 +22,8 @@ export type ResourceStatus = 'provisioning' | 'active' | 'failed' | 'deleted' | 
 
 export type Saga = {
   id: string;
-  kind: 'create';
+  /** `create`: POST /v1/resources. `update`: PATCH /v1/resources/{id}, a plan change (ledger/plan-changes.ts). */
+  kind: 'create' | 'update';
   state: SagaState;
   agent_id: string;
   mandate_id: string;
@@ -45,6 +46,12 @@ export type Saga = {
   deadline: number;
   request_key: string | null;
   audit_event_id: string | null;
+  /** Update sagas: what the change replaced, put back if the orchestrator refuses the capture. */
+  previous_plan: string | null;
+  previous_charge_id: string | null;
+  previous_hold_id: string | null;
+  /** Update sagas: the pro-rata credit owed against the previous charge once this one is captured. */
+  credit: number;
 };
 
 export type Resource = {
@@ -56,7 +63,10 @@ export type Resource = {
   mandate_id: string;
   parameters: string;
   fields: string | null;
+  /** The orchestrator's charge of the current period (creation, renewal or plan change)… */
   charge_id: string | null;
+  /** …and the local hold that mirrors it. */
+  hold_id: string | null;
   created: string;
   updated: string;
   billing: string | null;
@@ -167,7 +177,8 @@ export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Sag
 /** Step 3 done: the orchestrator holds the charge too. */
 export function recordAuthorization(tx: LedgerTx, sagaId: string, chargeId: string, decision: string): Saga | null {
   tx.sql.exec(`UPDATE sagas SET state = 'authorized', charge_id = ?, charge_decision = ?, updated = ? WHERE id = ? AND state = 'reserved'`, chargeId, decision, tx.now, sagaId);
-  tx.sql.exec('UPDATE resources SET charge_id = ? WHERE id = (SELECT resource_id FROM sagas WHERE id = ?)', chargeId, sagaId);
+  // A plan change names its charge on the resource only once it completes: until then the old one is the period's.
+  tx.sql.exec(`UPDATE resources SET charge_id = ? WHERE id = (SELECT resource_id FROM sagas WHERE id = ? AND kind = 'create')`, chargeId, sagaId);
   return getSaga(tx.sql, sagaId);
 }
 
@@ -180,7 +191,7 @@ export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: str
   const saga = getSaga(tx.sql, sagaId);
   if (!saga || saga.state !== 'authorized' || !saga.charge_id) return null;
   captureHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, result.receipt ?? undefined);
-  tx.sql.exec(`UPDATE resources SET status = 'active', fields = ?, updated = ? WHERE id = ?`, result.fields, iso(tx.now), saga.resource_id);
+  tx.sql.exec(`UPDATE resources SET status = 'active', fields = ?, hold_id = ?, updated = ? WHERE id = ?`, result.fields, saga.hold_id, iso(tx.now), saga.resource_id);
   tx.sql.exec(`UPDATE sagas SET state = 'completed', credentials = ?, updated = ? WHERE id = ?`, result.credentials, tx.now, sagaId);
   setBilling(tx, saga.resource_id, result.billing);
   owe(tx, saga, 'capture');
@@ -199,47 +210,54 @@ export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: str
   return { saga: getSaga(tx.sql, sagaId)!, event };
 }
 
-/** Any failure: nothing provisioned stays, nothing is charged. The orchestrator's hold is voided through the outbox. */
+/**
+ * Any failure: nothing provisioned stays, nothing is charged. The orchestrator's hold is voided through the outbox.
+ * A failed plan change leaves its resource as it was, on its old plan: only a failed creation fails the resource.
+ */
 export function voidSaga(tx: LedgerTx, sagaId: string, reason: string) {
   const saga = getSaga(tx.sql, sagaId);
   if (!saga || saga.state === 'completed' || saga.state === 'voided') return saga;
+  const update = saga.kind === 'update';
   voidHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, reason);
-  tx.sql.exec(`UPDATE resources SET status = 'failed', updated = ? WHERE id = ?`, iso(tx.now), saga.resource_id);
+  if (!update) tx.sql.exec(`UPDATE resources SET status = 'failed', updated = ? WHERE id = ?`, iso(tx.now), saga.resource_id);
   tx.sql.exec(`UPDATE sagas SET state = 'voided', error = ?, updated = ? WHERE id = ?`, reason.slice(0, 500), tx.now, sagaId);
   if (saga.charge_id) owe(tx, saga, 'void');
   tx.audit({
     actor: { type: 'agent', id: saga.agent_id },
-    action: 'resource.provision',
+    action: update ? 'resource.update' : 'resource.provision',
     mandate_id: saga.mandate_id,
     target: saga.resource_id,
     outcome: 'failed',
     reason: reason.slice(0, 200),
     amount: { amount: saga.amount, currency: saga.currency },
-    related: saga.charge_id ? [saga.charge_id] : [],
+    related: [...(saga.charge_id ? [saga.charge_id] : []), ...(update ? [`${saga.service}/${saga.previous_plan}->${saga.plan}`] : [])],
   });
   return getSaga(tx.sql, sagaId);
 }
 
-function owe(tx: LedgerTx, saga: Saga, action: 'capture' | 'void') {
+/** A call owed to the orchestrator about `chargeId` (the saga's own unless named), delivered by the alarm. */
+export function owe(tx: LedgerTx, saga: Pick<Saga, 'id' | 'charge_id' | 'orchestrator'>, action: 'capture' | 'void' | 'refund', body: object | null = null, chargeId = saga.charge_id) {
   tx.sql.exec(
-    'INSERT INTO charge_outbox (saga_id, action, charge_id, orchestrator, attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)',
+    'INSERT INTO charge_outbox (saga_id, action, charge_id, orchestrator, attempts, next_attempt_at, body) VALUES (?, ?, ?, ?, 0, ?, ?)',
     saga.id,
     action,
-    saga.charge_id,
+    chargeId,
     saga.orchestrator,
     tx.now,
+    body ? JSON.stringify(body) : null,
   );
   tx.schedule('charge_outbox', tx.now);
 }
 
-export type OwedChargeCall = { id: number; saga_id: string; action: 'capture' | 'void'; charge_id: string; orchestrator: string; attempts: number };
+/** `body` is a refund's JSON body ({amount, currency, reason, idempotency_key}); null for a capture or void. */
+export type OwedChargeCall = { id: number; saga_id: string; action: 'capture' | 'void' | 'refund'; charge_id: string; orchestrator: string; attempts: number; body: string | null };
 
 export function dueChargeCalls(sql: SqlStorage, now: number): OwedChargeCall[] {
-  return sql.exec<OwedChargeCall>('SELECT id, saga_id, action, charge_id, orchestrator, attempts FROM charge_outbox WHERE next_attempt_at <= ? ORDER BY id LIMIT 50', now).toArray();
+  return sql.exec<OwedChargeCall>('SELECT id, saga_id, action, charge_id, orchestrator, attempts, body FROM charge_outbox WHERE next_attempt_at <= ? ORDER BY id LIMIT 50', now).toArray();
 }
 
 export function pendingChargeCalls(sql: SqlStorage): OwedChargeCall[] {
-  return sql.exec<OwedChargeCall>('SELECT id, saga_id, action, charge_id, orchestrator, attempts FROM charge_outbox ORDER BY id').toArray();
+  return sql.exec<OwedChargeCall>('SELECT id, saga_id, action, charge_id, orchestrator, attempts, body FROM charge_outbox ORDER BY id').toArray();
 }
 
 export function openSagasPastDeadline(sql: SqlStorage, now: number): Saga[] {

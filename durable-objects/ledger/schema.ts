@@ -82,4 +82,18 @@ export const LEDGER_MIGRATIONS: string[] = [
   // 9: deletes owed to a service backend (stop serving, drop storage), retried until it confirms.
   `CREATE TABLE deprovision_outbox (
      resource_id TEXT PRIMARY KEY, service TEXT NOT NULL, attempts INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL);`,
+  // 10: plan changes and partial refunds. A hold remembers how much of it was refunded, each
+  // refund applied once per key; an update saga keeps what it replaced (to put it back if the
+  // orchestrator refuses the capture) and the credit it owes; a refund owed to the orchestrator
+  // carries its body; a resource names the local hold of its current period beside the charge.
+  `ALTER TABLE holds ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;
+   CREATE TABLE refunds (
+     charge_id TEXT NOT NULL, key TEXT NOT NULL, amount INTEGER NOT NULL, reason TEXT, created INTEGER NOT NULL,
+     PRIMARY KEY (charge_id, key));
+   ALTER TABLE sagas ADD COLUMN previous_plan TEXT;
+   ALTER TABLE sagas ADD COLUMN previous_charge_id TEXT;
+   ALTER TABLE sagas ADD COLUMN previous_hold_id TEXT;
+   ALTER TABLE sagas ADD COLUMN credit INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE resources ADD COLUMN hold_id TEXT;
+   ALTER TABLE charge_outbox ADD COLUMN body TEXT;`,
 ];

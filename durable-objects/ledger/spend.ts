@@ -3,7 +3,7 @@
 // voided, each at most once; a hold nobody resolves is voided by the alarm.
 // Every decision here is one synchronous body: read, compare, write, no await.
 import type { Money } from '../../workers/lib/schemas/money';
-import { iso, refuse, type LedgerTx, type Outcome } from './context';
+import { iso, refuse, type LedgerTx, type Outcome, type Refusal } from './context';
 
 /** PROTOCOL.md §3.2: $100 a month unless the human says otherwise. */
 export const DEFAULT_MONTHLY_LIMIT: Money = { amount: 10_000, currency: 'usd' };
@@ -23,6 +23,8 @@ export type Hold = {
   amount: number;
   currency: string;
   status: HoldStatus;
+  /** How much of a captured charge was given back (pro-rata credits); all of it once `refunded`. */
+  refunded: number;
   idempotency_key: string | null;
   resource_ref: string | null;
   description: string | null;
@@ -197,6 +199,7 @@ export function insertHold(tx: LedgerTx, hold: NewHold): Hold {
     amount: hold.amount.amount,
     currency: hold.amount.currency,
     status: 'pending',
+    refunded: 0,
     idempotency_key: hold.idempotency_key ?? null,
     resource_ref: hold.resource_ref ?? null,
     description: hold.description ?? null,
@@ -248,10 +251,45 @@ export function refundHold(tx: LedgerTx, id: string, actor: { type: 'provider' |
   if (!hold) return refuse('not_found', 'No such charge.');
   if (hold.status === 'refunded') return { ok: true, hold };
   if (hold.status !== 'captured') return refuse('invalid_request', `This charge is ${hold.status}; only a captured charge is refunded.`);
-  tx.sql.exec(`UPDATE holds SET status = 'refunded', resolved_at = ? WHERE id = ?`, tx.now, id);
-  addToTotals(tx, hold.period, scopesOf(hold), -hold.amount);
-  tx.audit({ actor, action: 'charge.refund', target: id, mandate_id: hold.mandate_id, outcome: 'succeeded', reason, amount: { amount: hold.amount, currency: hold.currency } });
+  // What a partial refund already gave back left the totals then: only the rest leaves now.
+  const rest = hold.amount - hold.refunded;
+  tx.sql.exec(`UPDATE holds SET status = 'refunded', refunded = amount, resolved_at = ? WHERE id = ?`, tx.now, id);
+  addToTotals(tx, hold.period, scopesOf(hold), -rest);
+  tx.audit({ actor, action: 'charge.refund', target: id, mandate_id: hold.mandate_id, outcome: 'succeeded', reason, amount: { amount: rest, currency: hold.currency } });
   return { ok: true, hold: getHold(tx.sql, id)! };
+}
+
+export type PartialRefund = { amount: number; currency: string; reason: string; key: string };
+
+/**
+ * Part of a captured charge given back (a downgrade's pro-rata credit): the
+ * totals of the hold's period shrink by the amount, never by more than what
+ * is left to refund, and each key is applied once (a retry answers the same).
+ * A charge refunded down to nothing is `refunded`.
+ */
+export function refundPart(tx: LedgerTx, id: string, refund: PartialRefund, actor: { type: 'provider' | 'system' | 'orchestrator'; id: string }): Outcome<{ hold: Hold; replayed: boolean }> | (Refusal & { refundable: number }) {
+  const hold = getHold(tx.sql, id);
+  if (!hold) return refuse('not_found', 'No such charge.');
+  const done = tx.sql.exec<{ amount: number }>('SELECT amount FROM refunds WHERE charge_id = ? AND key = ?', id, refund.key).toArray()[0];
+  if (done) {
+    return done.amount === refund.amount ? { ok: true, hold, replayed: true } : refuse('idempotency_key_reused', 'This refund key was used for another amount.');
+  }
+  const refundable = hold.status === 'captured' ? hold.amount - hold.refunded : 0;
+  if (hold.status !== 'captured' || refund.currency !== hold.currency || refund.amount > refundable) {
+    const reason = hold.status !== 'captured' ? `charge_${hold.status}` : refund.currency !== hold.currency ? 'currency_mismatch' : 'exceeds_refundable';
+    tx.audit({ actor, action: 'charge.refund', target: id, mandate_id: hold.mandate_id, outcome: 'refused', reason, amount: { amount: refund.amount, currency: refund.currency }, related: [refund.key] });
+    const detail = hold.status !== 'captured' ? `This charge is ${hold.status}; only a captured charge is refunded.` : `At most ${refundable} ${hold.currency} of this charge remains to refund.`;
+    return { ...refuse('invalid_request', detail), refundable };
+  }
+  tx.sql.exec(
+    `UPDATE holds SET refunded = refunded + ?1, status = CASE WHEN refunded + ?1 >= amount THEN 'refunded' ELSE status END WHERE id = ?2`,
+    refund.amount,
+    id,
+  );
+  tx.sql.exec('INSERT INTO refunds (charge_id, key, amount, reason, created) VALUES (?, ?, ?, ?, ?)', id, refund.key, refund.amount, refund.reason, tx.now);
+  addToTotals(tx, hold.period, scopesOf(hold), -refund.amount);
+  tx.audit({ actor, action: 'charge.refund', target: id, mandate_id: hold.mandate_id, outcome: 'succeeded', reason: refund.reason, amount: { amount: refund.amount, currency: hold.currency }, related: [refund.key] });
+  return { ok: true, hold: getHold(tx.sql, id)!, replayed: false };
 }
 
 /** Pending holds past their deadline. */

@@ -397,7 +397,8 @@ export class LedgerModel {
     for (const call of calls) {
       const res = await asProvider(p.id, 'POST', `/v1/charges/${call.charge_id}/${call.action}`, {});
       const body = (await res.json()) as Wire;
-      this.observe(rec, `${via}:outbox`, call.action, res.status, body);
+      // The model makes no plan changes: its sagas owe captures and voids only, never refunds.
+      this.observe(rec, `${via}:outbox`, call.action as 'capture' | 'void', res.status, body);
       let outcome: 'settled' | 'voided_remotely' | 'unexpected';
       if (res.status === 200) outcome = 'settled';
       else if (call.action === 'capture' && res.status === 409 && body.code === 'charge_voided') outcome = 'voided_remotely';

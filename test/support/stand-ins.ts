@@ -5,12 +5,12 @@ import { createHash, generateKeyPairSync } from 'node:crypto';
 /**
  * The orchestrator's charges API as providers call it, played in Node for the
  * provider's saga tests: each principal (by its pairwise sub) gets the
- * behaviour a test sets (POST /_test/behaviour {sub, authorize, capture, void}:
+ * behaviour a test sets (POST /_test/behaviour {sub, authorize, capture, void, refund}:
  * 'ok' | 'decline' | 'error' | 'voided'), and every call is recorded
  * (GET /_test/calls?sub=).
  */
 export function fakeChargesApi() {
-  type Behaviour = { authorize: string; capture: string; void: string };
+  type Behaviour = { authorize: string; capture: string; void: string; refund: string };
   const behaviours = new Map<string, Behaviour>();
   const chargeSubs = new Map<string, string>();
   const charges = new Map<string, { status: string; key: string }>();
@@ -21,16 +21,16 @@ export function fakeChargesApi() {
     const body = await request.text();
     if (url.pathname === '/_test/behaviour') {
       const { sub, ...rest } = JSON.parse(body) as Partial<Behaviour> & { sub: string };
-      behaviours.set(sub, Object.assign({ authorize: 'ok', capture: 'ok', void: 'ok' }, rest));
+      behaviours.set(sub, Object.assign({ authorize: 'ok', capture: 'ok', void: 'ok', refund: 'ok' }, rest));
       return new Response(null, { status: 204 });
     }
     if (url.pathname === '/_test/calls') return Response.json(calls.filter((c) => c.sub === url.searchParams.get('sub')));
-    const match = /^\/v1\/charges(?:\/([^/]+)\/(capture|void))?$/.exec(url.pathname);
+    const match = /^\/v1\/charges(?:\/([^/]+)\/(capture|void|refund))?$/.exec(url.pathname);
     if (!match) return Response.json({ code: 'not_found' }, { status: 404 });
     const [, chargeId, action] = match;
     const sub = chargeId ? (chargeSubs.get(chargeId) ?? '') : (JSON.parse(body) as { principal_sub: string }).principal_sub;
     calls.push({ sub, method: request.method, path: url.pathname, body, authorization: request.headers.get('authorization') ?? '' });
-    const behaviour = behaviours.get(sub) ?? { authorize: 'ok', capture: 'ok', void: 'ok' };
+    const behaviour = behaviours.get(sub) ?? { authorize: 'ok', capture: 'ok', void: 'ok', refund: 'ok' };
     const problem = (status: number, code: string) => Response.json({ type: 'about:blank', title: code, status, code, detail: code }, { status, headers: { 'content-type': 'application/problem+json' } });
     if (!chargeId) {
       if (behaviour.authorize === 'decline') return Response.json({ status: 402, code: 'spend_limit_exceeded', detail: 'over', limit: { amount: 100, currency: 'usd' }, spent: { amount: 100, currency: 'usd' }, requested: { amount: 1044, currency: 'usd' }, step_up_url: 'http://127.0.0.1:8787/limits' }, { status: 402 });
@@ -44,6 +44,12 @@ export function fakeChargesApi() {
     }
     const charge = charges.get(chargeId);
     if (!charge) return problem(404, 'not_found');
+    if (action === 'refund') {
+      // Part of a captured charge given back (a downgrade's credit); the amount is read from the recorded call.
+      if (behaviour.refund === 'error') return problem(500, 'internal_error');
+      if (charge.status !== 'captured') return Response.json({ status: 409, code: 'invalid_request', charge_status: charge.status }, { status: 409 });
+      return Response.json({ charge_id: chargeId, status: 'captured', amount_refunded: (JSON.parse(body) as { amount: number }).amount });
+    }
     const how = action === 'capture' ? behaviour.capture : behaviour.void;
     if (how === 'error') return problem(500, 'internal_error');
     if (action === 'capture' && (how === 'voided' || charge.status === 'voided')) return problem(409, 'charge_voided');

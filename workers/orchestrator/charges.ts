@@ -9,7 +9,7 @@ import { ED25519_ALGS } from '../lib/jws';
 import { issuerKeys } from '../lib/jwks-cache';
 import { SignatureRefused, verifyRequestSignature } from '../lib/http-signatures';
 import { ProblemError, refusalProblem } from '../lib/problem';
-import type { Charge } from '../lib/schemas/charges';
+import type { Charge, RefundRequest } from '../lib/schemas/charges';
 import type { ChargeRequestSchema } from '../lib/schemas/charges';
 import type { z } from '@hono/zod-openapi';
 import type { Hold } from '../../durable-objects/ledger/spend';
@@ -28,6 +28,7 @@ export function toChargeWire(hold: Hold): Charge {
     status: statusOf(hold),
     amount: hold.amount,
     currency: hold.currency,
+    amount_refunded: hold.refunded ?? 0,
     provider: hold.provider,
     service: hold.service,
     plan: hold.plan,
@@ -53,6 +54,19 @@ export async function chargeRoute(env: OrchestratorBindings, chargeId: string) {
   return env.DB.prepare('SELECT principal_id, provider_id FROM charge_routes WHERE charge_id = ?1').bind(chargeId).first<{ principal_id: string; provider_id: string }>();
 }
 
+type SignedPrice = { amount?: unknown; currency?: unknown } | undefined;
+
+/** A signed PATCH's expected_price: the full price of the new plan, which the agent agreed to and its renewals charge. */
+function signedFullPrice(body: ChargeRequestBody): { amount: number; currency: string } | null {
+  if (body.agent_request?.method !== 'PATCH') return null;
+  try {
+    const price = (JSON.parse(body.agent_request.body) as { expected_price?: SignedPrice }).expected_price;
+    return price && typeof price.amount === 'number' && typeof price.currency === 'string' ? { amount: price.amount, currency: price.currency } : null;
+  } catch {
+    return null;
+  }
+}
+
 /** What the agent signed must be a paid call at this provider, for this service, plan and price. */
 function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['provider']): string | null {
   const signedCall = body.agent_request!;
@@ -66,7 +80,16 @@ function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['pr
   }
   if (signedCall.method === 'POST' && target === `${provider.url}/v1/resources` && signed.service !== body.service) return `the agent asked for ${String(signed.service)}, not ${body.service}`;
   if (signedCall.method !== 'DELETE' && signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
-  const expected = signed.expected_price as { amount?: unknown; currency?: unknown } | undefined;
+  if (signedCall.method === 'PATCH') {
+    // A plan change (§3.1 "Also"): signed for this very resource and the new plan's full price; the charge is the
+    // pro-rata part of the difference, so never more than that price ($0 for a downgrade, whose credit is a refund).
+    if (!body.resource_ref || target !== `${provider.url}/v1/resources/${body.resource_ref}`) return 'the signed plan change is of another resource';
+    const full = signedFullPrice(body);
+    if (!full || full.currency !== body.currency) return 'the signed plan change names no price in this currency';
+    if (body.amount > full.amount) return 'the charge exceeds the full price the agent agreed to';
+    return null;
+  }
+  const expected = signed.expected_price as SignedPrice;
   if (expected && (expected.amount !== body.amount || expected.currency !== body.currency)) return 'the agent agreed to another price';
   return null;
 }
@@ -88,17 +111,20 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   let evidence: Record<string, unknown>;
   if (body.renewal_of) {
     // A renewal rests on the charge it renews, which the agent signed for; the mandate is checked again now.
+    // After a plan change the period's charge is that change's pro-rata part: the renewal is at the full price it was signed at.
     const original = (await chargeRoute(env, body.renewal_of)) ? await ledger.getCharge(body.renewal_of) : null;
+    const changed = original?.evidence ? (JSON.parse(original.evidence) as { plan_change?: { full_price?: { amount: number; currency: string } } }).plan_change?.full_price : undefined;
+    const priced = !!original && original.currency === body.currency && (original.amount === body.amount || (changed?.amount === body.amount && changed.currency === body.currency));
     const same =
       original &&
       original.status === 'captured' &&
       original.provider === caller.provider.id &&
       original.agent_id === body.agent_id &&
       original.service === body.service &&
+      (original.resource_ref ?? null) === (body.resource_ref ?? null) &&
       original.plan === body.plan &&
-      original.amount === body.amount &&
-      original.currency === body.currency;
-    if (!same) throw await refuse('invalid_signature', 401, 'renewal_of names no captured charge of this agent for this service, plan and price.');
+      priced;
+    if (!same) throw await refuse('invalid_signature', 401, 'renewal_of names no captured charge of this agent for this resource, service, plan and price.');
     evidence = { renewal_of: body.renewal_of };
   } else {
     const signedCall = body.agent_request!;
@@ -121,7 +147,8 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     }
     const mismatch = checkSignedIntent(body, caller.provider);
     if (mismatch) throw await refuse('invalid_signature', 401, `The charge is not what the agent signed for: ${mismatch}.`);
-    evidence = { agent_request: signedCall, signature_base: verified.base, key_thumbprint: agent.key_thumbprint };
+    const full = signedFullPrice(body);
+    evidence = { agent_request: signedCall, signature_base: verified.base, key_thumbprint: agent.key_thumbprint, ...(full ? { plan_change: { full_price: full } } : {}) };
   }
 
   const chargeId = newId('chg');
@@ -169,6 +196,32 @@ async function verifyReceipt(env: OrchestratorBindings, caller: ProviderCaller, 
   if (payload.charge_id !== hold.id || payload.amount !== hold.amount || payload.currency !== hold.currency || payload.agent_id !== hold.agent_id || payload.mandate_id !== hold.mandate_id) {
     throw new ProblemError(422, 'invalid_request', 'The receipt does not describe this charge.');
   }
+}
+
+/**
+ * A provider gives back part of a charge it captured (a downgrade's pro-rata
+ * credit): the principal's spend this period drops by as much, never below
+ * what was charged, once per idempotency key; audited as charge.refund.
+ */
+export async function refundCharge(env: OrchestratorBindings, caller: ProviderCaller, chargeId: string, refund: RefundRequest): Promise<Charge> {
+  const route = await chargeRoute(env, chargeId);
+  if (!route || route.provider_id !== caller.provider.id) throw new ProblemError(404, 'not_found', 'No such charge.');
+  const ledger = ledgerOf(env, route.principal_id);
+  const result = await ledger.refundChargePart(
+    route.principal_id,
+    chargeId,
+    { amount: refund.amount, currency: refund.currency, reason: refund.reason, key: refund.idempotency_key },
+    { type: 'provider', id: caller.provider.id },
+    { jti: caller.jti, expiresMs: caller.expiresMs },
+  );
+  if (result.ok) return toChargeWire(result.hold);
+  if (result.code === 'replayed') throw new ProblemError(401, 'replayed', result.detail);
+  if (result.code === 'not_found') throw new ProblemError(404, 'not_found', result.detail);
+  if (result.code === 'idempotency_key_reused') throw new ProblemError(422, 'idempotency_key_reused', result.detail);
+  // The provider tells "not captured yet, retry" from "nothing left to give back" by the status.
+  const hold = await ledger.getCharge(chargeId);
+  const refundable = 'refundable' in result ? result.refundable : 0;
+  throw new ProblemError(409, 'invalid_request', result.detail, { charge_status: hold ? statusOf(hold) : null, refundable: { amount: refundable, currency: hold?.currency ?? refund.currency } });
 }
 
 export async function resolveCharge(

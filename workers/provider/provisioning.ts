@@ -16,7 +16,7 @@ import { publishedCatalog } from './catalog';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import type { AccessTokenClaims } from './oauth/access-tokens';
 import { callOrchestrator, OrchestratorUnreachable } from './orchestrator-client';
-import { backendFor, ProvisionRefused, type ProvisionContext } from './services';
+import { backendFor, ProvisionRefused, type ProvisionContext, type ResourceRef } from './services';
 
 export type ResourceRequest = { service: string; plan: string; parameters: Record<string, unknown>; expected_price?: Money | undefined };
 export type SignedCall = { method: string; target_uri: string; body: string; content_digest: string; signature_input: string; signature: string };
@@ -182,7 +182,7 @@ async function alreadyStarted(env: ProviderBindings, accountId: string, saga: Sa
 }
 
 /** The principal's pairwise subject at this provider: the link the token's account was found by. */
-async function subjectOf(env: ProviderBindings, claims: AccessTokenClaims): Promise<string> {
+export async function subjectOf(env: ProviderBindings, claims: AccessTokenClaims): Promise<string> {
   const row = await env.DB.prepare('SELECT sub FROM account_links WHERE account_id = ?1 AND iss = ?2').bind(claims.account_id, claims.orchestrator).first<{ sub: string }>();
   if (!row) throw new ProblemError(403, 'insufficient_scope', 'This account is not linked to the token’s orchestrator.');
   return row.sub;
@@ -219,7 +219,7 @@ async function provisionAndComplete(env: ProviderBindings, accountId: string, sa
 }
 
 /** §4: the provider's signed account of what was charged, for what, on whose signed request. */
-async function signReceipt(env: ProviderBindings, saga: Saga, chargeId: string): Promise<string> {
+export async function signReceipt(env: ProviderBindings, saga: Saga, chargeId: string): Promise<string> {
   const config = providerConfig(env);
   const request = JSON.parse(saga.request) as SignedCall & { signature_base: string };
   const decision = saga.charge_decision ? (JSON.parse(saga.charge_decision) as { mandate_status?: string; constraint_results?: unknown[] } | null) : null;
@@ -256,22 +256,35 @@ export function resourceWire(resource: Resource): Record<string, unknown> {
 
 // ── What the account's ledger alarm runs ──────────────────────────────────
 
-/** A capture or void owed to the orchestrator. Returns whether it is settled. */
+/**
+ * A capture, void or refund owed to the orchestrator. Returns whether it is
+ * settled; `refused` is a refund the orchestrator will never take.
+ */
 export async function settleChargeCall(
   env: ProviderBindings,
   accountId: string,
   call: OwedChargeCall,
   proof: { receipt: string | null; eventId: string | null },
-): Promise<'settled' | 'retry' | 'voided_remotely'> {
+): Promise<'settled' | 'retry' | 'voided_remotely' | 'refused'> {
   let result;
   try {
     // §4: the capture carries the provider's signed receipt (verified and kept by the orchestrator) and its own event id.
-    const body = call.action === 'capture' ? { ...(proof.receipt ? { receipt: proof.receipt } : {}), ...(proof.eventId ? { provider_audit_event_id: proof.eventId } : {}) } : {};
+    const body =
+      call.action === 'capture'
+        ? { ...(proof.receipt ? { receipt: proof.receipt } : {}), ...(proof.eventId ? { provider_audit_event_id: proof.eventId } : {}) }
+        : call.action === 'refund'
+          ? (JSON.parse(call.body ?? '{}') as object)
+          : {};
     result = await callOrchestrator(env, call.orchestrator, 'POST', `/v1/charges/${call.charge_id}/${call.action}`, body);
   } catch {
     return 'retry';
   }
   if (result.status === 200) return 'settled';
+  if (call.action === 'refund') {
+    // Not yet captured there (its capture is still owed): later. Anything else refused stays refused.
+    if (result.status === 409 && result.body?.charge_status === 'authorized') return 'retry';
+    return result.status === 409 || result.status === 404 || result.status === 422 ? 'refused' : 'retry';
+  }
   if (call.action === 'capture' && result.status === 409 && result.body?.code === 'charge_voided') return 'voided_remotely';
   if (call.action === 'void' && result.status === 409) return 'settled'; // captured meanwhile: the orchestrator decides, and it was told to void
   if (result.status === 404 && call.action === 'void') return 'settled';
@@ -290,26 +303,34 @@ export async function runAsyncProvision(env: ProviderBindings, accountId: string
 
 export type RenewalOutcome = { kind: 'authorized'; charge_id: string } | { kind: 'declined'; code: string } | { kind: 'unreachable' };
 
+/** The catalog price of the plan a resource is on now (after any plan change); null if the plan is gone. */
+export function renewalPrice(env: ProviderBindings, resource: Pick<Resource, 'service' | 'plan'>): Money | null {
+  const service = publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === resource.service);
+  return service?.plans.find((p) => p.id === resource.plan)?.price ?? null;
+}
+
 /**
  * A renewal asks the orchestrator through the same charge path; instead of a
- * fresh agent signature it names the charge it renews, which the agent signed.
+ * fresh agent signature it names the period's charge (the creation, the last
+ * renewal or a plan change), which the agent signed for, at the current
+ * plan's price.
  */
-export async function requestRenewal(env: ProviderBindings, saga: Saga, resource: Resource, holdId: string): Promise<RenewalOutcome> {
+export async function requestRenewal(env: ProviderBindings, saga: Saga, resource: Resource, holdId: string, price: Money): Promise<RenewalOutcome> {
   let result;
   try {
     result = await callOrchestrator(env, saga.orchestrator, 'POST', '/v1/charges', {
       mandate_id: saga.mandate_id,
       principal_sub: saga.principal_sub,
       agent_id: saga.agent_id,
-      service: saga.service,
-      plan: saga.plan,
-      amount: saga.amount,
-      currency: saga.currency,
+      service: resource.service,
+      plan: resource.plan,
+      amount: price.amount,
+      currency: price.currency,
       description: `Renewal of ${resource.service} ${resource.plan}`,
       resource_ref: resource.id,
       idempotency_key: `renewal:${resource.id}:${holdId}`,
       token_jti: saga.token_jti,
-      renewal_of: saga.charge_id,
+      renewal_of: resource.charge_id ?? saga.charge_id,
     });
   } catch {
     return { kind: 'unreachable' };
@@ -319,13 +340,30 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
   return { kind: 'unreachable' };
 }
 
+/** The backend's view of a resource the ledger holds. */
+function refOf(accountId: string, resource: Resource, plan = resource.plan): ResourceRef {
+  return { resource_id: resource.id, account_id: accountId, service: resource.service, plan, fields: resource.fields ? (JSON.parse(resource.fields) as Record<string, unknown>) : {} };
+}
+
+/** A plan change undone (recovered, or its capture refused): the backend back on the previous plan; its fields. */
+export async function revertPlan(env: ProviderBindings, accountId: string, saga: Saga, resource: Resource): Promise<Record<string, unknown>> {
+  const backend = backendFor(resource.service);
+  if (!backend?.changePlan || !saga.previous_plan) return refOf(accountId, resource).fields;
+  return backend.changePlan(env, refOf(accountId, resource), saga.previous_plan);
+}
+
+/** §3.2: a renewal refused by a limit suspends the resource; the backend stops what it costs to run. */
+export async function suspendAtBackend(env: ProviderBindings, accountId: string, resource: Resource): Promise<void> {
+  await backendFor(resource.service)?.suspend?.(env, refOf(accountId, resource));
+}
+
 // ── After the saga: delete and rotate (§3.1 "Also") ───────────────────────
 
-function refRefusal(result: { code: string; detail: string }): ProblemError {
+export function refRefusal(result: { code: string; detail: string }): ProblemError {
   return result.code === 'not_found' ? new ProblemError(404, 'not_found', result.detail) : new ProblemError(409, 'invalid_request', result.detail);
 }
 
-function serviceScopeCheck(env: ProviderBindings, claims: AccessTokenClaims, serviceId: string) {
+export function serviceScopeCheck(env: ProviderBindings, claims: AccessTokenClaims, serviceId: string) {
   const service = publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === serviceId);
   if (!service || !service.scopes.every((s) => claims.scope.includes(s))) throw new ProblemError(403, 'insufficient_scope', `This token lacks the scopes of ${serviceId}.`);
 }

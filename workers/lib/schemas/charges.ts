@@ -33,6 +33,18 @@ export const ChargeRequestSchema = z
   .refine((b) => (b.agent_request === undefined) !== (b.renewal_of === undefined), { message: 'exactly one of agent_request and renewal_of', path: ['agent_request'] })
   .openapi('ChargeRequest');
 
+/** A provider gives back part of a captured charge (a downgrade's pro-rata credit); applied once per key. */
+export const RefundRequestSchema = z
+  .object({
+    amount: z.number().int().positive(),
+    currency: z.string().regex(/^[a-z]{3}$/),
+    reason: z.string().min(1).max(200),
+    idempotency_key: z.string().min(1).max(255).openapi({ description: 'A retry with the same key answers the same, refunding nothing more' }),
+  })
+  .openapi('RefundRequest');
+
+export type RefundRequest = z.infer<typeof RefundRequestSchema>;
+
 export const chargeStatuses = ['authorized', 'captured', 'voided', 'refunded'] as const;
 
 export const ChargeSchema = z
@@ -41,6 +53,7 @@ export const ChargeSchema = z
     status: z.enum(chargeStatuses),
     amount: z.number().int(),
     currency: z.string(),
+    amount_refunded: z.number().int().openapi({ description: 'How much of a captured charge was given back (pro-rata credits, refunds); all of it when `refunded`' }),
     provider: z.string().nullable(),
     service: z.string().nullable(),
     plan: z.string().nullable(),

@@ -30,6 +30,21 @@ export const ProvisionedSchema = ResourceSchema.extend({
   receipt: z.string().openapi({ description: 'The provider’s signed receipt (compact JWS, §4)' }),
 }).openapi('ProvisionedResource');
 
+export const PlanChangeSchema = z
+  .object({
+    plan: z.string().min(1).openapi({ description: 'One of the current plan’s allowed_updates' }),
+    expected_price: MoneySchema.openapi({ description: 'The new plan’s full catalog price, which later renewals charge; a different price is 409 price_changed' }),
+  })
+  .openapi('PlanChange');
+
+export const PlanChangedSchema = ResourceSchema.extend({
+  charge_id: z.string().openapi({ description: 'The change’s charge at the orchestrator ($0 for a downgrade): later renewals name it' }),
+  charged: MoneySchema.openapi({ description: 'The pro-rata difference for the rest of the period, when the new plan costs more' }),
+  credited: MoneySchema.openapi({ description: 'The pro-rata credit against the period’s charge, when the new plan costs less; refunded once the change’s charge is captured' }),
+  audit_event_id: z.string(),
+  receipt: z.string().openapi({ description: 'The provider’s signed receipt (compact JWS, §4)' }),
+}).openapi('PlanChanged');
+
 export const OperationSchema = z
   .object({
     operation_id: z.string(),

@@ -1,15 +1,16 @@
 // The charges API (PROTOCOL.md §3.1 step 3 and §3.2): providers authorize,
-// capture and void; principals read their charges.
+// capture, void and (in part, for plan changes) refund; principals read their charges.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
+import { createMiddleware } from 'hono/factory';
 import { acceptBody, type RoleEnv } from '../../lib/app';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
-import { ChargeRequestSchema, ChargeSchema } from '../../lib/schemas/charges';
+import { ChargeRequestSchema, ChargeSchema, RefundRequestSchema } from '../../lib/schemas/charges';
 import { readSession } from '../../lib/sessions';
-import { authorizeCharge, chargeRoute, resolveCharge, toChargeWire } from '../charges';
+import { authorizeCharge, chargeRoute, refundCharge, resolveCharge, toChargeWire } from '../charges';
 import { ledgerOf, sessionConfigOf, type OrchestratorBindings } from '../env';
-import { authenticateProvider } from '../provider-auth';
+import { authenticateProvider, type ProviderCaller } from '../provider-auth';
 
 type Env = RoleEnv<OrchestratorBindings>;
 const ChargeId = z.object({ id: z.string().startsWith('chg_') });
@@ -26,6 +27,12 @@ async function providerRequest(c: Context<Env>) {
   const body = await c.req.text();
   return { caller: await authenticateProvider(c, body), body };
 }
+
+/** As route middleware: runs before the route's validators. */
+const authenticatedProvider = createMiddleware<Env>(async (c, next) => {
+  c.set('provider' as never, (await providerRequest(c)).caller as never);
+  await next();
+});
 
 export function chargeRoutes() {
   const app = new OpenAPIHono<Env>();
@@ -94,6 +101,19 @@ export function chargeRoutes() {
       },
     );
   }
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/charges/{id}/refund',
+      summary: 'Give back part of a captured charge, e.g. a downgrade’s pro-rata credit (provider-authenticated; once per idempotency_key; 409 beyond what remains)',
+      // The provider is authenticated before its body is validated (PROTOCOL.md Conventions).
+      middleware: [authenticatedProvider] as const,
+      request: { params: ChargeId, headers: providerAuth, body: { required: true, content: { 'application/json': { schema: RefundRequestSchema } } } },
+      responses: { 200: { description: 'The charge, with amount_refunded', content: { 'application/json': { schema: ChargeSchema } } }, ...problemResponses(400, 401, 404, 409, 415, 422) },
+    }),
+    async (c) => c.json(await refundCharge(c.env, c.get('provider' as never) as ProviderCaller, c.req.valid('param').id, c.req.valid('json')), 200),
+  );
 
   app.openapi(
     createRoute({

@@ -5,9 +5,10 @@ import { acceptBody, type RoleEnv } from '../../lib/app';
 import { REPLAY_BODY } from '../../lib/idempotency';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
-import { OperationSchema, ProvisionedSchema, ResourceRequestSchema, ResourceSchema, UsageSchema } from '../../lib/schemas/resources';
+import { OperationSchema, PlanChangedSchema, PlanChangeSchema, ProvisionedSchema, ResourceRequestSchema, ResourceSchema, UsageSchema } from '../../lib/schemas/resources';
 import type { Resource } from '../../../durable-objects/ledger/sagas';
 import { ledgerOf, type ProviderBindings } from '../env';
+import { changePlan } from '../plan-changes';
 import { deleteResource, provisionResource, resourceWire, rotateResource } from '../provisioning';
 import { idempotent, requireAccessToken, requireAgentSignature, requirePaidCallToken, type TokenVariables } from '../token-auth';
 
@@ -106,6 +107,27 @@ export function resourceRoutes() {
       responses: { 200: { description: 'The resource, now deleted', content: { 'application/json': { schema: ResourceSchema } } }, ...problemResponses(400, 401, 403, 404, 409) },
     }),
     async (c) => c.json((await deleteResource(c.env, c.get('token'), c.req.valid('param').id)) as z.infer<typeof ResourceSchema>, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'patch',
+      path: '/v1/resources/{id}',
+      summary: 'Change a recurring plan along allowed_updates, charged or credited pro rata through the principal’s orchestrator (signed, idempotent)',
+      middleware: [requirePaidCallToken, requireAgentSignature, idempotent, acceptBody('json')] as const,
+      request: { headers: signatureHeaders, params: resourceParam, body: { required: true, content: { 'application/json': { schema: PlanChangeSchema } } } },
+      responses: {
+        200: { description: 'The resource on its new plan, with what was charged or credited', content: { 'application/json': { schema: PlanChangedSchema } } },
+        ...problemResponses(400, 401, 402, 403, 404, 409, 415, 422, 503),
+      },
+    }),
+    async (c) => {
+      const token = c.get('token');
+      const signature = c.get('signature');
+      const changed = await changePlan(c.env, token, c.req.valid('param').id, c.req.valid('json'), signature.signed as never, signature.base, c.req.header('idempotency-key')!);
+      const body = { ...changed.resource, charge_id: changed.charge_id, charged: changed.charged, credited: changed.credited, audit_event_id: changed.audit_event_id, receipt: changed.receipt };
+      return c.json(body as z.infer<typeof PlanChangedSchema>, 200);
+    },
   );
 
   app.openapi(
