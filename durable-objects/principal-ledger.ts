@@ -22,7 +22,7 @@ import * as spend from './ledger/spend';
 import * as disputes from './ledger/disputes';
 import * as sagas from './ledger/sagas';
 import * as tokens from './ledger/tokens';
-import { deprovision, renewalPrice, requestRenewal, revertPlan, runAsyncProvision, settleChargeCall, suspendAtBackend } from '../workers/provider/provisioning';
+import { deprovision, renewalPrice, renewAtBackend, requestRenewal, revertPlan, runAsyncProvision, settleChargeCall, suspendAtBackend } from '../workers/provider/provisioning';
 import * as renewals from './ledger/renewals';
 import * as lifecycle from './ledger/lifecycle';
 import * as planChanges from './ledger/plan-changes';
@@ -664,9 +664,20 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         return sagas.getResource(tx.sql, resource.id);
       });
       if (outcome.kind === 'declined' && after?.status === 'suspended') await this.#suspendAtBackend(account, after);
+      if (outcome.kind === 'authorized' && after?.status === 'active') await this.#renewAtBackend(account, after);
     }
     const next = renewals.nextRenewalDue(this.#sql);
     if (next !== null) this.#scheduleRow('renewals', next);
+  }
+
+  /** The renewal is paid: the backend extends what it keeps (a domain's expiry); a failure is said in the trail. */
+  async #renewAtBackend(account: string, resource: sagas.Resource): Promise<void> {
+    try {
+      const fields = await renewAtBackend(this.env as never, account, resource);
+      if (fields) this.#transaction(account, (tx) => renewals.recordRenewedFields(tx, resource.id, JSON.stringify(fields)));
+    } catch (error) {
+      this.#transaction(account, (tx) => tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', target: resource.id, outcome: 'failed', reason: String(error).slice(0, 200) }));
+    }
   }
 
   /**

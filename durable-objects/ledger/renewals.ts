@@ -106,3 +106,8 @@ function suspend(tx: LedgerTx, resource: Resource, reason: string) {
   tx.sql.exec(`UPDATE resources SET status = 'suspended', updated = ? WHERE id = ?`, iso(tx.now), resource.id);
   tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.suspend', mandate_id: resource.mandate_id, target: resource.id, outcome: 'succeeded', reason });
 }
+
+/** What the backend reports after a paid renewal (a domain's new expiry); the renewal itself is already audited. */
+export function recordRenewedFields(tx: LedgerTx, resourceId: string, fields: string) {
+  tx.sql.exec(`UPDATE resources SET fields = ?, updated = ? WHERE id = ? AND status = 'active'`, fields, iso(tx.now), resourceId);
+}

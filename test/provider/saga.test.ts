@@ -312,6 +312,23 @@ describe('recurring plans (§3.2)', () => {
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(1000);
   });
 
+  it('renews a domain yearly: charged again, and its expiry moves to the next boundary', async () => {
+    const agent = await agentWithToken();
+    const name = domain();
+    const created = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
+    expect(created.status).toBe(201);
+    const id = created.body.resource_id as string;
+    expect((await resourceRow(agent.account, id)).billing).toBe('year');
+    await renewNow(agent.account, id);
+    const after = await resourceRow(agent.account, id);
+    expect(after.status).toBe('active');
+    const fields = await runInDurableObject(ledgerOf(agent.account), (_, s) => JSON.parse(s.storage.sql.exec<{ fields: string }>('SELECT fields FROM resources WHERE id = ?', id).one().fields) as Json);
+    expect(fields).toMatchObject({ name, expires_at: new Date(after.renews_at!).toISOString() });
+    expect(after.renews_at! - Date.now()).toBeGreaterThan(360 * 86_400_000);
+    const charges = (await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges').map((c) => JSON.parse(c.body) as Json);
+    expect(charges[1]).toMatchObject({ service: 'domain', plan: 'com-1y', amount: 1044, renewal_of: created.body.charge_id });
+  });
+
   it('suspends the resource instead of overspending when the renewal is declined', async () => {
     const { agent, resourceId } = await subscribed();
     await behave(agent.sub, { authorize: 'decline' });

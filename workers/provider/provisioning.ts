@@ -353,6 +353,13 @@ export async function revertPlan(env: ProviderBindings, accountId: string, saga:
 }
 
 /** §3.2: a renewal refused by a limit suspends the resource; the backend stops what it costs to run. */
+/** After a paid renewal: the backend's new fields for the resource (a domain's next expiry), or null if it keeps none. */
+export async function renewAtBackend(env: ProviderBindings, accountId: string, resource: Resource): Promise<Record<string, unknown> | null> {
+  const backend = backendFor(resource.service);
+  if (!backend?.renew || resource.renews_at === null) return null;
+  return backend.renew(env, refOf(accountId, resource), new Date(resource.renews_at));
+}
+
 export async function suspendAtBackend(env: ProviderBindings, accountId: string, resource: Resource): Promise<void> {
   await backendFor(resource.service)?.suspend?.(env, refOf(accountId, resource));
 }
