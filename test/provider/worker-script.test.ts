@@ -136,6 +136,9 @@ describe('deploying through the saga', () => {
     expect(second.body).toMatchObject({ name, version: 2 });
     expect(second.body.resource_id).not.toBe(first.body.resource_id);
     expect(await deployments.serving(name)).toMatchObject({ resource_id: second.body.resource_id, version: 2 });
+    // The replaced resource is retired: deleted in the ledger, by the system, with its reason.
+    const retired = (await testEnv.LEDGER.get(testEnv.LEDGER.idFromName(agent.account)).getResource(first.body.resource_id)) as { status: string } | null;
+    expect(retired?.status).toBe('deleted');
     // The replaced version's source is gone: a runner that cached nothing for it cannot load it.
     expect(await deployments.source(first.body.resource_id, 1)).toBeNull();
     await backendFor('worker-script')!.deprovision(testEnv as never, { resource_id: first.body.resource_id, account_id: agent.account });

@@ -215,7 +215,21 @@ async function provisionAndComplete(env: ProviderBindings, accountId: string, sa
     await backend.deprovision(env, { resource_id: saga.resource_id, account_id: accountId }).catch(() => undefined);
     throw new ProblemError(503, 'internal_error', 'The provisioning timed out; nothing was charged.');
   }
+  if (provisioned.supersedes) await retire(env, accountId, provisioned.supersedes);
   return { resource: resourceWire(completed.resource as Resource), credentials: provisioned.credentials, charge_id: chargeId, audit_event_id: completed.event.id, receipt };
+}
+
+/** A resource a newer one replaced: deleted in the ledger (its renewals stop), the backend told like any delete. */
+async function retire(env: ProviderBindings, accountId: string, resourceId: string) {
+  const ledger = ledgerOf(env, accountId);
+  const begun = await ledger.beginDeprovision(accountId, resourceId, { type: 'system', id: 'superseded' });
+  if (!begun.ok || begun.already) return;
+  try {
+    await deprovision(env, accountId, { service: begun.resource.service, resource_id: resourceId });
+    await ledger.confirmDeprovision(accountId, resourceId);
+  } catch (error) {
+    await ledger.deprovisionDeferred(accountId, resourceId, String(error));
+  }
 }
 
 /** §4: the provider's signed account of what was charged, for what, on whose signed request. */

@@ -28,6 +28,8 @@ export type Provisioned = {
   fields: Record<string, unknown>;
   /** Shown in exactly one response (PROTOCOL.md §3.1), never stored in the clear elsewhere. */
   credentials: Record<string, unknown> | null;
+  /** An earlier resource of the same account this one replaces (a redeployed Worker's previous version): it is retired as deleted. */
+  supersedes?: string;
 };
 
 /** A refusal the agent can act on (the name is taken, the module does not parse), as opposed to a fault. */

@@ -34,10 +34,16 @@ registerBackend('worker-script', {
     const module = String(ctx.parameters.module);
     // check() passed for these very parameters before the charge.
     const { bytes, sha256 } = measureModule(module);
+    const previous = await deploymentByName(env.DB, name);
     const serving = await deployModule(env.DB, { name, account_id: ctx.account_id, resource_id: ctx.resource_id, module, module_sha256: sha256, module_bytes: bytes });
     // Another account deployed this name between the check and now.
     if (serving.resource_id !== ctx.resource_id) throw nameTaken(name);
-    return { fields: { name, url: `${workersBaseUrl(env)}/${name}/`, version: serving.version, module_bytes: bytes, module_sha256: sha256 }, credentials: null };
+    const replaced = previous && previous.account_id === ctx.account_id && previous.resource_id !== ctx.resource_id ? previous.resource_id : undefined;
+    return {
+      fields: { name, url: `${workersBaseUrl(env)}/${name}/`, version: serving.version, module_bytes: bytes, module_sha256: sha256 },
+      credentials: null,
+      ...(replaced ? { supersedes: replaced } : {}),
+    };
   },
   async deprovision(env, ref) {
     // Stops serving at once: the runner reads the row on every request. A version a
