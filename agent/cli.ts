@@ -1,7 +1,8 @@
 // `oap`: the agent's command line, a thin layer over agent/sdk.ts, in the
 // manner of the CLIs agents already use. Every command takes --json and then
 // prints one envelope: {"ok": true, "data": …} or {"ok": false, "error": {"code", "message"}}.
-// Exit codes: 0 done, 1 failure, 2 usage, 3 refused (a limit, a mandate, a human's decision).
+// Exit codes: 0 done, 1 failure, 2 usage, 3 refused (a limit, a mandate, a human's decision),
+// 4 rejected (the request itself: parameters, a name that is taken or protected, a changed price).
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,6 +33,10 @@ Commands
   audit                                       this agent's own audit trail
   verify-evidence <file>                      re-verify a dispute's evidence bundle offline
   mcp                                         serve these operations as MCP tools on stdio
+
+Exit codes
+  0 done   1 failure (network, server)   2 usage   3 refused: a limit, a mandate, a human's decision
+  4 rejected: the request itself (invalid parameters, a name taken or protected, a changed price)
 
 Options
   --json        one JSON envelope on stdout: {"ok": true, "data": …} or {"ok": false, "error": {"code", "message"}}
@@ -346,6 +351,7 @@ export async function main(argv: string[]): Promise<number> {
     else process.stderr.write(`oap: ${message}${error instanceof OapError && error.body.step_up_url ? `\nA human can approve more at ${String(error.body.step_up_url)}` : ''}\n`);
     if (usage) return 2;
     if (error instanceof OapError && error.isRefusal) return 3;
+    if (error instanceof OapError && error.status >= 400 && error.status < 500) return 4;
     return 1;
   }
 }

@@ -112,11 +112,12 @@ async function waitUntilServing(url, child, timeoutMs, probe = '/.well-known/age
 
 /**
  * Starts the three roles and the runner. Resolves once each answers its probe.
- * `log(role, line)` receives their output; `stop()` ends them.
- * @param {{ portBase?: number, stateDir?: string, log?: (role: string, line: string) => void, timeoutMs?: number }} [options]
+ * `log(role, line)` receives their output (wrangler's `logLevel`: every request at
+ * `info`); `stop()` ends them.
+ * @param {{ portBase?: number, stateDir?: string, log?: (role: string, line: string) => void, timeoutMs?: number, logLevel?: 'debug' | 'info' | 'log' | 'warn' | 'error' }} [options]
  * @returns {Promise<{ urls: { orchestrator: string, cloud: string, data: string, runner: string }, children: import('node:child_process').ChildProcess[], stop: () => Promise<void> }>}
  */
-export async function startCluster({ portBase = 8787, stateDir = join(ROOT, '.wrangler', 'state'), log = () => {}, timeoutMs = 90_000 } = {}) {
+export async function startCluster({ portBase = 8787, stateDir = join(ROOT, '.wrangler', 'state'), log = () => {}, timeoutMs = 90_000, logLevel = 'warn' } = {}) {
   const urls = urlsFor(portBase);
   const children = [];
   const stop = async () => {
@@ -137,7 +138,7 @@ export async function startCluster({ portBase = 8787, stateDir = join(ROOT, '.wr
       if (role.devVars) ensureDevVars(role);
       if (role.migrations !== false) applyMigrations(role, stateDir);
       const args = ['dev', '-c', role.config, '--ip', '127.0.0.1', '--port', String(portBase + role.offset), '--persist-to', join(stateDir, role.id)];
-      args.push('--inspector-port', String(portBase + 1000 + role.offset), '--show-interactive-dev-session=false', '--log-level', 'warn');
+      args.push('--inspector-port', String(portBase + 1000 + role.offset), '--show-interactive-dev-session=false', '--log-level', logLevel);
       if (role.env) args.push('--env', role.env);
       for (const [k, v] of Object.entries(urlVars(role, urls))) args.push('--var', `${k}:${v}`);
       const child = spawn(WRANGLER, args, {

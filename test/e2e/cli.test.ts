@@ -131,4 +131,39 @@ describe('oap', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 90_000);
+
+  it('answers each refusal with its code in the envelope: exit 3 for what a human can lift, 4 for a rejected request', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'oap-cli-'));
+    try {
+      oap(dir, 'init', '--orchestrator', urls.orchestrator, '--json');
+      const pending = oap(dir, 'mandate', 'request', '--scope', 'cloud:domain', '--limit', '12', '--no-wait', '--json').json().data;
+      const email = `cli-codes-${crypto.randomUUID().slice(0, 8)}@example.test`;
+      await signUpVerified(urls.orchestrator, email, 'cli test password');
+      const human = await signIn(urls.orchestrator, email, 'cli test password');
+      expect((await asHuman(human, 'POST', `/v1/mandates/${pending.mandate_id}/approve`, { json: { user_code: pending.user_code } })).status).toBe(200);
+      expect(oap(dir, 'mandate', 'wait', '--json').json().data.status).toBe('active');
+
+      const add = (target: string, plan: string, config: unknown) => oap(dir, 'add', target, '--plan', plan, '--config', JSON.stringify(config), '--json');
+      const expectRefused = (run: ReturnType<typeof oap>, exit: number, code: string) => {
+        expect({ exit: run.status, envelope: run.json() }, run.stderr).toMatchObject({ exit, envelope: { ok: false, error: { code, message: expect.any(String) } } });
+      };
+      const taken = `cli-codes-${crypto.randomUUID().slice(0, 8)}.com`;
+      expect(add('cloud/domain', 'com-1y', { name: taken }).status).toBe(0);
+
+      expectRefused(add('cloud/domain', 'com-1y', { name: 'paypal.com' }), 3, 'domain_protected');
+      expectRefused(add('cloud/worker-script', 'standard', { name: 'not-allowed', module: 'export default { fetch() { return new Response("x") } }' }), 3, 'insufficient_scope');
+      expectRefused(add('cloud/domain', 'com-1y', { name: `cli-codes-${crypto.randomUUID().slice(0, 8)}.com` }), 3, 'spend_limit_exceeded');
+      expectRefused(add('cloud/domain', 'com-1y', { name: taken }), 4, 'domain_unavailable');
+      expectRefused(add('cloud/domain', 'net-1y', { name: 'wrong-tld.com' }), 4, 'invalid_parameters');
+      expectRefused(add('cloud/domain', 'com-1y', { name: 'x', extra: true }), 4, 'invalid_parameters');
+
+      // The human revokes the mandate: the agent is refused from then on, and told so.
+      expect((await asHuman(human, 'POST', `/v1/mandates/${pending.mandate_id}/revoke`, { json: {} })).status).toBe(200);
+      const afterRevoke = add('cloud/domain', 'com-1y', { name: `cli-codes-${crypto.randomUUID().slice(0, 8)}.com` });
+      expect(afterRevoke.status).toBe(3);
+      expect(afterRevoke.json().error?.code).toMatch(/^(mandate_inactive|invalid_token)$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });

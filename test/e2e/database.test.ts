@@ -2,6 +2,7 @@
 // shown once (PROTOCOL.md §3.1): created asynchronously through the governed
 // saga, queried over HTTP, rotated, deleted; the credential never appears in
 // the audit trail or a later read.
+import { readFileSync } from 'node:fs';
 import { describe, expect, inject, it } from 'vitest';
 import { sha256Hex } from '../../workers/lib/audit';
 import { agentAtProvider, readJson, signedPaidCall, sleep, tokenRead, type Json, type ProviderAgent } from './support';
@@ -72,5 +73,11 @@ describe('a database at provider data', () => {
       expect(trail).not.toContain(credential);
       expect(trail).not.toContain(sha256Hex(credential));
     }
+
+    // Nor in a log line of any Worker (what wrangler printed while this ran).
+    await sleep(500);
+    const logs = readFileSync(inject('logFile'), 'utf8');
+    expect(logs).toContain('/v1/databases/');
+    for (const credential of [first, second]) expect(logs).not.toContain(credential);
   });
 });
