@@ -39,6 +39,18 @@ describe('provider configuration', () => {
     expect(() => readConfig(ProviderConfigSchema, { ...base, CATALOG: JSON.stringify({ provider: 'third', services: [bad] }) })).toThrow(message);
   });
 
+  it('completes a service named by id and plans from what its backend describes, and lets the configuration override it', () => {
+    const plans = [{ id: 'com-1y', name: '.com', price: { amount: 999, currency: 'usd' }, billing: 'year' }];
+    const config = readConfig(ProviderConfigSchema, { ...base, CATALOG: JSON.stringify({ provider: 'third', services: [{ id: 'domain', plans, name: 'Names' }] }) });
+    const [domain] = publishedCatalog(config).catalog.services;
+    expect(domain).toMatchObject({ id: 'domain', name: 'Names', scopes: ['domains:write'], provisioning: 'sync', parameters_schema: { required: ['name'] }, plans: [{ price: { amount: 999 } }] });
+  });
+
+  it('refuses, at load, a service that no backend describes and the configuration does not complete', () => {
+    const config = readConfig(ProviderConfigSchema, { ...base, CATALOG: JSON.stringify({ provider: 'third', services: [{ id: 'mystery', plans: service.plans }] }) });
+    expect(() => publishedCatalog(config)).toThrow(/CATALOG service mystery is incomplete/);
+  });
+
   it('refuses a catalog that is not JSON, naming the variable', () => {
     expect(() => readConfig(ProviderConfigSchema, { ...base, CATALOG: '{oops' })).toThrow(/CATALOG/);
   });

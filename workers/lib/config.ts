@@ -2,7 +2,7 @@
 // checked once per isolate. Lists and the catalog may arrive as JSON strings
 // (.dev.vars, secrets) or as structured values (wrangler.toml).
 import { z } from '@hono/zod-openapi';
-import { CatalogSchema } from './schemas/catalog';
+import { CatalogConfigSchema } from './schemas/catalog';
 
 const json = <T extends z.ZodType>(schema: T) =>
   z.preprocess((value) => {
@@ -38,7 +38,7 @@ export const ProviderConfigSchema = z.object({
   TRUSTED_ORCHESTRATORS: json(z.array(baseUrl)),
   /** Service bindings that reach an orchestrator's charges API, by issuer, where one operator runs both. */
   ORCHESTRATOR_BINDINGS: json(z.record(baseUrl, z.string().regex(/^[A-Z][A-Z0-9_]*$/))).default({}),
-  CATALOG: json(CatalogSchema),
+  CATALOG: json(CatalogConfigSchema),
   /** Labels no account may register, nor a look-alike of (§3.3); unset, the seed list in provider/services/domain-names.ts. */
   PROTECTED_NAMES: json(z.array(z.string().min(1).max(63))).optional(),
   /** The runner's public origin, where deployed Workers answer (needed where worker-script is sold). */

@@ -54,6 +54,21 @@ function newCredential(env: ProviderBindings, resourceId: string) {
 }
 
 registerBackend('database', {
+  describe: {
+    name: 'Serverless SQL database',
+    description: 'A SQLite database reachable over HTTP with the credential issued at creation. Provisioned asynchronously.',
+    parameters_schema: {
+      type: 'object',
+      required: ['name'],
+      additionalProperties: false,
+      properties: {
+        name: { type: 'string', pattern: '^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$' },
+        region: { type: 'string', enum: ['auto', 'wnam', 'enam', 'weur', 'apac'], default: 'auto' },
+      },
+    },
+    scopes: ['databases:write'],
+    provisioning: 'async',
+  },
   async check(env, ctx) {
     // A configuration fault, found before any money moves.
     quotaOf(ctx.plan);

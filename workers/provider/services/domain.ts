@@ -63,6 +63,18 @@ function squattingRefusal(domain: DomainName, verdict: SquattingVerdict) {
 }
 
 registerBackend('domain', {
+  describe: {
+    name: 'Domain registration',
+    description: 'Registers a domain name for one year, renewed yearly. The plan names the TLD; names are checked against protected and held names before any charge.',
+    parameters_schema: {
+      type: 'object',
+      required: ['name'],
+      additionalProperties: false,
+      properties: { name: { type: 'string', minLength: 3, maxLength: 253, description: 'The full domain, label.tld; IDNs as punycode or Unicode.' } },
+    },
+    scopes: ['domains:write'],
+    provisioning: 'sync',
+  },
   // Runs before velocity and before anything is reserved (provisioning.ts), so a refusal costs nothing.
   async check(env: ProviderBindings, ctx) {
     const domain = requestedDomain(ctx);

@@ -3,6 +3,7 @@
 // each is made real and taken down. The saga, the money and the audit trail
 // are the protocol code's; a backend only touches its own storage. Every
 // method must be idempotent by resource id: the saga may repeat it after a crash.
+import type { ServiceDescription } from '../../lib/schemas/catalog';
 import type { ProviderBindings } from '../env';
 
 export type ProvisionContext = {
@@ -45,6 +46,8 @@ export class ProvisionRefused extends Error {
 }
 
 export type ServiceBackend = {
+  /** Its catalog entry but for plans and prices (which are configuration): name, parameters, scopes, sync or async. */
+  describe: ServiceDescription;
   /** Checks that need no money (a name's availability, a module that parses): run before anything is reserved. */
   check?(env: ProviderBindings, ctx: ProvisionContext): Promise<void>;
   provision(env: ProviderBindings, ctx: ProvisionContext): Promise<Provisioned>;

@@ -6,7 +6,7 @@
 // who holds it and what it serves.
 import { providerConfig, type ProviderBindings } from '../env';
 import { deployModule, deploymentByName, removeDeployment, suspendDeployment } from '../store/worker-deployments';
-import { checkWorkerModule, measureModule } from './worker-module';
+import { checkWorkerModule, measureModule, MODULE_MAX_BYTES } from './worker-module';
 import { ProvisionRefused, registerBackend, type ProvisionContext } from './registry';
 
 function workersBaseUrl(env: ProviderBindings): string {
@@ -24,6 +24,21 @@ async function checkName(env: ProviderBindings, ctx: ProvisionContext) {
 }
 
 registerBackend('worker-script', {
+  describe: {
+    name: 'Worker deployment',
+    description: 'Deploys an ES module Worker that serves HTTP requests on its own origin. Redeploying the same name makes a new version.',
+    parameters_schema: {
+      type: 'object',
+      required: ['name', 'module'],
+      additionalProperties: false,
+      properties: {
+        name: { type: 'string', pattern: '^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$' },
+        module: { type: 'string', minLength: 1, maxLength: MODULE_MAX_BYTES, description: 'The ES module source; it must export default { fetch }.' },
+      },
+    },
+    scopes: ['workers:write'],
+    provisioning: 'sync',
+  },
   async check(env, ctx) {
     workersBaseUrl(env);
     checkWorkerModule(String(ctx.parameters.module));
