@@ -300,9 +300,12 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   /** Provider: a charge the orchestrator refunded (§2.5 charge.refunded) is reversed here too. */
   refundCharge(account: string, chargeId: string, reason: string) {
     return this.#transaction(account, (tx) => {
-      const saga = tx.sql.exec<{ hold_id: string }>('SELECT hold_id FROM sagas WHERE charge_id = ?', chargeId).toArray()[0];
-      if (!saga) return refuse('not_found', 'No saga for this charge.');
-      return spend.refundHold(tx, saga.hold_id, { type: 'orchestrator', id: 'refund' }, reason);
+      // A provisioning or plan change names its charge in its saga; a renewal on its hold.
+      const local =
+        tx.sql.exec<{ hold_id: string }>('SELECT hold_id FROM sagas WHERE charge_id = ?', chargeId).toArray()[0] ??
+        tx.sql.exec<{ hold_id: string }>('SELECT id AS hold_id FROM holds WHERE remote_charge_id = ?', chargeId).toArray()[0];
+      if (!local) return refuse('not_found', 'No hold here for this charge.');
+      return spend.refundHold(tx, local.hold_id, { type: 'orchestrator', id: 'refund' }, reason);
     });
   }
 

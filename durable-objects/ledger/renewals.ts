@@ -74,6 +74,7 @@ export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string
   const billing = resource.billing as 'month' | 'year';
   const renewsAt = nextRenewal(resource.renews_at ?? tx.now, billing);
   tx.sql.exec('UPDATE resources SET renews_at = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?', renewsAt, chargeId, holdId, iso(tx.now), resourceId);
+  tx.sql.exec('UPDATE holds SET remote_charge_id = ? WHERE id = ?', chargeId, holdId);
   tx.sql.exec(
     'INSERT INTO charge_outbox (saga_id, action, charge_id, orchestrator, attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)',
     `renewal:${resourceId}:${holdId}`,

@@ -96,4 +96,8 @@ export const LEDGER_MIGRATIONS: string[] = [
    ALTER TABLE sagas ADD COLUMN credit INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE resources ADD COLUMN hold_id TEXT;
    ALTER TABLE charge_outbox ADD COLUMN body TEXT;`,
+  // 11: the orchestrator's charge id on the local hold it mirrors, for the charges no saga names
+  // (renewals), so that a refund decided there (a dispute) finds its hold here.
+  `ALTER TABLE holds ADD COLUMN remote_charge_id TEXT;
+   CREATE INDEX holds_by_remote_charge ON holds (remote_charge_id) WHERE remote_charge_id IS NOT NULL;`,
 ];

@@ -7,7 +7,7 @@ import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { describe, expect, it, vi } from 'vitest';
 import { newAgentKey } from '../support/agent-keys';
-import { call, now, obtainToken, orchestratorKey, PROVIDER, signCompact, useFakeOrchestrator } from '../support/fake-orchestrator';
+import { call, EVENT, now, obtainToken, orchestratorKey, postSecurityEvent, PROVIDER, signCompact, signSecurityEvent, useFakeOrchestrator } from '../support/fake-orchestrator';
 import { agentWithToken, paidCall, type TokenAgent } from '../support/paid-calls';
 
 useFakeOrchestrator();
@@ -327,6 +327,19 @@ describe('recurring plans (§3.2)', () => {
     expect(after.renews_at! - Date.now()).toBeGreaterThan(360 * 86_400_000);
     const charges = (await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges').map((c) => JSON.parse(c.body) as Json);
     expect(charges[1]).toMatchObject({ service: 'domain', plan: 'com-1y', amount: 1044, renewal_of: created.body.charge_id });
+  });
+
+  it('a renewal the orchestrator refunds (a dispute) is reversed here too', async () => {
+    const { agent, resourceId } = await subscribed();
+    await renewNow(agent.account, resourceId);
+    const renewalCharge = (await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges').length;
+    expect(renewalCharge).toBe(2);
+    const chargeId = await runInDurableObject(ledgerOf(agent.account), (_, s) => s.storage.sql.exec<{ charge_id: string }>('SELECT charge_id FROM resources WHERE id = ?', resourceId).one().charge_id);
+    const set = await signSecurityEvent({ [EVENT('charge.refunded')]: { charge_id: chargeId, verdict: 'outside_scope' } }, { claims: { sub: agent.sub } });
+    expect((await postSecurityEvent(set.jwt)).status).toBe(202);
+    const s = await state(agent.account);
+    expect(s.holds.map((h) => h.status)).toEqual(['captured', 'refunded']);
+    expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(500);
   });
 
   it('suspends the resource instead of overspending when the renewal is declined', async () => {
