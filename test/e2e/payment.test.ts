@@ -233,10 +233,13 @@ describe('disputes over a real charge', () => {
     expect(dispute).toMatchObject({ verdict: 'within_scope', failing_party: null });
     const bundle = await readJson(await asHuman(agent.human, 'GET', new URL(dispute.evidence_url).pathname));
 
-    // Offline: the script reads the file, nothing else.
+    // Offline: the script reads the file, nothing else. It runs in a network namespace of its own, where no
+    // Worker answers (not even on loopback): for the verifier, every role might as well be stopped.
     const dir = mkdtempSync(join(tmpdir(), 'oap-evidence-'));
     writeFileSync(join(dir, 'bundle.json'), JSON.stringify(bundle));
-    const run = spawnSync(process.execPath, [join(process.cwd(), 'node_modules/tsx/dist/cli.mjs'), 'agent/verify-evidence.ts', join(dir, 'bundle.json')], { encoding: 'utf8', env: { ...process.env, HTTP_PROXY: 'http://127.0.0.1:9', HTTPS_PROXY: 'http://127.0.0.1:9' } });
+    const probe = spawnSync('unshare', ['-rn', process.execPath, '-e', `fetch(${JSON.stringify(urls.orchestrator)}).then(() => process.exit(0), () => process.exit(7))`], { encoding: 'utf8' });
+    expect(probe.status, `the orchestrator must be unreachable from the verifier's namespace: ${probe.stderr}`).toBe(7);
+    const run = spawnSync('unshare', ['-rn', process.execPath, join(process.cwd(), 'node_modules/tsx/dist/cli.mjs'), 'agent/verify-evidence.ts', join(dir, 'bundle.json')], { encoding: 'utf8' });
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toContain('verdict: within_scope');
     expect(run.stdout).toContain('ok   agent_signed_request');
