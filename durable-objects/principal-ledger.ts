@@ -50,6 +50,12 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   #armedFor: number | null = null;
   /** The earliest due time scheduled by the current transaction. */
   #earliestScheduled = Infinity;
+  /**
+   * What this instance knows the schedule table holds (task → due), so that a
+   * transaction skips a write that would not move a task earlier. Forgotten
+   * when a transaction fails (its writes were rolled back) and when a task runs.
+   */
+  #knownSchedule = new Map<LedgerTask, number>();
   /** Tasks running now: a task's awaits let other work in, and no task may run twice at once. */
   #running = new Set<LedgerTask>();
 
@@ -438,6 +444,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         continue;
       }
       this.#sql.exec('DELETE FROM schedule WHERE task = ? AND due_at <= ?', task, now);
+      this.#knownSchedule.delete(task);
       this.#running.add(task);
       try {
         await this.#runTask(task);
@@ -753,24 +760,30 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   #transaction<T>(principal: string | null, body: (tx: LedgerTx) => T): T {
     let scheduled = false;
     this.#earliestScheduled = Infinity;
-    const result = this.ctx.storage.transactionSync(() => {
-      const tx: LedgerTx = {
-        sql: this.#sql,
-        now: Date.now(),
-        audit: (entry) => {
-          if (principal === null) throw new Error('this ledger call records no audit events');
-          scheduled = true;
-          this.#scheduleRow('audit_outbox', Date.now() + AUDIT_COPY_DELAY_MS);
-          this.#scheduleRow('sign_head', Date.now() + HEAD_SIGN_DELAY_MS);
-          return this.#append(principal, entry);
-        },
-        schedule: (task, dueAt) => {
-          scheduled = true;
-          this.#scheduleRow(task, dueAt);
-        },
-      };
-      return body(tx);
-    });
+    let result: T;
+    try {
+      result = this.ctx.storage.transactionSync(() => {
+        const tx: LedgerTx = {
+          sql: this.#sql,
+          now: Date.now(),
+          audit: (entry) => {
+            if (principal === null) throw new Error('this ledger call records no audit events');
+            scheduled = true;
+            this.#scheduleRow('audit_outbox', Date.now() + AUDIT_COPY_DELAY_MS);
+            this.#scheduleRow('sign_head', Date.now() + HEAD_SIGN_DELAY_MS);
+            return this.#append(principal, entry);
+          },
+          schedule: (task, dueAt) => {
+            scheduled = true;
+            this.#scheduleRow(task, dueAt);
+          },
+        };
+        return body(tx);
+      });
+    } catch (error) {
+      this.#knownSchedule.clear();
+      throw error;
+    }
     // The alarm only moves when this transaction scheduled something earlier than it is set for.
     if (scheduled && (this.#armedFor === null || this.#earliestScheduled < this.#armedFor)) void this.#armAlarm();
     return result;
@@ -788,7 +801,11 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   #scheduleRow(task: LedgerTask, dueAt: number): void {
     this.#earliestScheduled = Math.min(this.#earliestScheduled, dueAt);
+    const known = this.#knownSchedule.get(task);
+    if (known !== undefined && known <= dueAt) return;
     this.#sql.exec('INSERT INTO schedule (task, due_at) VALUES (?, ?) ON CONFLICT (task) DO UPDATE SET due_at = MIN(due_at, excluded.due_at) WHERE excluded.due_at < due_at', task, dueAt);
+    // The row is now due no later than dueAt (it may have been earlier already).
+    this.#knownSchedule.set(task, dueAt);
   }
 
   /** Points the one alarm at the earliest due task; skipped when it is already set that early or earlier. */

@@ -6,7 +6,7 @@ import { decodeJwt } from 'jose';
 import { evaluateForProvider } from '../../workers/lib/mandate-constraints';
 import type { Money } from '../../workers/lib/schemas/money';
 import { iso, refuse, type LedgerTx } from './context';
-import { getAgent, getMandate, mandateRoot } from './mandates';
+import { getAgent, getMandate } from './mandates';
 import { consumeNonce } from './nonces';
 import {
   authorizedSince,
@@ -58,6 +58,19 @@ export type Authorized = {
   audit_event_id: string | null;
 };
 
+/** Decoded constraints by mandate JWS: a signed mandate never changes, so every charge under it decodes it once. */
+const decodedConstraints = new Map<string, unknown>();
+
+function signedConstraints(mandateJws: string): unknown {
+  let constraints = decodedConstraints.get(mandateJws);
+  if (constraints === undefined) {
+    constraints = decodeJwt(mandateJws).constraints ?? null;
+    if (decodedConstraints.size >= 256) decodedConstraints.delete(decodedConstraints.keys().next().value!);
+    decodedConstraints.set(mandateJws, constraints);
+  }
+  return constraints ?? undefined;
+}
+
 export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorized | Decline {
   const provider = { type: 'provider' as const, id: request.provider };
   // The provider's request JWT is single use; its jti is remembered here, with the decision.
@@ -104,7 +117,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   results.push({ type: 'mandate_active', pass: active });
   if (!active) return decline('mandate_inactive', `The mandate is ${mandate?.status ?? 'unknown'}${agent?.status === 'revoked' ? ' and the agent is revoked' : ''}.`);
 
-  const verdict = evaluateForProvider(mandate.mandate_jws ? decodeJwt(mandate.mandate_jws).constraints : undefined, request.provider, tx.now);
+  const verdict = evaluateForProvider(mandate.mandate_jws ? signedConstraints(mandate.mandate_jws) : undefined, request.provider, tx.now);
   const inScope = verdict.ok && verdict.services.includes(request.service);
   results.push({ type: 'provider_services', pass: inScope });
   if (!inScope) return decline('out_of_scope', verdict.ok ? `${request.service} is not among the services this mandate allows at ${request.provider}.` : verdict.reason);
@@ -122,7 +135,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   }
 
   const period = billingPeriod(tx.now);
-  const root = mandateRoot(tx.sql, mandate.mandate_id)!;
+  const root = mandate.root;
   const mandateLimit = { amount: mandate.approved!.spend_limit.amount, currency: mandate.approved!.spend_limit.currency };
   const principalLimit = ownLimit(tx.sql);
   const limitChecks = [

@@ -45,6 +45,8 @@ export type StoredMandate = {
   mandate_jws: string | null;
   revoked_at: string | null;
   display_document: string | null;
+  /** The first mandate of a chain of supersessions: its spend is the chain's. */
+  root: string;
 };
 
 export type Actor = { type: 'principal' | 'agent' | 'system'; id: string };
@@ -65,6 +67,7 @@ type MandateRow = {
   mandate_jws: string | null;
   revoked_at: string | null;
   display_document: string | null;
+  root: string | null;
 };
 
 type AgentRow = { id: string; name: string; public_jwk: string; jkt: string; status: 'active' | 'revoked'; via: StoredAgent['registered_via']; created: string; revoked_at: string | null };
@@ -105,6 +108,7 @@ function mandateFromRow(r: MandateRow, now: number): StoredMandate {
     mandate_jws: r.mandate_jws,
     revoked_at: r.revoked_at,
     display_document: r.display_document,
+    root: r.root ?? r.id,
   };
 }
 

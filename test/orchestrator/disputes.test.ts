@@ -7,6 +7,7 @@ import { decodeJwt } from 'jose';
 import { adjudicate, type EvidenceBundle } from '../../workers/lib/adjudicator';
 import { signJwt } from '../../workers/lib/jws';
 import { loadSigningKeys } from '../../workers/lib/signing-keys';
+import { newAgentKey } from '../support/agent-keys';
 import { asProvider, chargeBody, providerReceipt, subjectAt } from '../support/fake-provider';
 import { activeMandate, call, newPrincipal } from '../support/orchestrator-client';
 
@@ -135,6 +136,16 @@ describe('dispute verdicts', () => {
     expect(res.body).toMatchObject({ verdict: 'outside_scope', failing_party: 'orchestrator' });
     expect(res.body.findings).toContainEqual(expect.objectContaining({ check: 'provider_and_service_in_scope', result: 'fail' }));
     expect(res.body.findings).toContainEqual(expect.objectContaining({ check: 'human_approved_display', result: 'fail' }));
+  });
+
+  it('outside_scope with the orchestrator named when the agent’s signature does not verify with the key on record', async () => {
+    // The orchestrator's record of the agent's key no longer matches the key that signed (a key swapped without history).
+    const { human, charge_id, agent } = await capturedCharge();
+    const other = await newAgentKey();
+    await runInDurableObject(ledgerOf(human.principal_id), (_, state) => void state.storage.sql.exec('UPDATE agents SET public_jwk = ? WHERE id = ?', JSON.stringify(other.jwk), agent.agent_id));
+    const res = await dispute(human, charge_id);
+    expect(res.body).toMatchObject({ verdict: 'outside_scope', failing_party: 'orchestrator' });
+    expect(res.body.findings).toContainEqual(expect.objectContaining({ check: 'agent_signed_request', result: 'fail' }));
   });
 
   it('refuses a second dispute of one charge, an uncaptured charge, and another principal’s charge', async () => {
