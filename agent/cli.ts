@@ -6,7 +6,7 @@
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { agentKeyFromJwk, generateAgentKey, OapClient, OapError } from './sdk';
+import { agentKeyFromJwk, dpopProof, generateAgentKey, OapClient, OapError } from './sdk';
 import { mcpServer } from './mcp';
 import { describe as describeEvidence, verifyEvidence } from './verify-evidence';
 
@@ -18,6 +18,8 @@ Usage: oap <command> [options]
 
 Commands
   init --orchestrator <url> [--name <name>]   create this agent's key (.oap/agent.json, mode 0600)
+  key                                         this agent's public key, and a proof of it for the human's
+                                              dashboard (Agents → Register), valid for a minute
   catalog [filter]                            services and prices at every provider
   mandate request --scope <p:s,s> [--scope …] --limit <dollars> [--days N] [--description …] [--no-wait]
                                               ask the human; prints the approval URL and code, waits for the decision
@@ -190,6 +192,17 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       const { privateJwk, key } = await generateAgentKey();
       await saveState(dir, { orchestrator: values.orchestrator.replace(/\/+$/, ''), private_jwk: privateJwk as Record<string, unknown>, name: values.name ?? 'oap agent' });
       return { code: 0, data: { orchestrator: values.orchestrator, key_thumbprint: key.thumbprint }, text: `Agent key created (${key.thumbprint}), kept in .oap/agent.json (0600).` };
+    }
+    case 'key': {
+      const state = await loadState(dir);
+      const key = await agentKeyFromJwk(state.private_jwk);
+      // What the dashboard's registration form asks for: the public key, and a DPoP proof for POST /v1/agents.
+      const proof = await dpopProof(key, 'POST', `${state.orchestrator}/v1/agents`);
+      return {
+        code: 0,
+        data: { public_jwk: key.publicJwk, key_thumbprint: key.thumbprint, proof },
+        text: `Public key (JWK):\n${JSON.stringify(key.publicJwk)}\n\nProof of possession (valid for a minute):\n${proof}\n\nPaste both at ${state.orchestrator}/dashboard/agents.`,
+      };
     }
     case 'catalog': {
       const client = await clientOf(await loadState(dir));

@@ -166,4 +166,27 @@ describe('oap', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 90_000);
+
+  it('oap key gives the human what the dashboard needs to register the agent: its public key and a fresh proof of it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'oap-cli-'));
+    try {
+      const init = oap(dir, 'init', '--orchestrator', urls.orchestrator, '--json').json().data;
+      const key = oap(dir, 'key', '--json');
+      expect(key.status).toBe(0);
+      const { public_jwk, proof, key_thumbprint } = key.json().data;
+      expect(key_thumbprint).toBe(init.key_thumbprint);
+      expect(JSON.stringify(public_jwk)).not.toContain('"d"');
+      const email = `cli-key-${crypto.randomUUID().slice(0, 8)}@example.test`;
+      await signUpVerified(urls.orchestrator, email, 'cli test password');
+      const human = await signIn(urls.orchestrator, email, 'cli test password');
+      const registered = await asHuman(human, 'POST', '/v1/agents', { json: { name: 'cli agent', public_jwk }, headers: { dpop: proof } });
+      expect(registered.status, await registered.clone().text()).toBe(201);
+      const agentId = (await registered.json()).agent_id;
+      // Registered: its mandate request is its principal's at once, not a first contact from an unknown key.
+      const requested = oap(dir, 'mandate', 'request', '--scope', 'cloud:domain', '--limit', '5', '--no-wait', '--json').json().data;
+      expect(requested).toMatchObject({ status: 'pending', agent_id: agentId });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
