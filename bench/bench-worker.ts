@@ -1,7 +1,7 @@
 // The Worker the benchmarks run in: the provider Worker, plus what they
 // compare it against: a bare counter object, and the same provisioning with
 // governance switched off. Not deployed: only bench/vitest.config.ts uses it.
-import { DurableObject } from 'cloudflare:workers';
+import { DurableObject, WorkerEntrypoint } from 'cloudflare:workers';
 import { Hono } from 'hono';
 import type { ProviderBindings } from '../workers/provider/env';
 import { ledgerOf } from '../workers/provider/env';
@@ -9,8 +9,22 @@ import provider from '../workers/provider/index';
 import { checkAgainstCatalog, type ResourceRequest } from '../workers/provider/provisioning';
 import { backendFor } from '../workers/provider/services';
 import { idempotent, requireAccessToken, type TokenVariables } from '../workers/provider/token-auth';
+import { fakeChargesApi } from '../test/support/stand-ins';
 
 export { PrincipalLedger } from '../durable-objects/principal-ledger';
+
+const chargesApi = fakeChargesApi();
+
+/**
+ * The orchestrator's charges API played inside workerd, beside the provider:
+ * the governed path pays a service binding call as it would on the platform,
+ * not a hop out to Node and back that only a test harness has.
+ */
+export class FakeOrchestrator extends WorkerEntrypoint {
+  override fetch(request: Request): Promise<Response> {
+    return chargesApi(request);
+  }
+}
 
 /** The least a Durable Object can do per request: add one to a number in SQLite storage. */
 export class BareCounter extends DurableObject {

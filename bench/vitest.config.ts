@@ -3,7 +3,6 @@
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-plugin';
 import { defineConfig } from 'vitest/config';
 import { generateSigningKeys } from '../scripts/signing-key.mjs';
-import { fakeChargesApi } from '../test/support/stand-ins';
 
 export default defineConfig({
   plugins: [
@@ -20,7 +19,8 @@ export default defineConfig({
           TRUSTED_ORCHESTRATORS: JSON.stringify(['http://127.0.0.1:8787']),
           ORCHESTRATOR_BINDINGS: JSON.stringify({ 'http://127.0.0.1:8787': 'ORCHESTRATOR' }),
         },
-        serviceBindings: { ORCHESTRATOR: fakeChargesApi() },
+        // The fake charges API runs in workerd too (bench-worker.ts FakeOrchestrator), as the orchestrator would.
+        serviceBindings: { ORCHESTRATOR: { name: 'oap-provider-cloud', entrypoint: 'FakeOrchestrator' } },
         durableObjects: { COUNTER: { className: 'BareCounter', useSQLite: true } },
         // For @cloudflare/workers-oauth-provider, the baseline of the token benchmark.
         kvNamespaces: ['OAUTH_KV'],

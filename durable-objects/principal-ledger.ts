@@ -36,7 +36,7 @@ const OUTBOX_BATCH = 100;
  * Events reach D1 in batches: the copy runs this long after the first event
  * of a batch. Readers merge the outbox, so nobody waits for it.
  */
-const AUDIT_COPY_DELAY_MS = 250;
+const AUDIT_COPY_DELAY_MS = 2000;
 /** A chain head is signed at most this long after the first event it covers. */
 export const HEAD_SIGN_DELAY_MS = 60_000;
 const RETRY_MAX_MS = 60_000;
@@ -110,7 +110,14 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   // ── Idempotency records ──────────────────────────────────────────────────
 
-  beginIdempotentRequest(scope: string, key: string, fingerprint: string): idempotency.IdempotencyStart {
+  /**
+   * Starts an idempotent request. A paid call's single-use values (its DPoP
+   * proof's jti, its signature's nonce) are consumed in the same transaction,
+   * first and all or none: one round trip instead of two on the paid path.
+   */
+  beginIdempotentRequest(scope: string, key: string, fingerprint: string, nonces: { nonce: string; expiresAtMs: number }[] = []): idempotency.IdempotencyStart | { state: 'nonce_seen'; index: number } {
+    const seen = nonces.length ? this.consumeNonces(nonces) : -1;
+    if (seen !== -1) return { state: 'nonce_seen', index: seen };
     return this.#transaction(null, (tx) => idempotency.begin(tx, scope, key, fingerprint));
   }
 

@@ -236,17 +236,25 @@ export function voidSaga(tx: LedgerTx, sagaId: string, reason: string) {
 }
 
 /** A call owed to the orchestrator about `chargeId` (the saga's own unless named), delivered by the alarm. */
+/**
+ * Captures wait this long (§3.1 allows 5 s), so that a burst of paid calls
+ * finishes before the alarm sends their captures together; a void or a refund
+ * goes at once, since it gives money back.
+ */
+export const CAPTURE_DELAY_MS = 3000;
+
 export function owe(tx: LedgerTx, saga: Pick<Saga, 'id' | 'charge_id' | 'orchestrator'>, action: 'capture' | 'void' | 'refund', body: object | null = null, chargeId = saga.charge_id) {
+  const due = action === 'capture' ? tx.now + CAPTURE_DELAY_MS : tx.now;
   tx.sql.exec(
     'INSERT INTO charge_outbox (saga_id, action, charge_id, orchestrator, attempts, next_attempt_at, body) VALUES (?, ?, ?, ?, 0, ?, ?)',
     saga.id,
     action,
     chargeId,
     saga.orchestrator,
-    tx.now,
+    due,
     body ? JSON.stringify(body) : null,
   );
-  tx.schedule('charge_outbox', tx.now);
+  tx.schedule('charge_outbox', due);
 }
 
 /** `body` is a refund's JSON body ({amount, currency, reason, idempotency_key}); null for a capture or void. */

@@ -181,7 +181,7 @@ describe('oap', () => {
       const human = await signIn(urls.orchestrator, email, 'cli test password');
       const registered = await asHuman(human, 'POST', '/v1/agents', { json: { name: 'cli agent', public_jwk }, headers: { dpop: proof } });
       expect(registered.status, await registered.clone().text()).toBe(201);
-      const agentId = (await registered.json()).agent_id;
+      const agentId = ((await registered.json()) as { agent_id: string }).agent_id;
       // Registered: its mandate request is its principal's at once, not a first contact from an unknown key.
       const requested = oap(dir, 'mandate', 'request', '--scope', 'cloud:domain', '--limit', '5', '--no-wait', '--json').json().data;
       expect(requested).toMatchObject({ status: 'pending', agent_id: agentId });

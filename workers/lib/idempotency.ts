@@ -7,8 +7,12 @@ import { sha256Hex } from './audit';
 import { ProblemError } from './problem';
 import type { IdempotencyStart, StoredResponse } from '../../durable-objects/principal-ledger';
 
+export type SingleUse = { nonce: string; expiresAtMs: number };
+type Begun = IdempotencyStart | { state: 'nonce_seen'; index: number };
+
 export type IdempotencyStore = {
-  beginIdempotentRequest(scope: string, key: string, fingerprint: string): Promise<IdempotencyStart> | IdempotencyStart;
+  /** With `nonces`, consumes them first in the same round trip, all or none: `nonce_seen` names the first already used. */
+  beginIdempotentRequest(scope: string, key: string, fingerprint: string, nonces?: SingleUse[]): Promise<Begun> | Begun;
   completeIdempotentRequest(scope: string, key: string, fingerprint: string, response: StoredResponse): Promise<void> | void;
   abandonIdempotentRequest(scope: string, key: string, fingerprint: string): Promise<void> | void;
 };
@@ -17,7 +21,16 @@ export type IdempotencyOptions = {
   /** Required keys answer 400 idempotency_key_required when missing. */
   required?: boolean;
   /** The caller's store and identity; runs after authentication. */
-  caller: (c: Context) => { store: IdempotencyStore; caller: string } | Promise<{ store: IdempotencyStore; caller: string }>;
+  caller: (c: Context) => IdempotencyCaller | Promise<IdempotencyCaller>;
+};
+
+export type IdempotencyCaller = {
+  store: IdempotencyStore;
+  caller: string;
+  /** Single-use values of this request to consume with the key's record (a paid call's proof jti and signature nonce). */
+  nonces?: SingleUse[];
+  /** The refusal for an already used value, by its index in `nonces`. */
+  nonceSeen?: (index: number) => Error;
 };
 
 /** Handlers that answer with credentials set this to what a replay may return instead. */
@@ -35,13 +48,15 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
     }
     if (!KEY.test(key)) throw new ProblemError(400, 'invalid_request', 'Idempotency-Key must be 1 to 255 visible ASCII characters.');
 
-    const { store, caller } = await options.caller(c);
+    const { store, caller, nonces, nonceSeen } = await options.caller(c);
     const scope = `${caller} ${c.req.method} ${c.req.path}`;
     const body = new Uint8Array(await c.req.arrayBuffer());
     const fingerprint = sha256Hex(`${c.req.header('content-type') ?? ''}\n`) + sha256Hex(body);
 
-    const start = await store.beginIdempotentRequest(scope, key, fingerprint);
+    const start = await store.beginIdempotentRequest(scope, key, fingerprint, nonces);
     switch (start.state) {
+      case 'nonce_seen':
+        throw nonceSeen?.(start.index) ?? new ProblemError(401, 'replayed', 'A single-use value of this request was already used.');
       case 'mismatch':
         throw new ProblemError(422, 'idempotency_key_reused', 'This Idempotency-Key was used with a different request body.');
       case 'in_progress':

@@ -79,6 +79,9 @@ export async function provisionResource(
   const resourceId = newId('res');
   const ctx: ProvisionContext = { resource_id: resourceId, account_id: claims.account_id, service: service.id, plan: request.plan, parameters: request.parameters };
   const requestKey = `${claims.account_id}:${claims.agent_id} ${idempotencyKey}`;
+  // Read while the service checks the request: who the principal is at this provider.
+  const subject = subjectOf(env, claims);
+  subject.catch(() => undefined);
   try {
     await backend.check?.(env, ctx);
   } catch (error) {
@@ -102,7 +105,7 @@ export async function provisionResource(
     agent_id: claims.agent_id,
     mandate_id: claims.detail.mandate_id,
     orchestrator: claims.orchestrator,
-    principal_sub: await subjectOf(env, claims),
+    principal_sub: await subject,
     token_jti: claims.jti,
     service: service.id,
     plan: request.plan,
@@ -159,7 +162,7 @@ export async function provisionResource(
   }
 
   // Step 4: provision; any failure undoes it and voids both holds.
-  const done = await provisionAndComplete(env, claims.account_id, saga, chargeId, false);
+  const done = await provisionAndComplete(env, claims.account_id, saga, chargeId, false, request.parameters);
   return { kind: 'created', ...done };
 }
 
@@ -188,11 +191,12 @@ export async function subjectOf(env: ProviderBindings, claims: AccessTokenClaims
   return row.sub;
 }
 
-async function provisionAndComplete(env: ProviderBindings, accountId: string, saga: Saga, chargeId: string, keepCredentials: boolean) {
+async function provisionAndComplete(env: ProviderBindings, accountId: string, saga: Saga, chargeId: string, keepCredentials: boolean, parameters?: Record<string, unknown>) {
   const ledger = ledgerOf(env, accountId);
   const backend = backendFor(saga.service)!;
-  const resource = (await ledger.getResource(saga.resource_id)) as Resource;
-  const ctx: ProvisionContext = { resource_id: saga.resource_id, account_id: accountId, service: saga.service, plan: saga.plan, parameters: JSON.parse(resource.parameters) as Record<string, unknown> };
+  // The request that started the saga has its parameters at hand; the alarm reads them from the ledger.
+  const known = parameters ?? (JSON.parse(((await ledger.getResource(saga.resource_id)) as Resource).parameters) as Record<string, unknown>);
+  const ctx: ProvisionContext = { resource_id: saga.resource_id, account_id: accountId, service: saga.service, plan: saga.plan, parameters: known };
   let provisioned;
   try {
     provisioned = await backend.provision(env, ctx);

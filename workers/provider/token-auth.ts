@@ -3,7 +3,7 @@
 import { createMiddleware } from 'hono/factory';
 import type { JWK } from 'jose';
 import { SignatureRefused, verifyRequestSignature, type VerifiedSignature } from '../lib/http-signatures';
-import { idempotency } from '../lib/idempotency';
+import { idempotency, type SingleUse } from '../lib/idempotency';
 import { ProblemError } from '../lib/problem';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import { authenticateTokenUse, dpopNonce, TokenRefused, type AccessTokenClaims } from './oauth/access-tokens';
@@ -30,8 +30,11 @@ export const requirePaidCallToken = tokenMiddleware(true);
 
 /**
  * §3.1: paid calls carry the agent's message signature over the exact body,
- * by the key the token is bound to; its nonce is single use. Checked before
- * the Idempotency-Key, so a retry (signed again, new nonce) can replay.
+ * by the key the token is bound to; its nonce and the DPoP proof's jti are
+ * single use. They are consumed with the Idempotency-Key's record, in one
+ * round trip to the account's ledger: a retry (signed again, new nonce) can
+ * replay, a reused nonce cannot. This middleware is the whole guard of a paid
+ * call: signature, single use, idempotency.
  */
 export const requireAgentSignature = createMiddleware<{ Bindings: ProviderBindings; Variables: TokenVariables }>(async (c, next) => {
   const token = c.get('token');
@@ -55,15 +58,27 @@ export const requireAgentSignature = createMiddleware<{ Bindings: ProviderBindin
   } catch (error) {
     throw new ProblemError(401, 'invalid_signature', `The request signature was refused: ${error instanceof SignatureRefused ? error.message : 'invalid'}.`);
   }
-  const seen = await ledgerOf(c.env, token.account_id).consumeNonces([
+  c.set('signature', { ...verified, signed });
+  const nonces = [
     { nonce: dpopNonce(token.jkt, token.proofJti), expiresAtMs: Date.now() + 5 * 60 * 1000 },
     { nonce: `sig:${token.jkt}:${verified.params.nonce}`, expiresAtMs: (verified.params.expires + 60) * 1000 },
-  ]);
-  if (seen === 0) throw new ProblemError(401, 'invalid_token', 'This DPoP proof was already used.', {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` });
-  if (seen === 1) throw new ProblemError(401, 'replayed', 'This signature nonce was already used.');
-  c.set('signature', { ...verified, signed });
-  await next();
+  ];
+  return paidCallIdempotency(nonces)(c, next);
 });
+
+const nonceSeen = (index: number) =>
+  index === 0
+    ? new ProblemError(401, 'invalid_token', 'This DPoP proof was already used.', {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` })
+    : new ProblemError(401, 'replayed', 'This signature nonce was already used.');
+
+const paidCallIdempotency = (nonces: SingleUse[]) =>
+  idempotency({
+    required: true,
+    caller: (c) => {
+      const token = (c.get as (k: 'token') => TokenVariables['token'])('token');
+      return { store: ledgerOf(c.env as ProviderBindings, token.account_id), caller: `${token.account_id}:${token.agent_id}`, nonces, nonceSeen };
+    },
+  });
 
 /** §3.1 Conventions: at a provider the idempotency caller is the (account, agent) pair, never the token, which rolls. */
 export const idempotent = idempotency({

@@ -2,7 +2,7 @@
 // accounts, and refused when it imitates a protected name or a name another
 // account holds (PROTOCOL.md §3.3; the rules themselves are in domain-names.ts).
 import { providerConfig, type ProviderBindings } from '../env';
-import { claimDomain, heldNear } from '../store/domain-labels';
+import { claimDomain, domainLookup } from '../store/domain-labels';
 import {
   comparisonKey,
   DEFAULT_PROTECTED_NAMES,
@@ -14,7 +14,7 @@ import {
   type DomainName,
   type SquattingVerdict,
 } from './domain-names';
-import { nameHolder, releaseNames } from './names';
+import { releaseNames } from './names';
 import { ProvisionRefused, registerBackend, type ProvisionContext } from './registry';
 
 const YEAR_MS = 365 * 24 * 3600 * 1000;
@@ -26,18 +26,6 @@ export function tldOfPlan(plan: string): string | null {
 
 export function protectedNames(env: ProviderBindings): readonly string[] {
   return providerConfig(env).PROTECTED_NAMES ?? DEFAULT_PROTECTED_NAMES;
-}
-
-/**
- * The squatting verdict on `domain` for `accountId` (null: an account holding
- * nothing). The protected list needs no I/O; held look-alikes come from the
- * label index, and the verdict confirms each with the exact edit test.
- */
-export async function squattingCheck(env: ProviderBindings, domain: DomainName, accountId: string | null): Promise<SquattingVerdict | null> {
-  const verdict = squattingVerdict(domain.label, protectedNames(env), []);
-  if (verdict) return verdict;
-  const held = await heldNear(env.DB, deletionNeighbourhood(comparisonKey(domain.label)), accountId);
-  return squattingVerdict(domain.label, [], held.map((h) => labelOf(h.name)));
 }
 
 function requestedDomain(ctx: ProvisionContext): DomainName {
@@ -78,18 +66,19 @@ registerBackend('domain', {
   // Runs before velocity and before anything is reserved (provisioning.ts), so a refusal costs nothing.
   async check(env: ProviderBindings, ctx) {
     const domain = requestedDomain(ctx);
-    if (await nameHolder(env, 'domain', domain.ascii)) throw unavailable(domain);
-    const verdict = await squattingCheck(env, domain, ctx.account_id);
+    const { taken, near } = await domainLookup(env.DB, domain.ascii, deletionNeighbourhood(comparisonKey(domain.label)), ctx.account_id);
+    if (taken) throw unavailable(domain);
+    const verdict = squattingVerdict(domain.label, protectedNames(env), near.map((h) => labelOf(h.name)));
     if (verdict) throw squattingRefusal(domain, verdict);
   },
   async provision(env, ctx) {
     const domain = requestedDomain(ctx);
     const neighbourhood = deletionNeighbourhood(comparisonKey(domain.label));
-    const seq = await claimDomain(env.DB, domain.ascii, neighbourhood, ctx);
-    if (seq === null) throw unavailable(domain);
+    const claim = await claimDomain(env.DB, domain.ascii, neighbourhood, ctx);
+    if (claim === null) throw unavailable(domain);
     // Two accounts can pass `check` with look-alikes at the same moment; both
     // claims are indexed now, and the later one gives way (its charge is voided).
-    const earlier = (await heldNear(env.DB, neighbourhood, ctx.account_id)).filter((h) => h.seq < seq);
+    const earlier = claim.near.filter((h) => h.seq < claim.seq);
     const verdict = squattingVerdict(domain.label, [], earlier.map((h) => labelOf(h.name)));
     if (verdict) {
       await releaseNames(env, ctx.resource_id);
