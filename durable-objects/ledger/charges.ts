@@ -79,6 +79,16 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   }
   const previous = holdByIdempotencyKey(tx.sql, request.provider, request.idempotency_key);
   if (previous) {
+    // A retry is the same charge; the same key for another one is the provider's mistake, and changes nothing.
+    const same =
+      previous.mandate_id === request.mandate_id &&
+      previous.agent_id === request.agent_id &&
+      previous.service === request.service &&
+      previous.plan === request.plan &&
+      previous.amount === request.amount.amount &&
+      previous.currency === request.amount.currency &&
+      previous.resource_ref === request.resource_ref;
+    if (!same) return { ...refuse('idempotency_key_reused', 'This idempotency_key was used for another charge.') };
     const evidence = previous.evidence ? (JSON.parse(previous.evidence) as { mandate_status_at_decision?: string; constraint_results?: { type: string; pass: boolean }[] }) : {};
     return {
       ok: true,

@@ -224,6 +224,11 @@ export function captureHold(tx: LedgerTx, id: string, actor: { type: 'provider' 
   const hold = getHold(tx.sql, id);
   if (!hold) return refuse('not_found', 'No such charge.');
   if (hold.status === 'captured') return { ok: true, hold };
+  // Past its time the hold is void, whether or not the alarm has come round to it yet.
+  if (hold.status === 'pending' && hold.expires_at <= tx.now) {
+    voidHold(tx, id, { type: 'system', id: 'expiry' }, 'expired');
+    hold.status = 'voided';
+  }
   if (hold.status !== 'pending') {
     tx.audit({ actor, action: 'charge.capture', target: id, mandate_id: hold.mandate_id, outcome: 'refused', reason: 'charge_voided', amount: { amount: hold.amount, currency: hold.currency } });
     return refuse('charge_voided', `This charge is ${hold.status}; it can no longer be captured.`);

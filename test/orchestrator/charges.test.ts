@@ -1,4 +1,5 @@
 // The charges API (PROTOCOL.md §3.1 step 3, §3.2) as providers call it.
+import { runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
@@ -47,12 +48,33 @@ describe('authorize, capture, void', () => {
     expect(await late.json()).toMatchObject({ code: 'charge_voided' });
   });
 
+  it('refuses a capture that comes after the hold’s time, even before the alarm voided it: 409 charge_voided, spend released', async () => {
+    const { human, body } = await setup();
+    const charge = (await (await asProvider('cloud', 'POST', '/v1/charges', await body())).json()) as { charge_id: string };
+    await runInDurableObject(ledgerOf(human.principal_id), (_, state) => void state.storage.sql.exec('UPDATE holds SET expires_at = ? WHERE id = ?', Date.now() - 1, charge.charge_id));
+    const late = await asProvider('cloud', 'POST', `/v1/charges/${charge.charge_id}/capture`, {});
+    expect(late.status).toBe(409);
+    expect(((await late.json()) as { code: string }).code).toBe('charge_voided');
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(0);
+    expect((await ledgerOf(human.principal_id).getCharge(charge.charge_id))?.status).toBe('voided');
+  });
+
   it('returns the same charge for the same provider idempotency key', async () => {
     const { body } = await setup();
     const request = await body({ key: 'saga-1' });
     const first = (await (await asProvider('cloud', 'POST', '/v1/charges', request)).json()) as { charge_id: string };
     const again = (await (await asProvider('cloud', 'POST', '/v1/charges', request)).json()) as { charge_id: string };
     expect(again.charge_id).toBe(first.charge_id);
+  });
+
+  it('refuses the same provider idempotency key for another charge with 422, and holds nothing more', async () => {
+    const { human, body } = await setup();
+    const first = await asProvider('cloud', 'POST', '/v1/charges', await body({ key: 'saga-2', amount: 1044 }));
+    expect(first.status).toBe(201);
+    const other = await asProvider('cloud', 'POST', '/v1/charges', await body({ key: 'saga-2', amount: 1200, plan: 'dev-1y' }));
+    expect(other.status).toBe(422);
+    expect(((await other.json()) as { code: string }).code).toBe('idempotency_key_reused');
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(1044);
   });
 });
 

@@ -173,6 +173,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   });
   if (decision.ok) return { ...toChargeWire(decision.hold), decision: decision.decision, audit_event_id: decision.audit_event_id };
   if (decision.code === 'replayed') throw new ProblemError(401, 'replayed', decision.detail);
+  if (decision.code === 'idempotency_key_reused') throw new ProblemError(422, 'idempotency_key_reused', decision.detail);
   const stepUp = decision.scope === 'principal' ? `${config.PUBLIC_BASE_URL}/limits` : `${config.PUBLIC_BASE_URL}/mandates/${body.mandate_id}/approval`;
   throw refusalProblem(decision, 402).withExtra({
     ...(decision.limit ? { limit: decision.limit, spent: decision.spent, requested: decision.requested } : {}),
