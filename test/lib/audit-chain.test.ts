@@ -83,8 +83,8 @@ describe('principal ledger audit trail', () => {
     const principal = freshPrincipal();
     const ledger = ledgerOf(principal);
     await ledger.appendAuditEvents(principal, [entry(1), entry(2), entry(3)]);
-    // The append armed the alarm for now; nothing else copies.
-    await vi.waitFor(async () => expect((await ledger.auditSnapshot()).pending).toHaveLength(0));
+    // The append armed the alarm (the copy batches events for AUDIT_COPY_DELAY_MS); nothing else copies.
+    await vi.waitFor(async () => expect((await ledger.auditSnapshot()).pending).toHaveLength(0), { timeout: 10_000, interval: 100 });
     const rows = await testEnv.DB.prepare('SELECT seq FROM audit_events WHERE principal = ?1 ORDER BY seq').bind(principal).all<{ seq: number }>();
     expect(rows.results.map((r) => r.seq)).toEqual([1, 2, 3]);
   });
@@ -97,7 +97,7 @@ describe('principal ledger audit trail', () => {
     await testEnv.DB.exec('CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, "d1 down"); END');
     try {
       await ledger.appendAuditEvents(principal, [entry(1), entry(2)]);
-      await vi.waitFor(async () => expect(await failedAttempts()).toBeGreaterThanOrEqual(1));
+      await vi.waitFor(async () => expect(await failedAttempts()).toBeGreaterThanOrEqual(1), { timeout: 10_000, interval: 100 });
       expect((await ledger.auditSnapshot()).pending).toHaveLength(2);
       // A reader still sees both events, from the object, while D1 lags.
       expect((await collect(auditEvents(ledger, testEnv.DB, principal, 0))).map((e) => e.seq)).toEqual([1, 2]);
