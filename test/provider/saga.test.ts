@@ -129,6 +129,32 @@ describe('the saga, step by step', () => {
   });
 });
 
+describe('one Idempotency-Key, many tries', () => {
+  it('replayed 5 times, interleaved: one charge; in flight: 409; the same answer after; another body: 422', async () => {
+    const agent = await agentWithToken();
+    const key = crypto.randomUUID();
+    const body = { service: 'domain', plan: 'com-1y', parameters: { name: domain() } };
+    // Five at once, each signed anew (a fresh nonce), with the same key.
+    const concurrent = await Promise.all(Array.from({ length: 5 }, () => paid(agent, body, key)));
+    const statuses = concurrent.map((r) => r.status).sort();
+    expect(statuses.filter((st) => st === 201).length).toBeGreaterThanOrEqual(1);
+    expect(statuses.every((st) => st === 201 || st === 409)).toBe(true);
+    for (const r of concurrent.filter((r) => r.status === 409)) expect(r.body.code).toBe('idempotency_request_in_progress');
+    const created = concurrent.find((r) => r.status === 201)!.body;
+    // Afterwards, every retry is the first answer.
+    for (let i = 0; i < 5; i++) {
+      const again = await paid(agent, body, key);
+      expect(again.status).toBe(201);
+      expect(again.body.resource_id).toBe(created.resource_id);
+    }
+    expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(1);
+    expect((await state(agent.account)).holds).toEqual([{ status: 'captured', amount: 1044 }]);
+    const other = await paid(agent, { ...body, parameters: { name: domain() } }, key);
+    expect(other.status).toBe(422);
+    expect(other.body.code).toBe('idempotency_key_reused');
+  });
+});
+
 describe('crashes at each step boundary, recovered by the alarm', () => {
   async function begin(agent: Awaited<ReturnType<typeof agentWithToken>>, name: string) {
     const ledger = ledgerOf(agent.account);
