@@ -1,4 +1,6 @@
-// Governance is cheap enough to leave on. Each phase's deferred work (the copy
+// Governance is cheap enough to leave on. Figures are medians of interleaved
+// rounds: on a shared machine a pause weighs on one round, not on the figure
+// (a sum of rounds let one slow round of the baseline flatter the ratio). Each phase's deferred work (the copy
 // of audit events to D1, captures owed to the orchestrator) is let finish
 // between timings, since it is off the request's path by design and would
 // otherwise land in whichever phase its alarm happens to fall in. Prints, as
@@ -119,51 +121,62 @@ async function principalWithMandate() {
   return { principal, reserve };
 }
 
-it('payment ratios', async () => {
-  // Governed / ungoverned over 100 principals.
-  const accounts = await Promise.all(Array.from({ length: 100 }, async () => account(await newAgentKey())));
-  const governedRequests = await Promise.all(accounts.map((a) => paidRequest(a, `gov-${crypto.randomUUID().slice(0, 12)}.com`)));
-  const warm = await providerWorker.fetch(await paidRequest(accounts[0]!, `warm-${crypto.randomUUID().slice(0, 8)}.com`), benchEnv, ctx);
-  expect(warm.status).toBe(201);
-  const governed = await timed(async () => {
-    const responses = await Promise.all(governedRequests.map((r) => providerWorker.fetch(r, benchEnv, ctx)));
-    expect(responses.every((r) => r.status === 201)).toBe(true);
-  });
-  await settle(accounts.map((a) => a.account));
-  const ungovernedRequests = await Promise.all(
-    accounts.map(async (a) => {
-      const url = `${PROVIDER}/bench/ungoverned`;
-      return new Request(url, {
-        method: 'POST',
-        headers: { authorization: `DPoP ${a.token}`, dpop: await dpopProof(a.agent, 'POST', url, { accessToken: a.token }), 'content-type': 'application/json', 'idempotency-key': crypto.randomUUID() },
-        body: JSON.stringify({ service: 'domain', plan: 'com-1y', parameters: { name: `plain-${crypto.randomUUID().slice(0, 12)}.com` } }),
-      });
-    }),
-  );
-  const ungoverned = await timed(async () => {
-    const responses = await Promise.all(ungovernedRequests.map((r) => benchWorker.fetch(r, benchEnv, ctx)));
-    expect(responses.every((r) => r.status === 201)).toBe(true);
-  });
-  await settle(accounts.map((a) => a.account));
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
 
-  // One reserve against a bare increment: 16 interleaved rounds of 60 sequential calls each, so that
-  // drift on a shared machine falls on both alike (a principal takes at most 100 charges an hour).
+it('payment ratios', async () => {
+  // Governed / ungoverned over 100 principals, 3 interleaved rounds (fresh accounts and names each), the median round.
+  const governedRatios: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    const accounts = await Promise.all(Array.from({ length: 100 }, async () => account(await newAgentKey())));
+    const governedRequests = await Promise.all(accounts.map((a) => paidRequest(a, `gov-${crypto.randomUUID().slice(0, 12)}.com`)));
+    const warm = await providerWorker.fetch(await paidRequest(accounts[0]!, `warm-${crypto.randomUUID().slice(0, 8)}.com`), benchEnv, ctx);
+    expect(warm.status).toBe(201);
+    const governed = await timed(async () => {
+      const responses = await Promise.all(governedRequests.map((r) => providerWorker.fetch(r, benchEnv, ctx)));
+      expect(responses.every((r) => r.status === 201)).toBe(true);
+    });
+    await settle(accounts.map((a) => a.account));
+    const ungovernedRequests = await Promise.all(
+      accounts.map(async (a) => {
+        const url = `${PROVIDER}/bench/ungoverned`;
+        return new Request(url, {
+          method: 'POST',
+          headers: { authorization: `DPoP ${a.token}`, dpop: await dpopProof(a.agent, 'POST', url, { accessToken: a.token }), 'content-type': 'application/json', 'idempotency-key': crypto.randomUUID() },
+          body: JSON.stringify({ service: 'domain', plan: 'com-1y', parameters: { name: `plain-${crypto.randomUUID().slice(0, 12)}.com` } }),
+        });
+      }),
+    );
+    const ungoverned = await timed(async () => {
+      const responses = await Promise.all(ungovernedRequests.map((r) => benchWorker.fetch(r, benchEnv, ctx)));
+      expect(responses.every((r) => r.status === 201)).toBe(true);
+    });
+    await settle(accounts.map((a) => a.account));
+    governedRatios.push(ungoverned / governed);
+  }
+
+  // One reserve against a bare increment: 16 interleaved rounds of 60 sequential calls each, the
+  // median round, so that a pause on a shared machine weighs on one round, not on the figure
+  // (a principal takes at most 100 charges an hour).
   const principals = await Promise.all(Array.from({ length: 16 }, () => principalWithMandate()));
   const counter = benchEnv.COUNTER.get(benchEnv.COUNTER.idFromName(`counter-${crypto.randomUUID()}`));
   for (let i = 0; i < 20; i++) await counter.increment();
   for (const p of principals) await p.reserve();
   await settle(principals.map((p) => p.principal));
-  let reserves = 0;
-  let increments = 0;
+  const reserveRatios: number[] = [];
   for (const p of principals) {
-    reserves += await timed(async () => {
+    const reserves = await timed(async () => {
       for (let i = 0; i < 60; i++) expect((await p.reserve()).ok).toBe(true);
     });
     // The round's events reach D1 now, between timings, rather than in whichever round their alarm lands.
     await settle([p.principal]);
-    increments += await timed(async () => {
+    const increments = await timed(async () => {
       for (let i = 0; i < 60; i++) await counter.increment();
     });
+    reserveRatios.push(increments / reserves);
   }
 
   // Per-request time of 99 requests: 1 principal taking them one after another, 99 principals
@@ -188,8 +201,8 @@ it('payment ratios', async () => {
   manyPrincipals /= 99;
 
   const rows: [string, number, string][] = [
-    ['governed / ungoverned provisioning throughput, 100 principals', ungoverned / governed, '≥ 0.50'],
-    ['ledger reserve / bare counter increment throughput', increments / reserves, '≥ 0.80'],
+    ['governed / ungoverned provisioning throughput, 100 principals (median of 3 rounds)', median(governedRatios), '≥ 0.50'],
+    ['ledger reserve / bare counter increment throughput (median of 16 rounds)', median(reserveRatios), '≥ 0.80'],
     ['per-request time, 99 principals in parallel / 1 principal', manyPrincipals / onePrincipal, '≤ 1.00'],
     ['per-request time, 99 principals in parallel / 1 principal taking as many in parallel', manyPrincipals / oneContended, 'info'],
   ];

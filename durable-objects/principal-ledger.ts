@@ -11,6 +11,7 @@ import { signAuditHead } from '../workers/lib/audit-heads';
 import { newId } from '../workers/lib/ids';
 import { deliverProviderEvent, type ProviderEventEnv } from '../workers/orchestrator/provider-events';
 import { deliverWebhook } from '../workers/lib/webhooks';
+import type { IdempotencyRecord } from '../workers/lib/idempotency';
 import type { LedgerTask, LedgerTx } from './ledger/context';
 import * as idempotency from './ledger/idempotency';
 import * as mandates from './ledger/mandates';
@@ -22,7 +23,7 @@ import * as spend from './ledger/spend';
 import * as disputes from './ledger/disputes';
 import * as sagas from './ledger/sagas';
 import * as tokens from './ledger/tokens';
-import { deprovision, renewalPrice, renewAtBackend, requestRenewal, revertPlan, runAsyncProvision, settleChargeCall, suspendAtBackend } from '../workers/provider/provisioning';
+import { deprovision, renewalPrice, renewAtBackend, requestRenewal, resourceWire, revertPlan, runAsyncProvision, settleChargeCall, suspendAtBackend } from '../workers/provider/provisioning';
 import * as renewals from './ledger/renewals';
 import * as lifecycle from './ledger/lifecycle';
 import * as planChanges from './ledger/plan-changes';
@@ -332,10 +333,26 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return this.#transaction(account, (tx) => sagas.recordAuthorization(tx, sagaId, chargeId, decision));
   }
 
-  completeSaga(account: string, sagaId: string, result: { fields: string; credentials: string | null; receipt: string | null; billing: 'one_time' | 'month' | 'year' }) {
+  /**
+   * Steps 4–5 of a saga. With `replay`, the paid call's Idempotency-Key record
+   * is completed in the same transaction, with the answer a replay gives
+   * (never the credentials): one round trip fewer on the paid path.
+   */
+  completeSaga(
+    account: string,
+    sagaId: string,
+    result: { fields: string; credentials: string | null; receipt: string | null; billing: 'one_time' | 'month' | 'year' },
+    replay?: IdempotencyRecord & { credentials_shown: boolean },
+  ) {
     return this.#transaction(account, (tx) => {
       const done = sagas.completeSaga(tx, sagaId, result);
-      return done ? { ...done, resource: sagas.getResource(tx.sql, done.saga.resource_id)! } : null;
+      if (!done) return null;
+      const resource = sagas.getResource(tx.sql, done.saga.resource_id)!;
+      if (replay) {
+        const body = { ...resourceWire(resource), credentials: null, charge_id: done.saga.charge_id, audit_event_id: done.event.id, receipt: result.receipt, credentials_redacted: replay.credentials_shown };
+        idempotency.complete(tx.sql, replay.scope, replay.key, replay.fingerprint, { status: 201, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      }
+      return { ...done, resource };
     });
   }
 

@@ -35,6 +35,12 @@ export type IdempotencyCaller = {
 
 /** Handlers that answer with credentials set this to what a replay may return instead. */
 export const REPLAY_BODY = 'idempotencyReplayBody';
+/** The record this request holds: a handler whose last write is in the caller's store may complete it in that same transaction. */
+export const IDEMPOTENCY_RECORD = 'idempotencyRecord';
+/** Set by such a handler: the record is complete, the middleware has nothing left to store. */
+export const IDEMPOTENCY_RECORDED = 'idempotencyRecorded';
+
+export type IdempotencyRecord = { scope: string; key: string; fingerprint: string };
 
 const KEY = /^[\x21-\x7e]{1,255}$/;
 const REPLAYED_HEADERS = ['content-type', 'location', 'audit-event-id'];
@@ -68,6 +74,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
         });
     }
 
+    c.set(IDEMPOTENCY_RECORD as never, { scope, key, fingerprint } satisfies IdempotencyRecord as never);
     try {
       await next();
     } catch (error) {
@@ -80,6 +87,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
       await store.abandonIdempotentRequest(scope, key, fingerprint);
       return;
     }
+    if (c.get(IDEMPOTENCY_RECORDED as never)) return;
     const replay = c.get(REPLAY_BODY as never) as unknown;
     const text = replay === undefined ? await res.clone().text() : JSON.stringify(replay);
     const headers: Record<string, string> = {};

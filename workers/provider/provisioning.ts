@@ -6,6 +6,7 @@ import { Validator } from '@cfworker/json-schema';
 import { canonicalJson, sha256Hex } from '../lib/audit';
 import { newId } from '../lib/ids';
 import { signJwt } from '../lib/jws';
+import type { IdempotencyRecord } from '../lib/idempotency';
 import { ProblemError } from '../lib/problem';
 import type { Money } from '../lib/schemas/money';
 import type { Service } from '../lib/schemas/catalog';
@@ -59,7 +60,7 @@ export function checkAgainstCatalog(env: ProviderBindings, request: ResourceRequ
 }
 
 export type ProvisionOutcome =
-  | { kind: 'created'; resource: Record<string, unknown>; credentials: Record<string, unknown> | null; charge_id: string; audit_event_id: string; receipt: string }
+  | { kind: 'created'; resource: Record<string, unknown>; credentials: Record<string, unknown> | null; charge_id: string; audit_event_id: string; receipt: string; recorded?: boolean }
   | { kind: 'accepted'; operation_id: string };
 
 export async function provisionResource(
@@ -69,6 +70,8 @@ export async function provisionResource(
   signed: SignedCall,
   signatureBase: string,
   idempotencyKey: string,
+  /** The Idempotency-Key's record, completed with the saga when the call is answered at once. */
+  record?: IdempotencyRecord,
 ): Promise<ProvisionOutcome> {
   if (!claims.detail.services.includes(request.service)) throw new ProblemError(403, 'insufficient_scope', `The mandate does not allow ${request.service}.`);
   const { service, price } = checkAgainstCatalog(env, request);
@@ -162,7 +165,7 @@ export async function provisionResource(
   }
 
   // Step 4: provision; any failure undoes it and voids both holds.
-  const done = await provisionAndComplete(env, claims.account_id, saga, chargeId, false, request.parameters);
+  const done = await provisionAndComplete(env, claims.account_id, saga, chargeId, false, request.parameters, record);
   return { kind: 'created', ...done };
 }
 
@@ -191,7 +194,7 @@ export async function subjectOf(env: ProviderBindings, claims: AccessTokenClaims
   return row.sub;
 }
 
-async function provisionAndComplete(env: ProviderBindings, accountId: string, saga: Saga, chargeId: string, keepCredentials: boolean, parameters?: Record<string, unknown>) {
+async function provisionAndComplete(env: ProviderBindings, accountId: string, saga: Saga, chargeId: string, keepCredentials: boolean, parameters?: Record<string, unknown>, record?: IdempotencyRecord) {
   const ledger = ledgerOf(env, accountId);
   const backend = backendFor(saga.service)!;
   // The request that started the saga has its parameters at hand; the alarm reads them from the ledger.
@@ -208,19 +211,24 @@ async function provisionAndComplete(env: ProviderBindings, accountId: string, sa
   }
   const receipt = await signReceipt(env, saga, chargeId);
   const plan = publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === saga.service)?.plans.find((p) => p.id === saga.plan);
-  const completed = await ledger.completeSaga(accountId, saga.id, {
-    fields: JSON.stringify(provisioned.fields),
-    credentials: keepCredentials && provisioned.credentials ? JSON.stringify(provisioned.credentials) : null,
-    receipt,
-    billing: plan?.billing ?? 'one_time',
-  });
+  const completed = await ledger.completeSaga(
+    accountId,
+    saga.id,
+    {
+      fields: JSON.stringify(provisioned.fields),
+      credentials: keepCredentials && provisioned.credentials ? JSON.stringify(provisioned.credentials) : null,
+      receipt,
+      billing: plan?.billing ?? 'one_time',
+    },
+    record ? { ...record, credentials_shown: provisioned.credentials !== null } : undefined,
+  );
   if (!completed) {
     // The alarm gave up on this saga while we provisioned: undo what we made.
     await backend.deprovision(env, { resource_id: saga.resource_id, account_id: accountId }).catch(() => undefined);
     throw new ProblemError(503, 'internal_error', 'The provisioning timed out; nothing was charged.');
   }
   if (provisioned.supersedes) await retire(env, accountId, provisioned.supersedes);
-  return { resource: resourceWire(completed.resource as Resource), credentials: provisioned.credentials, charge_id: chargeId, audit_event_id: completed.event.id, receipt };
+  return { resource: resourceWire(completed.resource as Resource), credentials: provisioned.credentials, charge_id: chargeId, audit_event_id: completed.event.id, receipt, recorded: record !== undefined };
 }
 
 /** A resource a newer one replaced: deleted in the ledger (its renewals stop), the backend told like any delete. */

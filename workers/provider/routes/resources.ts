@@ -2,7 +2,7 @@
 // listed; async services answer with an operation to poll; usage this period.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { acceptBody, type RoleEnv } from '../../lib/app';
-import { REPLAY_BODY } from '../../lib/idempotency';
+import { IDEMPOTENCY_RECORD, IDEMPOTENCY_RECORDED, REPLAY_BODY, type IdempotencyRecord } from '../../lib/idempotency';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
 import { OperationSchema, PlanChangedSchema, PlanChangeSchema, ProvisionedSchema, ResourceRequestSchema, ResourceSchema, UsageSchema } from '../../lib/schemas/resources';
@@ -45,11 +45,13 @@ export function resourceRoutes() {
     async (c) => {
       const token = c.get('token');
       const signature = c.get('signature');
-      const outcome = await provisionResource(c.env, token, c.req.valid('json'), signature.signed as never, signature.base, c.req.header('idempotency-key')!);
+      const record = c.get(IDEMPOTENCY_RECORD as never) as IdempotencyRecord;
+      const outcome = await provisionResource(c.env, token, c.req.valid('json'), signature.signed as never, signature.base, c.req.header('idempotency-key')!, record);
       if (outcome.kind === 'accepted') return c.json({ operation_id: outcome.operation_id, status: 'pending' as const }, 202, { Location: `/v1/operations/${outcome.operation_id}` });
       const body = { ...outcome.resource, credentials: outcome.credentials, charge_id: outcome.charge_id, audit_event_id: outcome.audit_event_id, receipt: outcome.receipt };
-      // An idempotent replay never carries credentials (§3.1).
-      c.set(REPLAY_BODY as never, { ...body, credentials: null, credentials_redacted: outcome.credentials !== null } as never);
+      // An idempotent replay never carries credentials (§3.1); the saga's completion stored it already, or the middleware stores it now.
+      if (outcome.recorded) c.set(IDEMPOTENCY_RECORDED as never, true as never);
+      else c.set(REPLAY_BODY as never, { ...body, credentials: null, credentials_redacted: outcome.credentials !== null } as never);
       return c.json(body as z.infer<typeof ProvisionedSchema>, 201);
     },
   );
