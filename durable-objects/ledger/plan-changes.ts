@@ -9,7 +9,7 @@
 import type { Money } from '../../workers/lib/schemas/money';
 import { iso, refuse, type LedgerTx, type Outcome } from './context';
 import { previousRenewal } from './renewals';
-import { getResource, getSaga, owe, PROVIDER_HOLD_TTL_MS, SAGA_DEADLINE_MS, type Resource, type Saga } from './sagas';
+import { getResource, getSaga, orchestratorEventOf, owe, PROVIDER_HOLD_TTL_MS, SAGA_DEADLINE_MS, type Resource, type Saga } from './sagas';
 import { billingPeriod, captureHold, checkLimits, getHold, insertHold, ownLimit, refundHold, refundPart, type Decline } from './spend';
 
 /** What remains of the current period, (renews_at − now) / (renews_at − previous boundary), within [0, 1]. */
@@ -142,7 +142,7 @@ export function completeUpdate(tx: LedgerTx, sagaId: string, result: { fields: s
   tx.sql.exec(`UPDATE sagas SET state = 'completed', updated = ? WHERE id = ?`, tx.now, sagaId);
   owe(tx, saga, 'capture');
   const credit = creditable(tx.sql, saga);
-  const orchestratorEvent = saga.charge_decision ? (JSON.parse(saga.charge_decision) as { audit_event_id?: string } | null)?.audit_event_id : undefined;
+  const orchestratorEvent = orchestratorEventOf(saga);
   const event = tx.audit({
     actor: { type: 'agent', id: saga.agent_id },
     action: 'resource.update',

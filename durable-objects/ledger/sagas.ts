@@ -195,7 +195,7 @@ export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: str
   tx.sql.exec(`UPDATE sagas SET state = 'completed', credentials = ?, updated = ? WHERE id = ?`, result.credentials, tx.now, sagaId);
   setBilling(tx, saga.resource_id, result.billing);
   owe(tx, saga, 'capture');
-  const orchestratorEvent = saga.charge_decision ? (JSON.parse(saga.charge_decision) as { audit_event_id?: string } | null)?.audit_event_id : undefined;
+  const orchestratorEvent = orchestratorEventOf(saga);
   const event = tx.audit({
     actor: { type: 'agent', id: saga.agent_id },
     action: 'resource.provision',
@@ -208,6 +208,11 @@ export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: str
   });
   tx.sql.exec('UPDATE sagas SET audit_event_id = ? WHERE id = ?', event.id, sagaId);
   return { saga: getSaga(tx.sql, sagaId)!, event };
+}
+
+/** The orchestrator's audit event for the saga's charge, which the provider's event names (§4 related). */
+export function orchestratorEventOf(saga: Pick<Saga, 'charge_decision'>): string | undefined {
+  return saga.charge_decision ? ((JSON.parse(saga.charge_decision) as { audit_event_id?: string } | null)?.audit_event_id ?? undefined) : undefined;
 }
 
 /**
