@@ -316,8 +316,12 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
         const rows: Record<string, any>[] = (await Promise.all(providers.map(async (p) => (await client.resources(mandate.mandate_id, p)).map((r) => ({ provider: p, ...r }))))).flat();
         return { code: 0, data: rows, text: rows.map((r) => `${String(r.provider).padEnd(8)} ${r.resource_id} ${r.service}/${r.plan} ${r.status}`).join('\n') || 'No resources.' };
       }
-      const rows: Record<string, any>[] = await Promise.all(providers.map(async (p) => ({ provider: p, ...(await client.usage(mandate.mandate_id, p)) })));
-      return { code: 0, data: rows, text: rows.map((r) => `${String(r.provider).padEnd(8)} $${(r.spent.amount / 100).toFixed(2)} of $${(r.limit.amount / 100).toFixed(2)} this period`).join('\n') };
+      // Against each limit: the mandate's (summed across providers, at the orchestrator), then each provider account's own.
+      const money = (m: { amount: number }) => `$${(m.amount / 100).toFixed(2)}`;
+      const mandateRow = { scope: 'mandate', mandate_id: mandate.mandate_id, spent: mandate.spent ?? { amount: 0, currency: mandate.spend_limit.currency }, limit: mandate.spend_limit };
+      const rows: Record<string, any>[] = await Promise.all(providers.map(async (p) => ({ scope: 'provider', provider: p, ...(await client.usage(mandate.mandate_id, p)) })));
+      const text = [`${'mandate'.padEnd(8)} ${money(mandateRow.spent)} of ${money(mandateRow.limit)} this month, across providers`, ...rows.map((r) => `${String(r.provider).padEnd(8)} ${money(r.spent)} of ${money(r.limit)} this period (the account's limit there)`)];
+      return { code: 0, data: [mandateRow, ...rows], text: text.join('\n') };
     }
     case 'audit': {
       const events = await (await clientOf(await loadState(dir))).audit();

@@ -187,8 +187,12 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return mandates.listMandates(this.#sql, Date.now(), agentId);
   }
 
+  /** An agent's read of its mandate, with what was charged under it (and those it supersedes) this period. */
   pollMandate(principal: string, mandateId: string, agentId: string, intervalS: number) {
-    return this.#transaction(principal, (tx) => mandates.pollMandate(tx, mandateId, agentId, intervalS));
+    return this.#transaction(principal, (tx) => {
+      const result = mandates.pollMandate(tx, mandateId, agentId, intervalS);
+      return result.ok ? { ...result, spent: spend.spent(tx.sql, spend.billingPeriod(tx.now), `mandate:${result.mandate.root}`) } : result;
+    });
   }
 
   approveMandate(principal: string, mandateId: string, approval: mandates.Approval) {

@@ -117,9 +117,11 @@ describe('one session across two providers', () => {
       expect(await query.json()).toMatchObject({ columns: ['two'], rows: [[2]] });
 
       // Spend, against each limit, summed across providers.
-      const spend = oap(dir, 'spend', '--json').json().data as { provider: string; spent: { amount: number } }[];
+      const spend = oap(dir, 'spend', '--json').json().data as { scope: string; provider?: string; spent: { amount: number }; limit: { amount: number } }[];
+      expect(spend.find((s) => s.scope === 'mandate')).toMatchObject({ spent: { amount: 1044 }, limit: { amount: 2000 } });
       expect(spend.find((s) => s.provider === 'cloud')?.spent.amount).toBe(1044);
       expect(spend.find((s) => s.provider === 'data')?.spent.amount).toBe(0);
+      expect(oap(dir, 'spend').stdout).toContain('mandate  $10.44 of $20.00 this month');
 
       // A second domain would cross the $20 limit: refused (exit 3), with where the human can approve more.
       const refused = oap(dir, 'add', 'cloud/domain', '--plan', 'com-1y', '--config', JSON.stringify({ name: `launch-${crypto.randomUUID().slice(0, 8)}.com` }));

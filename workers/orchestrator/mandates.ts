@@ -190,7 +190,7 @@ export async function pollMandateAsAgent(env: OrchestratorBindings, caller: Agen
     if (result.code === 'slow_down') throw new ProblemError(429, 'slow_down', result.detail, { interval: POLL_INTERVAL_S }, { 'Retry-After': String(POLL_INTERVAL_S) });
     throw refusalProblem(result);
   }
-  return toWire(env, result.mandate);
+  return { ...toWire(env, result.mandate), spent: { amount: result.spent, currency: result.mandate.requested.spend_limit.currency } };
 }
 
 export type MandateView =

@@ -65,6 +65,7 @@ export const MandateSchema = z
     description: z.string(),
     scope: z.array(MandateScopeSchema),
     spend_limit: SpendLimitSchema,
+    spent: MoneySchema.optional().openapi({ description: 'In the agent’s own read: charged under this mandate (and those it supersedes) this period' }),
     expires_at: z.string(),
     share_email: z.boolean(),
     supersedes: z.string().nullable(),
