@@ -115,10 +115,11 @@ export async function mcpServer(client: OapClient, mandate: { get(): string | un
     }),
   );
 
-  server.registerTool('spend', { description: 'Spend this period at every provider of the mandate, against each account limit.', inputSchema: {} }, () =>
+  server.registerTool('spend', { description: 'Spend this period against each limit: the mandate’s (across providers), then each provider account’s.', inputSchema: {} }, () =>
     guard(async () => {
       const m = await activeMandate();
-      return Promise.all((m.scope as { provider: string }[]).map(async (s) => ({ provider: s.provider, ...(await client.usage(m.mandate_id, s.provider)) })));
+      const providers = await Promise.all((m.scope as { provider: string }[]).map(async (s) => ({ scope: 'provider', provider: s.provider, ...(await client.usage(m.mandate_id, s.provider)) })));
+      return [{ scope: 'mandate', mandate_id: m.mandate_id, spent: m.spent, limit: m.spend_limit }, ...providers];
     }),
   );
 
