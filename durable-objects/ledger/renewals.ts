@@ -62,7 +62,7 @@ export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string,
     suspend(tx, resource, over.code);
     return { ...over, suspended: true };
   }
-  insertHold(tx, { id: holdId, mandate_id: resource.mandate_id, service: resource.service, plan: resource.plan, agent_id: resource.agent_id, amount: price, resource_ref: resourceId, ttl_ms: RENEWAL_HOLD_TTL_MS, scopes: ['principal', `service:${resource.service}`] });
+  insertHold(tx, { id: holdId, mandate_id: resource.mandate_id, service: resource.service, plan: resource.plan, agent_id: resource.agent_id, amount: price, resource_ref: resourceId, ttl_ms: RENEWAL_HOLD_TTL_MS, scopes: ['principal', `service:${resource.service}`], kind: 'renewal' });
   tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'charge.reserve', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', amount: price, related: [holdId, 'renewal'] });
   return { ok: true };
 }

@@ -100,4 +100,6 @@ export const LEDGER_MIGRATIONS: string[] = [
   // (renewals), so that a refund decided there (a dispute) finds its hold here.
   `ALTER TABLE holds ADD COLUMN remote_charge_id TEXT;
    CREATE INDEX holds_by_remote_charge ON holds (remote_charge_id) WHERE remote_charge_id IS NOT NULL;`,
+  // 12: a renewal's hold says so: velocity limits count what agents asked for, not what the calendar renews.
+  `ALTER TABLE holds ADD COLUMN kind TEXT;`,
 ];

@@ -140,7 +140,8 @@ export function checkLimits(sql: SqlStorage, period: string, amount: Money, limi
 export function authorizedSince(sql: SqlStorage, sinceMs: number, service?: string): number {
   return service === undefined
     ? sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM holds WHERE created >= ? AND status IN ('pending', 'captured')`, sinceMs).one().n
-    : sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM holds WHERE service = ? AND created >= ? AND status IN ('pending', 'captured')`, service, sinceMs).one().n;
+    : // A service's velocity counts what agents asked for: renewals come from the calendar.
+      sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM holds WHERE service = ? AND created >= ? AND status IN ('pending', 'captured') AND kind IS NULL`, service, sinceMs).one().n;
 }
 
 export type NewHold = {
@@ -159,6 +160,8 @@ export type NewHold = {
   ttl_ms: number;
   /** Totals this hold counts against: 'principal' always, plus e.g. 'mandate:<root>', 'provider:<id>'. */
   scopes: string[];
+  /** 'renewal' for a recurring plan's renewal; absent for a charge an agent asked for. */
+  kind?: 'renewal';
 };
 
 /** Writes the pending hold and counts it against its scopes. The caller has checked the limits in this transaction. */
@@ -185,6 +188,7 @@ export function insertHold(tx: LedgerTx, hold: NewHold): Hold {
     tx.now,
     tx.now + hold.ttl_ms,
   );
+  if (hold.kind) tx.sql.exec('UPDATE holds SET kind = ? WHERE id = ?', hold.kind, hold.id);
   addToTotals(tx, period, hold.scopes, hold.amount.amount);
   tx.schedule('hold_expiry', tx.now + hold.ttl_ms);
   return {

@@ -368,6 +368,18 @@ describe('recurring plans (§3.2)', () => {
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(500);
   });
 
+  it('counts renewals out of the service’s velocity limit (3 subscriptions a day), which is for what agents ask', async () => {
+    const { agent, resourceId } = await subscribed();
+    await renewNow(agent.account, resourceId);
+    await renewNow(agent.account, resourceId);
+    // One subscription and two renewals today: two more subscriptions still fit, a third does not.
+    expect((await paid(agent, { service: 'workers-paid', plan: 'paid' })).status).toBe(201);
+    expect((await paid(agent, { service: 'workers-paid', plan: 'paid' })).status).toBe(201);
+    const fourth = await paid(agent, { service: 'workers-paid', plan: 'paid' });
+    expect(fourth.status).toBe(402);
+    expect(fourth.body.code).toBe('velocity_limited');
+  });
+
   it('suspends the resource instead of overspending when the renewal is declined', async () => {
     const { agent, resourceId } = await subscribed();
     await behave(agent.sub, { authorize: 'decline' });
