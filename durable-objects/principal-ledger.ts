@@ -416,8 +416,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return sagas.pendingChargeCalls(this.#sql);
   }
 
-  beginDeprovision(account: string, resourceId: string, actor: lifecycle.Actor) {
-    return this.#transaction(account, (tx) => lifecycle.beginDeprovision(tx, resourceId, actor));
+  beginDeprovision(account: string, resourceId: string, actor: lifecycle.Actor, servicesInScope?: string[]) {
+    return this.#transaction(account, (tx) => lifecycle.beginDeprovision(tx, resourceId, actor, servicesInScope));
   }
 
   /** The backend confirmed the delete the request made at once; the alarm owes nothing more. */

@@ -25,8 +25,11 @@ function ownLive(tx: LedgerTx, resourceId: string, actor: Actor): Outcome<{ reso
  * and its backend is owed a deprovision. Idempotent: deleting a deleted
  * resource returns it unchanged, without a second event.
  */
-export function beginDeprovision(tx: LedgerTx, resourceId: string, actor: Actor): Outcome<{ resource: Resource; already: boolean }> {
+export function beginDeprovision(tx: LedgerTx, resourceId: string, actor: Actor, servicesInScope?: string[]): Outcome<{ resource: Resource; already: boolean }> {
   const existing = getResource(tx.sql, resourceId);
+  // The agent's own resource, but its token does not cover the service (the refusal's detail names it).
+  const own = existing && (actor.type !== 'agent' || existing.agent_id === actor.id);
+  if (own && servicesInScope && !servicesInScope.includes(existing.service)) return refuse('insufficient_scope', existing.service);
   if (existing?.status === 'deleted' && (actor.type !== 'agent' || existing.agent_id === actor.id)) return { ok: true, resource: existing, already: true };
   const live = ownLive(tx, resourceId, actor);
   if (!live.ok) return live;

@@ -9,7 +9,7 @@
 import type { Money } from '../../workers/lib/schemas/money';
 import { iso, refuse, type LedgerTx, type Outcome } from './context';
 import { previousRenewal } from './renewals';
-import { getResource, getSaga, orchestratorEventOf, owe, PROVIDER_HOLD_TTL_MS, SAGA_DEADLINE_MS, type Resource, type Saga } from './sagas';
+import { auditCompletion, getResource, getSaga, owe, PROVIDER_HOLD_TTL_MS, SAGA_DEADLINE_MS, type Resource, type Saga, type SagaParties } from './sagas';
 import { billingPeriod, captureHold, checkLimits, getHold, insertHold, ownLimit, refundHold, refundPart, type Decline } from './spend';
 
 /** What remains of the current period, (renews_at − now) / (renews_at − previous boundary), within [0, 1]. */
@@ -30,20 +30,11 @@ export function periodHoldOf(sql: SqlStorage, resource: Resource): string | null
   return sql.exec<{ hold_id: string }>('SELECT hold_id FROM sagas WHERE charge_id = ?', resource.charge_id).toArray()[0]?.hold_id ?? null;
 }
 
-export type UpdateStart = {
-  saga_id: string;
-  hold_id: string;
-  resource_id: string;
-  agent_id: string;
-  /** The mandate the agent acts under now (its token's), which need not be the one it created the resource under. */
-  mandate_id: string;
-  orchestrator: string;
-  principal_sub: string;
-  token_jti: string;
+/** `mandate_id` is the one the agent acts under now (its token's), which need not be the one it created the resource under. */
+export type UpdateStart = SagaParties & {
   /** The plan the caller checked the change against; another plan by now is a conflict. */
   from: { plan: string; price: Money };
   to: { plan: string; price: Money };
-  request: string;
   request_key: string;
 };
 
@@ -142,17 +133,7 @@ export function completeUpdate(tx: LedgerTx, sagaId: string, result: { fields: s
   tx.sql.exec(`UPDATE sagas SET state = 'completed', updated = ? WHERE id = ?`, tx.now, sagaId);
   owe(tx, saga, 'capture');
   const credit = creditable(tx.sql, saga);
-  const orchestratorEvent = orchestratorEventOf(saga);
-  const event = tx.audit({
-    actor: { type: 'agent', id: saga.agent_id },
-    action: 'resource.update',
-    mandate_id: saga.mandate_id,
-    target: resource.id,
-    outcome: 'succeeded',
-    amount: { amount: saga.amount, currency: saga.currency },
-    related: [saga.charge_id, `${saga.service}/${saga.previous_plan}->${saga.plan}`, ...(credit > 0 ? [`credit:${credit}`] : []), ...(orchestratorEvent ? [orchestratorEvent] : [])],
-  });
-  tx.sql.exec('UPDATE sagas SET audit_event_id = ? WHERE id = ?', event.id, sagaId);
+  const event = auditCompletion(tx, saga, 'resource.update', [`${saga.service}/${saga.previous_plan}->${saga.plan}`, ...(credit > 0 ? [`credit:${credit}`] : [])]);
   return { saga: getSaga(tx.sql, sagaId)!, event, resource: getResource(tx.sql, resource.id)!, credit: { amount: credit, currency: saga.currency } };
 }
 

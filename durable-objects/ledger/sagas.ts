@@ -85,25 +85,18 @@ export function listResources(sql: SqlStorage): Resource[] {
   return sql.exec<Resource>(`SELECT * FROM resources WHERE status != 'failed' ORDER BY rowid DESC`).toArray();
 }
 
-export type SagaStart = {
-  saga_id: string;
-  resource_id: string;
-  hold_id: string;
-  agent_id: string;
-  mandate_id: string;
-  orchestrator: string;
-  principal_sub: string;
-  token_jti: string;
-  service: string;
-  plan: string;
-  price: Money;
-  parameters: string;
-  request: string;
-  async: boolean;
-  velocity: { count: number; window_ms: number } | null;
-  /** `<account>:<agent> <Idempotency-Key>`: at most one live saga per paid call. */
-  request_key?: string | null;
-};
+/** Who pays and on whose word: what every saga, a creation or a plan change, starts from. */
+export type SagaParties = Pick<Saga, 'hold_id' | 'resource_id' | 'agent_id' | 'mandate_id' | 'orchestrator' | 'principal_sub' | 'token_jti' | 'request'> & { saga_id: string };
+
+export type SagaStart = SagaParties &
+  Pick<Saga, 'service' | 'plan'> & {
+    price: Money;
+    parameters: string;
+    async: boolean;
+    velocity: { count: number; window_ms: number } | null;
+    /** `<account>:<agent> <Idempotency-Key>`: at most one live saga per paid call. */
+    request_key?: string | null;
+  };
 
 /**
  * Step 2 (§3.1): velocity from the catalog, then the account's own monthly
@@ -195,24 +188,27 @@ export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: str
   tx.sql.exec(`UPDATE sagas SET state = 'completed', credentials = ?, updated = ? WHERE id = ?`, result.credentials, tx.now, sagaId);
   setBilling(tx, saga.resource_id, result.billing);
   owe(tx, saga, 'capture');
-  const orchestratorEvent = orchestratorEventOf(saga);
+  const event = auditCompletion(tx, saga, 'resource.provision', [`${saga.service}/${saga.plan}`]);
+  return { saga: getSaga(tx.sql, sagaId)!, event };
+}
+
+/**
+ * The event a completed saga answers with, kept on the saga. §4: it names the
+ * charge and the orchestrator's event for it, so the two trails join charge by charge.
+ */
+export function auditCompletion(tx: LedgerTx, saga: Saga, action: 'resource.provision' | 'resource.update', detail: string[]) {
+  const decision = saga.charge_decision ? (JSON.parse(saga.charge_decision) as { audit_event_id?: string } | null) : null;
   const event = tx.audit({
     actor: { type: 'agent', id: saga.agent_id },
-    action: 'resource.provision',
+    action,
     mandate_id: saga.mandate_id,
     target: saga.resource_id,
     outcome: 'succeeded',
     amount: { amount: saga.amount, currency: saga.currency },
-    // §4: the other party's event for this charge, so the two trails join charge by charge.
-    related: [saga.charge_id, `${saga.service}/${saga.plan}`, ...(orchestratorEvent ? [orchestratorEvent] : [])],
+    related: [saga.charge_id!, ...detail, ...(decision?.audit_event_id ? [decision.audit_event_id] : [])],
   });
-  tx.sql.exec('UPDATE sagas SET audit_event_id = ? WHERE id = ?', event.id, sagaId);
-  return { saga: getSaga(tx.sql, sagaId)!, event };
-}
-
-/** The orchestrator's audit event for the saga's charge, which the provider's event names (§4 related). */
-export function orchestratorEventOf(saga: Pick<Saga, 'charge_decision'>): string | undefined {
-  return saga.charge_decision ? ((JSON.parse(saga.charge_decision) as { audit_event_id?: string } | null)?.audit_event_id ?? undefined) : undefined;
+  tx.sql.exec('UPDATE sagas SET audit_event_id = ? WHERE id = ?', event.id, saga.id);
+  return event;
 }
 
 /**

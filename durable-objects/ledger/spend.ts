@@ -169,8 +169,8 @@ export function insertHold(tx: LedgerTx, hold: NewHold): Hold {
   const period = billingPeriod(tx.now);
   tx.sql.exec(
     `INSERT INTO holds (id, period, mandate_id, mandate_root, provider, service, plan, agent_id, amount, currency, status,
-       idempotency_key, resource_ref, description, evidence, created, expires_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)`,
+       idempotency_key, resource_ref, description, evidence, created, expires_at, kind)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
     hold.id,
     period,
     hold.mandate_id ?? null,
@@ -187,8 +187,8 @@ export function insertHold(tx: LedgerTx, hold: NewHold): Hold {
     hold.evidence ?? null,
     tx.now,
     tx.now + hold.ttl_ms,
+    hold.kind ?? null,
   );
-  if (hold.kind) tx.sql.exec('UPDATE holds SET kind = ? WHERE id = ?', hold.kind, hold.id);
   addToTotals(tx, period, hold.scopes, hold.amount.amount);
   tx.schedule('hold_expiry', tx.now + hold.ttl_ms);
   return {

@@ -4,7 +4,7 @@
 // caller's credentials and without outbound network; a redeploy serves the
 // new version at once, and a delete stops serving at once.
 import { describe, expect, inject, it } from 'vitest';
-import { agentAtProvider, asHuman, readJson, signedPaidCall, type Json, type ProviderAgent } from './support';
+import { agentAtProvider, asHuman, readJson, signedPaidCall, type ProviderAgent } from './support';
 
 const urls = inject('urls');
 

@@ -5,7 +5,7 @@
 import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { dpopProof, newAgentKey } from '../support/agent-keys';
-import { asProvider, chargeBody, providerReceipt, subjectAt } from '../support/fake-provider';
+import { asProvider, captureWithReceipt, chargeBody, subjectAt, type AuthorizedCharge } from '../support/fake-provider';
 import { activeMandate, agentClient, call, mandateBody, newPrincipal, ORCHESTRATOR, type Human } from '../support/orchestrator-client';
 
 const DB = (env as unknown as TestEnv).DB;
@@ -34,21 +34,9 @@ async function charged(human: Human, amount: number, capture: boolean) {
   const { agent, mandate_id } = await activeMandate(human);
   const sub = await subjectAt(agent, mandate_id, 'cloud');
   const res = await asProvider('cloud', 'POST', '/v1/charges', await chargeBody(agent.key, { provider: 'cloud', mandate_id, agent_id: agent.agent_id, sub, service: 'domain', plan: 'com-1y', amount }));
-  const authorized = (await res.json()) as { charge_id: string; decision: { mandate_status: string; constraint_results: unknown[] } };
+  const authorized = (await res.json()) as AuthorizedCharge;
   expect(res.status).toBe(201);
-  if (capture) {
-    const receipt = await providerReceipt('cloud', {
-      charge_id: authorized.charge_id,
-      resource_id: 'res_dashboard',
-      agent_id: agent.agent_id,
-      mandate_id,
-      amount,
-      currency: 'usd',
-      mandate_status_at_decision: authorized.decision.mandate_status,
-      constraint_results: authorized.decision.constraint_results,
-    });
-    expect((await asProvider('cloud', 'POST', `/v1/charges/${authorized.charge_id}/capture`, { receipt })).status).toBe(200);
-  }
+  if (capture) expect((await captureWithReceipt('cloud', authorized, { agent_id: agent.agent_id, mandate_id, amount, resource_id: 'res_dashboard' })).status).toBe(200);
   return { agent, mandate_id, charge_id: authorized.charge_id };
 }
 

@@ -8,7 +8,7 @@ import { adjudicate, type EvidenceBundle } from '../../workers/lib/adjudicator';
 import { signJwt } from '../../workers/lib/jws';
 import { loadSigningKeys } from '../../workers/lib/signing-keys';
 import { newAgentKey } from '../support/agent-keys';
-import { asProvider, chargeBody, providerReceipt, subjectAt } from '../support/fake-provider';
+import { asProvider, captureWithReceipt, chargeBody, subjectAt, type AuthorizedCharge } from '../support/fake-provider';
 import { activeMandate, call, newPrincipal } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
@@ -34,19 +34,7 @@ async function capturedCharge({ receipt = 'valid', service = 'domain', plan = 'c
   const authorizing = await asProvider('cloud', 'POST', '/v1/charges', await chargeBody(agent.key, { provider: 'cloud', mandate_id, agent_id: agent.agent_id, sub, service, plan, amount }));
   const authorized = (await authorizing.json()) as Json;
   expect(authorizing.status, JSON.stringify(authorized)).toBe(201);
-  const claims = {
-    charge_id: authorized.charge_id,
-    resource_id: 'res_disputed',
-    agent_id: agent.agent_id,
-    mandate_id,
-    amount,
-    currency: 'usd',
-    mandate_status_at_decision: authorized.decision.mandate_status,
-    constraint_results: authorized.decision.constraint_results,
-    ...(typeof receipt === 'object' ? receipt : {}),
-  };
-  const body = receipt === 'none' ? {} : { receipt: await providerReceipt('cloud', claims) };
-  const captured = await asProvider('cloud', 'POST', `/v1/charges/${authorized.charge_id}/capture`, body);
+  const captured = await captureWithReceipt('cloud', authorized as AuthorizedCharge, { agent_id: agent.agent_id, mandate_id, amount, resource_id: 'res_disputed' }, receipt);
   expect(captured.status).toBe(200);
   return { human, agent, mandate_id, charge_id: authorized.charge_id as string };
 }

@@ -81,6 +81,27 @@ describe('DELETE /v1/resources/{id}', () => {
     expect(await nameHeld(name)).toBe(true);
   });
 
+  it('needs a token that covers the resource’s service: 403 insufficient_scope, and the resource stays', async () => {
+    const agent = await agentWithToken();
+    const { id, name } = await registered(agent);
+    const { obtainToken } = await import('../support/fake-orchestrator');
+    const narrow = await obtainToken({
+      agent: agent.key,
+      sub: agent.sub,
+      agentId: agent.agentId,
+      claims: {
+        authorization_details: [
+          { type: 'oap_mandate', mandate_id: agent.mandateId, services: ['worker-script'], max_per_charge: null, spend_limit: { amount: 5000, currency: 'usd', period: 'month' }, expires_at: new Date(Date.now() + 86_400_000).toISOString() },
+        ],
+      },
+    });
+    const refused = await paidCall({ key: agent.key, token: narrow.token.access_token }, 'DELETE', `/v1/resources/${id}`);
+    expect(refused.status).toBe(403);
+    expect(refused.body.code).toBe('insufficient_scope');
+    expect(await nameHeld(name)).toBe(true);
+    expect((await trail(agent.account)).filter((e) => e.target === id && e.action === 'resource.deprovision')).toEqual([]);
+  });
+
   it('stops the renewal of a recurring plan', async () => {
     const agent = await agentWithToken({
       claims: {

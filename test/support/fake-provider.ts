@@ -86,3 +86,30 @@ export async function providerReceipt(provider: ProviderId, claims: Record<strin
     .setIssuedAt()
     .sign(signWith ?? signingKey);
 }
+
+export type AuthorizedCharge = { charge_id: string; decision: { mandate_status: string; constraint_results: unknown[] } };
+
+/**
+ * The provider's capture of an authorized charge, with the receipt §4 lists
+ * (`receipt`: 'valid', 'none' for no receipt at all, or claims to change in it).
+ */
+export async function captureWithReceipt(
+  provider: ProviderId,
+  authorized: AuthorizedCharge,
+  charge: { agent_id: string; mandate_id: string; amount: number; resource_id: string },
+  receipt: 'valid' | 'none' | Record<string, unknown> = 'valid',
+) {
+  const claims = {
+    charge_id: authorized.charge_id,
+    resource_id: charge.resource_id,
+    agent_id: charge.agent_id,
+    mandate_id: charge.mandate_id,
+    amount: charge.amount,
+    currency: 'usd',
+    mandate_status_at_decision: authorized.decision.mandate_status,
+    constraint_results: authorized.decision.constraint_results,
+    ...(typeof receipt === 'object' ? receipt : {}),
+  };
+  const body = receipt === 'none' ? {} : { receipt: await providerReceipt(provider, claims) };
+  return asProvider(provider, 'POST', `/v1/charges/${authorized.charge_id}/capture`, body);
+}

@@ -396,9 +396,17 @@ export function refRefusal(result: { code: string; detail: string }): ProblemErr
   return result.code === 'not_found' ? new ProblemError(404, 'not_found', result.detail) : new ProblemError(409, 'invalid_request', result.detail);
 }
 
+/** The services whose scopes the token holds (no I/O: the catalog and the token say it). */
+export function servicesInScope(env: ProviderBindings, claims: AccessTokenClaims): string[] {
+  return publishedCatalog(providerConfig(env))
+    .catalog.services.filter((s) => s.scopes.every((scope) => claims.scope.includes(scope)))
+    .map((s) => s.id);
+}
+
+const scopeRefusal = (serviceId: string) => new ProblemError(403, 'insufficient_scope', `This token lacks the scopes of ${serviceId}.`);
+
 export function serviceScopeCheck(env: ProviderBindings, claims: AccessTokenClaims, serviceId: string) {
-  const service = publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === serviceId);
-  if (!service || !service.scopes.every((s) => claims.scope.includes(s))) throw new ProblemError(403, 'insufficient_scope', `This token lacks the scopes of ${serviceId}.`);
+  if (!servicesInScope(env, claims).includes(serviceId)) throw scopeRefusal(serviceId);
 }
 
 /**
@@ -408,11 +416,10 @@ export function serviceScopeCheck(env: ProviderBindings, claims: AccessTokenClai
  */
 export async function deleteResource(env: ProviderBindings, claims: AccessTokenClaims, resourceId: string) {
   const ledger = ledgerOf(env, claims.account_id);
-  const current = (await ledger.getResource(resourceId)) as Resource | null;
-  if (current) serviceScopeCheck(env, claims, current.service);
   const actor = { type: 'agent' as const, id: claims.agent_id };
-  const begun = await ledger.beginDeprovision(claims.account_id, resourceId, actor);
-  if (!begun.ok) throw refRefusal(begun);
+  // The scope is checked in the ledger's transaction, against the resource it reads there: one call, nothing changed on a refusal.
+  const begun = await ledger.beginDeprovision(claims.account_id, resourceId, actor, servicesInScope(env, claims));
+  if (!begun.ok) throw begun.code === 'insufficient_scope' ? scopeRefusal(begun.detail) : refRefusal(begun);
   const resource = begun.resource as Resource;
   if (!begun.already) {
     try {

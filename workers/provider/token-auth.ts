@@ -10,7 +10,7 @@ import { authenticateTokenUse, dpopNonce, TokenRefused, type AccessTokenClaims }
 
 export const WWW_AUTHENTICATE_DPOP = 'DPoP algs="EdDSA Ed25519"';
 
-export type TokenVariables = { token: AccessTokenClaims & { jwk: JWK; proofJti: string }; signature: VerifiedSignature & { signed: Record<string, string> } };
+export type TokenVariables = { token: AccessTokenClaims & { jwk: JWK; proofJti: string }; signature: VerifiedSignature & { signed: Record<string, string>; nonces: SingleUse[] } };
 
 const tokenMiddleware = (deferProofJti: boolean) =>
   createMiddleware<{ Bindings: ProviderBindings; Variables: TokenVariables }>(async (c, next) => {
@@ -58,12 +58,12 @@ export const requireAgentSignature = createMiddleware<{ Bindings: ProviderBindin
   } catch (error) {
     throw new ProblemError(401, 'invalid_signature', `The request signature was refused: ${error instanceof SignatureRefused ? error.message : 'invalid'}.`);
   }
-  c.set('signature', { ...verified, signed });
   const nonces = [
     { nonce: dpopNonce(token.jkt, token.proofJti), expiresAtMs: Date.now() + 5 * 60 * 1000 },
     { nonce: `sig:${token.jkt}:${verified.params.nonce}`, expiresAtMs: (verified.params.expires + 60) * 1000 },
   ];
-  return paidCallIdempotency(nonces)(c, next);
+  c.set('signature', { ...verified, signed, nonces });
+  return idempotent(c, next);
 });
 
 const nonceSeen = (index: number) =>
@@ -71,20 +71,20 @@ const nonceSeen = (index: number) =>
     ? new ProblemError(401, 'invalid_token', 'This DPoP proof was already used.', {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` })
     : new ProblemError(401, 'replayed', 'This signature nonce was already used.');
 
-const paidCallIdempotency = (nonces: SingleUse[]) =>
-  idempotency({
-    required: true,
-    caller: (c) => {
-      const token = (c.get as (k: 'token') => TokenVariables['token'])('token');
-      return { store: ledgerOf(c.env as ProviderBindings, token.account_id), caller: `${token.account_id}:${token.agent_id}`, nonces, nonceSeen };
-    },
-  });
-
-/** §3.1 Conventions: at a provider the idempotency caller is the (account, agent) pair, never the token, which rolls. */
+/**
+ * §3.1 Conventions: at a provider the idempotency caller is the (account, agent) pair, never the token, which rolls.
+ * A signed paid call's single-use values go with the key's record (requireAgentSignature).
+ */
 export const idempotent = idempotency({
   required: true,
   caller: (c) => {
-    const token = (c.get as (k: 'token') => TokenVariables['token'])('token');
-    return { store: ledgerOf(c.env as ProviderBindings, token.account_id), caller: `${token.account_id}:${token.agent_id}` };
+    const get = c.get as <K extends keyof TokenVariables>(k: K) => TokenVariables[K] | undefined;
+    const token = get('token')!;
+    const signature = get('signature');
+    return {
+      store: ledgerOf(c.env as ProviderBindings, token.account_id),
+      caller: `${token.account_id}:${token.agent_id}`,
+      ...(signature ? { nonces: signature.nonces, nonceSeen } : {}),
+    };
   },
 });

@@ -3,7 +3,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
-import { acceptBody, type RoleEnv } from '../../lib/app';
+import type { RoleEnv } from '../../lib/app';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
 import { ChargeRequestSchema, ChargeSchema, RefundRequestSchema } from '../../lib/schemas/charges';

@@ -2,13 +2,10 @@
 // domain, a Worker's name), claimed in D1 by the resource that holds them.
 import type { ProviderBindings } from '../env';
 
-/** Claims `name` for the resource; true if it now holds it (also when it already did: a repeated saga step). */
-export async function claimName(env: ProviderBindings, kind: string, name: string, holder: { account_id: string; resource_id: string }) {
-  const result = await claimNameStatement(env.DB, kind, name, holder).run();
-  return result.meta.changes === 1;
-}
-
-/** The claim as a statement, for a service that commits more with it in one batch (a domain's label keys). */
+/**
+ * Claims `name` for the resource, as a statement for a batch (a domain commits its label keys with it);
+ * a repeated saga step finds the name already its own.
+ */
 export function claimNameStatement(db: D1Database, kind: string, name: string, holder: { account_id: string; resource_id: string }) {
   return db
     .prepare(
@@ -16,10 +13,6 @@ export function claimNameStatement(db: D1Database, kind: string, name: string, h
        ON CONFLICT (kind, name) DO UPDATE SET name = name WHERE resource_id = excluded.resource_id`,
     )
     .bind(kind, name, holder.account_id, holder.resource_id, new Date().toISOString());
-}
-
-export async function nameHolder(env: ProviderBindings, kind: string, name: string) {
-  return env.DB.prepare('SELECT account_id, resource_id FROM service_names WHERE kind = ?1 AND name = ?2').bind(kind, name).first<{ account_id: string; resource_id: string }>();
 }
 
 export async function releaseNames(env: ProviderBindings, resourceId: string) {
