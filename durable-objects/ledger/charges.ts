@@ -6,16 +6,15 @@ import { decodeJwt } from 'jose';
 import { evaluateForProvider } from '../../workers/lib/mandate-constraints';
 import type { Money } from '../../workers/lib/schemas/money';
 import { iso, refuse, type LedgerTx } from './context';
-import { getAgent, getMandate } from './mandates';
+import type { MandateStatus } from '../../workers/lib/schemas/mandates';
+import { effectiveStatus, type MandateTerms } from './mandates';
 import { consumeNonce } from './nonces';
 import {
-  authorizedSince,
   billingPeriod,
-  checkLimits,
+  DEFAULT_MONTHLY_LIMIT,
+  exceededLimit,
   getHold,
-  holdByIdempotencyKey,
   insertHold,
-  ownLimit,
   queueWebhook,
   raiseBudgetAlerts,
   type Decline,
@@ -58,17 +57,73 @@ export type Authorized = {
   audit_event_id: string | null;
 };
 
-/** Decoded constraints by mandate JWS: a signed mandate never changes, so every charge under it decodes it once. */
-const decodedConstraints = new Map<string, unknown>();
+/**
+ * A bounded memo of what was decoded from a stored text. The texts are immutable
+ * once a mandate is approved (its JWS, its approved terms), so every charge
+ * under a mandate decodes them once; keyed by the text itself, a stale entry
+ * cannot exist.
+ */
+function decodedOnce<T>(decode: (text: string) => T): (text: string) => T {
+  const decoded = new Map<string, T>();
+  return (text) => {
+    if (decoded.has(text)) return decoded.get(text)!;
+    const value = decode(text);
+    if (decoded.size >= 256) decoded.delete(decoded.keys().next().value!);
+    decoded.set(text, value);
+    return value;
+  };
+}
 
-function signedConstraints(mandateJws: string): unknown {
-  let constraints = decodedConstraints.get(mandateJws);
-  if (constraints === undefined) {
-    constraints = decodeJwt(mandateJws).constraints ?? null;
-    if (decodedConstraints.size >= 256) decodedConstraints.delete(decodedConstraints.keys().next().value!);
-    decodedConstraints.set(mandateJws, constraints);
-  }
-  return constraints ?? undefined;
+const signedConstraints = decodedOnce((mandateJws) => decodeJwt(mandateJws).constraints ?? undefined);
+const mandateTerms = decodedOnce((terms) => JSON.parse(terms) as MandateTerms);
+
+type DecisionInputs = {
+  previous_id: string | null;
+  mandate_id: string | null;
+  agent_id: string | null;
+  status: MandateStatus | null;
+  pending_until: number | null;
+  requested: string | null;
+  approved: string | null;
+  mandate_jws: string | null;
+  root: string | null;
+  agent_status: 'active' | 'revoked' | null;
+  limit_amount: number | null;
+  limit_currency: string | null;
+  principal_spent: number;
+  mandate_spent: number;
+  recent: number;
+};
+
+/**
+ * Everything the decision reads, in one statement: the charge this may be a
+ * retry of, the mandate and its agent, the principal's own limit, what the
+ * principal and the mandate have spent this period, and the charges of the
+ * last hour (velocity). A charge is the ledger's hottest path, and each
+ * statement has a fixed cost.
+ */
+function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string, velocitySince: number): DecisionInputs {
+  return sql
+    .exec<DecisionInputs>(
+      `SELECT
+         (SELECT id FROM holds WHERE provider = ?1 AND idempotency_key = ?2) AS previous_id,
+         m.id AS mandate_id, m.agent_id, m.status, m.pending_until, m.requested, m.approved, m.mandate_jws, COALESCE(m.root, m.id) AS root,
+         a.status AS agent_status,
+         l.amount AS limit_amount, l.currency AS limit_currency,
+         COALESCE((SELECT amount FROM spend_totals WHERE period = ?4 AND scope = 'principal'), 0) AS principal_spent,
+         COALESCE((SELECT amount FROM spend_totals WHERE period = ?4 AND scope = 'mandate:' || COALESCE(m.root, m.id)), 0) AS mandate_spent,
+         (SELECT COUNT(*) FROM holds WHERE status IN ('pending', 'captured') AND created >= ?5) AS recent
+       FROM (SELECT ?3 AS id) wanted
+       LEFT JOIN mandates m ON m.id = wanted.id
+       LEFT JOIN agents a ON a.id = m.agent_id
+       LEFT JOIN limits l ON l.scope = 'principal'`,
+      request.provider,
+      request.idempotency_key,
+      request.mandate_id,
+      period,
+      velocitySince,
+    )
+    .one();
 }
 
 export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorized | Decline {
@@ -77,7 +132,9 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   if (!consumeNonce(tx, `provider:${request.provider}:${request.provider_jti}`, request.provider_jti_expires_ms + 60_000)) {
     return { ...refuse('replayed', 'This provider request token was already used.') };
   }
-  const previous = holdByIdempotencyKey(tx.sql, request.provider, request.idempotency_key);
+  const period = billingPeriod(tx.now);
+  const inputs = decisionInputs(tx.sql, request, period, tx.now - 60 * 60 * 1000);
+  const previous = inputs.previous_id === null ? null : getHold(tx.sql, inputs.previous_id);
   if (previous) {
     // A retry is the same charge; the same key for another one is the provider's mistake, and changes nothing.
     const same =
@@ -121,13 +178,16 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
     return { ok: false, code, detail, ...extra };
   };
 
-  const mandate = getMandate(tx.sql, request.mandate_id, tx.now);
-  const agent = getAgent(tx.sql, request.agent_id);
-  const active = !!mandate && mandate.agent_id === request.agent_id && mandate.status === 'active' && !!agent && agent.status === 'active' && !!mandate.approved;
+  const approved = inputs.approved === null ? null : mandateTerms(inputs.approved);
+  const mandateStatus =
+    inputs.mandate_id === null
+      ? null
+      : effectiveStatus({ status: inputs.status!, pending_until: inputs.pending_until!, expires_at: (approved ?? mandateTerms(inputs.requested!)).expires_at }, tx.now);
+  const active = mandateStatus === 'active' && inputs.agent_id === request.agent_id && inputs.agent_status === 'active' && approved !== null;
   results.push({ type: 'mandate_active', pass: active });
-  if (!active) return decline('mandate_inactive', `The mandate is ${mandate?.status ?? 'unknown'}${agent?.status === 'revoked' ? ' and the agent is revoked' : ''}.`);
+  if (!active) return decline('mandate_inactive', `The mandate is ${mandateStatus ?? 'unknown'}${inputs.agent_status === 'revoked' ? ' and the agent is revoked' : ''}.`);
 
-  const verdict = evaluateForProvider(mandate.mandate_jws ? signedConstraints(mandate.mandate_jws) : undefined, request.provider, tx.now);
+  const verdict = evaluateForProvider(inputs.mandate_jws ? signedConstraints(inputs.mandate_jws) : undefined, request.provider, tx.now);
   const inScope = verdict.ok && verdict.services.includes(request.service);
   results.push({ type: 'provider_services', pass: inScope });
   if (!inScope) return decline('out_of_scope', verdict.ok ? `${request.service} is not among the services this mandate allows at ${request.provider}.` : verdict.reason);
@@ -144,15 +204,14 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
     });
   }
 
-  const period = billingPeriod(tx.now);
-  const root = mandate.root;
-  const mandateLimit = { amount: mandate.approved!.spend_limit.amount, currency: mandate.approved!.spend_limit.currency };
-  const principalLimit = ownLimit(tx.sql);
-  const limitChecks = [
-    { scope: `mandate:${root}`, limit: mandateLimit } as { scope: string; limit: typeof mandateLimit; spent?: number },
-    { scope: 'principal', limit: principalLimit } as { scope: string; limit: typeof principalLimit; spent?: number },
-  ];
-  const over = checkLimits(tx.sql, period, request.amount, limitChecks);
+  const root = inputs.root!;
+  const mandateLimit = { amount: approved.spend_limit.amount, currency: approved.spend_limit.currency };
+  const principalLimit = inputs.limit_amount === null ? DEFAULT_MONTHLY_LIMIT : { amount: inputs.limit_amount, currency: inputs.limit_currency! };
+  const before = { mandate: inputs.mandate_spent, principal: inputs.principal_spent };
+  const over = exceededLimit(request.amount, [
+    { scope: `mandate:${root}`, limit: mandateLimit, spent: before.mandate },
+    { scope: 'principal', limit: principalLimit, spent: before.principal },
+  ]);
   results.push({ type: 'mandate_spend_limit', pass: !over || over.scope !== `mandate:${root}` });
   if (over) {
     if (over.scope === 'principal') results.push({ type: 'monthly_limit', pass: false });
@@ -160,11 +219,9 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   }
   results.push({ type: 'monthly_limit', pass: true });
 
-  const recent = authorizedSince(tx.sql, tx.now - 60 * 60 * 1000);
-  results.push({ type: 'velocity', pass: recent < CHARGES_PER_HOUR });
-  if (recent >= CHARGES_PER_HOUR) return decline('velocity_limited', `At most ${CHARGES_PER_HOUR} charges an hour.`);
+  results.push({ type: 'velocity', pass: inputs.recent < CHARGES_PER_HOUR });
+  if (inputs.recent >= CHARGES_PER_HOUR) return decline('velocity_limited', `At most ${CHARGES_PER_HOUR} charges an hour.`);
 
-  const before = { mandate: limitChecks[0]!.spent!, principal: limitChecks[1]!.spent! };
   const hold = insertHold(tx, {
     id: request.charge_id,
     mandate_id: request.mandate_id,
@@ -181,7 +238,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
       ...(JSON.parse(request.evidence) as object),
       token_jti: request.token_jti,
       constraint_results: results,
-      mandate_status_at_decision: mandate.status,
+      mandate_status_at_decision: mandateStatus,
       decided_at: iso(tx.now),
     }),
     ttl_ms: ORCHESTRATOR_HOLD_TTL_MS,
@@ -198,7 +255,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   });
   raiseBudgetAlerts(tx, period, 'principal', principalLimit, before.principal, before.principal + request.amount.amount);
   raiseBudgetAlerts(tx, period, `mandate:${root}`, mandateLimit, before.mandate, before.mandate + request.amount.amount);
-  return { ok: true, hold: { ...hold, evidence: null }, replayed: false, decision: { mandate_status: mandate.status, constraint_results: results }, audit_event_id: authorizedEvent.id };
+  return { ok: true, hold: { ...hold, evidence: null }, replayed: false, decision: { mandate_status: mandateStatus, constraint_results: results }, audit_event_id: authorizedEvent.id };
 }
 
 export { getHold };

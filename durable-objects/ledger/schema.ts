@@ -102,4 +102,15 @@ export const LEDGER_MIGRATIONS: string[] = [
    CREATE INDEX holds_by_remote_charge ON holds (remote_charge_id) WHERE remote_charge_id IS NOT NULL;`,
   // 12: a renewal's hold says so: velocity limits count what agents asked for, not what the calendar renews.
   `ALTER TABLE holds ADD COLUMN kind TEXT;`,
+  // 13: fewer b-trees written per charge (each index is one more). One covering index answers
+  // what the hot path asks of holds (velocity counts, by service or not; pending holds to
+  // expire) without reading the rows, and a single-use value is stored in its key's b-tree alone.
+  `DROP INDEX holds_pending;
+   DROP INDEX holds_by_created;
+   DROP INDEX holds_by_service;
+   CREATE INDEX holds_by_status ON holds (status, created, service, kind, expires_at);
+   CREATE TABLE seen_nonces_keyed (nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+   INSERT INTO seen_nonces_keyed (nonce, expires_at) SELECT nonce, expires_at FROM seen_nonces;
+   DROP TABLE seen_nonces;
+   ALTER TABLE seen_nonces_keyed RENAME TO seen_nonces;`,
 ];

@@ -53,11 +53,6 @@ export function getHold(sql: SqlStorage, id: string): Hold | null {
   return row ? holdFromRow(row) : null;
 }
 
-export function holdByIdempotencyKey(sql: SqlStorage, provider: string, key: string): Hold | null {
-  const row = sql.exec<HoldRow>('SELECT * FROM holds WHERE provider = ? AND idempotency_key = ?', provider, key).toArray()[0];
-  return row ? holdFromRow(row) : null;
-}
-
 export function listHolds(sql: SqlStorage, filter: { period?: string; provider?: string; agent_id?: string; mandate_id?: string } = {}): Hold[] {
   const clauses: string[] = [];
   const binds: unknown[] = [];
@@ -78,14 +73,12 @@ export function spent(sql: SqlStorage, period: string, scope: string): number {
 }
 
 function addToTotals(tx: LedgerTx, period: string, scopes: string[], delta: number) {
-  for (const scope of scopes) {
-    tx.sql.exec(
-      'INSERT INTO spend_totals (period, scope, amount) VALUES (?, ?, ?) ON CONFLICT (period, scope) DO UPDATE SET amount = amount + excluded.amount',
-      period,
-      scope,
-      delta,
-    );
-  }
+  // One statement for every scope: a hold counts against up to three totals.
+  tx.sql.exec(
+    `INSERT INTO spend_totals (period, scope, amount) VALUES ${scopes.map(() => '(?, ?, ?)').join(', ')}
+     ON CONFLICT (period, scope) DO UPDATE SET amount = amount + excluded.amount`,
+    ...scopes.flatMap((scope) => [period, scope, delta]),
+  );
 }
 
 /** The principal's (or account's) own monthly limit. */
@@ -108,7 +101,7 @@ export function setOwnLimit(tx: LedgerTx, limit: Money, actor: { type: 'principa
   return limit;
 }
 
-export type LimitCheck = { scope: string; limit: Money; code?: 'spend_limit_exceeded'; spent?: number };
+export type LimitCheck = { scope: string; limit: Money };
 export type Decline = { ok: false; code: string; detail: string; limit?: Money; spent?: Money; requested?: Money; scope?: string };
 
 /**
@@ -116,11 +109,15 @@ export type Decline = { ok: false; code: string; detail: string; limit?: Money; 
  * period, in order; the first that does not fit declines. Nothing is written.
  */
 export function checkLimits(sql: SqlStorage, period: string, amount: Money, limits: LimitCheck[]): Decline | null {
-  for (const check of limits) {
-    const { scope, limit } = check;
-    const already = spent(sql, period, scope);
-    // The caller may read what was spent from its checks, rather than asking again.
-    check.spent = already;
+  return exceededLimit(
+    amount,
+    limits.map((check) => ({ ...check, spent: spent(sql, period, check.scope) })),
+  );
+}
+
+/** The first limit, in order, that `amount` on top of what each has spent would exceed. */
+export function exceededLimit(amount: Money, limits: { scope: string; limit: Money; spent: number }[]): Decline | null {
+  for (const { scope, limit, spent: already } of limits) {
     if (limit.currency !== amount.currency || already + amount.amount > limit.amount) {
       return {
         ok: false,
