@@ -145,6 +145,28 @@ describe('deploying through the saga', () => {
     expect(await deployments.serving(name)).toMatchObject({ resource_id: second.body.resource_id, version: 2 });
   });
 
+  it('a redeploy undone after provisioning (its saga failed) gives the name back to the version it replaced; once final, it does not', async () => {
+    const agent = await agentWithToken();
+    const backend = backendFor('worker-script')!;
+    const name = workerName();
+    const first = await deploy(agent, name);
+    const undone = `res_undone_${crypto.randomUUID().slice(0, 8)}`;
+    const made = await backend.provision(testEnv as never, { resource_id: undone, account_id: agent.account, service: 'worker-script', plan: 'standard', parameters: { name, module: 'export default { fetch() { return new Response("v2"); } };' } });
+    expect(made.supersedes).toBe(first.body.resource_id);
+    expect(await deployments.serving(name)).toMatchObject({ resource_id: undone, version: 2 });
+    // What the saga does when anything fails after provisioning: the backend undoes what it made.
+    await backend.deprovision(testEnv as never, { resource_id: undone, account_id: agent.account });
+    expect(await deployments.serving(name)).toEqual({ resource_id: first.body.resource_id, version: 1, suspended: false });
+    expect(await deployments.source(first.body.resource_id, 1)).toBe(HELLO);
+    expect(await deployments.source(undone, 2)).toBeNull();
+
+    // A redeploy that completes retires the version it replaced for good: removing the new one frees the name.
+    const second = await deploy(agent, name, 'export default { fetch() { return new Response("v3"); } };');
+    expect(second.status, JSON.stringify(second.body)).toBe(201);
+    await backend.deprovision(testEnv as never, { resource_id: second.body.resource_id, account_id: agent.account });
+    expect(await deployments.serving(name)).toBeNull();
+  });
+
   it('another account’s name is refused with 409 before any money moves (name squatting across accounts)', async () => {
     const owner = await agentWithToken();
     const other = await agentWithToken();

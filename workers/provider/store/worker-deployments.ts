@@ -1,6 +1,8 @@
 // D1 queries for the Workers agents deploy (worker_deployments, one row per
 // name): written by the worker-script backend, read by the runner through the
-// WorkerDeployments entrypoint on every request it serves.
+// WorkerDeployments entrypoint on every request it serves. The version a
+// redeploy replaced waits in worker_deployments_replaced until the redeploy is
+// final, so that undoing the redeploy puts it back.
 
 export type Deployment = {
   name: string;
@@ -22,14 +24,23 @@ export function deploymentByName(db: D1Database, name: string) {
  * Puts the module behind `name` for the resource, and returns the row that now
  * holds the name. A first deploy is version 1; a redeploy by the account that
  * holds the name takes the row over with the next version (a new isolate at
- * the runner); the same resource again (a saga step repeated) changes nothing;
- * another account's name is left alone, and its row comes back.
+ * the runner) and keeps the version it replaces; the same resource again (a
+ * saga step repeated) changes nothing; another account's name is left alone,
+ * and its row comes back.
  */
 export async function deployModule(
   db: D1Database,
   deployment: { name: string; account_id: string; resource_id: string; module: string; module_sha256: string; module_bytes: number },
 ): Promise<Deployment> {
-  const [, current] = await db.batch<Deployment>([
+  const [, , current] = await db.batch<Deployment>([
+    db
+      .prepare(
+        `INSERT INTO worker_deployments_replaced (resource_id, name, previous_resource_id, version, module, module_sha256, module_bytes, suspended_at, deployed_at)
+         SELECT ?3, name, resource_id, version, module, module_sha256, module_bytes, suspended_at, deployed_at FROM worker_deployments
+         WHERE name = ?1 AND account_id = ?2 AND resource_id != ?3
+         ON CONFLICT (resource_id) DO NOTHING`,
+      )
+      .bind(deployment.name, deployment.account_id, deployment.resource_id),
     db
       .prepare(
         `INSERT INTO worker_deployments (name, account_id, resource_id, version, module, module_sha256, module_bytes, suspended_at, deployed_at)
@@ -50,9 +61,24 @@ export async function moduleOf(db: D1Database, resourceId: string, version: numb
   return row?.module ?? null;
 }
 
-/** Removes what the resource serves, if it still holds its name (a replaced version holds nothing). */
+/**
+ * Removes what the resource serves, if it still holds its name (a replaced
+ * version holds nothing). A redeploy removed before it was final gives the
+ * name back to the version it replaced; a replaced version removed for good
+ * (retired, or deleted) can no longer come back.
+ */
 export async function removeDeployment(db: D1Database, resourceId: string) {
-  await db.prepare('DELETE FROM worker_deployments WHERE resource_id = ?1').bind(resourceId).run();
+  await db.batch([
+    db
+      .prepare(
+        `UPDATE worker_deployments SET resource_id = r.previous_resource_id, version = r.version, module = r.module, module_sha256 = r.module_sha256,
+           module_bytes = r.module_bytes, suspended_at = r.suspended_at, deployed_at = r.deployed_at
+         FROM worker_deployments_replaced r WHERE r.resource_id = ?1 AND worker_deployments.resource_id = ?1`,
+      )
+      .bind(resourceId),
+    db.prepare('DELETE FROM worker_deployments WHERE resource_id = ?1').bind(resourceId),
+    db.prepare('DELETE FROM worker_deployments_replaced WHERE resource_id = ?1 OR previous_resource_id = ?1').bind(resourceId),
+  ]);
 }
 
 export async function suspendDeployment(db: D1Database, resourceId: string) {
