@@ -528,6 +528,9 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       case 'deprovisions':
         await this.#runDeprovisions();
         return;
+      case 'unclaimed_credentials':
+        this.#dropUnclaimedCredentials();
+        return;
     }
   }
 
@@ -736,6 +739,15 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     // Creations only: an authorized plan change is finished by its own request or undone by recovery.
     const ready = this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE state = 'authorized' AND kind = 'create' ORDER BY created LIMIT 10`).toArray();
     for (const saga of ready) await runAsyncProvision(this.env as never, account, saga);
+  }
+
+  #dropUnclaimedCredentials(): void {
+    const account = this.auditHead().principal;
+    if (account === null) return;
+    this.#transaction(account, (tx) => {
+      const next = sagas.dropUnclaimedCredentials(tx);
+      if (next !== null) tx.schedule('unclaimed_credentials', next);
+    });
   }
 
   /** Pending holds past their deadline are voided (alarms run at least once: voiding twice is a no-op). */

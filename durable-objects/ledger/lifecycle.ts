@@ -4,7 +4,7 @@
 // outbox, so a crash or a backend fault between the two still ends with the
 // resource gone: the alarm retries until the backend confirms.
 import { iso, refuse, type LedgerTx, type Outcome } from './context';
-import { getResource, type Resource } from './sagas';
+import { forgetCredentials, getResource, type Resource } from './sagas';
 
 export type Actor = { type: 'agent' | 'principal' | 'system'; id: string };
 
@@ -34,6 +34,7 @@ export function beginDeprovision(tx: LedgerTx, resourceId: string, actor: Actor,
   const live = ownLive(tx, resourceId, actor);
   if (!live.ok) return live;
   tx.sql.exec(`UPDATE resources SET status = 'deleted', renews_at = NULL, updated = ? WHERE id = ?`, iso(tx.now), resourceId);
+  forgetCredentials(tx, resourceId);
   tx.sql.exec('INSERT OR IGNORE INTO deprovision_outbox (resource_id, service, attempts, next_attempt_at) VALUES (?, ?, 0, ?)', resourceId, live.resource.service, tx.now + 5_000);
   // The request itself calls the backend at once; the alarm is the safety net.
   tx.schedule('deprovisions', tx.now + 5_000);
@@ -80,6 +81,8 @@ export function recordRotation(tx: LedgerTx, resourceId: string, fields: string,
   const resource = getResource(tx.sql, resourceId);
   if (!resource || resource.status !== 'active') return null;
   tx.sql.exec('UPDATE resources SET fields = ?, updated = ? WHERE id = ?', fields, iso(tx.now), resourceId);
+  // Credentials still waiting for an operation's read died with the rotation.
+  forgetCredentials(tx, resourceId);
   tx.audit({ actor, action: 'resource.rotate', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [`${resource.service}/${resource.plan}`] });
   return getResource(tx.sql, resourceId);
 }

@@ -186,6 +186,7 @@ export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: str
   captureHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, result.receipt ?? undefined);
   tx.sql.exec(`UPDATE resources SET status = 'active', fields = ?, hold_id = ?, updated = ? WHERE id = ?`, result.fields, saga.hold_id, iso(tx.now), saga.resource_id);
   tx.sql.exec(`UPDATE sagas SET state = 'completed', credentials = ?, updated = ? WHERE id = ?`, result.credentials, tx.now, sagaId);
+  if (result.credentials) tx.schedule('unclaimed_credentials', tx.now + UNCLAIMED_CREDENTIALS_MS);
   setBilling(tx, saga.resource_id, result.billing);
   owe(tx, saga, 'capture');
   const event = auditCompletion(tx, saga, 'resource.provision', [`${saga.service}/${saga.plan}`]);
@@ -283,4 +284,32 @@ export function takeCredentials(tx: LedgerTx, sagaId: string): string | null {
   if (!saga?.credentials) return null;
   tx.sql.exec('UPDATE sagas SET credentials = NULL WHERE id = ?', sagaId);
   return saga.credentials;
+}
+
+/**
+ * Async services keep the credentials on the saga, in clear, for the operation's
+ * first read. Unclaimed this long they are dropped (the agent rotates to get new
+ * ones): a secret is not kept for an agent that never came back.
+ */
+export const UNCLAIMED_CREDENTIALS_MS = 24 * 60 * 60 * 1000;
+
+/** Drops credentials no one will read: the resource's credentials were rotated or it was deleted. */
+export function forgetCredentials(tx: LedgerTx, resourceId: string) {
+  tx.sql.exec('UPDATE sagas SET credentials = NULL WHERE resource_id = ? AND credentials IS NOT NULL', resourceId);
+}
+
+/** Drops the credentials unclaimed past their time, each said in the trail; returns when the next fall due. */
+export function dropUnclaimedCredentials(tx: LedgerTx): number | null {
+  const unclaimed = tx.sql
+    .exec<Pick<Saga, 'id' | 'resource_id' | 'agent_id' | 'mandate_id'>>(
+      `SELECT id, resource_id, agent_id, mandate_id FROM sagas WHERE credentials IS NOT NULL AND state = 'completed' AND updated <= ?`,
+      tx.now - UNCLAIMED_CREDENTIALS_MS,
+    )
+    .toArray();
+  for (const saga of unclaimed) {
+    tx.sql.exec('UPDATE sagas SET credentials = NULL WHERE id = ?', saga.id);
+    tx.audit({ actor: { type: 'system', id: 'credentials' }, action: 'resource.credentials_expire', mandate_id: saga.mandate_id, target: saga.resource_id, outcome: 'succeeded', reason: 'unclaimed', related: [saga.id, saga.agent_id] });
+  }
+  const oldest = tx.sql.exec<{ at: number | null }>(`SELECT MIN(updated) AS at FROM sagas WHERE credentials IS NOT NULL AND state = 'completed'`).one().at;
+  return oldest === null ? null : oldest + UNCLAIMED_CREDENTIALS_MS;
 }

@@ -235,6 +235,41 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toContain(`/v1/charges/${chargeId}/void`);
   });
 
+  it('credentials waiting for an operation read: shown once; dropped (and said in the trail) when unclaimed for a day, or once the resource is deleted', async () => {
+    const agent = await agentWithToken();
+    const secret = `sk_${crypto.randomUUID()}`;
+    const completed = async () => {
+      const { ledger, sagaId, resourceId } = await begin(agent, domain());
+      await ledger.recordAuthorization(agent.account, sagaId, await authorizeAtFake(agent.sub, sagaId), 'null');
+      expect(await ledger.completeSaga(agent.account, sagaId, { fields: '{}', credentials: JSON.stringify({ token: secret }), receipt: null, billing: 'one_time' })).not.toBeNull();
+      return { ledger, sagaId, resourceId };
+    };
+    const held = () => runInDurableObject(ledgerOf(agent.account), (_, s) => s.storage.sql.exec<{ id: string }>('SELECT id FROM sagas WHERE credentials IS NOT NULL').toArray().map((r) => r.id));
+
+    const read = await completed();
+    expect((await read.ledger.readOperation(agent.account, read.sagaId))?.credentials).toBe(JSON.stringify({ token: secret }));
+    expect((await read.ledger.readOperation(agent.account, read.sagaId))?.credentials).toBeNull();
+
+    const unclaimed = await completed();
+    const deleted = await completed();
+    expect(await held()).toEqual(expect.arrayContaining([unclaimed.sagaId, deleted.sagaId]));
+    expect((await deleted.ledger.beginDeprovision(agent.account, deleted.resourceId, { type: 'system', id: 'test' })).ok).toBe(true);
+    expect(await held()).toEqual([unclaimed.sagaId]);
+
+    // A day later, nobody came for them.
+    await runAlarmPass(agent.account, (sql) => {
+      sql.exec('UPDATE sagas SET updated = ? WHERE id = ?', Date.now() - 24 * 60 * 60 * 1000 - 1, unclaimed.sagaId);
+      sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('unclaimed_credentials', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
+    });
+    expect(await held()).toEqual([]);
+    expect((await unclaimed.ledger.readOperation(agent.account, unclaimed.sagaId))?.credentials).toBeNull();
+    // The whole trail, in D1 once the outbox is copied: the expiry is said, the secret never.
+    await ledgerOf(agent.account).flushAuditOutbox();
+    const events = (await testEnv.DB.prepare('SELECT * FROM audit_events WHERE principal = ?1 ORDER BY seq').bind(agent.account).all<Record<string, unknown>>()).results;
+    expect(events.filter((e) => e.action === 'resource.credentials_expire')).toEqual([expect.objectContaining({ target: unclaimed.resourceId, reason: 'unclaimed' })]);
+    expect(JSON.stringify(events)).not.toContain(secret);
+  });
+
   it('before the capture reached the orchestrator: retried until it does', async () => {
     const agent = await agentWithToken();
     await behave(agent.sub, { capture: 'error' });
