@@ -169,6 +169,7 @@ describe('the dashboard in a browser without JavaScript', () => {
       ['/dashboard/agents', 'agents'],
       ['/dashboard/mandates', 'mandates'],
       ['/dashboard/limits', 'limits'],
+      ['/dashboard/charges', 'charges'],
       [`/dashboard/audit?agent=${mandate.agent_id}`, 'audit'],
       ['/dashboard/disputes', 'disputes'],
       ['/dashboard/notifications', 'notifications'],

@@ -9,7 +9,7 @@ import { asProvider, captureWithReceipt, chargeBody, subjectAt, type AuthorizedC
 import { activeMandate, agentClient, call, mandateBody, newPrincipal, ORCHESTRATOR, type Human } from '../support/orchestrator-client';
 
 const DB = (env as unknown as TestEnv).DB;
-const PAGES = ['/dashboard', '/dashboard/notifications', '/dashboard/agents', '/dashboard/mandates', '/dashboard/limits', '/dashboard/audit', '/dashboard/disputes'];
+const PAGES = ['/dashboard', '/dashboard/notifications', '/dashboard/agents', '/dashboard/mandates', '/dashboard/limits', '/dashboard/charges', '/dashboard/audit', '/dashboard/disputes'];
 
 const page = (human: Human, path: string) => call(path, { headers: { cookie: human.cookie, accept: 'text/html' }, redirect: 'manual' });
 

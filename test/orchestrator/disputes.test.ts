@@ -199,40 +199,44 @@ describe('the adjudicator on tampered evidence', () => {
 });
 
 describe('the human’s pages', () => {
-  it('list charges, open a dispute from one with a form, and show the verdict in plain words', async () => {
+  it('list charges in the dashboard, open a dispute from one with a form, and show the verdict in plain words', async () => {
     const { human, charge_id } = await capturedCharge();
-    const charges = await call('/charges', { headers: { cookie: human.cookie } });
+    const charges = await call('/dashboard/charges', { headers: { cookie: human.cookie } });
     expect(charges.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
     const html = await charges.text();
     expect(html).toContain(charge_id);
     expect(html).toContain('$10.44');
+    expect(html).toContain('captured');
     expect(html).toContain(`<label for="reason-${charge_id}">`);
 
     const form = new URLSearchParams({ csrf_token: human.csrf, charge_id, reason: 'Not mine' });
     const posted = await call('/v1/disputes', { method: 'POST', headers: { cookie: human.cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(), redirect: 'manual' });
     expect(posted.status).toBe(303);
     const location = posted.headers.get('location')!;
-    expect(location).toMatch(/^\/disputes\/dsp_/);
+    expect(location).toMatch(/^\/dashboard\/disputes\/dsp_/);
     const verdict = await (await call(location, { headers: { cookie: human.cookie } })).text();
     expect(verdict).toContain('The agent acted within the scope you authorized.');
     expect(verdict).toContain('The request was signed with your agent’s registered key');
     expect(verdict).toContain('Not mine');
+    // Disputed once: the charges page says so instead of offering the form again.
+    const after = await (await call('/dashboard/charges', { headers: { cookie: human.cookie } })).text();
+    expect(after).not.toContain(`<label for="reason-${charge_id}">`);
+    expect(after).toContain('Disputed');
   });
 
-  it('show the audit timeline, filtered by action and by agent', async () => {
-    const { human, agent } = await capturedCharge();
-    const all = await (await call('/audit', { headers: { cookie: human.cookie } })).text();
-    expect(all).toContain('charge.authorize');
-    expect(all).toContain('mandate.approve');
-    const captures = await (await call('/audit?action=charge.capture', { headers: { cookie: human.cookie } })).text();
-    expect(captures).toContain('charge.capture');
-    expect(captures).not.toContain('mandate.approve');
-    const byAgent = await (await call(`/audit?agent=${agent.agent_id}`, { headers: { cookie: human.cookie } })).text();
-    expect(byAgent).toContain('mandate.request');
-    expect(byAgent).not.toContain('charge.capture');
-    // Not signed in: to the sign-in page, coming back here.
-    const anonymous = await call('/audit', { redirect: 'manual' });
+  it('the addresses the charges, the trail and a verdict first had lead to the dashboard, query and all', async () => {
+    for (const [from, to] of [
+      ['/charges', '/dashboard/charges'],
+      ['/audit?action=charge.capture&agent=agt_x', '/dashboard/audit?action=charge.capture&agent=agt_x'],
+      ['/disputes/dsp_123', '/dashboard/disputes/dsp_123'],
+    ]) {
+      const res = await call(from!, { redirect: 'manual' });
+      expect(res.status, from).toBe(301);
+      expect(res.headers.get('location')).toBe(to);
+    }
+    // Not signed in: to the sign-in page, coming back to the dashboard's page.
+    const anonymous = await call('/dashboard/charges', { redirect: 'manual' });
     expect(anonymous.status).toBe(303);
-    expect(anonymous.headers.get('location')).toBe('/sign-in?next=%2Faudit');
+    expect(anonymous.headers.get('location')).toBe('/sign-in?next=%2Fdashboard%2Fcharges');
   });
 });

@@ -10,7 +10,6 @@ import { readSession } from '../lib/sessions';
 import { authenticateAgent } from './agent-auth';
 import { ledgerOf, orchestratorConfig, pepperOf, sessionConfigOf, type OrchestratorBindings } from './env';
 import { approvalPages } from './pages/approval';
-import { evidencePages } from './pages/evidence';
 import { confirmEmail, seedDemoPrincipal, signUp } from './principals';
 import { agentRoutes } from './routes/agents';
 import { attestationRoutes } from './routes/attestations';
@@ -64,7 +63,6 @@ export function createOrchestratorApp() {
   app.route('/', notificationRoutes());
   app.route('/', disputeRoutes());
   app.route('/', approvalPages());
-  app.route('/', evidencePages());
   app.route('/', dashboardRoutes());
   app.route(
     '/',

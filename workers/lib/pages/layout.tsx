@@ -92,12 +92,14 @@ export const PAGE_SECURITY_HEADERS = {
 };
 
 /** A table's column headings (scoped for screen readers). */
-export function ColumnHeads(props: { names: string[] }) {
+export function ColumnHeads(props: { names: string[]; numeric?: string[] }) {
   return (
     <thead>
       <tr>
         {props.names.map((name) => (
-          <th scope="col">{name}</th>
+          <th scope="col" class={props.numeric?.includes(name) ? 'num' : undefined}>
+            {name}
+          </th>
         ))}
       </tr>
     </thead>

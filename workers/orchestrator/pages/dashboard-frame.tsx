@@ -2,8 +2,9 @@
 // after a form post, the spend bars, and the rules that make tables and bars
 // read on a phone. Server-rendered; no script anywhere (the CSP allows none).
 import type { Child } from 'hono/jsx';
-import { formatMoney } from '../../lib/pages/format';
+import { formatDate, formatMoney } from '../../lib/pages/format';
 import { Layout, type NavLink } from '../../lib/pages/layout';
+import type { Charge } from '../../lib/schemas/charges';
 import type { Money } from '../../lib/schemas/money';
 
 export const DASHBOARD_NAV: NavLink[] = [
@@ -12,6 +13,7 @@ export const DASHBOARD_NAV: NavLink[] = [
   { href: '/dashboard/agents', label: 'Agents' },
   { href: '/dashboard/mandates', label: 'Mandates' },
   { href: '/dashboard/limits', label: 'Limits' },
+  { href: '/dashboard/charges', label: 'Charges' },
   { href: '/dashboard/audit', label: 'Audit trail' },
   { href: '/dashboard/disputes', label: 'Disputes' },
 ];
@@ -158,5 +160,26 @@ export function AgentName(props: { id: string | null; names: Names }) {
     </>
   ) : (
     <span class="mono">{props.id}</span>
+  );
+}
+
+/** A charge's first cells in a table of charges: when, what and by whom, how much (and how much came back). */
+export function ChargeCells(props: { charge: Charge; names: Names }) {
+  const { charge: ch, names } = props;
+  return (
+    <>
+      <td data-label="When">{formatDate(ch.created)}</td>
+      <td data-label="What">
+        {ch.service} ({ch.plan}) at {names.providers[ch.provider ?? ''] ?? ch.provider}
+        <div class="muted">
+          by <AgentName id={ch.agent_id} names={names} />
+        </div>
+        <div class="muted mono">{ch.charge_id}</div>
+      </td>
+      <td data-label="Amount" class="num">
+        {formatMoney({ amount: ch.amount, currency: ch.currency })}
+        {ch.amount_refunded ? <div class="muted">{formatMoney({ amount: ch.amount_refunded, currency: ch.currency })} given back</div> : null}
+      </td>
+    </>
   );
 }

@@ -5,8 +5,26 @@ import { formatDate, formatMoney } from '../../lib/pages/format';
 import { ColumnHeads } from '../../lib/pages/layout';
 import type { Charge } from '../../lib/schemas/charges';
 import type { DisputeWire } from '../disputes';
-import { CHECK_WORDS, VERDICT_WORDS } from './evidence';
-import { AgentName, Csrf, type Names } from './dashboard-frame';
+import { AgentName, ChargeCells, Csrf, type Names } from './dashboard-frame';
+
+export const VERDICT_WORDS: Record<string, string> = {
+  within_scope: 'The agent acted within the scope you authorized. The charge stands.',
+  outside_scope: 'The charge was outside the scope you authorized. It has been refunded.',
+  insufficient_evidence: 'There is not enough evidence that this charge was within your authorization. It has been refunded.',
+};
+
+export const CHECK_WORDS: Record<string, string> = {
+  mandate_signed: 'Your authorization (the mandate) carries the orchestrator’s valid signature',
+  mandate_active: 'The mandate was active when the charge was made',
+  provider_and_service_in_scope: 'The provider and the service were among those you allowed',
+  amount_within_limits: 'The amount fit the per-charge, mandate and monthly limits',
+  agent_signed_request: 'The request was signed with your agent’s registered key',
+  human_approved_display: 'What you approved is exactly what the approval page showed you',
+  provider_delivered: 'The provider’s signed receipt describes this charge',
+  provider_checks: 'The provider itself found the mandate active and every check passed',
+  audit_trail: 'The audit trail records the authorization, untampered',
+  provider_trail: 'The provider’s own audit trail records what it provisioned for this charge',
+};
 
 const RESULT_WORDS: Record<string, string> = { pass: 'yes', fail: 'no', missing: 'no evidence' };
 
@@ -66,6 +84,23 @@ export function DisputeVerdict(props: { dispute: DisputeWire; charge: Charge | u
   );
 }
 
+/** Opens a dispute of one captured charge: the reason is the only thing asked. */
+export function DisputeForm(props: { charge_id: string; csrf: string; reason?: { charge_id: string; text: string } }) {
+  return (
+    <form class="inline" method="post" action="/dashboard/disputes">
+      <Csrf token={props.csrf} />
+      <input type="hidden" name="charge_id" value={props.charge_id} />
+      <label for={`reason-${props.charge_id}`}>Why do you dispute it?</label>
+      <input id={`reason-${props.charge_id}`} name="reason" type="text" required maxlength={1000} value={props.reason?.charge_id === props.charge_id ? props.reason.text : ''} />
+      <div class="actions">
+        <button type="submit" class="secondary">
+          Dispute this charge
+        </button>
+      </div>
+    </form>
+  );
+}
+
 export function DisputesPage(props: { disputable: Charge[]; disputes: DisputeWire[]; charges: Record<string, Charge>; names: Names; csrf: string; reason?: { charge_id: string; text: string } }) {
   const { names } = props;
   return (
@@ -80,49 +115,13 @@ export function DisputesPage(props: { disputable: Charge[]; disputes: DisputeWir
         {props.disputable.length === 0 ? <p class="muted">No captured charge to dispute.</p> : null}
         {props.disputable.length ? (
           <table class="stack">
-            <thead>
-              <tr>
-                <th scope="col">When</th>
-                <th scope="col">What</th>
-                <th scope="col" class="num">
-                  Amount
-                </th>
-                <th scope="col">Dispute</th>
-              </tr>
-            </thead>
+            <ColumnHeads names={['When', 'What', 'Amount', 'Dispute']} numeric={['Amount']} />
             <tbody>
               {props.disputable.map((ch) => (
                 <tr>
-                  <td data-label="When">{formatDate(ch.created)}</td>
-                  <td data-label="What">
-                    {ch.service} ({ch.plan}) at {names.providers[ch.provider ?? ''] ?? ch.provider}
-                    <div class="muted">
-                      by <AgentName id={ch.agent_id} names={names} />
-                    </div>
-                    <div class="muted mono">{ch.charge_id}</div>
-                  </td>
-                  <td data-label="Amount" class="num">
-                    {formatMoney({ amount: ch.amount, currency: ch.currency })}
-                  </td>
+                  <ChargeCells charge={ch} names={names} />
                   <td data-label="Dispute">
-                    <form class="inline" method="post" action="/dashboard/disputes">
-                      <Csrf token={props.csrf} />
-                      <input type="hidden" name="charge_id" value={ch.charge_id} />
-                      <label for={`reason-${ch.charge_id}`}>Why do you dispute it?</label>
-                      <input
-                        id={`reason-${ch.charge_id}`}
-                        name="reason"
-                        type="text"
-                        required
-                        maxlength={1000}
-                        value={props.reason?.charge_id === ch.charge_id ? props.reason.text : ''}
-                      />
-                      <div class="actions">
-                        <button type="submit" class="secondary">
-                          Dispute this charge
-                        </button>
-                      </div>
-                    </form>
+                    <DisputeForm charge_id={ch.charge_id} csrf={props.csrf} reason={props.reason} />
                   </td>
                 </tr>
               ))}

@@ -2,7 +2,7 @@
 // told in a sentence: which limit, how far, how much of it is spent.
 import { formatDate, formatMoney } from '../../lib/pages/format';
 import type { Money } from '../../lib/schemas/money';
-import { VERDICT_WORDS } from './evidence';
+import { VERDICT_WORDS } from './disputes';
 import { periodName, type Names } from './dashboard-frame';
 
 export type NotificationView = { id: string; type: string; created: string; data: Record<string, any> };

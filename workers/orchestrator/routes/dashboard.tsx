@@ -24,6 +24,7 @@ import { ledgerOf, orchestratorConfig, sessionConfigOf, type OrchestratorBinding
 import { listMandatesOfPrincipal, revokeMandate } from '../mandates';
 import { AgentsPage, type AgentForm } from '../pages/agents';
 import { AuditPage, type AuditFilters } from '../pages/audit';
+import { ChargesPage } from '../pages/charges';
 import { OverviewPage } from '../pages/dashboard';
 import { DashboardFrame, type Names, type Notice } from '../pages/dashboard-frame';
 import { DisputesPage, DisputeVerdict } from '../pages/disputes';
@@ -39,6 +40,7 @@ type C = Context<Env>;
 
 /** The audit page keeps the latest events that match, whatever the trail's length. */
 const AUDIT_SHOWN = 200;
+const CHARGES_SHOWN = 200;
 
 const DONE: Record<string, string> = {
   agent_registered: 'The agent is registered. It can now ask you for a mandate.',
@@ -67,6 +69,14 @@ function cents(value: unknown): number | null {
 }
 
 const field = (form: Record<string, unknown>, name: string) => (typeof form[name] === 'string' ? (form[name] as string) : '');
+
+/** The principal's decided disputes: each leaves a notification naming it, the ledger's index of disputes. */
+async function decidedDisputes(env: OrchestratorBindings, principalId: string) {
+  const ledger = ledgerOf(env, principalId);
+  const notifications = await notificationsOf(env, principalId);
+  const records = await Promise.all(notifications.filter((n) => n.type === 'dispute.decided').map((n) => ledger.getDispute(String(n.data.dispute_id)) as Promise<DisputeRecord | null>));
+  return records.filter((r): r is DisputeRecord => r !== null).map((r) => toDisputeWire(env, r));
+}
 
 async function render(c: C, current: string, title: string, body: Child, notice: Notice = null, status: 200 | 400 | 401 | 403 | 404 | 409 | 422 = 200) {
   const session = c.get('session');
@@ -114,6 +124,10 @@ export function dashboardRoutes() {
 
   // Signing in without a return path lands on `/`: the dashboard is the principal's home.
   app.get('/', (c) => c.redirect('/dashboard', 303));
+  // Where the charges, the trail and a verdict were shown before the dashboard had them.
+  app.get('/charges', (c) => c.redirect('/dashboard/charges', 301));
+  app.get('/audit', (c) => c.redirect(`/dashboard/audit${new URL(c.req.url).search}`, 301));
+  app.get('/disputes/:id', (c) => c.redirect(`/dashboard/disputes/${encodeURIComponent(c.req.param('id'))}`, 301));
 
   app.get('/dashboard', pageSession, async (c) => {
     const id = c.get('session').subject_id;
@@ -262,15 +276,22 @@ export function dashboardRoutes() {
     return render(c, '/dashboard/audit', 'Audit trail', <AuditPage events={latest.reverse()} total={total} filters={filters} names={names} />);
   });
 
+  // ── Charges ──
+
+  app.get('/dashboard/charges', pageSession, async (c) => {
+    const id = c.get('session').subject_id;
+    const [{ names }, holds, disputes] = await Promise.all([namesOf(c.env, id), ledgerOf(c.env, id).listCharges({}) as Promise<Hold[]>, decidedDisputes(c.env, id)]);
+    const charges = holds.slice(0, CHARGES_SHOWN).map(toChargeWire);
+    const disputed = new Set(disputes.map((d) => d.charge_id));
+    return render(c, '/dashboard/charges', 'Charges', <ChargesPage charges={charges} total={holds.length} disputed={disputed} names={names} csrf={c.get('session').csrf_token} />);
+  });
+
   // ── Disputes ──
 
   const showDisputes = async (c: C, notice: Notice = null, status: Parameters<typeof render>[5] = 200, reason?: { charge_id: string; text: string }) => {
     const id = c.get('session').subject_id;
     const ledger = ledgerOf(c.env, id);
-    const [{ names }, holds, notifications] = await Promise.all([namesOf(c.env, id), ledger.listCharges({}) as Promise<Hold[]>, notificationsOf(c.env, id)]);
-    // Each decided dispute leaves a notification naming it: the ledger's index of disputes.
-    const records = await Promise.all(notifications.filter((n) => n.type === 'dispute.decided').map((n) => ledger.getDispute(String(n.data.dispute_id)) as Promise<DisputeRecord | null>));
-    const disputes = records.filter((r): r is DisputeRecord => r !== null).map((r) => toDisputeWire(c.env, r));
+    const [{ names }, holds, disputes] = await Promise.all([namesOf(c.env, id), ledger.listCharges({}) as Promise<Hold[]>, decidedDisputes(c.env, id)]);
     const charges: Record<string, Charge> = Object.fromEntries(holds.map((h) => [h.id, toChargeWire(h)]));
     const disputed = new Set(disputes.map((d) => d.charge_id));
     const disputable = Object.values(charges)

@@ -52,7 +52,7 @@ export function disputeRoutes() {
         throw new ProblemError(422, 'invalid_request', 'charge_id and reason are required.', { errors: parsed.error.issues.map((i) => ({ path: `/${i.path.join('/')}`, message: i.message })) });
       }
       const dispute = await openDispute(c.env, c.get('session').subject_id, parsed.data);
-      if (form) return c.redirect(`/disputes/${dispute.dispute_id}`, 303) as never;
+      if (form) return c.redirect(`/dashboard/disputes/${dispute.dispute_id}`, 303) as never;
       return c.json(dispute as z.infer<typeof DisputeSchema>, 201);
     },
   );
