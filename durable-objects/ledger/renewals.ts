@@ -70,22 +70,35 @@ export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string,
 /** The orchestrator authorized the renewal: capture here, owe the capture there, move the boundary on. */
 export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string, chargeId: string, orchestrator: string) {
   const resource = getResource(tx.sql, resourceId)!;
+  tx.sql.exec('UPDATE holds SET remote_charge_id = ? WHERE id = ?', chargeId, holdId);
+  if (resource.status !== 'active') {
+    // Deleted (or suspended) while the orchestrator was asked: there is nothing to renew, so
+    // the authorization is given back on both sides rather than charging for a period not served.
+    voidHold(tx, holdId, { type: 'system', id: 'renewal' }, `renewal_of_${resource.status}`);
+    oweCharge(tx, resourceId, holdId, 'void', chargeId, orchestrator);
+    tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'refused', reason: `resource_${resource.status}`, related: [chargeId] });
+    return;
+  }
   captureHold(tx, holdId, { type: 'system', id: 'renewal' });
   const billing = resource.billing as 'month' | 'year';
   const renewsAt = nextRenewal(resource.renews_at ?? tx.now, billing);
   tx.sql.exec('UPDATE resources SET renews_at = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?', renewsAt, chargeId, holdId, iso(tx.now), resourceId);
-  tx.sql.exec('UPDATE holds SET remote_charge_id = ? WHERE id = ?', chargeId, holdId);
+  oweCharge(tx, resourceId, holdId, 'capture', chargeId, orchestrator);
+  tx.schedule('renewals', renewsAt);
+  tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [chargeId], amount: null });
+}
+
+/** A renewal's capture or void, owed to the orchestrator through the outbox. */
+function oweCharge(tx: LedgerTx, resourceId: string, holdId: string, action: 'capture' | 'void', chargeId: string, orchestrator: string) {
   tx.sql.exec(
     'INSERT INTO charge_outbox (saga_id, action, charge_id, orchestrator, attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)',
     `renewal:${resourceId}:${holdId}`,
-    'capture',
+    action,
     chargeId,
     orchestrator,
     tx.now,
   );
   tx.schedule('charge_outbox', tx.now);
-  tx.schedule('renewals', renewsAt);
-  tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [chargeId], amount: null });
 }
 
 /** The orchestrator declined: release the local hold and suspend rather than overspend. */

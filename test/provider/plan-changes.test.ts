@@ -279,3 +279,32 @@ describe('a renewal the limits refuse (§3.2)', () => {
     expect(suspended).toEqual([resourceId]);
   });
 });
+
+describe('a resource deleted while its renewal is being authorized', () => {
+  it('is not charged for the period: the renewal is voided on both sides and the boundary stays put', async () => {
+    const { agent, resourceId } = await subscriber('paid');
+    const ledger = ledgerOf(agent.account);
+    await behave(agent.sub, { authorize: 'held' });
+    await runInDurableObject(ledger, async (_, s) => {
+      s.storage.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - 1000, resourceId);
+      s.storage.sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
+      await s.storage.setAlarm(Date.now());
+    });
+    const renewing = runDurableObjectAlarm(ledger);
+    // The orchestrator has the renewal's authorization in hand when the agent deletes the resource.
+    await vi.waitFor(async () => expect((await authorizations(agent.sub)).some((a) => a.renewal_of)).toBe(true), { timeout: 5000 });
+    const deleted = await paidCall(agent, 'DELETE', `/v1/resources/${resourceId}`);
+    expect(deleted.body.status).toBe('deleted');
+    await testEnv.ORCHESTRATOR.fetch('http://127.0.0.1:8787/_test/release', { method: 'POST', body: JSON.stringify({ sub: agent.sub }) });
+    await renewing;
+
+    await settles(agent.account, async () => expect((await ledgerState(agent.account, resourceId)).owed).toEqual([]));
+    const s = await ledgerState(agent.account, resourceId);
+    expect(s.resource.status).toBe('deleted');
+    expect(s.holds.at(-1)).toMatchObject({ status: 'voided', amount: 500 });
+    const calls = (await orchestratorCalls(agent.sub)).map((c) => c.path);
+    expect(calls.filter((p) => p.endsWith('/void'))).toHaveLength(1);
+    expect(calls.filter((p) => p.endsWith('/capture'))).toHaveLength(1); // the creation's, not the renewal's
+  });
+});
+

@@ -6,8 +6,8 @@ import { createHash, generateKeyPairSync } from 'node:crypto';
  * The orchestrator's charges API as providers call it, played in Node for the
  * provider's saga tests: each principal (by its pairwise sub) gets the
  * behaviour a test sets (POST /_test/behaviour {sub, authorize, capture, void, refund}:
- * 'ok' | 'decline' | 'error' | 'voided'), and every call is recorded
- * (GET /_test/calls?sub=).
+ * 'ok' | 'decline' | 'error' | 'voided', or for authorize 'held': answered only once
+ * POST /_test/release {sub} comes), and every call is recorded (GET /_test/calls?sub=).
  */
 export function fakeChargesApi() {
   type Behaviour = { authorize: string; capture: string; void: string; refund: string };
@@ -15,6 +15,7 @@ export function fakeChargesApi() {
   const chargeSubs = new Map<string, string>();
   const charges = new Map<string, { status: string; key: string }>();
   const calls: { sub: string; method: string; path: string; body: string; authorization: string }[] = [];
+  const held = new Map<string, () => void>();
   let counter = 0;
   return async (request: Request) => {
     const url = new URL(request.url);
@@ -22,6 +23,10 @@ export function fakeChargesApi() {
     if (url.pathname === '/_test/behaviour') {
       const { sub, ...rest } = JSON.parse(body) as Partial<Behaviour> & { sub: string };
       behaviours.set(sub, Object.assign({ authorize: 'ok', capture: 'ok', void: 'ok', refund: 'ok' }, rest));
+      return new Response(null, { status: 204 });
+    }
+    if (url.pathname === '/_test/release') {
+      held.get((JSON.parse(body) as { sub: string }).sub)?.();
       return new Response(null, { status: 204 });
     }
     if (url.pathname === '/_test/calls') return Response.json(calls.filter((c) => c.sub === url.searchParams.get('sub')));
@@ -35,6 +40,7 @@ export function fakeChargesApi() {
     if (!chargeId) {
       if (behaviour.authorize === 'decline') return Response.json({ status: 402, code: 'spend_limit_exceeded', detail: 'over', limit: { amount: 100, currency: 'usd' }, spent: { amount: 100, currency: 'usd' }, requested: { amount: 1044, currency: 'usd' }, step_up_url: 'http://127.0.0.1:8787/limits' }, { status: 402 });
       if (behaviour.authorize === 'error') return problem(500, 'internal_error');
+      if (behaviour.authorize === 'held') await new Promise<void>((release) => held.set(sub, release));
       const { idempotency_key } = JSON.parse(body) as { idempotency_key: string };
       const existing = [...charges.entries()].find(([, c]) => c.key === idempotency_key);
       const id = existing?.[0] ?? `chg_fake${++counter}`;
