@@ -41,6 +41,8 @@ const AUDIT_COPY_DELAY_MS = 2000;
 /** A chain head is signed at most this long after the first event it covers. */
 export const HEAD_SIGN_DELAY_MS = 60_000;
 const RETRY_MAX_MS = 60_000;
+/** How long a task's schedule row is pushed ahead while the task runs; a task still running then is not started twice. */
+const TASK_LEASE_MS = 60_000;
 
 export type AuditHead = { principal: string | null; seq: number; hash: string };
 export type AuditSnapshot = { head: AuditHead; pending: AuditEvent[] };
@@ -59,6 +61,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   #knownSchedule = new Map<LedgerTask, number>();
   /** Tasks running now: a task's awaits let other work in, and no task may run twice at once. */
   #running = new Set<LedgerTask>();
+  /** For each running task, the earliest time anyone asked it to run again while it ran (Infinity: nobody). */
+  #requestedWhileRunning = new Map<LedgerTask, number>();
 
   constructor(ctx: DurableObjectState, env: LedgerEnv) {
     super(ctx, env);
@@ -395,10 +399,11 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   }
 
   /** Reads an operation; the first read after success carries the credentials, once (§3.1). */
-  readOperation(account: string, sagaId: string) {
+  /** An agent's read of its own operation: another agent of the account learns nothing and takes nothing. */
+  readOperation(account: string, sagaId: string, agentId: string) {
     return this.#transaction(account, (tx) => {
       const saga = sagas.getSaga(tx.sql, sagaId);
-      if (!saga) return null;
+      if (!saga || saga.agent_id !== agentId) return null;
       const credentials = saga.state === 'completed' ? sagas.takeCredentials(tx, sagaId) : null;
       return { saga, resource: sagas.getResource(tx.sql, saga.resource_id), credentials };
     });
@@ -471,21 +476,29 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         this.#scheduleRow(task, now + 200);
         continue;
       }
-      this.#sql.exec('DELETE FROM schedule WHERE task = ? AND due_at <= ?', task, now);
-      this.#knownSchedule.delete(task);
+      // The row stays, a lease ahead, until the task has run: an object reset in the middle of
+      // it (a deploy, an eviction) runs it again rather than forgetting it.
+      const lease = Date.now() + TASK_LEASE_MS;
+      this.#sql.exec('UPDATE schedule SET due_at = ? WHERE task = ?', lease, task);
+      this.#knownSchedule.set(task, lease);
       this.#running.add(task);
+      this.#requestedWhileRunning.set(task, Infinity);
+      let again: number;
       try {
         await this.#runTask(task);
         this.#setMeta(`retry:${task}`, '0');
+        again = this.#requestedWhileRunning.get(task)!;
       } catch (error) {
         const attempts = Number(this.#getMeta(`retry:${task}`) ?? '0') + 1;
         this.#setMeta(`retry:${task}`, String(attempts));
         const delay = Math.min(RETRY_MAX_MS, 500 * 2 ** attempts);
         console.warn(JSON.stringify({ level: 'warn', message: `ledger task ${task} failed, retrying`, attempts, error: String(error) }));
-        this.#scheduleRow(task, Date.now() + delay);
+        again = Math.min(Date.now() + delay, this.#requestedWhileRunning.get(task)!);
       } finally {
         this.#running.delete(task);
+        this.#requestedWhileRunning.delete(task);
       }
+      this.#finishTask(task, again);
     }
     await this.#armAlarm();
   }
@@ -574,12 +587,24 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     const account = this.auditHead().principal;
     if (account === null) return;
     for (const saga of sagas.openSagasPastDeadline(this.#sql, Date.now())) {
-      // A plan change is never taken down: the backend may have switched already, so it switches back.
-      if (saga.state === 'authorized' && saga.kind === 'update') {
-        const resource = sagas.getResource(this.#sql, saga.resource_id);
-        if (resource?.status === 'active' && resource.plan === saga.previous_plan) await revertPlan(this.env as never, account, saga, resource);
-      } else if (saga.state === 'authorized') await deprovision(this.env as never, account, saga);
-      this.#transaction(account, (tx) => sagas.voidSaga(tx, saga.id, `recovered:${saga.state}`));
+      if (saga.state === 'reserved') {
+        // Nothing was provisioned: the local hold is voided, and a charge authorized meanwhile is voided when its answer is recorded.
+        this.#transaction(account, (tx) => sagas.voidSaga(tx, saga.id, 'recovered:reserved'));
+        continue;
+      }
+      const claimed = this.#transaction(account, (tx) => sagas.claimForRecovery(tx, saga.id));
+      if (!claimed) continue;
+      try {
+        if (claimed.kind === 'update') {
+          // A plan change is never taken down: the backend may have switched already, so it switches back.
+          const resource = sagas.getResource(this.#sql, claimed.resource_id);
+          if (resource?.status === 'active' && resource.plan === claimed.previous_plan) await revertPlan(this.env as never, account, claimed, resource);
+        } else await deprovision(this.env as never, account, claimed);
+        this.#transaction(account, (tx) => sagas.voidSaga(tx, claimed.id, 'recovered:authorized'));
+      } catch (error) {
+        // This one waits for the backend; the others are not held up by it.
+        this.#transaction(account, (tx) => sagas.postponeRecovery(tx, claimed.id, `recovery: ${String(error)}`));
+      }
     }
     const next = sagas.nextSagaDeadline(this.#sql);
     if (next !== null) this.#scheduleRow('saga_recovery', next);
@@ -607,53 +632,59 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     const account = this.auditHead().principal;
     if (account === null) return;
     for (const call of sagas.dueChargeCalls(this.#sql, Date.now())) {
-      const saga = call.saga_id.startsWith('renewal:') ? null : sagas.getSaga(this.#sql, call.saga_id);
-      const holdId = call.saga_id.startsWith('renewal:') ? call.saga_id.split(':')[2]! : saga?.hold_id;
-      const receipt = holdId ? (spend.getHold(this.#sql, holdId)?.receipt ?? null) : null;
-      const outcome = await settleChargeCall(this.env as never, account, call, { receipt, eventId: call.action === 'capture' ? (saga?.audit_event_id ?? null) : null });
-      if (outcome === 'voided_remotely' && call.saga_id.startsWith('renewal:')) {
-        // A renewal the orchestrator voided before it was captured: refund here and suspend.
-        const [, resourceId, holdId] = call.saga_id.split(':') as [string, string, string];
-        const suspended = this.#transaction(account, (tx) => {
-          spend.refundHold(tx, holdId, { type: 'system', id: 'renewal' }, 'charge_voided_at_orchestrator');
-          tx.sql.exec(`UPDATE resources SET status = 'suspended', updated = ? WHERE id = ? AND status = 'active'`, new Date(tx.now).toISOString(), resourceId);
-          tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
-          return sagas.getResource(tx.sql, resourceId);
-        });
-        if (suspended?.status === 'suspended') await this.#suspendAtBackend(account, suspended);
-      } else if (outcome === 'voided_remotely' && saga?.kind === 'update') {
-        // A plan change whose capture came too late: the resource goes back to its old plan, nothing is charged or credited.
-        const resource = sagas.getResource(this.#sql, saga.resource_id);
-        const fields = resource && planChanges.stillChangedBy(resource, saga) ? await revertPlan(this.env as never, account, saga, resource) : null;
-        this.#transaction(account, (tx) => {
-          planChanges.revertUpdate(tx, saga.id, fields === null ? null : JSON.stringify(fields));
-          tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
-        });
-      } else if (outcome === 'settled' && call.action === 'capture' && saga?.kind === 'update') {
-        this.#transaction(account, (tx) => {
-          planChanges.grantCredit(tx, saga);
-          tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
-        });
-      } else if (outcome === 'refused') {
-        // A refund the orchestrator will never take (the charge was refunded or disputed meanwhile): said in the trail, not retried.
-        this.#transaction(account, (tx) => {
-          tx.audit({ actor: { type: 'system', id: 'plan-change' }, action: 'charge.refund', target: call.charge_id, outcome: 'failed', reason: 'refused_by_orchestrator', related: [call.saga_id] });
-          tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
-        });
-      } else if (outcome === 'voided_remotely') {
-        // §3.1 step 4: a capture after a void is refused; the provider deprovisions and refunds its own hold.
-        const saga = sagas.getSaga(this.#sql, call.saga_id);
-        if (saga) await deprovision(this.env as never, account, saga);
-        this.#transaction(account, (tx) => {
-          if (saga) {
-            tx.sql.exec(`UPDATE resources SET status = 'deleted', updated = ? WHERE id = ?`, new Date(tx.now).toISOString(), saga.resource_id);
-            spend.refundHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, 'charge_voided_at_orchestrator');
-          }
-          tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
-        });
-      } else if (outcome === 'settled') {
-        this.#sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
-      } else {
+      try {
+        const saga = call.saga_id.startsWith('renewal:') ? null : sagas.getSaga(this.#sql, call.saga_id);
+        const holdId = call.saga_id.startsWith('renewal:') ? call.saga_id.split(':')[2]! : saga?.hold_id;
+        const receipt = holdId ? (spend.getHold(this.#sql, holdId)?.receipt ?? null) : null;
+        const outcome = await settleChargeCall(this.env as never, account, call, { receipt, eventId: call.action === 'capture' ? (saga?.audit_event_id ?? null) : null });
+        if (outcome === 'voided_remotely' && call.saga_id.startsWith('renewal:')) {
+          // A renewal the orchestrator voided before it was captured: refund here and suspend.
+          const [, resourceId, holdId] = call.saga_id.split(':') as [string, string, string];
+          const suspended = this.#transaction(account, (tx) => {
+            spend.refundHold(tx, holdId, { type: 'system', id: 'renewal' }, 'charge_voided_at_orchestrator');
+            tx.sql.exec(`UPDATE resources SET status = 'suspended', updated = ? WHERE id = ? AND status = 'active'`, new Date(tx.now).toISOString(), resourceId);
+            tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+            return sagas.getResource(tx.sql, resourceId);
+          });
+          if (suspended?.status === 'suspended') await this.#suspendAtBackend(account, suspended);
+        } else if (outcome === 'voided_remotely' && saga?.kind === 'update') {
+          // A plan change whose capture came too late: the resource goes back to its old plan, nothing is charged or credited.
+          const resource = sagas.getResource(this.#sql, saga.resource_id);
+          const fields = resource && planChanges.stillChangedBy(resource, saga) ? await revertPlan(this.env as never, account, saga, resource) : null;
+          this.#transaction(account, (tx) => {
+            planChanges.revertUpdate(tx, saga.id, fields === null ? null : JSON.stringify(fields));
+            tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+          });
+        } else if (outcome === 'settled' && call.action === 'capture' && saga?.kind === 'update') {
+          this.#transaction(account, (tx) => {
+            planChanges.grantCredit(tx, saga);
+            tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+          });
+        } else if (outcome === 'refused') {
+          // A refund the orchestrator will never take (the charge was refunded or disputed meanwhile): said in the trail, not retried.
+          this.#transaction(account, (tx) => {
+            tx.audit({ actor: { type: 'system', id: 'plan-change' }, action: 'charge.refund', target: call.charge_id, outcome: 'failed', reason: 'refused_by_orchestrator', related: [call.saga_id] });
+            tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+          });
+        } else if (outcome === 'voided_remotely') {
+          // §3.1 step 4: a capture after a void is refused; the provider deprovisions and refunds its own hold.
+          const saga = sagas.getSaga(this.#sql, call.saga_id);
+          if (saga) await deprovision(this.env as never, account, saga);
+          this.#transaction(account, (tx) => {
+            if (saga) {
+              tx.sql.exec(`UPDATE resources SET status = 'deleted', updated = ? WHERE id = ?`, new Date(tx.now).toISOString(), saga.resource_id);
+              spend.refundHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, 'charge_voided_at_orchestrator');
+            }
+            tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+          });
+        } else if (outcome === 'settled') {
+          this.#sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
+        } else {
+          this.#sql.exec('UPDATE charge_outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?', Date.now() + Math.min(60_000, 500 * 2 ** call.attempts), call.id);
+        }
+      } catch (error) {
+        // A backend that fails (a deprovision, a plan switched back) delays this call only, never the ones after it.
+        console.warn(JSON.stringify({ level: 'warn', message: 'charge call follow-up failed, retrying', charge_id: call.charge_id, error: String(error) }));
         this.#sql.exec('UPDATE charge_outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?', Date.now() + Math.min(60_000, 500 * 2 ** call.attempts), call.id);
       }
     }
@@ -841,11 +872,28 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   #scheduleRow(task: LedgerTask, dueAt: number): void {
     this.#earliestScheduled = Math.min(this.#earliestScheduled, dueAt);
+    // A running task's row holds its lease; when it ends, the row takes the earliest time asked meanwhile.
+    const running = this.#requestedWhileRunning.get(task);
+    if (running !== undefined) {
+      this.#requestedWhileRunning.set(task, Math.min(running, dueAt));
+      return;
+    }
     const known = this.#knownSchedule.get(task);
     if (known !== undefined && known <= dueAt) return;
     this.#sql.exec('INSERT INTO schedule (task, due_at) VALUES (?, ?) ON CONFLICT (task) DO UPDATE SET due_at = MIN(due_at, excluded.due_at) WHERE excluded.due_at < due_at', task, dueAt);
     // The row is now due no later than dueAt (it may have been earlier already).
     this.#knownSchedule.set(task, dueAt);
+  }
+
+  /** A task has run: its row is set to when it is to run again, or removed when nobody asked. */
+  #finishTask(task: LedgerTask, again: number): void {
+    if (again === Infinity) {
+      this.#sql.exec('DELETE FROM schedule WHERE task = ?', task);
+      this.#knownSchedule.delete(task);
+      return;
+    }
+    this.#sql.exec('UPDATE schedule SET due_at = ? WHERE task = ?', again, task);
+    this.#knownSchedule.set(task, again);
   }
 
   /** Points the one alarm at the earliest due task; skipped when it is already set that early or earlier. */

@@ -87,6 +87,7 @@ type DecisionInputs = {
   approved: string | null;
   mandate_jws: string | null;
   root: string | null;
+  /** The status of the agent that asks (which must also be the mandate's). */
   agent_status: 'active' | 'revoked' | null;
   limit_amount: number | null;
   limit_currency: string | null;
@@ -97,7 +98,7 @@ type DecisionInputs = {
 
 /**
  * Everything the decision reads, in one statement: the charge this may be a
- * retry of, the mandate and its agent, the principal's own limit, what the
+ * retry of, the mandate, the requesting agent, the principal's own limit, what the
  * principal and the mandate have spent this period, and the charges of the
  * last hour (velocity). A charge is the ledger's hottest path, and each
  * statement has a fixed cost.
@@ -115,22 +116,28 @@ function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string,
          (SELECT COUNT(*) FROM holds WHERE status IN ('pending', 'captured') AND created >= ?5) AS recent
        FROM (SELECT ?3 AS id) wanted
        LEFT JOIN mandates m ON m.id = wanted.id
-       LEFT JOIN agents a ON a.id = m.agent_id
+       LEFT JOIN agents a ON a.id = ?6
        LEFT JOIN limits l ON l.scope = 'principal'`,
       request.provider,
       request.idempotency_key,
       request.mandate_id,
       period,
       velocitySince,
+      request.agent_id,
     )
     .one();
 }
 
 export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorized | Decline {
   const provider = { type: 'provider' as const, id: request.provider };
+  /** A refusal before any check of the mandate: said in the trail like every other (§4). */
+  const refused = (code: string, detail: string) => {
+    tx.audit({ actor: provider, action: 'charge.authorize', mandate_id: request.mandate_id, target: request.charge_id, outcome: 'refused', reason: code, amount: request.amount, related: [request.agent_id, `idempotency_key:${request.idempotency_key}`] });
+    return refuse(code, detail);
+  };
   // The provider's request JWT is single use; its jti is remembered here, with the decision.
   if (!consumeNonce(tx, `provider:${request.provider}:${request.provider_jti}`, request.provider_jti_expires_ms + 60_000)) {
-    return { ...refuse('replayed', 'This provider request token was already used.') };
+    return refused('replayed', 'This provider request token was already used.');
   }
   const period = billingPeriod(tx.now);
   const inputs = decisionInputs(tx.sql, request, period, tx.now - 60 * 60 * 1000);
@@ -145,7 +152,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
       previous.amount === request.amount.amount &&
       previous.currency === request.amount.currency &&
       previous.resource_ref === request.resource_ref;
-    if (!same) return { ...refuse('idempotency_key_reused', 'This idempotency_key was used for another charge.') };
+    if (!same) return refused('idempotency_key_reused', 'This idempotency_key was used for another charge.');
     const evidence = previous.evidence ? (JSON.parse(previous.evidence) as { mandate_status_at_decision?: string; constraint_results?: { type: string; pass: boolean }[] }) : {};
     return {
       ok: true,

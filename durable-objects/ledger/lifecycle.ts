@@ -79,7 +79,8 @@ export function checkRotatable(tx: LedgerTx, resourceId: string, actor: Actor): 
 /** The backend rotated: the new service fields, and an event that names no credential. */
 export function recordRotation(tx: LedgerTx, resourceId: string, fields: string, actor: Actor): Resource | null {
   const resource = getResource(tx.sql, resourceId);
-  if (!resource || resource.status !== 'active') return null;
+  // Suspended meanwhile (a declined renewal) it keeps its data, so the rotation stands; only a deleted one is undone.
+  if (!resource || (resource.status !== 'active' && resource.status !== 'suspended')) return null;
   tx.sql.exec('UPDATE resources SET fields = ?, updated = ? WHERE id = ?', fields, iso(tx.now), resourceId);
   // Credentials still waiting for an operation's read died with the rotation.
   forgetCredentials(tx, resourceId);

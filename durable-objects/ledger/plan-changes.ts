@@ -53,7 +53,7 @@ export function beginUpdate(tx: LedgerTx, start: UpdateStart): UpdateBegun | (De
   if (!resource || resource.status === 'failed' || resource.status === 'deleted' || resource.agent_id !== start.agent_id) return refuse('not_found', 'No such resource.');
   if (resource.status !== 'active') return refuse('conflict', `The resource is ${resource.status}.`);
   if (resource.plan !== start.from.plan) return refuse('conflict', `The resource is now on plan ${resource.plan}.`);
-  const open = tx.sql.exec(`SELECT 1 FROM sagas WHERE resource_id = ? AND state IN ('reserved', 'authorized')`, resource.id).toArray().length > 0;
+  const open = tx.sql.exec(`SELECT 1 FROM sagas WHERE resource_id = ? AND state IN ('reserved', 'authorized', 'recovering')`, resource.id).toArray().length > 0;
   if (open) return refuse('conflict', 'A plan change of this resource is in progress.');
   if (resource.renews_at === null || (resource.billing !== 'month' && resource.billing !== 'year')) return refuse('invalid_parameters', 'Only a recurring plan changes pro rata.');
   if (resource.renews_at <= tx.now) return refuse('conflict', 'The resource is due to renew; try again in a minute.');
@@ -128,7 +128,7 @@ export function completeUpdate(tx: LedgerTx, sagaId: string, result: { fields: s
   if (!saga || saga.kind !== 'update' || saga.state !== 'authorized' || !saga.charge_id) return null;
   const resource = getResource(tx.sql, saga.resource_id);
   if (!resource || resource.status !== 'active' || resource.plan !== saga.previous_plan) return null;
-  captureHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, result.receipt);
+  if (!captureHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, result.receipt).ok) return null;
   tx.sql.exec('UPDATE resources SET plan = ?, fields = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?', saga.plan, result.fields, saga.charge_id, saga.hold_id, iso(tx.now), resource.id);
   tx.sql.exec(`UPDATE sagas SET state = 'completed', updated = ? WHERE id = ?`, tx.now, sagaId);
   owe(tx, saga, 'capture');

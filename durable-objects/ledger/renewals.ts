@@ -51,7 +51,7 @@ export const RENEWAL_WAIT_MS = 60_000;
 export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string, price: { amount: number; currency: string }): { ok: true } | (Decline & { suspended?: boolean }) {
   const resource = getResource(tx.sql, resourceId);
   if (!resource || resource.status !== 'active') return { ok: false, code: 'not_found', detail: 'no active resource' };
-  const changing = tx.sql.exec(`SELECT 1 FROM sagas WHERE resource_id = ? AND kind = 'update' AND state IN ('reserved', 'authorized')`, resourceId).toArray().length > 0;
+  const changing = tx.sql.exec(`SELECT 1 FROM sagas WHERE resource_id = ? AND kind = 'update' AND state IN ('reserved', 'authorized', 'recovering')`, resourceId).toArray().length > 0;
   if (changing) {
     tx.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', tx.now + RENEWAL_WAIT_MS, resourceId);
     tx.schedule('renewals', tx.now + RENEWAL_WAIT_MS);

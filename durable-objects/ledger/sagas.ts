@@ -17,7 +17,8 @@ export const ASYNC_SAGA_DEADLINE_MS = 5 * 60_000;
 /** The local hold outlives the orchestrator's (10 min): recovery asks before it lets go. */
 export const PROVIDER_HOLD_TTL_MS = 15 * 60_000;
 
-export type SagaState = 'reserved' | 'authorized' | 'completed' | 'voided';
+/** `recovering`: past its deadline, taken out of the request's hands while recovery undoes the backend's work. */
+export type SagaState = 'reserved' | 'authorized' | 'recovering' | 'completed' | 'voided';
 export type ResourceStatus = 'provisioning' | 'active' | 'failed' | 'deleted' | 'suspended';
 
 export type Saga = {
@@ -169,6 +170,13 @@ export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Sag
 
 /** Step 3 done: the orchestrator holds the charge too. */
 export function recordAuthorization(tx: LedgerTx, sagaId: string, chargeId: string, decision: string): Saga | null {
+  const before = getSaga(tx.sql, sagaId);
+  if (before?.state === 'voided' && !before.charge_id) {
+    // Recovery voided the saga while the orchestrator was deciding: the charge it authorized is owed a void.
+    tx.sql.exec('UPDATE sagas SET charge_id = ?, charge_decision = ? WHERE id = ?', chargeId, decision, sagaId);
+    owe(tx, getSaga(tx.sql, sagaId)!, 'void');
+    return getSaga(tx.sql, sagaId);
+  }
   tx.sql.exec(`UPDATE sagas SET state = 'authorized', charge_id = ?, charge_decision = ?, updated = ? WHERE id = ? AND state = 'reserved'`, chargeId, decision, tx.now, sagaId);
   // A plan change names its charge on the resource only once it completes: until then the old one is the period's.
   tx.sql.exec(`UPDATE resources SET charge_id = ? WHERE id = (SELECT resource_id FROM sagas WHERE id = ? AND kind = 'create')`, chargeId, sagaId);
@@ -183,7 +191,8 @@ export function recordAuthorization(tx: LedgerTx, sagaId: string, chargeId: stri
 export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: string; credentials: string | null; receipt: string | null; billing: 'one_time' | 'month' | 'year' }) {
   const saga = getSaga(tx.sql, sagaId);
   if (!saga || saga.state !== 'authorized' || !saga.charge_id) return null;
-  captureHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, result.receipt ?? undefined);
+  // A local hold past its time is void: nothing is completed on it (the caller undoes the work, recovery voids the rest).
+  if (!captureHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, result.receipt ?? undefined).ok) return null;
   tx.sql.exec(`UPDATE resources SET status = 'active', fields = ?, hold_id = ?, updated = ? WHERE id = ?`, result.fields, saga.hold_id, iso(tx.now), saga.resource_id);
   tx.sql.exec(`UPDATE sagas SET state = 'completed', credentials = ?, updated = ? WHERE id = ?`, result.credentials, tx.now, sagaId);
   if (result.credentials) tx.schedule('unclaimed_credentials', tx.now + UNCLAIMED_CREDENTIALS_MS);
@@ -271,12 +280,33 @@ export function pendingChargeCalls(sql: SqlStorage): OwedChargeCall[] {
 }
 
 export function openSagasPastDeadline(sql: SqlStorage, now: number): Saga[] {
-  return sql.exec<Saga>(`SELECT * FROM sagas WHERE state IN ('reserved', 'authorized') AND deadline <= ? ORDER BY deadline LIMIT 20`, now).toArray();
+  return sql.exec<Saga>(`SELECT * FROM sagas WHERE state IN ('reserved', 'authorized', 'recovering') AND deadline <= ? ORDER BY deadline LIMIT 20`, now).toArray();
 }
 
 export function nextSagaDeadline(sql: SqlStorage): number | null {
-  return sql.exec<{ due: number | null }>(`SELECT MIN(deadline) AS due FROM sagas WHERE state IN ('reserved', 'authorized')`).one().due;
+  return sql.exec<{ due: number | null }>(`SELECT MIN(deadline) AS due FROM sagas WHERE state IN ('reserved', 'authorized', 'recovering')`).one().due;
 }
+
+/**
+ * Recovery claims an authorized saga past its deadline before it undoes the
+ * backend's work: from then on the request's completion is refused, so a
+ * resource is never taken down under a charge that was just captured. Null
+ * when the request completed (or failed) first.
+ */
+export function claimForRecovery(tx: LedgerTx, sagaId: string): Saga | null {
+  const saga = getSaga(tx.sql, sagaId);
+  if (!saga || (saga.state !== 'authorized' && saga.state !== 'recovering')) return null;
+  tx.sql.exec(`UPDATE sagas SET state = 'recovering', updated = ? WHERE id = ?`, tx.now, sagaId);
+  return getSaga(tx.sql, sagaId);
+}
+
+/** Recovery could not reach the backend: this saga is tried again later, the others go on. */
+export function postponeRecovery(tx: LedgerTx, sagaId: string, error: string) {
+  tx.sql.exec(`UPDATE sagas SET deadline = ?, error = ? WHERE id = ? AND state = 'recovering'`, tx.now + RECOVERY_RETRY_MS, error.slice(0, 500), sagaId);
+  tx.schedule('saga_recovery', tx.now + RECOVERY_RETRY_MS);
+}
+
+export const RECOVERY_RETRY_MS = 30_000;
 
 /** Async services: the operation's first read after success carries the credentials, once. */
 export function takeCredentials(tx: LedgerTx, sagaId: string): string | null {

@@ -224,7 +224,8 @@ function scopesOf(hold: Hold): string[] {
 export function captureHold(tx: LedgerTx, id: string, actor: { type: 'provider' | 'system' | 'orchestrator'; id: string }, receipt?: string, related: string[] = []): Outcome<{ hold: Hold }> {
   const hold = getHold(tx.sql, id);
   if (!hold) return refuse('not_found', 'No such charge.');
-  if (hold.status === 'captured') return { ok: true, hold };
+  // Captured already (a retry), or captured and then given back (a dispute): the capture happened; it is not voided.
+  if (hold.status === 'captured' || hold.status === 'refunded') return { ok: true, hold };
   // Past its time the hold is void, whether or not the alarm has come round to it yet.
   if (hold.status === 'pending' && hold.expires_at <= tx.now) {
     voidHold(tx, id, { type: 'system', id: 'expiry' }, 'expired');

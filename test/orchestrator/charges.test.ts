@@ -136,13 +136,18 @@ describe('the checks, in order, each a 402 with what a human needs to step up', 
 
 describe('provider authentication', () => {
   it('refuses a replayed, mis-bound or foreign provider token and unknown subjects', async () => {
-    const { body } = await setup();
+    const { human, body } = await setup();
     const request = await body();
     expect((await asProvider('cloud', 'POST', '/v1/charges', request, { body_sha256: 'x' })).status).toBe(401);
     expect((await asProvider('cloud', 'POST', '/v1/charges', request, { htu: 'http://127.0.0.1:8787/v1/other' })).status).toBe(401);
     expect((await asProvider('cloud', 'POST', '/v1/charges', request, { jti: 'fixed-jti' })).status).toBe(201);
     const replay = await asProvider('cloud', 'POST', '/v1/charges', { ...request, idempotency_key: 'another' }, { jti: 'fixed-jti' });
     expect(replay.status).toBe(401);
+    // The replay changed nothing but the trail, which says it was refused.
+    const refusals: AuditEvent[] = [];
+    for await (const e of auditEvents(ledgerOf(human.principal_id), testEnv.DB, human.principal_id, 0, { action: 'charge.authorize' })) if (e.outcome === 'refused') refusals.push(e);
+    expect(refusals).toEqual([expect.objectContaining({ reason: 'replayed', related: expect.arrayContaining(['idempotency_key:another']) })]);
+    expect(await ledgerOf(human.principal_id).listCharges({})).toHaveLength(1);
     // The sub is the principal's name at "cloud": at "data" it names nobody.
     expect((await asProvider('data', 'POST', '/v1/charges', request)).status).toBe(404);
     expect((await call('/v1/charges', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(request) })).status).toBe(401);

@@ -116,6 +116,11 @@ describe('dispute verdicts', () => {
     expect(res.body.findings).toContainEqual(expect.objectContaining({ check: 'human_approved_display', result: 'fail', evidence: expect.stringContaining('exceed what was shown') }));
     expect(((await (await call(`/v1/charges/${charge_id}`, { headers: { cookie: human.cookie } })).json()) as Json).status).toBe('refunded');
     expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(0);
+    // The provider's capture, retried after the refund, is told the charge as it is: captured once, then refunded; not voided.
+    const retried = await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {});
+    expect(retried.status).toBe(200);
+    expect(((await retried.json()) as Json).status).toBe('refunded');
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(0);
   });
 
   it('outside_scope with the orchestrator named for a service the human did not approve', async () => {

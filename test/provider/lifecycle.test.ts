@@ -155,4 +155,17 @@ describe('POST /v1/resources/{id}/rotate', () => {
     expect(res.body.code).toBe('invalid_request');
     expect((await trail(agent.account)).filter((e) => e.action === 'resource.rotate')).toEqual([]);
   });
+
+  it('a rotation that finishes after the resource was suspended stands; after it was deleted, it is undone', async () => {
+    const agent = await agentWithToken();
+    const ledger = ledgerOf(agent.account);
+    const actor = { type: 'agent' as const, id: agent.agentId };
+    const { id: suspendedId } = await registered(agent);
+    // A declined renewal suspended it while the backend was rotating: the data and the new credentials stay.
+    await runInDurableObject(ledger, (_, s) => void s.storage.sql.exec(`UPDATE resources SET status = 'suspended' WHERE id = ?`, suspendedId));
+    expect(await ledger.recordRotation(agent.account, suspendedId, JSON.stringify({ rotated: true }), actor)).toMatchObject({ status: 'suspended', fields: JSON.stringify({ rotated: true }) });
+    const { id: deletedId } = await registered(agent);
+    expect((await paidCall(agent, 'DELETE', `/v1/resources/${deletedId}`)).body.status).toBe('deleted');
+    expect(await ledger.recordRotation(agent.account, deletedId, JSON.stringify({ rotated: true }), actor)).toBeNull();
+  });
 });

@@ -293,6 +293,10 @@ describe('a resource deleted while its renewal is being authorized', () => {
     const renewing = runDurableObjectAlarm(ledger);
     // The orchestrator has the renewal's authorization in hand when the agent deletes the resource.
     await vi.waitFor(async () => expect((await authorizations(agent.sub)).some((a) => a.renewal_of)).toBe(true), { timeout: 5000 });
+    // Meanwhile the task keeps its schedule row, a lease ahead: an object reset now would run it again.
+    const leased = await runInDurableObject(ledger, (_, s) => s.storage.sql.exec<{ due_at: number }>(`SELECT due_at FROM schedule WHERE task = 'renewals'`).toArray());
+    expect(leased).toEqual([{ due_at: expect.any(Number) }]);
+    expect(leased[0]!.due_at).toBeGreaterThan(Date.now());
     const deleted = await paidCall(agent, 'DELETE', `/v1/resources/${resourceId}`);
     expect(deleted.body.status).toBe('deleted');
     await testEnv.ORCHESTRATOR.fetch('http://127.0.0.1:8787/_test/release', { method: 'POST', body: JSON.stringify({ sub: agent.sub }) });

@@ -44,7 +44,7 @@ async function runAlarmPass(account: string, prepare: (sql: SqlStorage) => void)
 /** Everything the alarm would do later, now: every deadline and retry brought forward, one alarm run. */
 async function alarmNow(account: string) {
   await runAlarmPass(account, (sql) => {
-    sql.exec(`UPDATE sagas SET deadline = 0 WHERE state IN ('reserved', 'authorized')`);
+    sql.exec(`UPDATE sagas SET deadline = 0 WHERE state IN ('reserved', 'authorized', 'recovering')`);
     sql.exec('UPDATE charge_outbox SET next_attempt_at = 0');
     sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('saga_recovery', 0), ('charge_outbox', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
   });
@@ -235,7 +235,53 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toContain(`/v1/charges/${chargeId}/void`);
   });
 
-  it('credentials waiting for an operation read: shown once; dropped (and said in the trail) when unclaimed for a day, or once the resource is deleted', async () => {
+  it('recovery takes the saga out of the request’s hands before undoing it: a late completion is refused; a backend that fails holds up only its own saga', async () => {
+    const agent = await agentWithToken();
+    const name = domain();
+    const stuck = await begin(agent, name);
+    const chargeId = await authorizeAtFake(agent.sub, stuck.sagaId);
+    await stuck.ledger.recordAuthorization(agent.account, stuck.sagaId, chargeId, 'null');
+    await testEnv.DB.prepare(`INSERT INTO service_names (kind, name, account_id, resource_id, created_at) VALUES ('domain', ?1, ?2, ?3, ?4)`)
+      .bind(name, agent.account, stuck.resourceId, new Date().toISOString())
+      .run();
+    const other = await begin(agent, domain());
+    // The registry cannot release the name: recovery's deprovision of the first saga fails.
+    const trigger = `hold_${stuck.resourceId}`;
+    await testEnv.DB.exec(`CREATE TRIGGER ${trigger} BEFORE DELETE ON service_names WHEN OLD.resource_id = '${stuck.resourceId}' BEGIN SELECT RAISE(ABORT, 'registry down'); END`);
+    try {
+      await alarmNow(agent.account);
+      const sagaStates = await runInDurableObject(ledgerOf(agent.account), (_, s) =>
+        Object.fromEntries(s.storage.sql.exec<{ id: string; state: string }>('SELECT id, state FROM sagas').toArray().map((r) => [r.id, r.state])),
+      );
+      expect(sagaStates).toEqual({ [stuck.sagaId]: 'recovering', [other.sagaId]: 'voided' });
+      // The request finishing now is refused: the resource is not captured under recovery's feet.
+      expect(await stuck.ledger.completeSaga(agent.account, stuck.sagaId, { fields: '{}', credentials: null, receipt: null, billing: 'one_time' })).toBeNull();
+      expect((await state(agent.account)).holds.find((h) => h.status === 'captured')).toBeUndefined();
+    } finally {
+      await testEnv.DB.exec(`DROP TRIGGER ${trigger}`);
+    }
+    // The registry is back: the next pass takes the name down and voids both holds.
+    await settles(agent.account, async () => {
+      const now = await state(agent.account);
+      expect(now.sagas.map((x) => x.state)).toEqual(['voided', 'voided']);
+      expect(now.owed).toEqual([]);
+    });
+    expect(await nameTaken(name)).toBe(false);
+    expect((await state(agent.account)).holds.map((h) => h.status)).toEqual(['voided', 'voided']);
+    expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toContain(`/v1/charges/${chargeId}/void`);
+  });
+
+  it('an authorization that arrives after recovery voided the saga is voided at the orchestrator too', async () => {
+    const agent = await agentWithToken();
+    const { ledger, sagaId } = await begin(agent, domain());
+    await settles(agent.account, async () => expect((await state(agent.account)).sagas).toEqual([{ state: 'voided', charge_id: null }]));
+    const chargeId = await authorizeAtFake(agent.sub, sagaId);
+    expect(await ledger.recordAuthorization(agent.account, sagaId, chargeId, 'null')).toMatchObject({ state: 'voided', charge_id: chargeId });
+    await settles(agent.account, async () => expect((await state(agent.account)).owed).toEqual([]));
+    expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toContain(`/v1/charges/${chargeId}/void`);
+  });
+
+  it('credentials waiting for an operation read: shown once, to its agent only; dropped (and said in the trail) when unclaimed for a day, or once the resource is deleted', async () => {
     const agent = await agentWithToken();
     const secret = `sk_${crypto.randomUUID()}`;
     const completed = async () => {
@@ -247,8 +293,10 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     const held = () => runInDurableObject(ledgerOf(agent.account), (_, s) => s.storage.sql.exec<{ id: string }>('SELECT id FROM sagas WHERE credentials IS NOT NULL').toArray().map((r) => r.id));
 
     const read = await completed();
-    expect((await read.ledger.readOperation(agent.account, read.sagaId))?.credentials).toBe(JSON.stringify({ token: secret }));
-    expect((await read.ledger.readOperation(agent.account, read.sagaId))?.credentials).toBeNull();
+    // Another agent of the account neither sees the operation nor uses up its one read.
+    expect(await read.ledger.readOperation(agent.account, read.sagaId, 'agt_other')).toBeNull();
+    expect((await read.ledger.readOperation(agent.account, read.sagaId, 'agt_crash'))?.credentials).toBe(JSON.stringify({ token: secret }));
+    expect((await read.ledger.readOperation(agent.account, read.sagaId, 'agt_crash'))?.credentials).toBeNull();
 
     const unclaimed = await completed();
     const deleted = await completed();
@@ -262,7 +310,7 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
       sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('unclaimed_credentials', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
     });
     expect(await held()).toEqual([]);
-    expect((await unclaimed.ledger.readOperation(agent.account, unclaimed.sagaId))?.credentials).toBeNull();
+    expect((await unclaimed.ledger.readOperation(agent.account, unclaimed.sagaId, 'agt_crash'))?.credentials).toBeNull();
     // The whole trail, in D1 once the outbox is copied: the expiry is said, the secret never.
     await ledgerOf(agent.account).flushAuditOutbox();
     const events = (await testEnv.DB.prepare('SELECT * FROM audit_events WHERE principal = ?1 ORDER BY seq').bind(agent.account).all<Record<string, unknown>>()).results;

@@ -121,7 +121,9 @@ export async function changePlan(
   }
   const chargeId = authorization.body.charge_id;
   const decision = (authorization.body.decision ?? {}) as Record<string, unknown>;
-  const saga = ((await ledger.recordAuthorization(claims.account_id, sagaId, chargeId, JSON.stringify({ ...decision, audit_event_id: authorization.body.audit_event_id ?? null }))) as Saga | null) ?? begun.saga;
+  const saga = (await ledger.recordAuthorization(claims.account_id, sagaId, chargeId, JSON.stringify({ ...decision, audit_event_id: authorization.body.audit_event_id ?? null }))) as Saga | null;
+  // Recovery gave up on the change while the orchestrator decided; the charge's void is owed already.
+  if (saga?.state !== 'authorized') throw new ProblemError(503, 'internal_error', 'The plan change timed out; the plan is unchanged and nothing was charged.');
 
   let fields: Record<string, unknown>;
   try {

@@ -157,7 +157,9 @@ export async function provisionResource(
   }
   const chargeId = authorization.body.charge_id;
   const decision = (authorization.body.decision ?? {}) as Record<string, unknown>;
-  await ledger.recordAuthorization(claims.account_id, sagaId, chargeId, JSON.stringify({ ...decision, audit_event_id: authorization.body.audit_event_id ?? null }));
+  const recorded = (await ledger.recordAuthorization(claims.account_id, sagaId, chargeId, JSON.stringify({ ...decision, audit_event_id: authorization.body.audit_event_id ?? null }))) as Saga | null;
+  // Recovery gave up on the saga while the orchestrator decided; the charge's void is owed already.
+  if (recorded?.state !== 'authorized') throw new ProblemError(503, 'internal_error', 'The provisioning timed out; nothing was charged.');
 
   if (service.provisioning === 'async') {
     await ledger.scheduleAsyncProvision(claims.account_id, sagaId);
@@ -181,7 +183,7 @@ async function alreadyStarted(env: ProviderBindings, accountId: string, saga: Sa
       return { kind: 'created', resource: resourceWire(resource as Resource), credentials: null, charge_id: saga.charge_id, audit_event_id: saga.audit_event_id, receipt: hold?.receipt ?? '' };
     }
   }
-  if (saga.kind === 'create' && saga.state === 'authorized' && backendFor(saga.service)?.provision && publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === saga.service)?.provisioning === 'async') {
+  if (saga.kind === 'create' && saga.state === 'authorized' && isAsync(env, saga.service)) {
     return { kind: 'accepted', operation_id: saga.id };
   }
   throw new ProblemError(409, 'idempotency_request_in_progress', 'This paid call is still being processed.', {}, { 'Retry-After': '1' });
@@ -321,9 +323,11 @@ export async function deprovision(env: ProviderBindings, accountId: string, saga
   await backendFor(saga.service)?.deprovision(env, { resource_id: saga.resource_id, account_id: accountId });
 }
 
-/** An async saga's provisioning step, run by the alarm. */
+const isAsync = (env: ProviderBindings, service: string) => publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === service)?.provisioning === 'async';
+
+/** An async saga's provisioning step, run by the alarm. A sync saga is its request's to finish, never the alarm's. */
 export async function runAsyncProvision(env: ProviderBindings, accountId: string, saga: Saga): Promise<void> {
-  if (saga.state !== 'authorized' || !saga.charge_id) return;
+  if (saga.state !== 'authorized' || !saga.charge_id || !isAsync(env, saga.service)) return;
   await provisionAndComplete(env, accountId, saga, saga.charge_id, true).catch(() => undefined);
 }
 

@@ -59,7 +59,8 @@ export function chargeAuditRoutes() {
       if (!link) throw new ProblemError(404, 'not_found', 'No such charge for this principal.');
       const ledger = ledgerOf(c.env, link.account_id);
       const saga = await ledger.sagaOfCharge(chargeId);
-      if (!saga) throw new ProblemError(404, 'not_found', 'No such charge for this principal.');
+      // Only the orchestrator the charge was made through reads its trail (an account may be linked to several).
+      if (!saga || saga.orchestrator !== iss) throw new ProblemError(404, 'not_found', 'No such charge for this principal.');
       const ids = new Set([chargeId, saga.resource_id, saga.hold_id]);
       const events: AuditEvent[] = [];
       for await (const event of auditEvents(ledger, c.env.DB, link.account_id, 0, { mandateId: saga.mandate_id })) {

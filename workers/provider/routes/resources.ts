@@ -160,8 +160,8 @@ export function resourceRoutes() {
     }),
     async (c) => {
       const token = c.get('token');
-      const read = await ledgerOf(c.env, token.account_id).readOperation(token.account_id, c.req.valid('param').id);
-      if (!read || read.saga.agent_id !== token.agent_id) throw new ProblemError(404, 'not_found', 'No such operation.');
+      const read = await ledgerOf(c.env, token.account_id).readOperation(token.account_id, c.req.valid('param').id, token.agent_id);
+      if (!read) throw new ProblemError(404, 'not_found', 'No such operation.');
       const { saga, resource, credentials } = read;
       if (saga.state === 'completed' && resource) {
         return c.json({ operation_id: saga.id, status: 'succeeded' as const, charge_id: saga.charge_id, resource: { ...resourceWire(resource as Resource), credentials: credentials ? JSON.parse(credentials) : null, ...(credentials ? {} : { credentials_redacted: true }) } } as never, 200, { 'cache-control': 'no-store' });
