@@ -351,10 +351,13 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     sagaId: string,
     result: { fields: string; credentials: string | null; receipt: string | null; billing: 'one_time' | 'month' | 'year' },
     replay?: IdempotencyRecord & { credentials_shown: boolean },
+    supersedes?: string,
   ) {
     return this.#transaction(account, (tx) => {
       const done = sagas.completeSaga(tx, sagaId, result);
       if (!done) return null;
+      // The resource a redeploy replaces is retired with the completion: deleted, and its deprovision owed (durably, by the outbox).
+      if (supersedes) lifecycle.beginDeprovision(tx, supersedes, { type: 'system', id: 'superseded' });
       const resource = sagas.getResource(tx.sql, done.saga.resource_id)!;
       if (replay) {
         const body = { ...resourceWire(resource), credentials: null, charge_id: done.saga.charge_id, audit_event_id: done.event.id, receipt: result.receipt, credentials_redacted: replay.credentials_shown };

@@ -223,6 +223,7 @@ async function provisionAndComplete(env: ProviderBindings, accountId: string, sa
       billing: plan?.billing ?? 'one_time',
     },
     record ? { ...record, credentials_shown: provisioned.credentials !== null } : undefined,
+    provisioned.supersedes,
   );
   if (!completed) {
     // The alarm gave up on this saga while we provisioned: undo what we made.
@@ -233,13 +234,13 @@ async function provisionAndComplete(env: ProviderBindings, accountId: string, sa
   return { resource: resourceWire(completed.resource as Resource), credentials: provisioned.credentials, charge_id: chargeId, audit_event_id: completed.event.id, receipt, recorded: record !== undefined };
 }
 
-/** A resource a newer one replaced: deleted in the ledger (its renewals stop), the backend told like any delete. */
+/** A resource a newer one replaced, deleted in the ledger with the completion: the backend is told now; the outbox retries if it fails. */
 async function retire(env: ProviderBindings, accountId: string, resourceId: string) {
   const ledger = ledgerOf(env, accountId);
-  const begun = await ledger.beginDeprovision(accountId, resourceId, { type: 'system', id: 'superseded' });
-  if (!begun.ok || begun.already) return;
+  const resource = (await ledger.getResource(resourceId)) as Resource | null;
+  if (!resource) return;
   try {
-    await deprovision(env, accountId, { service: begun.resource.service, resource_id: resourceId });
+    await deprovision(env, accountId, { service: resource.service, resource_id: resourceId });
     await ledger.confirmDeprovision(accountId, resourceId);
   } catch (error) {
     await ledger.deprovisionDeferred(accountId, resourceId, String(error));
