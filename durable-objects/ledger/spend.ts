@@ -245,7 +245,10 @@ export function voidHold(tx: LedgerTx, id: string, actor: { type: 'provider' | '
   const hold = getHold(tx.sql, id);
   if (!hold) return refuse('not_found', 'No such charge.');
   if (hold.status === 'voided') return { ok: true, hold };
-  if (hold.status !== 'pending') return refuse('invalid_request', `This charge is ${hold.status}; only a pending charge can be voided.`);
+  if (hold.status !== 'pending') {
+    tx.audit({ actor, action: 'charge.void', target: id, mandate_id: hold.mandate_id, outcome: 'refused', reason: `charge_${hold.status}`, amount: { amount: hold.amount, currency: hold.currency } });
+    return refuse('invalid_request', `This charge is ${hold.status}; only a pending charge can be voided.`);
+  }
   tx.sql.exec(`UPDATE holds SET status = 'voided', resolved_at = ? WHERE id = ?`, tx.now, id);
   addToTotals(tx, hold.period, scopesOf(hold), -hold.amount);
   tx.audit({ actor, action: 'charge.void', target: id, mandate_id: hold.mandate_id, outcome: 'succeeded', reason, amount: { amount: hold.amount, currency: hold.currency } });
@@ -257,7 +260,10 @@ export function refundHold(tx: LedgerTx, id: string, actor: { type: 'provider' |
   const hold = getHold(tx.sql, id);
   if (!hold) return refuse('not_found', 'No such charge.');
   if (hold.status === 'refunded') return { ok: true, hold };
-  if (hold.status !== 'captured') return refuse('invalid_request', `This charge is ${hold.status}; only a captured charge is refunded.`);
+  if (hold.status !== 'captured') {
+    tx.audit({ actor, action: 'charge.refund', target: id, mandate_id: hold.mandate_id, outcome: 'refused', reason: `charge_${hold.status}`, amount: { amount: hold.amount, currency: hold.currency } });
+    return refuse('invalid_request', `This charge is ${hold.status}; only a captured charge is refunded.`);
+  }
   // What a partial refund already gave back left the totals then: only the rest leaves now.
   const rest = hold.amount - hold.refunded;
   tx.sql.exec(`UPDATE holds SET status = 'refunded', refunded = amount, resolved_at = ? WHERE id = ?`, tx.now, id);

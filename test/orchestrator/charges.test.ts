@@ -32,6 +32,9 @@ describe('authorize, capture, void', () => {
     // Capturing twice changes nothing; voiding a captured charge is refused.
     expect(((await (await asProvider('cloud', 'POST', `/v1/charges/${charge.charge_id}/capture`, {})).json()) as { status: string }).status).toBe('captured');
     expect((await asProvider('cloud', 'POST', `/v1/charges/${charge.charge_id}/void`, {})).status).toBe(409);
+    const voids: AuditEvent[] = [];
+    for await (const e of auditEvents(ledgerOf(human.principal_id), testEnv.DB, human.principal_id, 0, { action: 'charge.void' })) voids.push(e);
+    expect(voids).toEqual([expect.objectContaining({ target: charge.charge_id, outcome: 'refused', reason: 'charge_captured' })]);
     // The principal reads it.
     const read = await call(`/v1/charges/${charge.charge_id}`, { headers: { cookie: human.cookie } });
     expect(((await read.json()) as { status: string }).status).toBe('captured');
