@@ -401,8 +401,10 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE request_key = ? AND state != 'voided'`, requestKey).toArray()[0] ?? null;
   }
 
-  /** Reads an operation; the first read after success carries the credentials, once (§3.1). */
-  /** An agent's read of its own operation: another agent of the account learns nothing and takes nothing. */
+  /**
+   * An agent reads its own operation; the first read after success carries the credentials,
+   * once (§3.1). Another agent of the account learns nothing and takes nothing.
+   */
   readOperation(account: string, sagaId: string, agentId: string) {
     return this.#transaction(account, (tx) => {
       const saga = sagas.getSaga(tx.sql, sagaId);
