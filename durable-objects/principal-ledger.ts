@@ -398,7 +398,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   }
 
   liveSagaFor(requestKey: string) {
-    return this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE request_key = ? AND state != 'voided'`, requestKey).toArray()[0] ?? null;
+    return sagas.sagaForRequestKey(this.#sql, requestKey, Date.now());
   }
 
   /**

@@ -9,7 +9,7 @@
 import type { Money } from '../../workers/lib/schemas/money';
 import { iso, refuse, type LedgerTx, type Outcome } from './context';
 import { previousRenewal } from './renewals';
-import { auditCompletion, getResource, getSaga, owe, PROVIDER_HOLD_TTL_MS, SAGA_DEADLINE_MS, type Resource, type Saga, type SagaParties } from './sagas';
+import { auditCompletion, claimRequestKey, getResource, getSaga, owe, PROVIDER_HOLD_TTL_MS, SAGA_DEADLINE_MS, type Resource, type Saga, type SagaParties } from './sagas';
 import { billingPeriod, captureHold, checkLimits, getHold, insertHold, ownLimit, refundHold, refundPart, type Decline } from './spend';
 
 /** What remains of the current period, (renews_at − now) / (renews_at − previous boundary), within [0, 1]. */
@@ -47,7 +47,7 @@ export type UpdateBegun = { ok: true; saga: Saga; event_id: string; charge: Mone
  * below 0) reserved against the account's own limit.
  */
 export function beginUpdate(tx: LedgerTx, start: UpdateStart): UpdateBegun | (Decline & { existing?: Saga }) {
-  const existing = tx.sql.exec<Saga>(`SELECT * FROM sagas WHERE request_key = ? AND state != 'voided'`, start.request_key).toArray()[0];
+  const existing = claimRequestKey(tx, start.request_key);
   if (existing) return { ok: false, code: 'saga_exists', detail: 'This paid call already has a saga.', existing };
   const resource = getResource(tx.sql, start.resource_id);
   if (!resource || resource.status === 'failed' || resource.status === 'deleted' || resource.agent_id !== start.agent_id) return refuse('not_found', 'No such resource.');

@@ -7,6 +7,7 @@
 // charge, or no resource and a voided charge.
 import type { Money } from '../../workers/lib/schemas/money';
 import { iso, type LedgerTx } from './context';
+import { TTL_MS as IDEMPOTENCY_TTL_MS } from './idempotency';
 import { setBilling } from './renewals';
 import { authorizedSince, billingPeriod, captureHold, checkLimits, insertHold, ownLimit, voidHold, type Decline } from './spend';
 
@@ -100,11 +101,29 @@ export type SagaStart = SagaParties &
   };
 
 /**
+ * The saga a paid call's Idempotency-Key started within the key's 24 hours: a
+ * retry finds it instead of paying twice. An Idempotency-Key is remembered for
+ * 24 hours (PROTOCOL.md Conventions), so an older saga holding the key is
+ * a past call, and is not answered for a new one.
+ */
+export function sagaForRequestKey(sql: SqlStorage, requestKey: string, now: number): Saga | null {
+  const saga = sql.exec<Saga>(`SELECT * FROM sagas WHERE request_key = ? AND state != 'voided'`, requestKey).toArray()[0];
+  return saga && saga.created > now - IDEMPOTENCY_TTL_MS ? saga : null;
+}
+
+/** The saga already holding this key, or none: then the key is taken for a new saga (a past one lets go of it). */
+export function claimRequestKey(tx: LedgerTx, requestKey: string): Saga | null {
+  const existing = sagaForRequestKey(tx.sql, requestKey, tx.now);
+  if (!existing) tx.sql.exec(`UPDATE sagas SET request_key = NULL WHERE request_key = ?`, requestKey);
+  return existing;
+}
+
+/**
  * Step 2 (§3.1): velocity from the catalog, then the account's own monthly
  * limit; on success a pending hold, the saga and the resource in `provisioning`.
  */
 export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Saga; event_id: string } | (Decline & { existing?: Saga }) {
-  const existing = start.request_key ? tx.sql.exec<Saga>(`SELECT * FROM sagas WHERE request_key = ? AND state != 'voided'`, start.request_key).toArray()[0] : undefined;
+  const existing = start.request_key ? claimRequestKey(tx, start.request_key) : null;
   if (existing) return { ok: false, code: 'saga_exists', detail: 'This paid call already has a saga.', existing };
   const actor = { type: 'agent' as const, id: start.agent_id };
   const refuse = (d: Omit<Decline, 'ok'>): Decline => {

@@ -130,6 +130,26 @@ describe('the saga, step by step', () => {
 });
 
 describe('one Idempotency-Key, many tries', () => {
+  it('is free again after its 24 hours: the same key then provisions anew, while within them it finds the first call', async () => {
+    const agent = await agentWithToken();
+    const key = crypto.randomUUID();
+    const body = { service: 'domain', plan: 'com-1y', parameters: { name: domain() } };
+    const first = await paid(agent, body, key);
+    expect(first.status, JSON.stringify(first.body)).toBe(201);
+    // The key's record is gone (as after a crash): within the 24 hours the saga still answers for the key.
+    await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('DELETE FROM idempotency'));
+    const retried = await paid(agent, body, key);
+    expect(retried.body.resource_id).toBe(first.body.resource_id);
+    // A day later, the same key is a new call.
+    await runInDurableObject(ledgerOf(agent.account), (_, s) => {
+      s.storage.sql.exec('DELETE FROM idempotency');
+      s.storage.sql.exec('UPDATE sagas SET created = created - ?', 24 * 60 * 60 * 1000 + 1000);
+    });
+    const later = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } }, key);
+    expect(later.status, JSON.stringify(later.body)).toBe(201);
+    expect(later.body.resource_id).not.toBe(first.body.resource_id);
+  });
+
   it('replayed 5 times, interleaved: one charge; in flight: 409; the same answer after; another body: 422', async () => {
     const agent = await agentWithToken();
     const key = crypto.randomUUID();
