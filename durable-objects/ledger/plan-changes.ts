@@ -9,7 +9,7 @@
 import type { Money } from '../../workers/lib/schemas/money';
 import { iso, refuse, type LedgerTx, type Outcome } from './context';
 import { previousRenewal } from './renewals';
-import { auditCompletion, claimRequestKey, getResource, getSaga, owe, PROVIDER_HOLD_TTL_MS, SAGA_DEADLINE_MS, type Resource, type Saga, type SagaParties } from './sagas';
+import { auditCompletion, claimRequestKey, getResource, insertSaga, getSaga, owe, PROVIDER_HOLD_TTL_MS, SAGA_DEADLINE_MS, type Resource, type Saga, type SagaParties } from './sagas';
 import { billingPeriod, captureHold, checkLimits, getHold, insertHold, ownLimit, refundHold, refundPart, type Decline } from './spend';
 
 /** What remains of the current period, (renews_at − now) / (renews_at − previous boundary), within [0, 1]. */
@@ -79,33 +79,28 @@ export function beginUpdate(tx: LedgerTx, start: UpdateStart): UpdateBegun | (De
     ttl_ms: PROVIDER_HOLD_TTL_MS,
     scopes: ['principal', `service:${resource.service}`],
   });
-  const deadline = tx.now + SAGA_DEADLINE_MS;
-  tx.sql.exec(
-    `INSERT INTO sagas (id, kind, state, agent_id, mandate_id, orchestrator, principal_sub, token_jti, service, plan, amount, currency,
-       hold_id, resource_id, request, created, updated, deadline, request_key, previous_plan, previous_charge_id, previous_hold_id, credit)
-     VALUES (?, 'update', 'reserved', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    start.saga_id,
-    start.agent_id,
-    start.mandate_id,
-    start.orchestrator,
-    start.principal_sub,
-    start.token_jti,
-    resource.service,
-    start.to.plan,
-    charge.amount,
-    charge.currency,
-    start.hold_id,
-    resource.id,
-    start.request,
-    tx.now,
-    tx.now,
-    deadline,
-    start.request_key,
-    resource.plan,
-    resource.charge_id,
-    periodHoldOf(tx.sql, resource),
-    credit.amount,
-  );
+  const deadline = insertSaga(tx, {
+    id: start.saga_id,
+    kind: 'update',
+    agent_id: start.agent_id,
+    mandate_id: start.mandate_id,
+    orchestrator: start.orchestrator,
+    principal_sub: start.principal_sub,
+    token_jti: start.token_jti,
+    service: resource.service,
+    plan: start.to.plan,
+    amount: charge.amount,
+    currency: charge.currency,
+    hold_id: start.hold_id,
+    resource_id: resource.id,
+    request: start.request,
+    request_key: start.request_key,
+    previous_plan: resource.plan,
+    previous_charge_id: resource.charge_id,
+    previous_hold_id: periodHoldOf(tx.sql, resource),
+    credit: credit.amount,
+    deadline_ms: SAGA_DEADLINE_MS,
+  });
   tx.schedule('saga_recovery', deadline);
   const event = tx.audit({ actor, action: 'charge.reserve', mandate_id: start.mandate_id, target: resource.id, outcome: 'succeeded', amount: charge, related: [start.hold_id, change] });
   return { ok: true, saga: getSaga(tx.sql, start.saga_id)!, event_id: event.id, charge, credit };

@@ -100,6 +100,19 @@ export type SagaStart = SagaParties &
     request_key?: string | null;
   };
 
+/** A saga's row as a paid call starts it, `reserved`, with what a plan change adds; returns its deadline, which recovery is scheduled for. */
+export function insertSaga(
+  tx: LedgerTx,
+  row: Pick<Saga, 'id' | 'kind' | 'agent_id' | 'mandate_id' | 'orchestrator' | 'principal_sub' | 'token_jti' | 'service' | 'plan' | 'amount' | 'currency' | 'hold_id' | 'resource_id' | 'request' | 'request_key'> &
+    Partial<Pick<Saga, 'previous_plan' | 'previous_charge_id' | 'previous_hold_id' | 'credit'>> & { deadline_ms: number },
+): number {
+  const { deadline_ms, ...columns } = row;
+  const values = { ...columns, state: 'reserved', created: tx.now, updated: tx.now, deadline: tx.now + deadline_ms };
+  const names = Object.keys(values);
+  tx.sql.exec(`INSERT INTO sagas (${names.join(', ')}) VALUES (${names.map(() => '?').join(', ')})`, ...Object.values(values));
+  return values.deadline;
+}
+
 /**
  * The saga a paid call's Idempotency-Key started within the key's 24 hours: a
  * retry finds it instead of paying twice. An Idempotency-Key is remembered for
@@ -148,29 +161,24 @@ export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Sag
     ttl_ms: PROVIDER_HOLD_TTL_MS,
     scopes: ['principal', `service:${start.service}`],
   });
-  const deadline = tx.now + (start.async ? ASYNC_SAGA_DEADLINE_MS : SAGA_DEADLINE_MS);
-  tx.sql.exec(
-    `INSERT INTO sagas (id, kind, state, agent_id, mandate_id, orchestrator, principal_sub, token_jti, service, plan, amount, currency,
-       hold_id, resource_id, request, created, updated, deadline, request_key)
-     VALUES (?, 'create', 'reserved', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    start.saga_id,
-    start.agent_id,
-    start.mandate_id,
-    start.orchestrator,
-    start.principal_sub,
-    start.token_jti,
-    start.service,
-    start.plan,
-    start.price.amount,
-    start.price.currency,
-    start.hold_id,
-    start.resource_id,
-    start.request,
-    tx.now,
-    tx.now,
-    deadline,
-    start.request_key ?? null,
-  );
+  const deadline = insertSaga(tx, {
+    id: start.saga_id,
+    kind: 'create',
+    agent_id: start.agent_id,
+    mandate_id: start.mandate_id,
+    orchestrator: start.orchestrator,
+    principal_sub: start.principal_sub,
+    token_jti: start.token_jti,
+    service: start.service,
+    plan: start.plan,
+    amount: start.price.amount,
+    currency: start.price.currency,
+    hold_id: start.hold_id,
+    resource_id: start.resource_id,
+    request: start.request,
+    request_key: start.request_key ?? null,
+    deadline_ms: start.async ? ASYNC_SAGA_DEADLINE_MS : SAGA_DEADLINE_MS,
+  });
   tx.sql.exec(
     `INSERT INTO resources (id, service, plan, status, agent_id, mandate_id, parameters, created, updated) VALUES (?, ?, ?, 'provisioning', ?, ?, ?, ?, ?)`,
     start.resource_id,

@@ -9,8 +9,7 @@ import type { Resource, Saga } from '../../durable-objects/ledger/sagas';
 import { publishedCatalog } from './catalog';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import type { AccessTokenClaims } from './oauth/access-tokens';
-import { callOrchestrator, OrchestratorUnreachable } from './orchestrator-client';
-import { resourceWire, revertPlan, serviceScopeCheck, signReceipt, subjectOf, type SignedCall } from './provisioning';
+import { authorizeSaga, resourceWire, revertPlan, serviceScopeCheck, signReceipt, subjectOf, type SignedCall } from './provisioning';
 import { backendFor } from './services';
 
 export type PlanChangeRequest = { plan: string; expected_price: Money };
@@ -90,40 +89,20 @@ export async function changePlan(
   if (!begun.ok) throw ledgerRefusal(begun, env);
 
   // The orchestrator decides on the agent's signed PATCH; a downgrade is a $0 charge so that it holds that signature too.
-  let authorization;
-  try {
-    authorization = await callOrchestrator(env, claims.orchestrator, 'POST', '/v1/charges', {
-      mandate_id: claims.detail.mandate_id,
-      principal_sub: begun.saga.principal_sub,
-      agent_id: claims.agent_id,
-      service: resource.service,
-      plan: to.plan,
-      amount: begun.charge.amount,
-      currency: begun.charge.currency,
-      description: `${resource.service}: ${from.plan} to ${to.plan}, pro rata`,
-      resource_ref: resourceId,
-      idempotency_key: sagaId,
-      token_jti: claims.jti,
-      agent_request: signed,
-      provider_audit_event_id: begun.event_id,
-    });
-  } catch (error) {
-    await ledger.voidSaga(claims.account_id, sagaId, 'orchestrator_unreachable');
-    throw new ProblemError(503, 'internal_error', error instanceof OrchestratorUnreachable ? 'The orchestrator could not be reached; the plan is unchanged.' : 'Authorization failed.');
-  }
-  if (authorization.status !== 201 || typeof authorization.body?.charge_id !== 'string') {
-    await ledger.voidSaga(claims.account_id, sagaId, `declined:${String(authorization.body?.code ?? authorization.status)}`);
-    if (authorization.status === 402 && authorization.body) {
-      const { code, detail, limit, spent, requested, step_up_url } = authorization.body as Record<string, unknown>;
-      throw new ProblemError(402, code as 'spend_limit_exceeded', String(detail ?? 'Declined by the orchestrator.'), { limit, spent, requested, step_up_url });
-    }
-    throw new ProblemError(502, 'internal_error', `The orchestrator refused the charge (HTTP ${authorization.status}); the plan is unchanged.`);
-  }
-  const chargeId = authorization.body.charge_id;
-  const decision = (authorization.body.decision ?? {}) as Record<string, unknown>;
-  const saga = (await ledger.recordAuthorization(claims.account_id, sagaId, chargeId, JSON.stringify({ ...decision, audit_event_id: authorization.body.audit_event_id ?? null }))) as Saga | null;
-  // Recovery gave up on the change while the orchestrator decided; the charge's void is owed already.
-  if (saga?.state !== 'authorized') throw new ProblemError(503, 'internal_error', 'The plan change timed out; the plan is unchanged and nothing was charged.');
+  const { chargeId, saga } = await authorizeSaga(env, claims, sagaId, 'the plan is unchanged', {
+    mandate_id: claims.detail.mandate_id,
+    principal_sub: begun.saga.principal_sub,
+    agent_id: claims.agent_id,
+    service: resource.service,
+    plan: to.plan,
+    amount: begun.charge.amount,
+    currency: begun.charge.currency,
+    description: `${resource.service}: ${from.plan} to ${to.plan}, pro rata`,
+    resource_ref: resourceId,
+    token_jti: claims.jti,
+    agent_request: signed,
+    provider_audit_event_id: begun.event_id,
+  });
 
   let fields: Record<string, unknown>;
   try {

@@ -126,40 +126,20 @@ export async function provisionResource(
   const saga = started.saga;
 
   // Step 3: the orchestrator decides the mandate and every limit of the principal.
-  let authorization;
-  try {
-    authorization = await callOrchestrator(env, claims.orchestrator, 'POST', '/v1/charges', {
-      mandate_id: claims.detail.mandate_id,
-      principal_sub: saga.principal_sub,
-      agent_id: claims.agent_id,
-      service: service.id,
-      plan: request.plan,
-      amount: price.amount,
-      currency: price.currency,
-      description: `${service.name}, ${request.plan}`,
-      resource_ref: resourceId,
-      idempotency_key: sagaId,
-      token_jti: claims.jti,
-      agent_request: signed,
-      provider_audit_event_id: started.event_id,
-    });
-  } catch (error) {
-    await ledger.voidSaga(claims.account_id, sagaId, 'orchestrator_unreachable');
-    throw new ProblemError(503, 'internal_error', error instanceof OrchestratorUnreachable ? 'The orchestrator could not be reached; nothing was charged.' : 'Authorization failed.');
-  }
-  if (authorization.status !== 201 || typeof authorization.body?.charge_id !== 'string') {
-    await ledger.voidSaga(claims.account_id, sagaId, `declined:${String(authorization.body?.code ?? authorization.status)}`);
-    if (authorization.status === 402 && authorization.body) {
-      const { code, detail, limit, spent, requested, step_up_url } = authorization.body as Record<string, unknown>;
-      throw new ProblemError(402, code as 'spend_limit_exceeded', String(detail ?? 'Declined by the orchestrator.'), { limit, spent, requested, step_up_url });
-    }
-    throw new ProblemError(502, 'internal_error', `The orchestrator refused the charge (HTTP ${authorization.status}); nothing was charged.`);
-  }
-  const chargeId = authorization.body.charge_id;
-  const decision = (authorization.body.decision ?? {}) as Record<string, unknown>;
-  const recorded = (await ledger.recordAuthorization(claims.account_id, sagaId, chargeId, JSON.stringify({ ...decision, audit_event_id: authorization.body.audit_event_id ?? null }))) as Saga | null;
-  // Recovery gave up on the saga while the orchestrator decided; the charge's void is owed already.
-  if (recorded?.state !== 'authorized') throw new ProblemError(503, 'internal_error', 'The provisioning timed out; nothing was charged.');
+  const { chargeId } = await authorizeSaga(env, claims, sagaId, 'nothing was charged', {
+    mandate_id: claims.detail.mandate_id,
+    principal_sub: saga.principal_sub,
+    agent_id: claims.agent_id,
+    service: service.id,
+    plan: request.plan,
+    amount: price.amount,
+    currency: price.currency,
+    description: `${service.name}, ${request.plan}`,
+    resource_ref: resourceId,
+    token_jti: claims.jti,
+    agent_request: signed,
+    provider_audit_event_id: started.event_id,
+  });
 
   if (service.provisioning === 'async') {
     await ledger.scheduleAsyncProvision(claims.account_id, sagaId);
@@ -169,6 +149,38 @@ export async function provisionResource(
   // Step 4: provision; any failure undoes it and voids both holds.
   const done = await provisionAndComplete(env, claims.account_id, saga, chargeId, false, request.parameters, record);
   return { kind: 'created', ...done };
+}
+
+/**
+ * §3.1 step 3 for a saga, a creation's or a plan change's: the orchestrator
+ * decides the mandate and every limit of the principal. When it refuses or
+ * cannot be reached the saga is voided and the caller answered as it was; an
+ * authorization is recorded on the saga, which must still be the request's
+ * (recovery may have given up on it meanwhile: its charge's void is then owed
+ * already). `unchanged` says what the refusal leaves as it was.
+ */
+export async function authorizeSaga(env: ProviderBindings, claims: AccessTokenClaims, sagaId: string, unchanged: string, charge: Record<string, unknown>): Promise<{ chargeId: string; saga: Saga }> {
+  const ledger = ledgerOf(env, claims.account_id);
+  let authorization;
+  try {
+    authorization = await callOrchestrator(env, claims.orchestrator, 'POST', '/v1/charges', { ...charge, idempotency_key: sagaId });
+  } catch (error) {
+    await ledger.voidSaga(claims.account_id, sagaId, 'orchestrator_unreachable');
+    throw new ProblemError(503, 'internal_error', error instanceof OrchestratorUnreachable ? `The orchestrator could not be reached; ${unchanged}.` : 'Authorization failed.');
+  }
+  if (authorization.status !== 201 || typeof authorization.body?.charge_id !== 'string') {
+    await ledger.voidSaga(claims.account_id, sagaId, `declined:${String(authorization.body?.code ?? authorization.status)}`);
+    if (authorization.status === 402 && authorization.body) {
+      const { code, detail, limit, spent, requested, step_up_url } = authorization.body as Record<string, unknown>;
+      throw new ProblemError(402, code as 'spend_limit_exceeded', String(detail ?? 'Declined by the orchestrator.'), { limit, spent, requested, step_up_url });
+    }
+    throw new ProblemError(502, 'internal_error', `The orchestrator refused the charge (HTTP ${authorization.status}); ${unchanged}.`);
+  }
+  const chargeId = authorization.body.charge_id;
+  const decision = (authorization.body.decision ?? {}) as Record<string, unknown>;
+  const saga = (await ledger.recordAuthorization(claims.account_id, sagaId, chargeId, JSON.stringify({ ...decision, audit_event_id: authorization.body.audit_event_id ?? null }))) as Saga | null;
+  if (saga?.state !== 'authorized') throw new ProblemError(503, 'internal_error', `The paid call timed out; ${unchanged}.`);
+  return { chargeId, saga };
 }
 
 /**
@@ -230,20 +242,21 @@ async function provisionAndComplete(env: ProviderBindings, accountId: string, sa
     await backend.deprovision(env, { resource_id: saga.resource_id, account_id: accountId }).catch(() => undefined);
     throw new ProblemError(503, 'internal_error', 'The provisioning timed out; nothing was charged.');
   }
-  if (provisioned.supersedes) await retire(env, accountId, provisioned.supersedes);
+  if (provisioned.supersedes) await retire(env, accountId, { service: saga.service, resource_id: provisioned.supersedes });
   return { resource: resourceWire(completed.resource as Resource), credentials: provisioned.credentials, charge_id: chargeId, audit_event_id: completed.event.id, receipt, recorded: record !== undefined };
 }
 
-/** A resource a newer one replaced, deleted in the ledger with the completion: the backend is told now; the outbox retries if it fails. */
-async function retire(env: ProviderBindings, accountId: string, resourceId: string) {
+/**
+ * A resource a newer one of the same service replaced, deleted in the ledger with the
+ * completion: the backend is told now; the outbox retries if it fails.
+ */
+async function retire(env: ProviderBindings, accountId: string, resource: Pick<Saga, 'service' | 'resource_id'>) {
   const ledger = ledgerOf(env, accountId);
-  const resource = (await ledger.getResource(resourceId)) as Resource | null;
-  if (!resource) return;
   try {
-    await deprovision(env, accountId, { service: resource.service, resource_id: resourceId });
-    await ledger.confirmDeprovision(accountId, resourceId);
+    await deprovision(env, accountId, resource);
+    await ledger.confirmDeprovision(accountId, resource.resource_id);
   } catch (error) {
-    await ledger.deprovisionDeferred(accountId, resourceId, String(error));
+    await ledger.deprovisionDeferred(accountId, resource.resource_id, String(error));
   }
 }
 

@@ -280,9 +280,10 @@ export function dashboardRoutes() {
 
   app.get('/dashboard/charges', pageSession, async (c) => {
     const id = c.get('session').subject_id;
-    const [{ names }, holds, disputes] = await Promise.all([namesOf(c.env, id), ledgerOf(c.env, id).listCharges({}) as Promise<Hold[]>, decidedDisputes(c.env, id)]);
+    const [{ names }, holds, notifications] = await Promise.all([namesOf(c.env, id), ledgerOf(c.env, id).listCharges({}) as Promise<Hold[]>, notificationsOf(c.env, id)]);
     const charges = holds.slice(0, CHARGES_SHOWN).map(toChargeWire);
-    const disputed = new Set(disputes.map((d) => d.charge_id));
+    // A decided dispute's notification names its charge: no need to read each dispute.
+    const disputed = new Set(notifications.filter((n) => n.type === 'dispute.decided').map((n) => String(n.data.charge_id)));
     return render(c, '/dashboard/charges', 'Charges', <ChargesPage charges={charges} total={holds.length} disputed={disputed} names={names} csrf={c.get('session').csrf_token} />);
   });
 
