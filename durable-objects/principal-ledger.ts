@@ -367,8 +367,9 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     });
   }
 
-  voidSaga(account: string, sagaId: string, reason: string) {
-    return this.#transaction(account, (tx) => sagas.voidSaga(tx, sagaId, reason));
+  /** `answerLost`: the orchestrator may have authorized without its answer arriving; its charge is then found by the saga's key and voided. */
+  voidSaga(account: string, sagaId: string, reason: string, answerLost = false) {
+    return this.#transaction(account, (tx) => sagas.voidSaga(tx, sagaId, reason, answerLost));
   }
 
   beginUpdate(account: string, start: planChanges.UpdateStart) {
@@ -593,8 +594,9 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     if (account === null) return;
     for (const saga of sagas.openSagasPastDeadline(this.#sql, Date.now())) {
       if (saga.state === 'reserved') {
-        // Nothing was provisioned: the local hold is voided, and a charge authorized meanwhile is voided when its answer is recorded.
-        this.#transaction(account, (tx) => sagas.voidSaga(tx, saga.id, 'recovered:reserved'));
+        // Nothing was provisioned: the local hold is voided. The orchestrator may have been asked: a charge it
+        // authorized is voided when its answer is recorded, or found by the saga's key if that answer never comes.
+        this.#transaction(account, (tx) => sagas.voidSaga(tx, saga.id, 'recovered:reserved', true));
         continue;
       }
       const claimed = this.#transaction(account, (tx) => sagas.claimForRecovery(tx, saga.id));
@@ -737,7 +739,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       const after = this.#transaction(account, (tx) => {
         if (outcome.kind === 'authorized') renewals.completeRenewal(tx, resource.id, holdId, outcome.charge_id, saga.orchestrator);
         else if (outcome.kind === 'declined') renewals.declineRenewal(tx, resource.id, holdId, outcome.code);
-        else renewals.postponeRenewal(tx, resource.id, holdId);
+        else renewals.postponeRenewal(tx, resource.id, holdId, saga);
         return sagas.getResource(tx.sql, resource.id);
       });
       if (outcome.kind === 'declined' && after?.status === 'suspended') await this.#suspendAtBackend(account, after);

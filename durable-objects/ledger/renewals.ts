@@ -3,7 +3,7 @@
 // the principal's limits at the orchestrator. A renewal that does not fit is
 // not forced through: the resource is suspended and the human is told.
 import { iso, type LedgerTx } from './context';
-import { getResource, type Resource } from './sagas';
+import { getResource, owe, type Resource, type Saga } from './sagas';
 import { billingPeriod, captureHold, checkLimits, insertHold, ownLimit, voidHold, type Decline } from './spend';
 
 export const RENEWAL_HOLD_TTL_MS = 15 * 60_000;
@@ -109,9 +109,17 @@ export function declineRenewal(tx: LedgerTx, resourceId: string, holdId: string,
   if (resource?.status === 'active') suspend(tx, resource, code);
 }
 
-/** The orchestrator could not be reached: release the hold and try again later. */
-export function postponeRenewal(tx: LedgerTx, resourceId: string, holdId: string) {
+/** The idempotency key of a renewal's charge at the orchestrator: one per try (each try has its own hold). */
+export const renewalKey = (resourceId: string, holdId: string) => `renewal:${resourceId}:${holdId}`;
+
+/**
+ * The orchestrator could not be reached, or failed: release the hold and try again later. It may have
+ * authorized all the same: that charge is found by the renewal's key and voided (the next try has another key).
+ */
+export function postponeRenewal(tx: LedgerTx, resourceId: string, holdId: string, payer: Pick<Saga, 'orchestrator' | 'principal_sub'>) {
   voidHold(tx, holdId, { type: 'system', id: 'renewal' }, 'renewal_postponed');
+  const key = renewalKey(resourceId, holdId);
+  owe(tx, { id: key, charge_id: null, orchestrator: payer.orchestrator }, 'void_by_key', { principal_sub: payer.principal_sub, idempotency_key: key });
   tx.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', tx.now + RENEWAL_RETRY_MS, resourceId);
   tx.schedule('renewals', tx.now + RENEWAL_RETRY_MS);
 }

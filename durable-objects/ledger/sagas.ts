@@ -249,10 +249,20 @@ export function auditCompletion(tx: LedgerTx, saga: Saga, action: 'resource.prov
 }
 
 /**
- * Any failure: nothing provisioned stays, nothing is charged. The orchestrator's hold is voided through the outbox.
+ * How long a charge whose authorization answer was lost is left before the
+ * outbox looks it up by its key: past the life of the provider token that
+ * asked (60 s, and the orchestrator's 5 s of clock tolerance), the request
+ * can no longer be taken, so what the lookup finds is final.
+ */
+export const LOST_ANSWER_LOOKUP_DELAY_MS = 70_000;
+
+/**
+ * Any failure: nothing provisioned stays, nothing is charged. The orchestrator's hold is voided through the outbox:
+ * by its id once the authorization was recorded; found by the saga's key first when `answerLost` (the orchestrator
+ * may have authorized without its answer arriving: a timeout, a 5xx, a crash while it was asked).
  * A failed plan change leaves its resource as it was, on its old plan: only a failed creation fails the resource.
  */
-export function voidSaga(tx: LedgerTx, sagaId: string, reason: string) {
+export function voidSaga(tx: LedgerTx, sagaId: string, reason: string, answerLost = false) {
   const saga = getSaga(tx.sql, sagaId);
   if (!saga || saga.state === 'completed' || saga.state === 'voided') return saga;
   const update = saga.kind === 'update';
@@ -260,6 +270,7 @@ export function voidSaga(tx: LedgerTx, sagaId: string, reason: string) {
   if (!update) tx.sql.exec(`UPDATE resources SET status = 'failed', updated = ? WHERE id = ?`, iso(tx.now), saga.resource_id);
   tx.sql.exec(`UPDATE sagas SET state = 'voided', error = ?, updated = ? WHERE id = ?`, reason.slice(0, 500), tx.now, sagaId);
   if (saga.charge_id) owe(tx, saga, 'void');
+  else if (answerLost) owe(tx, saga, 'void_by_key', { principal_sub: saga.principal_sub, idempotency_key: saga.id });
   tx.audit({
     actor: { type: 'agent', id: saga.agent_id },
     action: update ? 'resource.update' : 'resource.provision',
@@ -281,13 +292,13 @@ export function voidSaga(tx: LedgerTx, sagaId: string, reason: string) {
  */
 export const CAPTURE_DELAY_MS = 3000;
 
-export function owe(tx: LedgerTx, saga: Pick<Saga, 'id' | 'charge_id' | 'orchestrator'>, action: 'capture' | 'void' | 'refund', body: object | null = null, chargeId = saga.charge_id) {
-  const due = action === 'capture' ? tx.now + CAPTURE_DELAY_MS : tx.now;
+export function owe(tx: LedgerTx, saga: Pick<Saga, 'id' | 'charge_id' | 'orchestrator'>, action: OwedChargeCall['action'], body: object | null = null, chargeId: string | null = saga.charge_id) {
+  const due = action === 'capture' ? tx.now + CAPTURE_DELAY_MS : action === 'void_by_key' ? tx.now + LOST_ANSWER_LOOKUP_DELAY_MS : tx.now;
   tx.sql.exec(
     'INSERT INTO charge_outbox (saga_id, action, charge_id, orchestrator, attempts, next_attempt_at, body) VALUES (?, ?, ?, ?, 0, ?, ?)',
     saga.id,
     action,
-    chargeId,
+    chargeId ?? '',
     saga.orchestrator,
     due,
     body ? JSON.stringify(body) : null,
@@ -295,8 +306,11 @@ export function owe(tx: LedgerTx, saga: Pick<Saga, 'id' | 'charge_id' | 'orchest
   tx.schedule('charge_outbox', due);
 }
 
-/** `body` is a refund's JSON body ({amount, currency, reason, idempotency_key}); null for a capture or void. */
-export type OwedChargeCall = { id: number; saga_id: string; action: 'capture' | 'void' | 'refund'; charge_id: string; orchestrator: string; attempts: number; body: string | null };
+/**
+ * `body` is a refund's JSON body ({amount, currency, reason, idempotency_key}), or for `void_by_key` what finds the
+ * charge ({principal_sub, idempotency_key}; `charge_id` is then empty); null for a capture or void.
+ */
+export type OwedChargeCall = { id: number; saga_id: string; action: 'capture' | 'void' | 'refund' | 'void_by_key'; charge_id: string; orchestrator: string; attempts: number; body: string | null };
 
 export function dueChargeCalls(sql: SqlStorage, now: number): OwedChargeCall[] {
   return sql.exec<OwedChargeCall>('SELECT id, saga_id, action, charge_id, orchestrator, attempts, body FROM charge_outbox WHERE next_attempt_at <= ? ORDER BY id LIMIT 50', now).toArray();

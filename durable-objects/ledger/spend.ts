@@ -53,7 +53,7 @@ export function getHold(sql: SqlStorage, id: string): Hold | null {
   return row ? holdFromRow(row) : null;
 }
 
-export function listHolds(sql: SqlStorage, filter: { period?: string; provider?: string; agent_id?: string; mandate_id?: string } = {}): Hold[] {
+export function listHolds(sql: SqlStorage, filter: { period?: string; provider?: string; agent_id?: string; mandate_id?: string; idempotency_key?: string } = {}): Hold[] {
   const clauses: string[] = [];
   const binds: unknown[] = [];
   for (const [column, value] of Object.entries(filter)) {

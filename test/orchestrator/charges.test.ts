@@ -81,6 +81,36 @@ describe('authorize, capture, void', () => {
   });
 });
 
+describe('a provider finding its charge by key (an authorization whose answer it never got)', () => {
+  it('finds its own charge for the principal by idempotency key, nobody else’s, and voids it', async () => {
+    const { human, sub, body } = await setup();
+    const request = await body({ key: 'op_lost-answer' });
+    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', request)).json()) as { charge_id: string };
+    const lookup = (provider: 'cloud' | 'data', query: Record<string, string>) => asProvider(provider, 'GET', `/v1/charges?${new URLSearchParams(query)}`);
+
+    const found = await lookup('cloud', { principal_sub: sub, idempotency_key: 'op_lost-answer' });
+    expect(found.status).toBe(200);
+    expect(await found.json()).toEqual({ data: [expect.objectContaining({ charge_id, status: 'authorized', provider: 'cloud' })], has_more: false });
+    // Another key, another provider (whose subject for the principal differs), a subject nobody has: nothing.
+    for (const [provider, query] of [
+      ['cloud', { principal_sub: sub, idempotency_key: 'op_other' }],
+      ['data', { principal_sub: sub, idempotency_key: 'op_lost-answer' }],
+      ['cloud', { principal_sub: 'sub_nobody', idempotency_key: 'op_lost-answer' }],
+    ] as const) {
+      expect(await (await lookup(provider, query)).json()).toEqual({ data: [], has_more: false });
+    }
+    // Both names are required of a provider; a token for another path is refused.
+    expect((await lookup('cloud', { principal_sub: sub })).status).toBe(422);
+    expect((await asProvider('cloud', 'GET', `/v1/charges?principal_sub=${sub}&idempotency_key=op_lost-answer`, undefined, { htu: 'http://127.0.0.1:8787/v1/limits' })).status).toBe(401);
+
+    expect((await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/void`, { reason: 'authorization_answer_lost' })).status).toBe(200);
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(0);
+    // The principal's own listing is unchanged by the provider's way in.
+    const listed = (await (await call('/v1/charges', { headers: { cookie: human.cookie } })).json()) as { data: { charge_id: string; status: string }[] };
+    expect(listed.data).toEqual([expect.objectContaining({ charge_id, status: 'voided' })]);
+  });
+});
+
 describe('the checks, in order, each a 402 with what a human needs to step up', () => {
   it('refuses beyond max_per_charge with limit, spent, requested and step_up_url', async () => {
     const { mandate_id, body } = await setup();

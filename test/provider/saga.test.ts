@@ -19,7 +19,7 @@ type Json = Record<string, any>;
 
 const behave = (sub: string, behaviour: Record<string, string>) =>
   testEnv.ORCHESTRATOR.fetch('http://127.0.0.1:8787/_test/behaviour', { method: 'POST', body: JSON.stringify({ sub, ...behaviour }) });
-const orchestratorCalls = async (sub: string) => (await (await testEnv.ORCHESTRATOR.fetch(`http://127.0.0.1:8787/_test/calls?sub=${sub}`)).json()) as { path: string; body: string }[];
+const orchestratorCalls = async (sub: string) => (await (await testEnv.ORCHESTRATOR.fetch(`http://127.0.0.1:8787/_test/calls?sub=${sub}`)).json()) as { method: string; path: string; body: string }[];
 
 const paid = (agent: Pick<TokenAgent, 'key' | 'token'>, body: unknown, key?: string) => paidCall(agent, 'POST', '/v1/resources', body, key);
 
@@ -111,6 +111,29 @@ describe('the saga, step by step', () => {
     const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
     expect(res.status).toBe(502);
     expect((await state(agent.account)).holds).toEqual([{ status: 'voided', amount: 1044 }]);
+  });
+
+  it('when the orchestrator’s answer is lost after it authorized (a 504): the charge is found by the saga’s key and voided', async () => {
+    const agent = await agentWithToken();
+    await behave(agent.sub, { authorize: 'lost' });
+    const name = domain();
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
+    expect(res.status).toBe(502);
+    const s = await state(agent.account);
+    expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
+    expect(await nameTaken(name)).toBe(false);
+    // The lookup waits until the request that asked can no longer be taken (its token lives 60 s).
+    const owed = await runInDurableObject(ledgerOf(agent.account), (_, st) => st.storage.sql.exec<{ action: string; next_attempt_at: number; body: string }>('SELECT action, next_attempt_at, body FROM charge_outbox').toArray());
+    expect(owed).toEqual([expect.objectContaining({ action: 'void_by_key' })]);
+    expect(owed[0]!.next_attempt_at - Date.now()).toBeGreaterThan(60_000);
+    await settles(agent.account, async () => expect((await state(agent.account)).owed).toEqual([]));
+    const calls = await orchestratorCalls(agent.sub);
+    const sagaId = (JSON.parse(owed[0]!.body) as { idempotency_key: string }).idempotency_key;
+    expect(calls.map((c) => `${c.method} ${c.path}`)).toEqual([
+      'POST /v1/charges',
+      `GET /v1/charges?principal_sub=${encodeURIComponent(agent.sub)}&idempotency_key=${sagaId}`,
+      expect.stringMatching(/^POST \/v1\/charges\/chg_fake\d+\/void$/),
+    ]);
   });
 
   it('when provisioning fails after the authorization: both voided, the orchestrator told through the outbox', async () => {
@@ -206,14 +229,31 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     return ((await res.json()) as { charge_id: string }).charge_id;
   }
 
-  it('after the reserve (the process died before asking the orchestrator): the hold is voided', async () => {
+  it('after the reserve (the process died before asking the orchestrator): the hold is voided, and the orchestrator found to hold nothing', async () => {
     const agent = await agentWithToken();
     await begin(agent, domain());
-    await settles(agent.account, async () => expect((await state(agent.account)).sagas).toEqual([{ state: 'voided', charge_id: null }]));
+    await settles(agent.account, async () => {
+      const now = await state(agent.account);
+      expect(now.sagas).toEqual([{ state: 'voided', charge_id: null }]);
+      expect(now.owed).toEqual([]);
+    });
     const s = await state(agent.account);
     expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
-    expect(s.sagas).toEqual([{ state: 'voided', charge_id: null }]);
     expect(s.resources.map((r) => r.status)).toEqual(['failed']);
+    expect((await orchestratorCalls(agent.sub)).map((c) => `${c.method} ${c.path.split('?')[0]}`)).toEqual(['GET /v1/charges']);
+  });
+
+  it('while the orchestrator was asked (it authorized; the process died before its answer was recorded): the charge is found by the saga’s key and voided', async () => {
+    const agent = await agentWithToken();
+    const { sagaId } = await begin(agent, domain());
+    const chargeId = await authorizeAtFake(agent.sub, sagaId);
+    await settles(agent.account, async () => {
+      const now = await state(agent.account);
+      expect(now.sagas).toEqual([{ state: 'voided', charge_id: null }]);
+      expect(now.owed).toEqual([]);
+    });
+    expect((await state(agent.account)).holds).toEqual([{ status: 'voided', amount: 1044 }]);
+    expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toContain(`/v1/charges/${chargeId}/void`);
   });
 
   it('after the authorization (died before provisioning): both holds voided', async () => {
@@ -481,6 +521,24 @@ describe('recurring plans (§3.2)', () => {
     const fourth = await paid(agent, { service: 'workers-paid', plan: 'paid' });
     expect(fourth.status).toBe(402);
     expect(fourth.body.code).toBe('velocity_limited');
+  });
+
+  it('a renewal whose authorization answer is lost is tried again later, and the charge the orchestrator made is found by its key and voided', async () => {
+    const { agent, resourceId } = await subscribed();
+    await behave(agent.sub, { authorize: 'lost' });
+    await renewNow(agent.account, resourceId);
+    const row = await resourceRow(agent.account, resourceId);
+    expect(row.status).toBe('active');
+    expect(row.renews_at! - Date.now()).toBeLessThan(86_400_000); // postponed: tried again soon, not a period later
+    expect((await state(agent.account)).owed).toEqual([{ action: 'void_by_key' }]);
+    await settles(agent.account, async () => expect((await state(agent.account)).owed).toEqual([]));
+    const calls = await orchestratorCalls(agent.sub);
+    const renewal = calls.filter((c) => c.method === 'POST' && c.path === '/v1/charges').at(-1)!;
+    const key = (JSON.parse(renewal.body) as { idempotency_key: string }).idempotency_key;
+    expect(key).toMatch(/^renewal:/);
+    const lookup = calls.findIndex((c) => c.method === 'GET' && c.path.includes(`idempotency_key=${encodeURIComponent(key)}`));
+    expect(lookup).toBeGreaterThan(-1);
+    expect(calls[lookup + 1]!.path).toMatch(/^\/v1\/charges\/chg_fake\d+\/void$/);
   });
 
   it('suspends the resource instead of overspending when the renewal is declined', async () => {

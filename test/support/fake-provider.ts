@@ -27,7 +27,8 @@ async function sha256b64url(text: string) {
 export async function providerToken(provider: ProviderId, method: string, path: string, body: string, overrides: Record<string, unknown> = {}) {
   const { key: signingKey, kid } = await providerKey();
   const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({ htm: method, htu: `${ORCHESTRATOR}${path}`, body_sha256: await sha256b64url(body), jti: crypto.randomUUID(), ...overrides })
+  // htu is the URL without its query, as in DPoP (RFC 9449 §4.2).
+  return new SignJWT({ htm: method, htu: `${ORCHESTRATOR}${path.split('?')[0]}`, body_sha256: await sha256b64url(body), jti: crypto.randomUUID(), ...overrides })
     .setProtectedHeader({ alg: 'EdDSA', typ: 'oap-provider+jwt', kid })
     .setIssuer(PROVIDER_URL[provider])
     .setAudience(ORCHESTRATOR)

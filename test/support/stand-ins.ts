@@ -6,8 +6,10 @@ import { createHash, generateKeyPairSync } from 'node:crypto';
  * The orchestrator's charges API as providers call it, played in Node for the
  * provider's saga tests: each principal (by its pairwise sub) gets the
  * behaviour a test sets (POST /_test/behaviour {sub, authorize, capture, void, refund}:
- * 'ok' | 'decline' | 'error' | 'voided', or for authorize 'held': answered only once
- * POST /_test/release {sub} comes), and every call is recorded (GET /_test/calls?sub=).
+ * 'ok' | 'decline' | 'error' | 'voided', or for authorize 'held' (answered only once
+ * POST /_test/release {sub} comes) or 'lost' (authorized, but answered 504 as if the
+ * answer was lost on its way), and every call is recorded (GET /_test/calls?sub=).
+ * A provider finds its charge by key (GET /v1/charges?principal_sub=&idempotency_key=).
  */
 export function fakeChargesApi() {
   type Behaviour = { authorize: string; capture: string; void: string; refund: string };
@@ -30,6 +32,13 @@ export function fakeChargesApi() {
       return new Response(null, { status: 204 });
     }
     if (url.pathname === '/_test/calls') return Response.json(calls.filter((c) => c.sub === url.searchParams.get('sub')));
+    if (request.method === 'GET' && url.pathname === '/v1/charges') {
+      const sub = url.searchParams.get('principal_sub') ?? '';
+      const key = url.searchParams.get('idempotency_key');
+      calls.push({ sub, method: 'GET', path: `${url.pathname}${url.search}`, body, authorization: request.headers.get('authorization') ?? '' });
+      const data = [...charges.entries()].filter(([id, c]) => c.key === key && chargeSubs.get(id) === sub).map(([id, c]) => ({ charge_id: id, status: c.status }));
+      return Response.json({ data, has_more: false });
+    }
     const match = /^\/v1\/charges(?:\/([^/]+)\/(capture|void|refund))?$/.exec(url.pathname);
     if (!match) return Response.json({ code: 'not_found' }, { status: 404 });
     const [, chargeId, action] = match;
@@ -46,6 +55,7 @@ export function fakeChargesApi() {
       const id = existing?.[0] ?? `chg_fake${++counter}`;
       if (!existing) charges.set(id, { status: 'authorized', key: idempotency_key });
       chargeSubs.set(id, sub);
+      if (behaviour.authorize === 'lost') return problem(504, 'gateway_timeout');
       return Response.json({ charge_id: id, status: 'authorized', decision: { mandate_status: 'active', constraint_results: [{ type: 'mandate_active', pass: true }] } }, { status: 201 });
     }
     const charge = charges.get(chargeId);

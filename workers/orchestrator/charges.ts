@@ -225,6 +225,19 @@ export async function refundCharge(env: OrchestratorBindings, caller: ProviderCa
   throw new ProblemError(409, 'invalid_request', result.detail, { charge_status: hold ? statusOf(hold) : null, refundable: { amount: refundable, currency: hold?.currency ?? refund.currency } });
 }
 
+/**
+ * The provider's own charge for a principal that it asked for with this
+ * idempotency key, if any: how a provider whose authorization answer never
+ * arrived (a timeout, a 5xx) learns the charge it has to void, rather than
+ * leaving it to lapse while it counts against the principal's limits.
+ */
+export async function findProviderCharge(env: OrchestratorBindings, caller: ProviderCaller, principalSub: string, idempotencyKey: string): Promise<Charge[]> {
+  const principalId = await principalOfSubject(env.DB, caller.provider.id, principalSub);
+  if (!principalId) return [];
+  const holds = await ledgerOf(env, principalId).listCharges({ provider: caller.provider.id, idempotency_key: idempotencyKey });
+  return holds.map(toChargeWire);
+}
+
 export async function resolveCharge(
   env: OrchestratorBindings,
   caller: ProviderCaller,

@@ -20,7 +20,8 @@ export async function callOrchestrator(env: ProviderBindings, orchestrator: stri
     exp: now + 60,
     jti: crypto.randomUUID(),
     htm: method,
-    htu: `${orchestrator}${path}`,
+    // Like DPoP's htu (RFC 9449 §4.2), without the query: the orchestrator compares it with its own URL and path.
+    htu: `${orchestrator}${path.split('?')[0]}`,
     body_sha256: await sha256Base64url(body),
   });
   const bindingName = config.ORCHESTRATOR_BINDINGS[orchestrator];

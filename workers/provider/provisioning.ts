@@ -13,6 +13,7 @@ import type { Service } from '../lib/schemas/catalog';
 import { loadSigningKeys } from '../lib/signing-keys';
 import type { Saga, Resource } from '../../durable-objects/ledger/sagas';
 import type { OwedChargeCall } from '../../durable-objects/ledger/sagas';
+import { renewalKey } from '../../durable-objects/ledger/renewals';
 import { publishedCatalog } from './catalog';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import type { AccessTokenClaims } from './oauth/access-tokens';
@@ -165,11 +166,13 @@ export async function authorizeSaga(env: ProviderBindings, claims: AccessTokenCl
   try {
     authorization = await callOrchestrator(env, claims.orchestrator, 'POST', '/v1/charges', { ...charge, idempotency_key: sagaId });
   } catch (error) {
-    await ledger.voidSaga(claims.account_id, sagaId, 'orchestrator_unreachable');
+    // The request may have been decided without its answer arriving: the charge is then found by its key and voided.
+    await ledger.voidSaga(claims.account_id, sagaId, 'orchestrator_unreachable', true);
     throw new ProblemError(503, 'internal_error', error instanceof OrchestratorUnreachable ? `The orchestrator could not be reached; ${unchanged}.` : 'Authorization failed.');
   }
   if (authorization.status !== 201 || typeof authorization.body?.charge_id !== 'string') {
-    await ledger.voidSaga(claims.account_id, sagaId, `declined:${String(authorization.body?.code ?? authorization.status)}`);
+    // A 4xx is a decision (nothing was authorized); after a 5xx the orchestrator may have authorized all the same.
+    await ledger.voidSaga(claims.account_id, sagaId, `declined:${String(authorization.body?.code ?? authorization.status)}`, authorization.status >= 500);
     if (authorization.status === 402 && authorization.body) {
       const { code, detail, limit, spent, requested, step_up_url } = authorization.body as Record<string, unknown>;
       throw new ProblemError(402, code as 'spend_limit_exceeded', String(detail ?? 'Declined by the orchestrator.'), { limit, spent, requested, step_up_url });
@@ -308,6 +311,7 @@ export async function settleChargeCall(
   call: OwedChargeCall,
   proof: { receipt: string | null; eventId: string | null },
 ): Promise<'settled' | 'retry' | 'voided_remotely' | 'refused'> {
+  if (call.action === 'void_by_key') return voidLostAuthorization(env, call);
   let result;
   try {
     // §4: the capture carries the provider's signed receipt (verified and kept by the orchestrator) and its own event id.
@@ -331,6 +335,27 @@ export async function settleChargeCall(
   if (call.action === 'void' && result.status === 409) return 'settled'; // captured meanwhile: the orchestrator decides, and it was told to void
   if (result.status === 404 && call.action === 'void') return 'settled';
   return 'retry';
+}
+
+/**
+ * A charge the orchestrator may have authorized without its answer arriving:
+ * found by the principal's subject and the saga's key, then voided. Nothing
+ * found is final (the request can no longer be taken when this runs).
+ */
+async function voidLostAuthorization(env: ProviderBindings, call: OwedChargeCall): Promise<'settled' | 'retry'> {
+  const { principal_sub, idempotency_key } = JSON.parse(call.body ?? '{}') as { principal_sub: string; idempotency_key: string };
+  const query = new URLSearchParams({ principal_sub, idempotency_key });
+  try {
+    const found = await callOrchestrator(env, call.orchestrator, 'GET', `/v1/charges?${query}`);
+    if (found.status !== 200 || !Array.isArray(found.body?.data)) return 'retry';
+    const chargeId = (found.body.data as { charge_id?: unknown }[])[0]?.charge_id;
+    if (typeof chargeId !== 'string') return 'settled';
+    const voided = await callOrchestrator(env, call.orchestrator, 'POST', `/v1/charges/${chargeId}/void`, { reason: 'authorization_answer_lost' });
+    // 409: captured or refunded there already; the orchestrator decides, as for any void.
+    return voided.status === 200 || voided.status === 404 || voided.status === 409 ? 'settled' : 'retry';
+  } catch {
+    return 'retry';
+  }
 }
 
 export async function deprovision(env: ProviderBindings, accountId: string, saga: Pick<Saga, 'service' | 'resource_id'>) {
@@ -372,7 +397,7 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
       currency: price.currency,
       description: `Renewal of ${resource.service} ${resource.plan}`,
       resource_ref: resource.id,
-      idempotency_key: `renewal:${resource.id}:${holdId}`,
+      idempotency_key: renewalKey(resource.id, holdId),
       token_jti: saga.token_jti,
       renewal_of: resource.charge_id ?? saga.charge_id,
     });

@@ -8,7 +8,7 @@ import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
 import { ChargeRequestSchema, ChargeSchema, RefundRequestSchema } from '../../lib/schemas/charges';
 import { readSession } from '../../lib/sessions';
-import { authorizeCharge, chargeRoute, refundCharge, resolveCharge, toChargeWire } from '../charges';
+import { authorizeCharge, chargeRoute, findProviderCharge, refundCharge, resolveCharge, toChargeWire } from '../charges';
 import { ledgerOf, sessionConfigOf, type OrchestratorBindings } from '../env';
 import { authenticateProvider, type ProviderCaller } from '../provider-auth';
 
@@ -144,13 +144,16 @@ export function chargeRoutes() {
     createRoute({
       method: 'get',
       path: '/v1/charges',
-      summary: "The principal's charges, newest first",
+      summary: "The principal's charges, newest first; for a provider, its charge for a principal by idempotency key",
       request: {
+        headers: providerAuth,
         query: ListQuerySchema.extend({
           provider: z.string().optional(),
           agent: z.string().optional(),
           mandate: z.string().optional(),
           period: z.string().regex(/^\d{4}-\d{2}$/).optional().openapi({ description: 'YYYY-MM (UTC)' }),
+          principal_sub: z.string().min(1).max(200).optional().openapi({ description: 'Provider callers: the principal’s pairwise subject at the provider' }),
+          idempotency_key: z.string().min(1).max(255).optional().openapi({ description: 'Provider callers: the idempotency_key the charge was authorized with' }),
         }),
       },
       responses: {
@@ -159,9 +162,15 @@ export function chargeRoutes() {
       },
     }),
     async (c) => {
+      const q = c.req.valid('query');
+      if (c.req.header('authorization')) {
+        // A provider whose authorization answer was lost finds the charge by its key, to void it (§3.1 step 4).
+        const caller = await authenticateProvider(c, '');
+        if (!q.principal_sub || !q.idempotency_key) throw new ProblemError(422, 'invalid_request', 'A provider names the charge by principal_sub and idempotency_key.');
+        return c.json({ data: await findProviderCharge(c.env, caller, q.principal_sub, q.idempotency_key), has_more: false }, 200);
+      }
       const session = await readSession(c, c.env.DB, sessionConfigOf(c.env));
       if (!session) throw new ProblemError(401, 'unauthorized', 'Sign in first.');
-      const q = c.req.valid('query');
       const holds = await ledgerOf(c.env, session.subject_id).listCharges({ provider: q.provider, agent_id: q.agent, mandate_id: q.mandate, period: q.period });
       return c.json(paginate(holds.map(toChargeWire), q, (ch) => ch.charge_id), 200);
     },
