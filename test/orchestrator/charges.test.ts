@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
 import type { AuditEvent } from '../../workers/lib/audit';
 import { asProvider, chargeBody, providerReceipt, subjectAt } from '../support/fake-provider';
-import { activeMandate, call, newPrincipal, type Human } from '../support/orchestrator-client';
+import { activeMandate, call, mandateBody, newPrincipal, type Human } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
 const ledgerOf = (id: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(id));
@@ -108,6 +108,22 @@ describe('a provider finding its charge by key (an authorization whose answer it
     // The principal's own listing is unchanged by the provider's way in.
     const listed = (await (await call('/v1/charges', { headers: { cookie: human.cookie } })).json()) as { data: { charge_id: string; status: string }[] };
     expect(listed.data).toEqual([expect.objectContaining({ charge_id, status: 'voided' })]);
+  });
+});
+
+describe('text that is not well-formed Unicode', () => {
+  it('is refused with 400 where it would reach the trail or a signed hash, and changes nothing', async () => {
+    const { human, agent, body } = await setup();
+    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', await body())).json()) as { charge_id: string };
+    await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {});
+    const refund = await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/refund`, { amount: 100, currency: 'usd', reason: 'credit \ud800', idempotency_key: 'r1' });
+    expect(refund.status).toBe(400);
+    expect(await refund.json()).toMatchObject({ code: 'invalid_request' });
+    expect((await ledgerOf(human.principal_id).getCharge(charge_id))?.refunded).toBe(0);
+    const mandates = (await ledgerOf(human.principal_id).listMandates()).length;
+    const request = await agent.request('POST', '/v1/mandates', mandateBody({ description: 'domains \udfff' }));
+    expect(request.status).toBe(400);
+    expect((await ledgerOf(human.principal_id).listMandates()).length).toBe(mandates);
   });
 });
 

@@ -41,6 +41,18 @@ describe('request hygiene', () => {
     await expectProblem(await call('/v1/catalog', { method: 'POST', body: stream, headers: { 'content-type': 'application/json' } }), 413, 'payload_too_large');
   });
 
+  it('refuses JSON text naming a lone surrogate, in a value or a member name, anywhere in the body: 400 before any route', async () => {
+    const json = (body: string) => call('/v1/resources', { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+    for (const body of ['{"name":"\\ud800"}', '{"a":[1,{"b":"x\\udc00y"}]}', '{"\\udbff":1}', '["\\ude00\\ud83d"]']) {
+      await expectProblem(await json(body), 400, 'invalid_request');
+    }
+    // A pair is one character; an escaped backslash before "u" is no escape; text that does not parse is the route's to refuse.
+    for (const body of ['{"name":"\\ud83d\\ude00"}', '{"path":"C:\\\\ud800"}', '{"name":"\\ud800"']) {
+      expect((await json(body)).status).toBe(401); // on to the route, which wants a token first
+    }
+    expect((await call('/v1/resources', { method: 'POST', body: '{"name":"\\ud800"}', headers: { 'content-type': 'text/plain' } })).status).toBe(401);
+  });
+
   it('keeps a well-formed caller request id and replaces a malformed one', async () => {
     expect((await call('/v1/catalog', { headers: { 'x-request-id': 'trace-123' } })).headers.get('x-request-id')).toBe('trace-123');
     const res = await call('/v1/catalog', { headers: { 'x-request-id': 'bad id with spaces' } });

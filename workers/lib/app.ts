@@ -15,6 +15,25 @@ export type RoleVariables = { requestId: string };
 export type RoleEnv<Bindings> = { Bindings: Bindings; Variables: RoleVariables };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const JSON_MEDIA_TYPE = /^application\/(?:[\w.-]+\+)?json\s*(?:;|$)/i;
+
+/** True when JSON text names a lone surrogate in a string or a member name; text that does not parse is left to the route. */
+export function hasLoneSurrogate(json: string): boolean {
+  if (!json.includes('\\u')) return false; // only an escape can make one: the text itself was decoded as UTF-8
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    return false;
+  }
+  const lone = (v: unknown): boolean => {
+    if (typeof v === 'string') return !v.isWellFormed();
+    if (Array.isArray(v)) return v.some(lone);
+    if (v !== null && typeof v === 'object') return Object.entries(v).some(([key, member]) => !key.isWellFormed() || lone(member));
+    return false;
+  };
+  return lone(value);
+}
 
 /** Validation failures become 422 with each failing path as a JSON Pointer. */
 export const validationHook: Hook<unknown, HonoEnv, string, unknown> = (result, c) => {
@@ -50,6 +69,16 @@ export function createRoleApp<Bindings extends object>() {
       },
     }),
   );
+
+  // RFC 8259 §8.2: JSON text is Unicode, but an escape can name half a surrogate pair ("\ud800"), which no
+  // storage, hash (RFC 8785) or page can carry. Refused here, once, before any route reads the body.
+  app.use('*', async (c, next) => {
+    if (JSON_MEDIA_TYPE.test(c.req.header('content-type') ?? '') && hasLoneSurrogate(await c.req.text())) {
+      const message = 'The body has text that is not well-formed Unicode (a lone surrogate escape).';
+      throw c.req.path.startsWith('/oauth/') ? new OAuthError(400, 'invalid_request', message) : new ProblemError(400, 'invalid_request', message);
+    }
+    await next();
+  });
 
   app.onError((error, c) => {
     const requestId = c.get('requestId');
