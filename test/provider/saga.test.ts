@@ -622,5 +622,8 @@ describe('the provider’s trail of a charge, for dispute evidence', () => {
     expect((await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken('/v1/charges/chg_other/audit')}` } })).status).toBe(401);
     expect((await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path, { iss: 'https://elsewhere.example' })}` } })).status).toBe(401);
     expect((await call(`${path}?sub=pw_nobody`, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } })).status).toBe(404);
+    // An account can be linked to several orchestrators: a charge made through another one is not this one's to read.
+    await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('UPDATE sagas SET orchestrator = ? WHERE charge_id = ?', 'https://other-orchestrator.example', res.body.charge_id));
+    expect((await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } })).status).toBe(404);
   });
 });
