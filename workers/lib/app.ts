@@ -18,7 +18,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const JSON_MEDIA_TYPE = /^application\/(?:[\w.-]+\+)?json\s*(?:;|$)/i;
 
 /** True when JSON text names a lone surrogate in a string or a member name; text that does not parse is left to the route. */
-export function hasLoneSurrogate(json: string): boolean {
+function hasLoneSurrogate(json: string): boolean {
   if (!json.includes('\\u')) return false; // only an escape can make one: the text itself was decoded as UTF-8
   let value: unknown;
   try {
