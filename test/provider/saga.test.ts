@@ -5,6 +5,7 @@
 // resource with both voided, within one alarm cycle.
 import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
+import { decodeJwt } from 'jose';
 import { describe, expect, it, vi } from 'vitest';
 import { newAgentKey } from '../support/agent-keys';
 import { call, EVENT, now, obtainToken, orchestratorKey, postSecurityEvent, PROVIDER, signCompact, signSecurityEvent, useFakeOrchestrator } from '../support/fake-orchestrator';
@@ -86,6 +87,8 @@ describe('the saga, step by step', () => {
     const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
     expect(res.status).toBe(201);
     expect(res.body).toMatchObject({ status: 'active', name, charge_id: expect.stringMatching(/^chg_fake/) });
+    // The signed receipt carries the orchestrator's decision, as the authorization recorded it.
+    expect(decodeJwt(res.body.receipt)).toMatchObject({ charge_id: res.body.charge_id, mandate_status_at_decision: 'active', constraint_results: [{ type: 'mandate_active', pass: true }] });
     const s = await state(agent.account);
     expect(s.holds).toEqual([{ status: 'captured', amount: 1044 }]);
     await settles(agent.account, async () => expect((await state(agent.account)).owed).toEqual([]));

@@ -124,12 +124,10 @@ export async function provisionResource(
   if (!started.ok) {
     throw new ProblemError(402, started.code as 'spend_limit_exceeded', started.detail, started.limit ? { limit: started.limit, spent: started.spent, requested: started.requested, step_up_url: `${providerConfig(env).PUBLIC_BASE_URL}/limits` } : {});
   }
-  const saga = started.saga;
-
   // Step 3: the orchestrator decides the mandate and every limit of the principal.
-  const { chargeId } = await authorizeSaga(env, claims, sagaId, 'nothing was charged', {
+  const { chargeId, saga } = await authorizeSaga(env, claims, sagaId, 'nothing was charged', {
     mandate_id: claims.detail.mandate_id,
-    principal_sub: saga.principal_sub,
+    principal_sub: started.saga.principal_sub,
     agent_id: claims.agent_id,
     service: service.id,
     plan: request.plan,
