@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { agentKeyFromJwk, dpopProof, generateAgentKey, OapClient, OapError } from './sdk';
 import { mcpServer } from './mcp';
+import { formatMoney } from '../workers/lib/pages/format';
 import { describe as describeEvidence, verifyEvidence } from './verify-evidence';
 
 type State = { orchestrator: string; private_jwk: Record<string, unknown>; name: string; mandate_id?: string };
@@ -316,11 +317,11 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
         const rows: Record<string, any>[] = (await Promise.all(providers.map(async (p) => (await client.resources(mandate.mandate_id, p)).map((r) => ({ provider: p, ...r }))))).flat();
         return { code: 0, data: rows, text: rows.map((r) => `${String(r.provider).padEnd(8)} ${r.resource_id} ${r.service}/${r.plan} ${r.status}`).join('\n') || 'No resources.' };
       }
-      // Against each limit: the mandate's (summed across providers, at the orchestrator), then each provider account's own.
-      const money = (m: { amount: number }) => `$${(m.amount / 100).toFixed(2)}`;
-      const mandateRow = { scope: 'mandate', mandate_id: mandate.mandate_id, spent: mandate.spent ?? { amount: 0, currency: mandate.spend_limit.currency }, limit: mandate.spend_limit };
-      const rows: Record<string, any>[] = await Promise.all(providers.map(async (p) => ({ scope: 'provider', provider: p, ...(await client.usage(mandate.mandate_id, p)) })));
-      const text = [`${'mandate'.padEnd(8)} ${money(mandateRow.spent)} of ${money(mandateRow.limit)} this month, across providers`, ...rows.map((r) => `${String(r.provider).padEnd(8)} ${money(r.spent)} of ${money(r.limit)} this period (the account's limit there)`)];
+      const [mandateRow, ...rows] = await client.spend(mandate);
+      const text = [
+        `${'mandate'.padEnd(8)} ${formatMoney(mandateRow!.spent)} of ${formatMoney(mandateRow!.limit)} this month, across providers`,
+        ...rows.map((r) => `${String(r.provider).padEnd(8)} ${formatMoney(r.spent)} of ${formatMoney(r.limit)} this period (the account's limit there)`),
+      ];
       return { code: 0, data: [mandateRow, ...rows], text: text.join('\n') };
     }
     case 'audit': {

@@ -116,11 +116,7 @@ export async function mcpServer(client: OapClient, mandate: { get(): string | un
   );
 
   server.registerTool('spend', { description: 'Spend this period against each limit: the mandate’s (across providers), then each provider account’s.', inputSchema: {} }, () =>
-    guard(async () => {
-      const m = await activeMandate();
-      const providers = await Promise.all((m.scope as { provider: string }[]).map(async (s) => ({ scope: 'provider', provider: s.provider, ...(await client.usage(m.mandate_id, s.provider)) })));
-      return [{ scope: 'mandate', mandate_id: m.mandate_id, spent: m.spent, limit: m.spend_limit }, ...providers];
-    }),
+    guard(async () => client.spend(await activeMandate())),
   );
 
   server.registerTool('audit', { description: "This agent's own audit trail at the orchestrator.", inputSchema: {} }, () => guard(() => client.audit()));

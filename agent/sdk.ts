@@ -312,6 +312,17 @@ export class OapClient {
     return this.#provider(mandateId, provider, 'GET', '/v1/usage');
   }
 
+  /**
+   * What was spent this period against each limit on the agent: the mandate's (across
+   * providers, at the orchestrator) first, then each provider account's own.
+   */
+  async spend(mandate: Mandate): Promise<Record<string, any>[]> {
+    const providers = (mandate.scope as { provider: string }[]).map((s) => s.provider);
+    const accounts = await Promise.all(providers.map(async (provider) => ({ scope: 'provider', provider, ...(await this.usage(mandate.mandate_id, provider)) })));
+    const spent = mandate.spent ?? { amount: 0, currency: mandate.spend_limit.currency };
+    return [{ scope: 'mandate', mandate_id: mandate.mandate_id, spent, limit: mandate.spend_limit }, ...accounts];
+  }
+
   /** The agent's own audit trail at the orchestrator (JSON Lines). */
   async audit(): Promise<Record<string, any>[]> {
     const url = `${this.orchestrator}/v1/audit`;

@@ -315,6 +315,10 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return disputes.getDispute(this.#sql, disputeId);
   }
 
+  listDisputes() {
+    return disputes.listDisputes(this.#sql);
+  }
+
   disputeOfCharge(chargeId: string) {
     return disputes.disputeOfCharge(this.#sql, chargeId);
   }
@@ -687,16 +691,21 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         } else if (outcome === 'settled') {
           this.#sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
         } else {
-          this.#sql.exec('UPDATE charge_outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?', Date.now() + Math.min(60_000, 500 * 2 ** call.attempts), call.id);
+          this.#retryChargeCall(call);
         }
       } catch (error) {
         // A backend that fails (a deprovision, a plan switched back) delays this call only, never the ones after it.
         console.warn(JSON.stringify({ level: 'warn', message: 'charge call follow-up failed, retrying', charge_id: call.charge_id, error: String(error) }));
-        this.#sql.exec('UPDATE charge_outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?', Date.now() + Math.min(60_000, 500 * 2 ** call.attempts), call.id);
+        this.#retryChargeCall(call);
       }
     }
     const next = this.#sql.exec<{ due: number | null }>('SELECT MIN(next_attempt_at) AS due FROM charge_outbox').one().due;
     if (next !== null) this.#scheduleRow('charge_outbox', next);
+  }
+
+  /** An owed call goes again later, backing off to a minute between tries. */
+  #retryChargeCall(call: sagas.OwedChargeCall): void {
+    this.#sql.exec('UPDATE charge_outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?', Date.now() + Math.min(60_000, 500 * 2 ** call.attempts), call.id);
   }
 
   /** Signs the current chain head if it moved since the last signed one, and copies it to D1. */

@@ -23,6 +23,14 @@ export function getDispute(sql: SqlStorage, id: string): DisputeRecord | null {
   return sql.exec<DisputeRecord>('SELECT * FROM disputes WHERE id = ?', id).toArray()[0] ?? null;
 }
 
+/** A dispute as listed: everything but its evidence bundle, which is read on its own (by id). */
+export type DisputeSummary = Omit<DisputeRecord, 'evidence'>;
+
+/** The principal's disputes, newest first. */
+export function listDisputes(sql: SqlStorage): DisputeSummary[] {
+  return sql.exec<DisputeSummary>('SELECT id, charge_id, reason, verdict, failing_party, findings, adjudicator, created FROM disputes ORDER BY created DESC, rowid DESC').toArray();
+}
+
 export function disputeOfCharge(sql: SqlStorage, chargeId: string): DisputeRecord | null {
   return sql.exec<DisputeRecord>('SELECT * FROM disputes WHERE charge_id = ?', chargeId).toArray()[0] ?? null;
 }

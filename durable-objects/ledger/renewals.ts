@@ -88,11 +88,17 @@ export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string
   tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [chargeId], amount: null });
 }
 
+/**
+ * The idempotency key of a renewal's charge at the orchestrator: one per try (each try has its own hold), and the
+ * outbox's name for the renewal's calls.
+ */
+export const renewalKey = (resourceId: string, holdId: string) => `renewal:${resourceId}:${holdId}`;
+
 /** A renewal's capture or void, owed to the orchestrator through the outbox. */
 function oweCharge(tx: LedgerTx, resourceId: string, holdId: string, action: 'capture' | 'void', chargeId: string, orchestrator: string) {
   tx.sql.exec(
     'INSERT INTO charge_outbox (saga_id, action, charge_id, orchestrator, attempts, next_attempt_at) VALUES (?, ?, ?, ?, 0, ?)',
-    `renewal:${resourceId}:${holdId}`,
+    renewalKey(resourceId, holdId),
     action,
     chargeId,
     orchestrator,
@@ -108,9 +114,6 @@ export function declineRenewal(tx: LedgerTx, resourceId: string, holdId: string,
   // Deleted while the orchestrator was asked: it stays deleted.
   if (resource?.status === 'active') suspend(tx, resource, code);
 }
-
-/** The idempotency key of a renewal's charge at the orchestrator: one per try (each try has its own hold). */
-export const renewalKey = (resourceId: string, holdId: string) => `renewal:${resourceId}:${holdId}`;
 
 /**
  * The orchestrator could not be reached, or failed: release the hold and try again later. It may have

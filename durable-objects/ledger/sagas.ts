@@ -199,8 +199,10 @@ export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Sag
 export function recordAuthorization(tx: LedgerTx, sagaId: string, chargeId: string, decision: string): Saga | null {
   const before = getSaga(tx.sql, sagaId);
   if (before?.state === 'voided' && !before.charge_id) {
-    // Recovery voided the saga while the orchestrator was deciding: the charge it authorized is owed a void.
+    // Recovery voided the saga while the orchestrator was deciding: the charge it authorized is owed a void,
+    // by its id now that it is known, in place of the lookup by key that recovery owed.
     tx.sql.exec('UPDATE sagas SET charge_id = ?, charge_decision = ? WHERE id = ?', chargeId, decision, sagaId);
+    tx.sql.exec(`DELETE FROM charge_outbox WHERE saga_id = ? AND action = 'void_by_key'`, sagaId);
     owe(tx, getSaga(tx.sql, sagaId)!, 'void');
     return getSaga(tx.sql, sagaId);
   }

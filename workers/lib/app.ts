@@ -15,7 +15,9 @@ export type RoleVariables = { requestId: string };
 export type RoleEnv<Bindings> = { Bindings: Bindings; Variables: RoleVariables };
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-const JSON_MEDIA_TYPE = /^application\/(?:[\w.-]+\+)?json\s*(?:;|$)/i;
+/** The media type of a request's body, without parameters, in lower case. */
+const mediaTypeOf = (c: Context) => (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+const isJson = (mediaType: string) => mediaType === 'application/json' || mediaType.endsWith('+json');
 
 /** True when JSON text names a lone surrogate in a string or a member name; text that does not parse is left to the route. */
 function hasLoneSurrogate(json: string): boolean {
@@ -73,9 +75,9 @@ export function createRoleApp<Bindings extends object>() {
   // RFC 8259 §8.2: JSON text is Unicode, but an escape can name half a surrogate pair ("\ud800"), which no
   // storage, hash (RFC 8785) or page can carry. Refused here, once, before any route reads the body.
   app.use('*', async (c, next) => {
-    if (JSON_MEDIA_TYPE.test(c.req.header('content-type') ?? '') && hasLoneSurrogate(await c.req.text())) {
-      const message = 'The body has text that is not well-formed Unicode (a lone surrogate escape).';
-      throw c.req.path.startsWith('/oauth/') ? new OAuthError(400, 'invalid_request', message) : new ProblemError(400, 'invalid_request', message);
+    if (isJson(mediaTypeOf(c)) && hasLoneSurrogate(await c.req.text())) {
+      // As a body that does not parse: onError answers 400 invalid_request, in RFC 6749's form on OAuth paths.
+      throw new HTTPException(400, { message: 'The body has text that is not well-formed Unicode (a lone surrogate escape).' });
     }
     await next();
   });
@@ -153,9 +155,9 @@ function routePattern(path: string): RegExp {
  */
 export function acceptBody(...mediaTypes: ('json' | 'form')[]): MiddlewareHandler {
   return async (c, next) => {
-    const contentType = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+    const contentType = mediaTypeOf(c);
     const ok =
-      (mediaTypes.includes('json') && (contentType === 'application/json' || contentType.endsWith('+json'))) ||
+      (mediaTypes.includes('json') && isJson(contentType)) ||
       (mediaTypes.includes('form') && (contentType === 'application/x-www-form-urlencoded' || contentType === 'multipart/form-data'));
     if (!ok) {
       const expected = mediaTypes.map((t) => (t === 'json' ? 'application/json' : 'application/x-www-form-urlencoded')).join(' or ');

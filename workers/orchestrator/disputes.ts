@@ -10,7 +10,7 @@ import { ProblemError, refusalProblem } from '../lib/problem';
 import { signJwt } from '../lib/jws';
 import { loadSigningKeys } from '../lib/signing-keys';
 import { pairwiseSubject } from './store/pairwise';
-import type { DisputeRecord } from '../../durable-objects/ledger/disputes';
+import type { DisputeRecord, DisputeSummary } from '../../durable-objects/ledger/disputes';
 import { chargeRoute } from './charges';
 import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
 
@@ -109,7 +109,7 @@ export type DisputeWire = {
   created: string;
 };
 
-export function toDisputeWire(env: OrchestratorBindings, d: DisputeRecord): DisputeWire {
+export function toDisputeWire(env: OrchestratorBindings, d: DisputeSummary): DisputeWire {
   return {
     dispute_id: d.id,
     charge_id: d.charge_id,

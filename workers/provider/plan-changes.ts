@@ -89,20 +89,7 @@ export async function changePlan(
   if (!begun.ok) throw ledgerRefusal(begun, env);
 
   // The orchestrator decides on the agent's signed PATCH; a downgrade is a $0 charge so that it holds that signature too.
-  const { chargeId, saga } = await authorizeSaga(env, claims, sagaId, 'the plan is unchanged', {
-    mandate_id: claims.detail.mandate_id,
-    principal_sub: begun.saga.principal_sub,
-    agent_id: claims.agent_id,
-    service: resource.service,
-    plan: to.plan,
-    amount: begun.charge.amount,
-    currency: begun.charge.currency,
-    description: `${resource.service}: ${from.plan} to ${to.plan}, pro rata`,
-    resource_ref: resourceId,
-    token_jti: claims.jti,
-    agent_request: signed,
-    provider_audit_event_id: begun.event_id,
-  });
+  const { chargeId, saga } = await authorizeSaga(env, claims, begun, signed, `${resource.service}: ${from.plan} to ${to.plan}, pro rata`, 'the plan is unchanged');
 
   let fields: Record<string, unknown>;
   try {

@@ -125,20 +125,7 @@ export async function provisionResource(
     throw new ProblemError(402, started.code as 'spend_limit_exceeded', started.detail, started.limit ? { limit: started.limit, spent: started.spent, requested: started.requested, step_up_url: `${providerConfig(env).PUBLIC_BASE_URL}/limits` } : {});
   }
   // Step 3: the orchestrator decides the mandate and every limit of the principal.
-  const { chargeId, saga } = await authorizeSaga(env, claims, sagaId, 'nothing was charged', {
-    mandate_id: claims.detail.mandate_id,
-    principal_sub: started.saga.principal_sub,
-    agent_id: claims.agent_id,
-    service: service.id,
-    plan: request.plan,
-    amount: price.amount,
-    currency: price.currency,
-    description: `${service.name}, ${request.plan}`,
-    resource_ref: resourceId,
-    token_jti: claims.jti,
-    agent_request: signed,
-    provider_audit_event_id: started.event_id,
-  });
+  const { chargeId, saga } = await authorizeSaga(env, claims, started, signed, `${service.name}, ${request.plan}`, 'nothing was charged');
 
   if (service.provisioning === 'async') {
     await ledger.scheduleAsyncProvision(claims.account_id, sagaId);
@@ -158,11 +145,35 @@ export async function provisionResource(
  * (recovery may have given up on it meanwhile: its charge's void is then owed
  * already). `unchanged` says what the refusal leaves as it was.
  */
-export async function authorizeSaga(env: ProviderBindings, claims: AccessTokenClaims, sagaId: string, unchanged: string, charge: Record<string, unknown>): Promise<{ chargeId: string; saga: Saga }> {
+export async function authorizeSaga(
+  env: ProviderBindings,
+  claims: AccessTokenClaims,
+  begun: { saga: Saga; event_id: string },
+  signed: SignedCall,
+  description: string,
+  unchanged: string,
+): Promise<{ chargeId: string; saga: Saga }> {
   const ledger = ledgerOf(env, claims.account_id);
+  const sagaId = begun.saga.id;
+  // What the saga reserved, on the agent's signed call: the orchestrator checks the one against the other.
+  const charge = {
+    mandate_id: claims.detail.mandate_id,
+    principal_sub: begun.saga.principal_sub,
+    agent_id: claims.agent_id,
+    service: begun.saga.service,
+    plan: begun.saga.plan,
+    amount: begun.saga.amount,
+    currency: begun.saga.currency,
+    description,
+    resource_ref: begun.saga.resource_id,
+    token_jti: claims.jti,
+    agent_request: signed,
+    provider_audit_event_id: begun.event_id,
+    idempotency_key: sagaId,
+  };
   let authorization;
   try {
-    authorization = await callOrchestrator(env, claims.orchestrator, 'POST', '/v1/charges', { ...charge, idempotency_key: sagaId });
+    authorization = await callOrchestrator(env, claims.orchestrator, 'POST', '/v1/charges', charge);
   } catch (error) {
     // The request may have been decided without its answer arriving: the charge is then found by its key and voided.
     await ledger.voidSaga(claims.account_id, sagaId, 'orchestrator_unreachable', true);

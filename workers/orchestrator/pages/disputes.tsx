@@ -13,7 +13,7 @@ export const VERDICT_WORDS: Record<string, string> = {
   insufficient_evidence: 'There is not enough evidence that this charge was within your authorization. It has been refunded.',
 };
 
-export const CHECK_WORDS: Record<string, string> = {
+const CHECK_WORDS: Record<string, string> = {
   mandate_signed: 'Your authorization (the mandate) carries the orchestrator’s valid signature',
   mandate_active: 'The mandate was active when the charge was made',
   provider_and_service_in_scope: 'The provider and the service were among those you allowed',

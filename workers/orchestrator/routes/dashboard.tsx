@@ -15,7 +15,7 @@ import { LIMIT_CEILING, setMonthlyLimit } from '../../lib/routes/limits';
 import type { Charge } from '../../lib/schemas/charges';
 import { RegisterAgentSchema } from '../../lib/schemas/mandates';
 import { checkCsrf, readSession, REAUTH_WINDOW_S, type Session } from '../../lib/sessions';
-import type { DisputeRecord } from '../../../durable-objects/ledger/disputes';
+import type { DisputeRecord, DisputeSummary } from '../../../durable-objects/ledger/disputes';
 import type { Hold } from '../../../durable-objects/ledger/spend';
 import { listAgents, registerAgent, revokeAgent, type AgentWire } from '../agents';
 import { toChargeWire } from '../charges';
@@ -70,12 +70,9 @@ function cents(value: unknown): number | null {
 
 const field = (form: Record<string, unknown>, name: string) => (typeof form[name] === 'string' ? (form[name] as string) : '');
 
-/** The principal's decided disputes: each leaves a notification naming it, the ledger's index of disputes. */
+/** The principal's disputes (each decided as it is opened), newest first: one read of the ledger. */
 async function decidedDisputes(env: OrchestratorBindings, principalId: string) {
-  const ledger = ledgerOf(env, principalId);
-  const notifications = await notificationsOf(env, principalId);
-  const records = await Promise.all(notifications.filter((n) => n.type === 'dispute.decided').map((n) => ledger.getDispute(String(n.data.dispute_id)) as Promise<DisputeRecord | null>));
-  return records.filter((r): r is DisputeRecord => r !== null).map((r) => toDisputeWire(env, r));
+  return ((await ledgerOf(env, principalId).listDisputes()) as DisputeSummary[]).map((d) => toDisputeWire(env, d));
 }
 
 async function render(c: C, current: string, title: string, body: Child, notice: Notice = null, status: 200 | 400 | 401 | 403 | 404 | 409 | 422 = 200) {
@@ -280,10 +277,10 @@ export function dashboardRoutes() {
 
   app.get('/dashboard/charges', pageSession, async (c) => {
     const id = c.get('session').subject_id;
-    const [{ names }, holds, notifications] = await Promise.all([namesOf(c.env, id), ledgerOf(c.env, id).listCharges({}) as Promise<Hold[]>, notificationsOf(c.env, id)]);
+    const ledger = ledgerOf(c.env, id);
+    const [{ names }, holds, disputes] = await Promise.all([namesOf(c.env, id), ledger.listCharges({}) as Promise<Hold[]>, ledger.listDisputes() as Promise<DisputeSummary[]>]);
     const charges = holds.slice(0, CHARGES_SHOWN).map(toChargeWire);
-    // A decided dispute's notification names its charge: no need to read each dispute.
-    const disputed = new Set(notifications.filter((n) => n.type === 'dispute.decided').map((n) => String(n.data.charge_id)));
+    const disputed = new Set(disputes.map((d) => d.charge_id));
     return render(c, '/dashboard/charges', 'Charges', <ChargesPage charges={charges} total={holds.length} disputed={disputed} names={names} csrf={c.get('session').csrf_token} />);
   });
 
