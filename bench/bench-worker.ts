@@ -31,6 +31,12 @@ export class BareCounter extends DurableObject {
   constructor(ctx: DurableObjectState, env: unknown) {
     super(ctx, env as never);
     ctx.storage.sql.exec('CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)');
+    ctx.storage.sql.exec('CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY) WITHOUT ROWID');
+  }
+
+  /** One new row under a random key and nothing else: the least a call that records something new can write. */
+  insertRow(): void {
+    this.ctx.storage.transactionSync(() => this.ctx.storage.sql.exec('INSERT INTO seen (key) VALUES (?)', crypto.randomUUID()));
   }
 
   increment(): number {
