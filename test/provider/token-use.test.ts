@@ -236,6 +236,30 @@ describe('security events from the orchestrator (PROTOCOL §2.5)', () => {
     expect(((await retry.json()) as { error: string }).error).toBe('invalid_grant');
   });
 
+  it('takes an event named as PROTOCOL names it (bare, without the URI prefix) and applies it', async () => {
+    const grant = await newGrant();
+    const set = await signSecurityEvent({ 'mandate.revoked': { mandate_id: grant.attestation.mandateId } }, { claims: { sub: grant.attestation.sub } });
+    const res = await postSecurityEvent(set.jwt);
+    expect(res.status).toBe(202);
+    expect(await res.json()).toMatchObject({ duplicate: false, applied: ['mandate.revoked'] });
+    expect(await isActive(grant)).toBe(false);
+  });
+
+  it('refuses, without acknowledging it, an event whose data does not name its subject: never 202 for an event not applied', async () => {
+    const grant = await newGrant();
+    for (const data of [null, {}, { mandate_id: 42 }, { mandate_id: '' }]) {
+      const set = await signSecurityEvent({ [EVENT('mandate.revoked')]: data as never }, { claims: { sub: grant.attestation.sub } });
+      await expectProblem(await postSecurityEvent(set.jwt), 400, 'invalid_request');
+    }
+    const notAnObject = await signSecurityEvent([] as never, { claims: { sub: grant.attestation.sub } });
+    await expectProblem(await postSecurityEvent(notAnObject.jwt), 400, 'invalid_request');
+    expect(await isActive(grant)).toBe(true);
+    // A refused token was not taken as received: the same jti with a proper event is applied.
+    const fixed = await signSecurityEvent(mandateRevoked(grant), { claims: { sub: grant.attestation.sub } });
+    expect(await (await postSecurityEvent(fixed.jwt)).json()).toMatchObject({ duplicate: false });
+    expect(await isActive(grant)).toBe(false);
+  });
+
   it('refuses a SET signed by another key than the orchestrator’s (forged revocation) with 401 invalid_signature', async () => {
     const grant = await newGrant();
     const attacker = await newSigningKey();

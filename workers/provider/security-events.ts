@@ -32,25 +32,20 @@ export async function receiveSecurityEvent(env: ProviderBindings, set: string): 
   } catch {
     throw new ProblemError(401, 'invalid_signature', 'The security event token does not verify.');
   }
-  const events = (payload.events ?? {}) as Record<string, Record<string, unknown>>;
-  const types = Object.keys(events).map((uri) => (uri.startsWith(EVENT_URI_PREFIX) ? uri.slice(EVENT_URI_PREFIX.length) : uri));
-  const unknown = types.filter((t) => !KNOWN_EVENTS.includes(t as KnownEvent));
-  if (types.length === 0 || unknown.length) throw refused(`Unknown or missing events: ${unknown.join(', ') || 'none'}.`);
+  const events = parseEvents(payload.events);
   // Revocations first: they are idempotent, so a crash before the receipt is recorded only repeats them.
-  for (const [uri, data] of Object.entries(events)) {
-    const type = uri.slice(EVENT_URI_PREFIX.length) as KnownEvent;
-    if (type === 'mandate.revoked' && typeof data.mandate_id === 'string') await addRevocation(env.DB, iss, 'mandate', data.mandate_id);
-    if (type === 'agent.revoked' && typeof data.agent_id === 'string') await addRevocation(env.DB, iss, 'agent', data.agent_id);
+  for (const { type, data } of events) {
+    if (type === 'mandate.revoked') await addRevocation(env.DB, iss, 'mandate', data.mandate_id as string);
+    if (type === 'agent.revoked') await addRevocation(env.DB, iss, 'agent', data.agent_id as string);
   }
   if (!(await firstReceipt(env.DB, iss, payload.jti!))) return { applied: [], duplicate: true };
 
   const account = typeof payload.sub === 'string' ? await linkedAccount(env.DB, iss, payload.sub) : null;
   const chain = account?.account_id ?? SYSTEM_CHAIN;
-  for (const [uri, data] of Object.entries(events)) {
-    const type = uri.slice(EVENT_URI_PREFIX.length) as KnownEvent;
+  for (const { type, data } of events) {
     // §2.5: a refund decided at the orchestrator (a dispute) is a reversal here too.
-    if (type === 'charge.refunded' && account && typeof data.charge_id === 'string') {
-      await ledgerOf(env, account.account_id).refundCharge(account.account_id, data.charge_id, `refunded_by_orchestrator:${String(data.verdict ?? '')}`);
+    if (type === 'charge.refunded' && account) {
+      await ledgerOf(env, account.account_id).refundCharge(account.account_id, data.charge_id as string, `refunded_by_orchestrator:${String(data.verdict ?? '')}`);
     }
     await ledgerOf(env, chain).appendAuditEvent(chain, {
       actor: { type: 'orchestrator', id: iss },
@@ -61,5 +56,28 @@ export async function receiveSecurityEvent(env: ProviderBindings, set: string): 
       related: [payload.jti!],
     });
   }
-  return { applied: types as KnownEvent[], duplicate: false };
+  return { applied: events.map((e) => e.type), duplicate: false };
+}
+
+/** What each event must name: the thing it is about. */
+const SUBJECT_OF: Record<KnownEvent, string> = { 'mandate.revoked': 'mandate_id', 'agent.revoked': 'agent_id', 'charge.refunded': 'charge_id' };
+
+/**
+ * The SET's events, each a known type naming its subject; anything else refuses
+ * the whole token, so that an event is never acknowledged without being applied.
+ * PROTOCOL names the types bare, RFC 8417 as URIs: both forms are taken.
+ */
+function parseEvents(events: unknown): { type: KnownEvent; data: Record<string, unknown> }[] {
+  if (typeof events !== 'object' || events === null || Array.isArray(events)) throw refused('The token carries no events object.');
+  const parsed = Object.entries(events).map(([key, data]) => {
+    const type = (key.startsWith(EVENT_URI_PREFIX) ? key.slice(EVENT_URI_PREFIX.length) : key) as KnownEvent;
+    if (!KNOWN_EVENTS.includes(type)) throw refused(`Unknown event: ${key}.`);
+    const subject = SUBJECT_OF[type];
+    if (typeof data !== 'object' || data === null || typeof (data as Record<string, unknown>)[subject] !== 'string' || !(data as Record<string, string>)[subject]) {
+      throw refused(`The ${type} event must name its ${subject}.`);
+    }
+    return { type, data: data as Record<string, unknown> };
+  });
+  if (parsed.length === 0) throw refused('The token carries no events.');
+  return parsed;
 }
