@@ -386,6 +386,21 @@ describe('token endpoint refusals: the request (RFC 6749)', () => {
     expect((await tokenRequest(agent, attestation)).status).toBe(200);
   });
 
+  it('answers a wrong method, an unknown OAuth path and a body over 1 MiB in RFC 6749 form too, uncacheable', async () => {
+    const expectOAuthError = async (res: Response, status: number) => {
+      expect(res.status).toBe(status);
+      expect(res.headers.get('content-type')).toBe('application/json');
+      expect(res.headers.get('cache-control')).toBe('no-store');
+      expect(await res.json()).toMatchObject({ error: 'invalid_request', error_description: expect.any(String) });
+      return res;
+    };
+    const wrongMethod = await expectOAuthError(await call('/oauth/token', { method: 'GET' }), 405);
+    expect(wrongMethod.headers.get('allow')).toBe('POST');
+    await expectOAuthError(await call('/oauth/nothing-here', { method: 'POST' }), 404);
+    const huge = new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: 'x'.repeat(1024 * 1024 + 1) }).toString();
+    await expectOAuthError(await call('/oauth/token', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: huge }), 413);
+  });
+
   it('refuses a scope wider than the mandate allows with invalid_scope', async () => {
     const agent = await newAgentKey();
     const attestation = await signAttestation({ agent });

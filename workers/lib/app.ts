@@ -51,6 +51,20 @@ export const validationHook: Hook<unknown, HonoEnv, string, unknown> = (result, 
   });
 };
 
+/**
+ * A refusal in the form its path speaks: RFC 9457 problem+json, except on the
+ * OAuth endpoints, which answer RFC 6749 errors (uncacheable) whatever went
+ * wrong (§2.3). Outside RFC 6749's own cases (a wrong method, a body too large,
+ * a media type) the status stays and the error is invalid_request.
+ */
+function errorResponse(c: Context, problem: ProblemError): Response {
+  if (c.req.path.startsWith('/oauth/')) {
+    const status = problem.status === 415 ? 400 : problem.status;
+    return oauthErrorResponse(new OAuthError(status, 'invalid_request', problem.detail, {}, problem.headers));
+  }
+  return problemResponse(problem, c.get('requestId'));
+}
+
 export function createRoleApp<Bindings extends object>() {
   const app = new OpenAPIHono<RoleEnv<Bindings>>({ defaultHook: validationHook as never });
 
@@ -84,14 +98,12 @@ export function createRoleApp<Bindings extends object>() {
 
   app.onError((error, c) => {
     const requestId = c.get('requestId');
-    if (error instanceof ProblemError) return problemResponse(error, requestId);
+    if (error instanceof ProblemError) return errorResponse(c, error);
     if (error instanceof OAuthError) return oauthErrorResponse(error);
     if (error instanceof HTTPException && error.status < 500) {
       // Hono's validators throw 400 for a body that does not parse, and 415 for a media type a route does not take.
-      const message = error.status === 415 ? 'The request body has a media type this endpoint does not take.' : error.message || 'The request is malformed.';
-      // §2.3: OAuth endpoints answer RFC 6749 errors, whatever went wrong.
-      if (c.req.path.startsWith('/oauth/')) return oauthErrorResponse(new OAuthError(400, 'invalid_request', message));
-      return problemResponse(new ProblemError(error.status, error.status === 415 ? 'unsupported_media_type' : 'invalid_request', message), requestId);
+      if (error.status === 415) return errorResponse(c, new ProblemError(415, 'unsupported_media_type', 'The request body has a media type this endpoint does not take.'));
+      return errorResponse(c, new ProblemError(error.status, 'invalid_request', error.message || 'The request is malformed.'));
     }
     console.error(JSON.stringify({ level: 'error', request_id: requestId, message: String(error), stack: (error as Error)?.stack }));
     return problemResponse(new ProblemError(500, 'internal_error', 'The server failed to handle the request.'), requestId);
@@ -100,12 +112,9 @@ export function createRoleApp<Bindings extends object>() {
   app.notFound((c) => {
     const allowed = allowedMethods(app, c.req.path);
     if (allowed.length > 0) {
-      return problemResponse(
-        new ProblemError(405, 'method_not_allowed', `${c.req.method} is not allowed on ${c.req.path}.`, { allow: allowed }, { Allow: allowed.join(', ') }),
-        c.get('requestId'),
-      );
+      return errorResponse(c, new ProblemError(405, 'method_not_allowed', `${c.req.method} is not allowed on ${c.req.path}.`, { allow: allowed }, { Allow: allowed.join(', ') }));
     }
-    return problemResponse(new ProblemError(404, 'not_found', `No resource at ${c.req.path}.`), c.get('requestId'));
+    return errorResponse(c, new ProblemError(404, 'not_found', `No resource at ${c.req.path}.`));
   });
 
   return app;
