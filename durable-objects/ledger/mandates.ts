@@ -288,8 +288,9 @@ function setApproved(tx: LedgerTx, mandateId: string, approval: Approval) {
 
 /**
  * Approval of a first-contact request: the agent is registered to the
- * approving principal and, per §4, its request is written into this chain
- * with the new agent as actor. Idempotent by mandate id (a retried approval).
+ * approving principal (unless an earlier request of the same key already made
+ * it this principal's agent) and, per §4, its request is written into this
+ * chain with the agent as actor. Idempotent by mandate id (a retried approval).
  */
 export function approveFirstContact(
   tx: LedgerTx,
@@ -298,9 +299,14 @@ export function approveFirstContact(
 ): Outcome<{ mandate: StoredMandate }> {
   const existing = getMandate(tx.sql, input.mandate_id, tx.now);
   if (existing) return { ok: true, mandate: existing };
+  const known = getAgent(tx.sql, input.agent.agent_id);
+  if (known && known.status !== 'active') {
+    tx.audit({ actor, action: 'mandate.approve', mandate_id: input.mandate_id, target: input.mandate_id, outcome: 'refused', reason: 'agent_revoked' });
+    return refuse('agent_revoked', 'The agent asking has been revoked.');
+  }
   const agentActor = { type: 'agent' as const, id: input.agent.agent_id };
   tx.audit({ actor: agentActor, action: 'mandate.request', mandate_id: input.mandate_id, target: input.mandate_id, outcome: 'succeeded', reason: 'first_contact' });
-  registerAgent(tx, { ...input.agent, via: 'first_contact' }, actor);
+  if (!known) registerAgent(tx, { ...input.agent, via: 'first_contact' }, actor);
   insertMandate(tx, { mandate_id: input.mandate_id, agent_id: input.agent.agent_id, terms: input.requested, pending_until: tx.now, first_contact: true }, 'pending');
   setApproved(tx, input.mandate_id, input.approval);
   tx.audit({ actor, action: 'mandate.approve', mandate_id: input.mandate_id, target: input.mandate_id, outcome: 'succeeded', related: [input.approval.display_hash] });

@@ -25,9 +25,11 @@ import {
   denyFirstContact,
   finishFirstContact,
   firstContact,
+  firstContactsOfKey,
   insertFirstContact,
   mandateRoute,
   recordFirstContactPoll,
+  releaseFirstContact,
   type FirstContactRow,
 } from './store/routing';
 
@@ -363,13 +365,15 @@ export async function approveMandate(env: OrchestratorBindings, session: Session
   }
 
   const row = view.row;
+  // Checked before the claim: a refusal must leave the request pending, for its rightful human to decide.
+  const holder = await agentByThumbprint(env.DB, row.jkt);
+  if (holder && holder.principal_id !== principalId) throw keyOfAnotherAgent();
   if (!(await claimFirstContact(env.DB, mandateId, principalId))) throw new ProblemError(409, 'mandate_inactive', 'This request was already decided or has expired.');
-  // A retried approval finds the agent it registered the first time.
-  let agentId = newId('agt');
-  if (!(await claimAgentKey(env.DB, { jkt: row.jkt, agent_id: agentId, principal_id: principalId }))) {
-    const holder = await agentByThumbprint(env.DB, row.jkt);
-    if (!holder || holder.principal_id !== principalId) throw new ProblemError(409, 'invalid_request', 'This key already belongs to another agent.');
-    agentId = holder.agent_id;
+  // The key may already be this principal's agent: an earlier request of the same key was approved, or this is a retry.
+  const agentId = holder?.agent_id ?? (await claimKeyForNewAgent(env.DB, row.jkt, principalId));
+  if (!agentId) {
+    await releaseFirstContact(env.DB, mandateId, principalId);
+    throw keyOfAnotherAgent();
   }
   const mandateJws = await signMandate(env, { principalId, mandateId, agentId, jkt: row.jkt, terms, displayHash: hash, approvedAt });
   const result = await ledger.approveFirstContact(principalId, {
@@ -378,9 +382,26 @@ export async function approveMandate(env: OrchestratorBindings, session: Session
     requested,
     approval: { approved: terms, display_hash: hash, display_document: displayJson, mandate_jws: mandateJws, approver_email_hint: emailHint(principal.email), decided_at: approvedAt },
   });
-  if (!result.ok) throw refusalProblem(result, 409);
+  if (!result.ok) {
+    await releaseFirstContact(env.DB, mandateId, principalId);
+    throw refusalProblem(result, 409);
+  }
   await finishFirstContact(env.DB, mandateId, principalId, 'approved');
   return toWire(env, result.mandate);
+}
+
+const keyOfAnotherAgent = () => new ProblemError(409, 'invalid_request', 'This key already belongs to another agent.');
+
+/**
+ * Routes a first-contact key to a new agent of the approver (§2.1: one key, one
+ * agent). Two approvals of the same key can race here: the loser takes the
+ * winner's agent if it is the same principal's, and null means another's.
+ */
+async function claimKeyForNewAgent(db: D1Database, jkt: string, principalId: string): Promise<string | null> {
+  const agentId = newId('agt');
+  if (await claimAgentKey(db, { jkt, agent_id: agentId, principal_id: principalId })) return agentId;
+  const winner = await agentByThumbprint(db, jkt);
+  return winner?.principal_id === principalId ? winner.agent_id : null;
 }
 
 export async function denyMandate(env: OrchestratorBindings, session: Session, mandateId: string, userCode: string | undefined): Promise<Mandate> {
@@ -409,7 +430,8 @@ export async function listMandatesOfPrincipal(env: OrchestratorBindings, princip
   return (await ledgerOf(env, principalId).listMandates()).map((m) => toWire(env, m));
 }
 
+/** GET /v1/mandates by an agent: what it requested; an unregistered key's are its first-contact requests (§2.4). */
 export async function listMandatesOfAgent(env: OrchestratorBindings, caller: AgentCaller): Promise<Mandate[]> {
-  if (caller.kind !== 'agent') return [];
+  if (caller.kind === 'unregistered_key') return (await firstContactsOfKey(env.DB, caller.jkt)).map((row) => firstContactWire(env, row));
   return (await ledgerOf(env, caller.principal_id).listMandates(caller.agent_id)).map((m) => toWire(env, m));
 }

@@ -46,17 +46,22 @@ const agentOrPrincipal = createMiddleware<Env>(async (c, next) => {
   await next();
 });
 
+const DenyMandateSchema = ApproveMandateSchema.pick({ user_code: true });
+
+/** A JSON decision body: none (or unreadable) is `{}`; anything else must be the schema's object, or 422. */
+async function decisionJson<T extends z.ZodTypeAny>(c: Context, schema: T, what: string): Promise<z.infer<T>> {
+  const parsed = schema.safeParse(await c.req.json().catch(() => ({})));
+  if (!parsed.success) {
+    throw new ProblemError(422, 'invalid_request', `The ${what} is invalid.`, {
+      errors: parsed.error.issues.map((i) => ({ path: `/${i.path.join('/')}`, message: i.message })),
+    });
+  }
+  return parsed.data;
+}
+
 /** Form fields of the approval page: amounts in dollars, per-charge limits as max_per_charge_<provider>. */
 async function approvalInput(c: Context): Promise<ApprovalInput> {
-  if (!isFormRequest(c)) {
-    const parsed = ApproveMandateSchema.safeParse(await c.req.json().catch(() => ({})));
-    if (!parsed.success) {
-      throw new ProblemError(422, 'invalid_request', 'The approval is invalid.', {
-        errors: parsed.error.issues.map((i) => ({ path: `/${i.path.join('/')}`, message: i.message })),
-      });
-    }
-    return parsed.data;
-  }
+  if (!isFormRequest(c)) return decisionJson(c, ApproveMandateSchema, 'approval');
   const form = await c.req.parseBody();
   const cents = (field: string) => {
     const value = form[field];
@@ -77,6 +82,13 @@ async function approvalInput(c: Context): Promise<ApprovalInput> {
     spend_limit: spend === undefined ? undefined : { amount: spend, currency: 'usd', period: 'month' },
     max_per_charge: Object.keys(max_per_charge).length ? max_per_charge : undefined,
   };
+}
+
+/** Deny carries only the user code of a first-contact request, from the page's form or as JSON. */
+async function denialUserCode(c: Context): Promise<string | undefined> {
+  if (!isFormRequest(c)) return (await decisionJson(c, DenyMandateSchema, 'denial')).user_code;
+  const form = await c.req.parseBody();
+  return typeof form.user_code === 'string' && form.user_code ? form.user_code : undefined;
 }
 
 /** A form post that fails goes back to the approval page with the reason; JSON callers get the problem. */
@@ -193,9 +205,7 @@ export function mandateRoutes() {
 
   app.openapi(decisionRoute('deny', 'Deny a pending mandate (principal session + CSRF)'), async (c) => {
     const { id } = c.req.valid('param');
-    const form = isFormRequest(c) ? await c.req.parseBody() : await c.req.json().catch(() => ({}));
-    const userCode = typeof (form as Record<string, unknown>).user_code === 'string' ? String((form as Record<string, unknown>).user_code) : undefined;
-    const result = await orBackToPage(c, id, () => denyMandate(c.env, c.get('session'), id, userCode));
+    const result = await orBackToPage(c, id, async () => denyMandate(c.env, c.get('session'), id, await denialUserCode(c)));
     return (result instanceof Response ? result : decisionResponse(c, result, `/mandates/${id}/approval`)) as never;
   });
 

@@ -69,6 +69,11 @@ export function firstContact(db: D1Database, mandateId: string) {
   return db.prepare('SELECT * FROM first_contact_requests WHERE mandate_id = ?1').bind(mandateId).first<FirstContactRow>();
 }
 
+/** §2.4: the first-contact requests a key made, newest first (what an unregistered key may list). */
+export async function firstContactsOfKey(db: D1Database, jkt: string): Promise<FirstContactRow[]> {
+  return (await db.prepare('SELECT * FROM first_contact_requests WHERE jkt = ?1 ORDER BY rowid DESC').bind(jkt).all<FirstContactRow>()).results;
+}
+
 /** Records a poll unless the last was less than `intervalS` ago; false means slow down. */
 export async function recordFirstContactPoll(db: D1Database, mandateId: string, intervalS: number): Promise<boolean> {
   const now = Date.now();
@@ -92,6 +97,14 @@ export async function claimFirstContact(db: D1Database, mandateId: string, princ
     .bind(mandateId, principalId, Date.now())
     .first();
   return row !== null;
+}
+
+/** Undoes a claim whose approval was refused, so the request can still be decided by anyone or expire. */
+export async function releaseFirstContact(db: D1Database, mandateId: string, principalId: string) {
+  await db
+    .prepare(`UPDATE first_contact_requests SET status = 'pending', decided_by = NULL WHERE mandate_id = ?1 AND status = 'approving' AND decided_by = ?2`)
+    .bind(mandateId, principalId)
+    .run();
 }
 
 export async function finishFirstContact(db: D1Database, mandateId: string, principalId: string, status: 'approved' | 'denied') {
