@@ -6,6 +6,7 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { acceptBody } from '../app';
+import { idempotency, type IdempotencyStore } from '../idempotency';
 import { ProblemError, problemResponses } from '../problem';
 import { LimitRowSchema, SetLimitSchema } from '../schemas/charges';
 import { checkCsrf, readSession, requireFreshSignIn, type Session, type SessionConfig } from '../sessions';
@@ -14,7 +15,7 @@ import { checkCsrf, readSession, requireFreshSignIn, type Session, type SessionC
 export const LIMIT_CEILING = 50_000;
 export const MAX_LIMIT = 100_000_000;
 
-type LimitLedger = {
+type LimitLedger = IdempotencyStore & {
   limitsSummary(): Promise<unknown[]> | unknown[];
   ownLimit(): Promise<{ amount: number; currency: string }> | { amount: number; currency: string };
   setOwnLimit(principal: string, limit: { amount: number; currency: string }): Promise<unknown> | unknown;
@@ -43,6 +44,8 @@ export function humanOnly(directory: LimitDirectory) {
 export function limitRoutes(directory: LimitDirectory) {
   const app = new OpenAPIHono<{ Bindings: any; Variables: { session: Session } }>();
   const human = humanOnly(directory);
+  // Conventions: the human's records, in the ledger whose limit it is.
+  const idempotent = idempotency({ caller: (c) => ({ store: directory.ledgerOf(c.env, (c.get('session') as Session).subject_id), caller: `principal:${(c.get('session') as Session).subject_id}` }) });
 
   app.openapi(
     createRoute({
@@ -63,7 +66,7 @@ export function limitRoutes(directory: LimitDirectory) {
       method: 'post',
       path: '/v1/limits',
       summary: 'Set the monthly limit (human session + CSRF; above the ceiling, a fresh sign-in)',
-      middleware: [human, acceptBody('json')] as const,
+      middleware: [human, acceptBody('json'), idempotent] as const,
       request: { body: { required: true, content: { 'application/json': { schema: SetLimitSchema } } } },
       responses: {
         200: { description: 'The limits after the change', content: { 'application/json': { schema: z.object({ data: z.array(LimitRowSchema) }) } } },

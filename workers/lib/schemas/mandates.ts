@@ -94,7 +94,13 @@ export const ApproveMandateSchema = z
   .openapi('ApproveMandate');
 
 export const AttestationRequestSchema = z.object({ mandate_id: z.string(), provider: providerId }).openapi('AttestationRequest');
-export const AttestationSchema = z.object({ attestation: z.string(), expires_in: z.number().int() }).openapi('Attestation');
+export const AttestationSchema = z
+  .object({
+    attestation: z.string().nullable().openapi({ description: 'null only in a replay by Idempotency-Key, with attestation_redacted: records never keep credentials' }),
+    expires_in: z.number().int(),
+    attestation_redacted: z.boolean().optional(),
+  })
+  .openapi('Attestation');
 
 /**
  * RFC 9396 authorization_details entry carried by attestations and tokens.

@@ -7,6 +7,7 @@ import { AgentSchema, RegisterAgentSchema } from '../../lib/schemas/mandates';
 import type { SessionVariables } from '../../lib/sessions';
 import { listAgents, registerAgent, revokeAgent } from '../agents';
 import type { OrchestratorBindings } from '../env';
+import { principalIdempotent } from '../idempotent';
 import { principalSession } from '../session';
 import { decisionResponse } from './decisions';
 
@@ -21,7 +22,7 @@ export function agentRoutes() {
       method: 'post',
       path: '/v1/agents',
       summary: 'Register an agent key; the DPoP header must hold a proof signed by that key',
-      middleware: [principalSession, acceptBody('json')] as const,
+      middleware: [principalSession, acceptBody('json'), principalIdempotent] as const,
       request: {
         headers: z.object({ dpop: z.string().optional().openapi({ description: 'RFC 9449 proof (htm POST, htu this URL) signed by public_jwk' }) }),
         body: { required: true, content: { 'application/json': { schema: RegisterAgentSchema } } },
@@ -46,7 +47,7 @@ export function agentRoutes() {
       method: 'get',
       path: '/v1/agents',
       summary: "The principal's agents",
-      middleware: [principalSession] as const,
+      middleware: [principalSession, principalIdempotent] as const,
       request: { query: ListQuerySchema },
       responses: {
         200: { description: 'Agents', content: { 'application/json': { schema: z.object({ data: z.array(AgentSchema), has_more: z.boolean() }) } } },

@@ -4,6 +4,8 @@ import { acceptBody, type RoleEnv } from '../../lib/app';
 import { problemResponses } from '../../lib/problem';
 import { AttestationRequestSchema, AttestationSchema } from '../../lib/schemas/mandates';
 import { requireAgent, type AgentVariables } from '../agent-auth';
+import { agentIdempotent } from '../idempotent';
+import { REPLAY_BODY } from '../../lib/idempotency';
 import { issueAttestation } from '../attestations';
 import type { OrchestratorBindings } from '../env';
 
@@ -14,7 +16,7 @@ export function attestationRoutes() {
       method: 'post',
       path: '/v1/attestations',
       summary: 'An identity assertion (ID-JAG) for one provider of an active mandate, single use, 300 s',
-      middleware: [requireAgent('attestation.issue'), acceptBody('json')] as const,
+      middleware: [requireAgent('attestation.issue'), acceptBody('json'), agentIdempotent] as const,
       request: {
         headers: z.object({ dpop: z.string().optional() }),
         body: { required: true, content: { 'application/json': { schema: AttestationRequestSchema } } },
@@ -24,7 +26,12 @@ export function attestationRoutes() {
         ...problemResponses(401, 403, 404, 415, 422),
       },
     }),
-    async (c) => c.json(await issueAttestation(c.env, c.get('agent'), c.req.valid('json')), 200, { 'cache-control': 'no-store' }),
+    async (c) => {
+      const issued = await issueAttestation(c.env, c.get('agent'), c.req.valid('json'));
+      // An attestation is a credential: an Idempotency-Key replay answers without it (records never keep credentials).
+      c.set(REPLAY_BODY as never, { ...issued, attestation: null, attestation_redacted: true } as never);
+      return c.json(issued, 200, { 'cache-control': 'no-store' });
+    },
   );
   return app;
 }

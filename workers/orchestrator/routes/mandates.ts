@@ -24,6 +24,7 @@ import {
   toWire,
   type ApprovalInput,
 } from '../mandates';
+import { agentIdempotent, principalIdempotent } from '../idempotent';
 import { principalSession } from '../session';
 import { decisionResponse } from './decisions';
 
@@ -109,7 +110,7 @@ export function mandateRoutes() {
       method: 'post',
       path: '/v1/mandates',
       summary: 'Ask for a mandate (a registered agent, or first contact from an unregistered key)',
-      middleware: [requireAgent('mandate.request', true), acceptBody('json')] as const,
+      middleware: [requireAgent('mandate.request', true), acceptBody('json'), agentIdempotent] as const,
       request: { headers: agentProof, body: { required: true, content: { 'application/json': { schema: MandateRequestSchema } } } },
       responses: {
         201: { description: 'Pending the human’s decision', content: { 'application/json': { schema: MandateSchema } } },
@@ -183,7 +184,7 @@ export function mandateRoutes() {
       method: 'post',
       path: `/v1/mandates/{id}/${action}`,
       summary,
-      middleware: [principalSession] as const,
+      middleware: [principalSession, principalIdempotent] as const,
       request: {
         params: MandateId,
         ...(action === 'approve'

@@ -2,6 +2,7 @@
 // are delivered to (PROTOCOL.md §3.2, "Webhooks").
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { acceptBody, type RoleEnv } from '../../lib/app';
+import { REPLAY_BODY } from '../../lib/idempotency';
 import { randomToken } from '../../lib/jws';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
@@ -10,6 +11,7 @@ import { NotificationSchema } from '../../lib/schemas/charges';
 import type { Session } from '../../lib/sessions';
 import { webhookUrlProblem } from '../../lib/webhooks';
 import { ledgerOf, orchestratorConfig, sessionConfigOf, type OrchestratorBindings } from '../env';
+import { principalIdempotent } from '../idempotent';
 
 const human = humanOnly({ db: (env: OrchestratorBindings) => env.DB, config: sessionConfigOf, ledgerOf });
 
@@ -39,10 +41,13 @@ export function notificationRoutes() {
       method: 'post',
       path: '/v1/webhook_endpoints',
       summary: 'Add an endpoint for signed webhooks; the secret is shown once',
-      middleware: [human, acceptBody('json')] as const,
+      middleware: [human, acceptBody('json'), principalIdempotent] as const,
       request: { body: { required: true, content: { 'application/json': { schema: z.object({ url: z.string().max(2048) }).openapi('NewWebhookEndpoint') } } } },
       responses: {
-        201: { description: 'Created', content: { 'application/json': { schema: z.object({ id: z.string(), url: z.string(), secret: z.string() }).openapi('WebhookEndpoint') } } },
+        201: {
+          description: 'Created (a replay by Idempotency-Key answers with secret null and secret_redacted)',
+          content: { 'application/json': { schema: z.object({ id: z.string(), url: z.string(), secret: z.string().nullable(), secret_redacted: z.boolean().optional() }).openapi('WebhookEndpoint') } },
+        },
         ...problemResponses(401, 403, 415, 422),
       },
     }),
@@ -52,6 +57,8 @@ export function notificationRoutes() {
       if (problem) throw new ProblemError(422, 'invalid_request', `This endpoint is refused: ${problem}.`, { errors: [{ path: '/url', message: problem }] });
       const endpoint = { id: `whk_${randomToken(12)}`, url, secret: `whsec_${randomToken(24)}` };
       await ledgerOf(c.env, c.get('session').subject_id).addWebhookEndpoint(c.get('session').subject_id, endpoint);
+      // The secret is shown once: an Idempotency-Key replay answers without it (records never keep credentials).
+      c.set(REPLAY_BODY as never, { ...endpoint, secret: null, secret_redacted: true } as never);
       return c.json(endpoint, 201, { 'cache-control': 'no-store' });
     },
   );
