@@ -212,15 +212,26 @@ describe('webhook endpoints ("Webhooks")', () => {
     ['a unique-local IPv6 address', 'https://[fd12:3456:789a::1]/x'],
     ['an IPv4-mapped IPv6 private address', 'https://[::ffff:10.0.0.5]/x'],
     ['an IPv4-mapped IPv6 loopback address', 'https://[::ffff:127.0.0.1]/x'],
+    ['a name under localhost (RFC 6761)', 'https://foo.localhost/x'],
+    ['an mDNS name', 'https://printer.local/x'],
+    ['a deprecated IPv4-compatible IPv6 loopback', 'https://[::7f00:1]/x'],
+    ['a deprecated site-local IPv6 address', 'https://[fec0::1]/x'],
+    ['a NAT64 address embedding a private IPv4', 'https://[64:ff9b::a00:1]/x'],
+    ['a multicast address', 'https://224.0.0.1/x'],
+    ['the broadcast address', 'https://255.255.255.255/x'],
+    ['a carrier-grade NAT address', 'https://100.64.0.1/x'],
+    ['the unspecified address', 'https://0.0.0.0/x'],
+    ['the unspecified IPv6 address', 'https://[::]/x'],
+    ['an IPv4 address written in hex, which URL parsing turns into 10.0.0.1', 'https://0x0a000001/x'],
   ])('refuses %s with 422 (%s)', async (_why, url) => {
     const human = await newPrincipal();
     const res = await addEndpoint(human, url);
     expect(res.status).toBe(422);
   });
 
-  it('accepts a public host name that merely starts with “fc” or “fd” (only IPv6 fc00::/7 is private)', async () => {
+  it('accepts a public host name that merely starts with “fc” or “fd” (only IPv6 fc00::/7 is private), and global address literals', async () => {
     const human = await newPrincipal();
-    for (const url of ['https://fdic.example/hook', 'https://fcm.example/hook']) {
+    for (const url of ['https://fdic.example/hook', 'https://fcm.example/hook', 'https://[2606:4700::1111]/hook', 'https://1.1.1.1/hook']) {
       const res = await addEndpoint(human, url);
       expect(res.status, `${url}: ${await res.clone().text()}`).toBe(201);
     }

@@ -2,22 +2,31 @@
 // {id, type, created, data}, header OAP-Signature: t=<unix>,v1=<hex HMAC-SHA256
 // of "t.body">; https only (plain http only to loopback, for local
 // development), never a private address, redirects not followed.
+import ipaddr from 'ipaddr.js';
 import { createHmac } from 'node:crypto';
 
 export function webhookSignature(secret: string, body: string, t = Math.floor(Date.now() / 1000)): string {
   return `t=${t},v1=${createHmac('sha256', secret).update(`${t}.${body}`).digest('hex')}`;
 }
 
-const PRIVATE_V4 = [/^10\./, /^192\.168\./, /^172\.(1[6-9]|2\d|3[01])\./, /^169\.254\./, /^0\./, /^100\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\./];
+/** Names that never leave the local network (RFC 6761 `localhost`, mDNS `.local`, RFC 8375, ICANN's `.internal`). */
+const LOCAL_NAME = /(^|\.)(localhost|local|internal|home\.arpa)$/;
 
-/** An IPv4-mapped IPv6 literal (::ffff:a.b.c.d, which URL parsing writes as ::ffff:xxxx:yyyy) as dotted IPv4. */
-function mappedV4(host: string): string | null {
-  const dotted = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(host);
-  if (dotted) return dotted[1]!;
-  const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
-  if (!hex) return null;
-  const [hi, lo] = [parseInt(hex[1]!, 16), parseInt(hex[2]!, 16)];
-  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+/**
+ * How an IP literal is judged: only global unicast may receive webhooks. ipaddr.js
+ * classifies the special-use ranges (private, loopback, link-local, carrier-grade NAT,
+ * multicast, broadcast, documentation, reserved…); IPv4-mapped IPv6 is judged as its IPv4.
+ * IPv6 forms that embed an IPv4 address elsewhere (NAT64, 6to4, Teredo, the deprecated
+ * IPv4-compatible ::a.b.c.d) are refused outright rather than unwrapped.
+ */
+function addressKind(literal: string): 'loopback' | 'global' | 'special' | null {
+  if (!ipaddr.isValid(literal)) return null;
+  const address = ipaddr.process(literal);
+  const range = address.range();
+  if (range === 'loopback') return 'loopback';
+  if (range !== 'unicast') return 'special';
+  if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).parts.slice(0, 6).every((part) => part === 0)) return 'special';
+  return 'global';
 }
 
 /** Why an endpoint URL is refused, or null when it is acceptable. */
@@ -29,16 +38,14 @@ export function webhookUrlProblem(raw: string, allowLoopbackHttp: boolean): stri
     return 'not a URL';
   }
   if (url.username || url.password) return 'credentials in the URL are not allowed';
-  const literal = url.hostname.replace(/^\[|\]$/g, '').toLowerCase().replace(/\.$/, '');
-  const v6 = literal.includes(':');
-  // Judge an IPv4-mapped IPv6 address as the IPv4 address it is.
-  const host = (v6 && mappedV4(literal)) || literal;
-  const loopback = host === 'localhost' || host.startsWith('127.') || host === '::1';
+  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase().replace(/\.$/, '');
+  const kind = addressKind(host);
+  const loopback = kind === 'loopback' || host === 'localhost';
   if (url.protocol === 'http:' && !(loopback && allowLoopbackHttp)) return 'endpoints must be https (plain http only to loopback in local development)';
   if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'endpoints must be https';
-  if (loopback && !allowLoopbackHttp) return 'loopback addresses are not allowed';
-  const privateV6 = host.includes(':') && (/^f[cd][0-9a-f]{2}:/.test(host) || host.startsWith('fe80:') || host === '::');
-  if (PRIVATE_V4.some((re) => re.test(host)) || privateV6) return 'private addresses are not allowed';
+  if (loopback) return allowLoopbackHttp ? null : 'loopback addresses are not allowed';
+  if (kind === 'special') return 'private and special-use addresses are not allowed';
+  if (kind === null && LOCAL_NAME.test(host)) return 'local names are not allowed';
   return null;
 }
 
