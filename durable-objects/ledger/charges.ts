@@ -8,7 +8,7 @@ import type { Money } from '../../workers/lib/schemas/money';
 import { iso, refuse, type LedgerTx } from './context';
 import type { MandateStatus } from '../../workers/lib/schemas/mandates';
 import { effectiveStatus, type MandateTerms } from './mandates';
-import { consumeNonce } from './nonces';
+import { consumeNonce, nonceSeen } from './nonces';
 import {
   billingPeriod,
   DEFAULT_MONTHLY_LIMIT,
@@ -44,6 +44,11 @@ export type ChargeRequest = {
   evidence: string;
   /** A recurring plan's renewal: the charge it renews. A declined renewal is told to the human. */
   renewal_of?: string | null;
+  /**
+   * The single-use value of the agent's signature the charge rests on (none for a renewal, which rests on the
+   * charge it renews): one signed request backs one charge, so it is used up when the hold is made.
+   */
+  agent_signature?: { nonce: string; expires_ms: number } | null;
   /** The provider's audit event for this charge: the two trails cross-reference each other (§4 related). */
   provider_event_id?: string | null;
 };
@@ -163,6 +168,10 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
     };
   }
 
+  // Not a retry: a new charge on a signed request that already backs one is a replay (checked here, used up with the hold).
+  const signature = request.agent_signature ?? null;
+  if (signature && nonceSeen(tx, signature.nonce)) return refused('replayed', 'The agent’s signed request already backs another charge.');
+
   const results: { type: string; pass: boolean }[] = [];
   const decline = (code: string, detail: string, extra: Partial<Decline> = {}): Decline => {
     if (request.renewal_of) {
@@ -229,6 +238,8 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   results.push({ type: 'velocity', pass: inputs.recent < CHARGES_PER_HOUR });
   if (inputs.recent >= CHARGES_PER_HOUR) return decline('velocity_limited', `At most ${CHARGES_PER_HOUR} charges an hour.`);
 
+  // Used up only now, with the hold: a declined charge leaves the agent's signature as it was.
+  if (signature) consumeNonce(tx, signature.nonce, signature.expires_ms);
   const hold = insertHold(tx, {
     id: request.charge_id,
     mandate_id: request.mandate_id,

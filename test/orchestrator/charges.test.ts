@@ -4,7 +4,8 @@ import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
 import type { AuditEvent } from '../../workers/lib/audit';
-import { asProvider, chargeBody, providerReceipt, subjectAt } from '../support/fake-provider';
+import { signRequest } from '../../workers/lib/http-signatures';
+import { asProvider, chargeBody, PROVIDER_URL, providerReceipt, providerToken, subjectAt } from '../support/fake-provider';
 import { activeMandate, call, mandateBody, newPrincipal, type Human } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
@@ -297,5 +298,155 @@ describe('receipts on capture (§4)', () => {
     expect(captured).toMatchObject({ status: 'captured', receipt });
     const read = (await (await call(`/v1/charges/${charge_id}`, { headers: { cookie: human.cookie } })).json()) as { receipt: string };
     expect(read.receipt).toBe(receipt);
+  });
+});
+
+/** The same charge around another call the agent signed: `method target` with `body`. */
+async function signedOtherwise<T extends object>(agent: Awaited<ReturnType<typeof setup>>['agent'], charge: T, method: 'POST' | 'PATCH' | 'DELETE', target: string, body: string) {
+  const signed = await signRequest({ method, targetUri: target, body, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
+  return { ...charge, agent_request: { method, target_uri: target, body, content_digest: signed['content-digest'], signature_input: signed['signature-input'], signature: signed.signature } };
+}
+
+async function refusedAuthorizations(human: Human) {
+  const refusals: AuditEvent[] = [];
+  for await (const e of auditEvents(ledgerOf(human.principal_id), testEnv.DB, human.principal_id, 0, { action: 'charge.authorize' })) if (e.outcome === 'refused') refusals.push(e);
+  return refusals;
+}
+
+describe('what backs a charge: one paid call the agent signed (§3.1 step 3)', () => {
+  it('refuses a charge on a signed DELETE or on a signed call to another path, audited, holding nothing', async () => {
+    const { human, agent, body } = await setup();
+    const charge = await body({ service: 'worker-script', plan: 'free', amount: 1500 });
+    const resource = `${PROVIDER_URL.cloud}/v1/resources/res_whatever`;
+    const attempts = [
+      await signedOtherwise(agent, charge, 'DELETE', resource, ''),
+      await signedOtherwise(agent, charge, 'DELETE', resource, JSON.stringify({ service: 'worker-script', plan: 'free' })),
+      await signedOtherwise(agent, charge, 'POST', `${resource}/rotate`, JSON.stringify({ service: 'worker-script', plan: 'free' })),
+      await signedOtherwise(agent, charge, 'POST', `${PROVIDER_URL.cloud}/v1/resources?x=1`, JSON.stringify({ service: 'worker-script', plan: 'free' })),
+    ];
+    for (const attempt of attempts) {
+      const res = await asProvider('cloud', 'POST', '/v1/charges', attempt);
+      expect(await res.json(), `${attempt.agent_request.method} ${attempt.agent_request.target_uri}`).toMatchObject({ status: 401, code: 'invalid_signature' });
+    }
+    expect(await ledgerOf(human.principal_id).listCharges({})).toHaveLength(0);
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(0);
+    expect((await refusedAuthorizations(human)).map((e) => e.reason)).toEqual(attempts.map(() => 'invalid_signature'));
+  });
+
+  it('refuses a signed body that is not a JSON object like any other mismatch, never a 500', async () => {
+    const { human, agent, body } = await setup();
+    const charge = await body();
+    const resources = `${PROVIDER_URL.cloud}/v1/resources`;
+    for (const signedBody of ['null', '[]', '"domain"', '42', '']) {
+      const res = await asProvider('cloud', 'POST', '/v1/charges', await signedOtherwise(agent, charge, 'POST', resources, signedBody));
+      expect(await res.json(), signedBody).toMatchObject({ status: 401, code: 'invalid_signature' });
+    }
+    const patch = { ...charge, resource_ref: 'res_pc' };
+    const res = await asProvider('cloud', 'POST', '/v1/charges', await signedOtherwise(agent, patch, 'PATCH', `${resources}/res_pc`, 'null'));
+    expect(await res.json()).toMatchObject({ status: 401, code: 'invalid_signature' });
+    expect(await ledgerOf(human.principal_id).listCharges({})).toHaveLength(0);
+  });
+
+  it('lets one signed request back one charge: its retry by key replays it, another key is 401 replayed (audited), nothing more held', async () => {
+    const { human, body } = await setup();
+    const request = await body({ key: 'saga-once' });
+    const first = await asProvider('cloud', 'POST', '/v1/charges', request);
+    expect(first.status).toBe(201);
+    const { charge_id } = (await first.json()) as { charge_id: string };
+
+    const second = await asProvider('cloud', 'POST', '/v1/charges', { ...request, idempotency_key: 'saga-twice' });
+    expect(second.status).toBe(401);
+    expect(await second.json()).toMatchObject({ code: 'replayed' });
+    // The provider's retry of the first charge (its answer lost) is still that charge.
+    const retry = await asProvider('cloud', 'POST', '/v1/charges', request);
+    expect(retry.status).toBe(201);
+    expect(((await retry.json()) as { charge_id: string }).charge_id).toBe(charge_id);
+
+    expect(await ledgerOf(human.principal_id).listCharges({})).toEqual([expect.objectContaining({ id: charge_id })]);
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(1044);
+    expect(await refusedAuthorizations(human)).toEqual([expect.objectContaining({ reason: 'replayed', related: expect.arrayContaining(['idempotency_key:saga-twice']) })]);
+  });
+
+  it('uses nothing up on a refusal: a signed request declined over the limit backs a charge once spend is released', async () => {
+    const { human, body } = await setup({ spend_limit: { amount: 3000, currency: 'usd', period: 'month' } });
+    const [a] = await Promise.all([body(), body()].map(async (b) => (await (await asProvider('cloud', 'POST', '/v1/charges', await b)).json()) as { charge_id: string }));
+    const request = await body();
+    expect(await (await asProvider('cloud', 'POST', '/v1/charges', request)).json()).toMatchObject({ status: 402, code: 'spend_limit_exceeded' });
+    expect((await asProvider('cloud', 'POST', `/v1/charges/${a!.charge_id}/void`, {})).status).toBe(200);
+    expect((await asProvider('cloud', 'POST', '/v1/charges', { ...request, idempotency_key: 'after-decline' })).status).toBe(201);
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(2088);
+  });
+});
+
+describe('the provider’s request token: ≤ 60 s from now, used once, reads included', () => {
+  it('refuses a token issued in the future or expiring more than 60 s from now, on writes and reads', async () => {
+    const { human, sub, body } = await setup();
+    const now = Math.floor(Date.now() / 1000);
+    const lookup = `/v1/charges?${new URLSearchParams({ principal_sub: sub, idempotency_key: 'k' })}`;
+    for (const times of [
+      { iat: now + 86_400, exp: now + 86_460 },
+      { iat: now + 30, exp: now + 90 },
+      { iat: now, exp: now + 120 },
+    ]) {
+      const write = await asProvider('cloud', 'POST', '/v1/charges', await body(), times);
+      expect(await write.json(), JSON.stringify(times)).toMatchObject({ status: 401, code: 'unauthorized' });
+      expect((await asProvider('cloud', 'GET', lookup, undefined, times)).status, JSON.stringify(times)).toBe(401);
+    }
+    expect(await ledgerOf(human.principal_id).listCharges({})).toHaveLength(0);
+    // Within the clock tolerance it is taken.
+    expect((await asProvider('cloud', 'GET', lookup, undefined, { iat: now + 2, exp: now + 62 })).status).toBe(200);
+  });
+
+  it('uses up the token of a read: a charge by id, and the lookup by key, whichever principal it names', async () => {
+    const { sub, body } = await setup();
+    const other = await setup();
+    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', await body())).json()) as { charge_id: string };
+    expect((await asProvider('cloud', 'GET', `/v1/charges/${charge_id}`, undefined, { jti: `read-${charge_id}` })).status).toBe(200);
+    const again = await asProvider('cloud', 'GET', `/v1/charges/${charge_id}`, undefined, { jti: `read-${charge_id}` });
+    expect(again.status).toBe(401);
+    expect(await again.json()).toMatchObject({ code: 'replayed' });
+
+    const jti = `lookup-${charge_id}`;
+    const lookup = (principalSub: string) => asProvider('cloud', 'GET', `/v1/charges?${new URLSearchParams({ principal_sub: principalSub, idempotency_key: 'k' })}`, undefined, { jti });
+    expect((await lookup(sub)).status).toBe(200);
+    expect(await (await lookup(sub)).json()).toMatchObject({ status: 401, code: 'replayed' });
+    // The query is outside the token's htu: another principal's subject is the same token used again.
+    expect(await (await lookup(other.sub)).json()).toMatchObject({ status: 401, code: 'replayed' });
+  });
+});
+
+describe('authentication before the body (PROTOCOL.md Conventions)', () => {
+  const anonymous = (path: string, init: RequestInit = {}) => call(path, init);
+  const json = (body: unknown) => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+  it('answers 401 to a caller without credentials whatever its body or query', async () => {
+    const long = 'x'.repeat(201);
+    for (const [path, init] of [
+      ['/v1/charges', json({})],
+      ['/v1/charges', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hello' }],
+      ['/v1/charges', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{not json' }],
+      ['/v1/charges?period=bad', {}],
+      ['/v1/charges/not-a-charge', {}],
+      ['/v1/charges/chg_x/capture', json({ reason: long })],
+      ['/v1/charges/chg_x/void', json({ reason: long })],
+      ['/v1/charges/chg_x/void', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'void' }],
+    ] as const) {
+      const res = await anonymous(path, init as RequestInit);
+      expect(await res.json(), `${(init as RequestInit).method ?? 'GET'} ${path}`).toMatchObject({ status: 401, code: 'unauthorized' });
+    }
+  });
+
+  it('validates the body of an authenticated provider as before: 422 with the fields, 415 for another media type', async () => {
+    const invalid = await asProvider('cloud', 'POST', '/v1/charges', {});
+    expect(invalid.status).toBe(422);
+    expect(await invalid.json()).toMatchObject({ code: 'invalid_request', errors: expect.arrayContaining([expect.objectContaining({ path: '/mandate_id' })]) });
+    const text = await call('/v1/charges', { method: 'POST', headers: { authorization: `Bearer ${await providerToken('cloud', 'POST', '/v1/charges', 'hello')}`, 'content-type': 'text/plain' }, body: 'hello' });
+    expect(text.status).toBe(415);
+    expect(await text.json()).toMatchObject({ code: 'unsupported_media_type' });
+    const malformed = await call('/v1/charges', { method: 'POST', headers: { authorization: `Bearer ${await providerToken('cloud', 'POST', '/v1/charges', '{not json')}`, 'content-type': 'application/json' }, body: '{not json' });
+    expect(await malformed.json()).toMatchObject({ status: 400, code: 'invalid_request' });
+    const long = await asProvider('cloud', 'POST', '/v1/charges/chg_x/capture', { reason: 'x'.repeat(201) });
+    expect(await long.json()).toMatchObject({ status: 422, code: 'invalid_request' });
+    expect((await asProvider('cloud', 'GET', '/v1/charges/not-a-charge')).status).toBe(422);
   });
 });

@@ -28,12 +28,11 @@ export async function providerToken(provider: ProviderId, method: string, path: 
   const { key: signingKey, kid } = await providerKey();
   const now = Math.floor(Date.now() / 1000);
   // htu is the URL without its query, as in DPoP (RFC 9449 §4.2).
-  return new SignJWT({ htm: method, htu: `${ORCHESTRATOR}${path.split('?')[0]}`, body_sha256: await sha256b64url(body), jti: crypto.randomUUID(), ...overrides })
+  // iat and exp are claims like the others, so that a test can bend them too.
+  return new SignJWT({ htm: method, htu: `${ORCHESTRATOR}${path.split('?')[0]}`, body_sha256: await sha256b64url(body), jti: crypto.randomUUID(), iat: now, exp: now + 60, ...overrides })
     .setProtectedHeader({ alg: 'EdDSA', typ: 'oap-provider+jwt', kid })
     .setIssuer(PROVIDER_URL[provider])
     .setAudience(ORCHESTRATOR)
-    .setIssuedAt(now)
-    .setExpirationTime(now + 60)
     .sign(signingKey);
 }
 

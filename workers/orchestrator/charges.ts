@@ -12,6 +12,7 @@ import { ProblemError, refusalProblem } from '../lib/problem';
 import type { Charge, RefundRequest } from '../lib/schemas/charges';
 import type { ChargeRequestSchema } from '../lib/schemas/charges';
 import type { z } from '@hono/zod-openapi';
+import type { ChargeRequest } from '../../durable-objects/ledger/charges';
 import type { Hold } from '../../durable-objects/ledger/spend';
 import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
 import type { ProviderCaller } from './provider-auth';
@@ -56,42 +57,51 @@ export async function chargeRoute(env: OrchestratorBindings, chargeId: string) {
 
 type SignedPrice = { amount?: unknown; currency?: unknown } | undefined;
 
-/** A signed PATCH's expected_price: the full price of the new plan, which the agent agreed to and its renewals charge. */
-function signedFullPrice(body: ChargeRequestBody): { amount: number; currency: string } | null {
-  if (body.agent_request?.method !== 'PATCH') return null;
+/** The body the agent signed, when it is a JSON object (anything else names no service, plan or price). */
+function signedObject(body: string): Record<string, unknown> | null {
   try {
-    const price = (JSON.parse(body.agent_request.body) as { expected_price?: SignedPrice }).expected_price;
-    return price && typeof price.amount === 'number' && typeof price.currency === 'string' ? { amount: price.amount, currency: price.currency } : null;
+    const value: unknown = JSON.parse(body);
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
   } catch {
     return null;
   }
 }
 
-/** What the agent signed must be a paid call at this provider, for this service, plan and price. */
+/** A signed PATCH's expected_price: the full price of the new plan, which the agent agreed to and its renewals charge. */
+function signedFullPrice(body: ChargeRequestBody): { amount: number; currency: string } | null {
+  if (body.agent_request?.method !== 'PATCH') return null;
+  const price = signedObject(body.agent_request.body)?.expected_price as SignedPrice;
+  return price && typeof price.amount === 'number' && typeof price.currency === 'string' ? { amount: price.amount, currency: price.currency } : null;
+}
+
+/**
+ * What the agent signed must be a paid call at this provider for this service, plan and price: a creation (a POST
+ * to its resources) or a plan change (a PATCH of this resource). Nothing else is ever charged, a DELETE included.
+ */
 function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['provider']): string | null {
   const signedCall = body.agent_request!;
-  const target = signedCall.target_uri;
-  if (!target.startsWith(`${provider.url}/v1/resources`)) return 'the signed request was not made to this provider’s resources';
-  let signed: Record<string, unknown>;
-  try {
-    signed = signedCall.body ? (JSON.parse(signedCall.body) as Record<string, unknown>) : {};
-  } catch {
-    return 'the signed body is not JSON';
+  const resources = `${provider.url}/v1/resources`;
+  const signed = signedObject(signedCall.body);
+  if (!signed) return 'the signed body is not a JSON object';
+  if (signedCall.method === 'POST') {
+    if (signedCall.target_uri !== resources) return 'the signed request is not a creation at this provider';
+    if (signed.service !== body.service) return `the agent asked for ${String(signed.service)}, not ${body.service}`;
+    if (signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
+    const expected = signed.expected_price as SignedPrice;
+    if (expected && (expected.amount !== body.amount || expected.currency !== body.currency)) return 'the agent agreed to another price';
+    return null;
   }
-  if (signedCall.method === 'POST' && target === `${provider.url}/v1/resources` && signed.service !== body.service) return `the agent asked for ${String(signed.service)}, not ${body.service}`;
-  if (signedCall.method !== 'DELETE' && signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
   if (signedCall.method === 'PATCH') {
     // A plan change (§3.1 "Also"): signed for this very resource and the new plan's full price; the charge is the
     // pro-rata part of the difference, so never more than that price ($0 for a downgrade, whose credit is a refund).
-    if (!body.resource_ref || target !== `${provider.url}/v1/resources/${body.resource_ref}`) return 'the signed plan change is of another resource';
+    if (!body.resource_ref || signedCall.target_uri !== `${resources}/${body.resource_ref}`) return 'the signed plan change is of another resource';
+    if (signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
     const full = signedFullPrice(body);
     if (!full || full.currency !== body.currency) return 'the signed plan change names no price in this currency';
     if (body.amount > full.amount) return 'the charge exceeds the full price the agent agreed to';
     return null;
   }
-  const expected = signed.expected_price as SignedPrice;
-  if (expected && (expected.amount !== body.amount || expected.currency !== body.currency)) return 'the agent agreed to another price';
-  return null;
+  return `a signed ${signedCall.method} is neither a creation nor a plan change`;
 }
 
 export async function authorizeCharge(env: OrchestratorBindings, caller: ProviderCaller, body: ChargeRequestBody): Promise<Charge> {
@@ -109,6 +119,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   const agent = await ledger.getAgent(body.agent_id);
   if (!agent) throw await refuse('invalid_signature', 401, 'The agent is not this principal’s.');
   let evidence: Record<string, unknown>;
+  let agentSignature: ChargeRequest['agent_signature'] = null;
   if (body.renewal_of) {
     // A renewal rests on the charge it renews, which the agent signed for; the mandate is checked again now.
     // After a plan change the period's charge is that change's pro-rata part: the renewal is at the full price it was signed at.
@@ -149,6 +160,8 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     if (mismatch) throw await refuse('invalid_signature', 401, `The charge is not what the agent signed for: ${mismatch}.`);
     const full = signedFullPrice(body);
     evidence = { agent_request: signedCall, signature_base: verified.base, key_thumbprint: agent.key_thumbprint, ...(full ? { plan_change: { full_price: full } } : {}) };
+    // Remembered while the signature could still verify (it is refused once expired), and a minute beyond.
+    agentSignature = { nonce: `sig:${agent.key_thumbprint}:${verified.params.nonce}`, expires_ms: verified.params.expires * 1000 + 60_000 };
   }
 
   const chargeId = newId('chg');
@@ -169,6 +182,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     token_jti: body.token_jti,
     evidence: JSON.stringify(evidence),
     renewal_of: body.renewal_of ?? null,
+    agent_signature: agentSignature,
     provider_event_id: body.provider_audit_event_id ?? null,
   });
   if (decision.ok) return { ...toChargeWire(decision.hold), decision: decision.decision, audit_event_id: decision.audit_event_id };

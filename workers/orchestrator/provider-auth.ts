@@ -6,9 +6,11 @@ import { decodeJwt, jwtVerify, type JWTPayload } from 'jose';
 import { checkJwsHeader, ED25519_ALGS, sha256Base64url } from '../lib/jws';
 import { issuerKeys } from '../lib/jwks-cache';
 import { ProblemError } from '../lib/problem';
-import { orchestratorConfig, type OrchestratorBindings } from './env';
+import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
 
 export const PROVIDER_TOKEN_MAX_LIFETIME_S = 60;
+/** How far the provider's clock may run ahead of ours. */
+const CLOCK_SKEW_S = 5;
 
 export type ProviderCaller = { provider: { id: string; issuer: string; url: string }; jti: string; expiresMs: number };
 
@@ -37,14 +39,27 @@ export async function authenticateProvider(c: Context<{ Bindings: OrchestratorBi
       issuer: provider.issuer,
       audience: config.PUBLIC_BASE_URL,
       requiredClaims: ['exp', 'iat', 'jti'],
-      clockTolerance: 5,
+      clockTolerance: CLOCK_SKEW_S,
     }));
   } catch {
     throw refused('the token does not verify or has expired');
   }
-  if (payload.exp! - payload.iat! > PROVIDER_TOKEN_MAX_LIFETIME_S) throw refused('the token lives longer than 60 s');
+  // "exp ≤ 60 s" from now, not only from an iat the provider picks: a token dated ahead would be good for longer.
+  const now = Math.floor(Date.now() / 1000);
+  if (payload.iat! > now + CLOCK_SKEW_S) throw refused('iat is in the future');
+  if (payload.exp! - payload.iat! > PROVIDER_TOKEN_MAX_LIFETIME_S || payload.exp! > now + PROVIDER_TOKEN_MAX_LIFETIME_S + CLOCK_SKEW_S) throw refused('the token lives longer than 60 s');
   if (payload.htm !== c.req.method) throw refused('htm does not match');
   if (payload.htu !== `${config.PUBLIC_BASE_URL}${c.req.path}`) throw refused('htu does not match');
   if (payload.body_sha256 !== (await sha256Base64url(body))) throw refused('body_sha256 does not match the body');
   return { provider: { id: provider.id, issuer: provider.issuer, url: provider.url }, jti: payload.jti!, expiresMs: payload.exp! * 1000 };
+}
+
+/**
+ * A read's token is used up in the provider's own store: a read decides nothing in a principal's ledger (where a
+ * charge's token is used up with its decision), and the lookup by key names its principal in the query, which htu
+ * leaves out, so a per-principal store would let one token read from every principal.
+ */
+export async function useUpReadToken(env: OrchestratorBindings, caller: ProviderCaller): Promise<void> {
+  const fresh = await ledgerOf(env, `provider:${caller.provider.id}`).consumeNonce(`provider:${caller.provider.id}:${caller.jti}`, caller.expiresMs + 60_000);
+  if (!fresh) throw new ProblemError(401, 'replayed', 'This provider request token was already used.');
 }

@@ -1,20 +1,23 @@
 // The charges API (PROTOCOL.md §3.1 step 3 and §3.2): providers authorize,
 // capture, void and (in part, for plan changes) refund; principals read their charges.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import type { RoleEnv } from '../../lib/app';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
 import { ChargeRequestSchema, ChargeSchema, RefundRequestSchema } from '../../lib/schemas/charges';
-import { readSession } from '../../lib/sessions';
+import { readSession, type Session } from '../../lib/sessions';
 import { authorizeCharge, chargeRoute, findProviderCharge, refundCharge, resolveCharge, toChargeWire } from '../charges';
 import { ledgerOf, sessionConfigOf, type OrchestratorBindings } from '../env';
-import { authenticateProvider, type ProviderCaller } from '../provider-auth';
+import { authenticateProvider, useUpReadToken, type ProviderCaller } from '../provider-auth';
 
-type Env = RoleEnv<OrchestratorBindings>;
+type Caller = { kind: 'provider'; token: ProviderCaller } | { kind: 'principal'; session: Session };
+type Env = RoleEnv<OrchestratorBindings> & { Variables: { provider: ProviderCaller; caller: Caller } };
 const ChargeId = z.object({ id: z.string().startsWith('chg_') });
 const providerAuth = z.object({ authorization: z.string().optional().openapi({ description: 'Bearer <oap-provider+jwt>: the provider’s request token (§3.1)' }) });
+const ResolveChargeSchema = z
+  .object({ receipt: z.string().optional(), reason: z.string().max(200).optional(), provider_audit_event_id: z.string().optional() })
+  .openapi('ChargeResolution');
 const declined = {
   402: {
     description: 'Declined: spend_limit_exceeded (with limit, spent, requested, step_up_url), mandate_inactive, out_of_scope or velocity_limited',
@@ -22,15 +25,26 @@ const declined = {
   },
 };
 
-/** The body is read once, as text: the provider's token covers its hash. */
-async function providerRequest(c: Context<Env>) {
-  const body = await c.req.text();
-  return { caller: await authenticateProvider(c, body), body };
-}
-
-/** As route middleware: runs before the route's validators. */
+/**
+ * As route middleware, before the route's validators (PROTOCOL.md Conventions): the provider, by its token over
+ * the body, read once as text. A charge's token is used up in the principal's ledger, with the decision it asks for.
+ */
 const authenticatedProvider = createMiddleware<Env>(async (c, next) => {
-  c.set('provider' as never, (await providerRequest(c)).caller as never);
+  c.set('provider', await authenticateProvider(c, await c.req.text()));
+  await next();
+});
+
+/** Reads: the provider that made the charge (its token used up here) or the principal it is for (a session). */
+const providerOrPrincipal = createMiddleware<Env>(async (c, next) => {
+  if (c.req.header('authorization')) {
+    const token = await authenticateProvider(c, '');
+    await useUpReadToken(c.env, token);
+    c.set('caller', { kind: 'provider', token });
+  } else {
+    const session = await readSession(c, c.env.DB, sessionConfigOf(c.env));
+    if (!session) throw new ProblemError(401, 'unauthorized', 'Sign in first.');
+    c.set('caller', { kind: 'principal', session });
+  }
   await next();
 });
 
@@ -42,7 +56,8 @@ export function chargeRoutes() {
       method: 'post',
       path: '/v1/charges',
       summary: 'Authorize a charge for what an agent signed for (provider-authenticated)',
-      request: { headers: providerAuth, body: { required: false, content: { 'application/json': { schema: ChargeRequestSchema } } } },
+      middleware: [authenticatedProvider] as const,
+      request: { headers: providerAuth, body: { required: true, content: { 'application/json': { schema: ChargeRequestSchema } } } },
       responses: {
         201: { description: 'Authorized: a hold on every limit until captured or voided', content: { 'application/json': { schema: ChargeSchema } } },
         ...declined,
@@ -50,21 +65,7 @@ export function chargeRoutes() {
       },
     }),
     async (c) => {
-      const { caller, body } = await providerRequest(c);
-      if (!(c.req.header('content-type') ?? '').startsWith('application/json')) throw new ProblemError(415, 'unsupported_media_type', 'The body must be application/json.');
-      let json: unknown;
-      try {
-        json = JSON.parse(body);
-      } catch {
-        throw new ProblemError(400, 'invalid_request', 'The body is not valid JSON.');
-      }
-      const parsed = ChargeRequestSchema.safeParse(json);
-      if (!parsed.success) {
-        throw new ProblemError(422, 'invalid_request', 'The charge request is invalid.', {
-          errors: parsed.error.issues.map((i) => ({ path: `/${i.path.join('/')}`, message: i.message })),
-        });
-      }
-      const charge = await authorizeCharge(c.env, caller, parsed.data);
+      const charge = await authorizeCharge(c.env, c.get('provider'), c.req.valid('json'));
       return c.json(charge, 201, { Location: `/v1/charges/${charge.charge_id}` });
     },
   );
@@ -75,26 +76,17 @@ export function chargeRoutes() {
         method: 'post',
         path: `/v1/charges/{id}/${action}`,
         summary: action === 'capture' ? 'Capture an authorized charge (once; 409 charge_voided after a void)' : 'Void an authorized charge, releasing the hold',
-        request: {
-          params: ChargeId,
-          headers: providerAuth,
-          body: { required: false, content: { 'application/json': { schema: z.object({ receipt: z.string().optional(), reason: z.string().max(200).optional(), provider_audit_event_id: z.string().optional() }) } } },
-        },
-        responses: { 200: { description: 'The charge', content: { 'application/json': { schema: ChargeSchema } } }, ...problemResponses(401, 404, 409) },
+        middleware: [authenticatedProvider] as const,
+        request: { params: ChargeId, headers: providerAuth, body: { required: false, content: { 'application/json': { schema: ResolveChargeSchema } } } },
+        responses: { 200: { description: 'The charge', content: { 'application/json': { schema: ChargeSchema } } }, ...problemResponses(400, 401, 404, 409, 415, 422) },
       }),
       async (c) => {
-        const { caller, body } = await providerRequest(c);
-        let detail: { receipt?: string; reason?: string; provider_audit_event_id?: string } = {};
-        try {
-          detail = body ? (JSON.parse(body) as typeof detail) : {};
-        } catch {
-          throw new ProblemError(400, 'invalid_request', 'The body is not valid JSON.');
-        }
+        const { receipt, reason, provider_audit_event_id: eventId } = c.req.valid('json');
         return c.json(
-          await resolveCharge(c.env, caller, c.req.valid('param').id, action, {
-            receipt: typeof detail.receipt === 'string' ? detail.receipt : undefined,
-            reason: typeof detail.reason === 'string' ? detail.reason.slice(0, 200) : undefined,
-            provider_audit_event_id: typeof detail.provider_audit_event_id === 'string' && detail.provider_audit_event_id.startsWith('evt_') ? detail.provider_audit_event_id : undefined,
+          await resolveCharge(c.env, c.get('provider'), c.req.valid('param').id, action, {
+            receipt,
+            reason,
+            provider_audit_event_id: eventId?.startsWith('evt_') ? eventId : undefined,
           }),
           200,
         );
@@ -112,7 +104,7 @@ export function chargeRoutes() {
       request: { params: ChargeId, headers: providerAuth, body: { required: true, content: { 'application/json': { schema: RefundRequestSchema } } } },
       responses: { 200: { description: 'The charge, with amount_refunded', content: { 'application/json': { schema: ChargeSchema } } }, ...problemResponses(400, 401, 404, 409, 415, 422) },
     }),
-    async (c) => c.json(await refundCharge(c.env, c.get('provider' as never) as ProviderCaller, c.req.valid('param').id, c.req.valid('json')), 200),
+    async (c) => c.json(await refundCharge(c.env, c.get('provider'), c.req.valid('param').id, c.req.valid('json')), 200),
   );
 
   app.openapi(
@@ -120,20 +112,16 @@ export function chargeRoutes() {
       method: 'get',
       path: '/v1/charges/{id}',
       summary: 'A charge: for its principal (session) or the provider that made it',
+      middleware: [providerOrPrincipal] as const,
       request: { params: ChargeId, headers: providerAuth },
-      responses: { 200: { description: 'The charge', content: { 'application/json': { schema: ChargeSchema } } }, ...problemResponses(401, 404) },
+      responses: { 200: { description: 'The charge', content: { 'application/json': { schema: ChargeSchema } } }, ...problemResponses(401, 404, 422) },
     }),
     async (c) => {
       const { id } = c.req.valid('param');
       const route = await chargeRoute(c.env, id);
-      if (c.req.header('authorization')) {
-        const caller = await authenticateProvider(c, '');
-        if (!route || route.provider_id !== caller.provider.id) throw new ProblemError(404, 'not_found', 'No such charge.');
-      } else {
-        const session = await readSession(c, c.env.DB, sessionConfigOf(c.env));
-        if (!session) throw new ProblemError(401, 'unauthorized', 'Sign in first.');
-        if (!route || route.principal_id !== session.subject_id) throw new ProblemError(404, 'not_found', 'No such charge.');
-      }
+      const caller = c.get('caller');
+      const owner = caller.kind === 'provider' ? route?.provider_id === caller.token.provider.id : route?.principal_id === caller.session.subject_id;
+      if (!route || !owner) throw new ProblemError(404, 'not_found', 'No such charge.');
       const hold = await ledgerOf(c.env, route.principal_id).getCharge(id);
       if (!hold) throw new ProblemError(404, 'not_found', 'No such charge.');
       return c.json(toChargeWire(hold), 200);
@@ -145,6 +133,7 @@ export function chargeRoutes() {
       method: 'get',
       path: '/v1/charges',
       summary: "The principal's charges, newest first; for a provider, its charge for a principal by idempotency key",
+      middleware: [providerOrPrincipal] as const,
       request: {
         headers: providerAuth,
         query: ListQuerySchema.extend({
@@ -163,15 +152,13 @@ export function chargeRoutes() {
     }),
     async (c) => {
       const q = c.req.valid('query');
-      if (c.req.header('authorization')) {
+      const caller = c.get('caller');
+      if (caller.kind === 'provider') {
         // A provider whose authorization answer was lost finds the charge by its key, to void it (§3.1 step 4).
-        const caller = await authenticateProvider(c, '');
         if (!q.principal_sub || !q.idempotency_key) throw new ProblemError(422, 'invalid_request', 'A provider names the charge by principal_sub and idempotency_key.');
-        return c.json({ data: await findProviderCharge(c.env, caller, q.principal_sub, q.idempotency_key), has_more: false }, 200);
+        return c.json({ data: await findProviderCharge(c.env, caller.token, q.principal_sub, q.idempotency_key), has_more: false }, 200);
       }
-      const session = await readSession(c, c.env.DB, sessionConfigOf(c.env));
-      if (!session) throw new ProblemError(401, 'unauthorized', 'Sign in first.');
-      const holds = await ledgerOf(c.env, session.subject_id).listCharges({ provider: q.provider, agent_id: q.agent, mandate_id: q.mandate, period: q.period });
+      const holds = await ledgerOf(c.env, caller.session.subject_id).listCharges({ provider: q.provider, agent_id: q.agent, mandate_id: q.mandate, period: q.period });
       return c.json(paginate(holds.map(toChargeWire), q, (ch) => ch.charge_id), 200);
     },
   );
