@@ -25,12 +25,12 @@ function ownLive(tx: LedgerTx, resourceId: string, actor: Actor): Outcome<{ reso
  * and its backend is owed a deprovision. Idempotent: deleting a deleted
  * resource returns it unchanged, without a second event.
  */
-export function beginDeprovision(tx: LedgerTx, resourceId: string, actor: Actor, servicesInScope?: string[]): Outcome<{ resource: Resource; already: boolean }> {
+export function beginDeprovision(tx: LedgerTx, resourceId: string, actor: Actor, servicesInScope?: string[]): Outcome<{ resource: Resource; already: boolean; event_id: string | null }> {
   const existing = getResource(tx.sql, resourceId);
   // The agent's own resource, but its token does not cover the service (the refusal's detail names it).
   const own = existing && (actor.type !== 'agent' || existing.agent_id === actor.id);
   if (own && servicesInScope && !servicesInScope.includes(existing.service)) return refuse('insufficient_scope', existing.service);
-  if (existing?.status === 'deleted' && (actor.type !== 'agent' || existing.agent_id === actor.id)) return { ok: true, resource: existing, already: true };
+  if (existing?.status === 'deleted' && (actor.type !== 'agent' || existing.agent_id === actor.id)) return { ok: true, resource: existing, already: true, event_id: null };
   const live = ownLive(tx, resourceId, actor);
   if (!live.ok) return live;
   tx.sql.exec(`UPDATE resources SET status = 'deleted', renews_at = NULL, updated = ? WHERE id = ?`, iso(tx.now), resourceId);
@@ -38,8 +38,8 @@ export function beginDeprovision(tx: LedgerTx, resourceId: string, actor: Actor,
   tx.sql.exec('INSERT OR IGNORE INTO deprovision_outbox (resource_id, service, attempts, next_attempt_at) VALUES (?, ?, 0, ?)', resourceId, live.resource.service, tx.now + 5_000);
   // The request itself calls the backend at once; the alarm is the safety net.
   tx.schedule('deprovisions', tx.now + 5_000);
-  tx.audit({ actor, action: 'resource.deprovision', mandate_id: live.resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [`${live.resource.service}/${live.resource.plan}`, ...(live.resource.renews_at ? ['billing_stopped'] : [])] });
-  return { ok: true, resource: getResource(tx.sql, resourceId)!, already: false };
+  const event = tx.audit({ actor, action: 'resource.deprovision', mandate_id: live.resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [`${live.resource.service}/${live.resource.plan}`, ...(live.resource.renews_at ? ['billing_stopped'] : [])] });
+  return { ok: true, resource: getResource(tx.sql, resourceId)!, already: false, event_id: event.id };
 }
 
 export type OwedDeprovision = { resource_id: string; service: string; attempts: number };
@@ -77,13 +77,13 @@ export function checkRotatable(tx: LedgerTx, resourceId: string, actor: Actor): 
 }
 
 /** The backend rotated: the new service fields, and an event that names no credential. */
-export function recordRotation(tx: LedgerTx, resourceId: string, fields: string, actor: Actor): Resource | null {
+export function recordRotation(tx: LedgerTx, resourceId: string, fields: string, actor: Actor): { resource: Resource; event_id: string } | null {
   const resource = getResource(tx.sql, resourceId);
   // Suspended meanwhile (a declined renewal) it keeps its data, so the rotation stands; only a deleted one is undone.
   if (!resource || (resource.status !== 'active' && resource.status !== 'suspended')) return null;
   tx.sql.exec('UPDATE resources SET fields = ?, updated = ? WHERE id = ?', fields, iso(tx.now), resourceId);
   // Credentials still waiting for an operation's read died with the rotation.
   forgetCredentials(tx, resourceId);
-  tx.audit({ actor, action: 'resource.rotate', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [`${resource.service}/${resource.plan}`] });
-  return getResource(tx.sql, resourceId);
+  const event = tx.audit({ actor, action: 'resource.rotate', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [`${resource.service}/${resource.plan}`] });
+  return { resource: getResource(tx.sql, resourceId)!, event_id: event.id };
 }

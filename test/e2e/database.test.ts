@@ -23,6 +23,8 @@ describe('a database at provider data', () => {
     const accepted = await signedPaidCall(urls.data, agent.key, agent.token, 'POST', '/v1/resources', { service: 'database', plan: 'free', parameters: { name: 'shop' } }, 'db-create');
     const operation = await readJson(accepted);
     expect(accepted.status, JSON.stringify(operation)).toBe(202);
+    // Conventions: even the 202 names the event that began the paid call.
+    expect(operation.audit_event_id).toMatch(/^evt_/);
 
     let read: Json = {};
     for (let i = 0; i < 40 && read.status !== 'succeeded'; i++) {
@@ -53,6 +55,7 @@ describe('a database at provider data', () => {
     const second = String(rotated.credentials.token);
     expect(second).toMatch(/^dbt_/);
     expect(second).not.toBe(first);
+    expect(rotated.audit_event_id).toMatch(/^evt_/);
     expect(await query(url, first, 'SELECT count(*) FROM orders')).toMatchObject({ status: 401, body: { code: 'invalid_token' } });
     expect(await query(url, second, 'SELECT count(*) FROM orders')).toMatchObject({ status: 200, body: { rows: [[2]] } });
 
@@ -69,6 +72,7 @@ describe('a database at provider data', () => {
     expect(audit.status).toBe(200);
     const trail = await audit.text();
     expect(trail).toContain('resource.rotate');
+    for (const named of [operation.audit_event_id, rotated.audit_event_id]) expect(trail).toContain(`"id":"${named}"`);
     for (const credential of [first, second]) {
       expect(trail).not.toContain(credential);
       expect(trail).not.toContain(sha256Hex(credential));

@@ -42,6 +42,8 @@ describe('DELETE /v1/resources/{id}', () => {
     expect(owed).toEqual([]);
     const events = (await trail(agent.account)).filter((e) => e.target === id && e.action === 'resource.deprovision');
     expect(events).toMatchObject([{ outcome: 'succeeded', actor: { type: 'agent', id: agent.agentId } }]);
+    // Conventions: the response names the event that recorded it.
+    expect(deleted.body.audit_event_id).toBe(events[0]!.id);
   });
 
   it('is idempotent: a replay answers the same, a second delete changes nothing and writes no second event', async () => {
@@ -54,6 +56,8 @@ describe('DELETE /v1/resources/{id}', () => {
     expect([first.status, replay.status, again.status]).toEqual([200, 200, 200]);
     expect(replay.body).toEqual(first.body);
     expect(again.body.status).toBe('deleted');
+    // The second delete changed nothing, so no event is named.
+    expect(again.body.audit_event_id).toBeNull();
     expect((await trail(agent.account)).filter((e) => e.target === id && e.action === 'resource.deprovision')).toHaveLength(1);
   });
 
@@ -163,7 +167,7 @@ describe('POST /v1/resources/{id}/rotate', () => {
     const { id: suspendedId } = await registered(agent);
     // A declined renewal suspended it while the backend was rotating: the data and the new credentials stay.
     await runInDurableObject(ledger, (_, s) => void s.storage.sql.exec(`UPDATE resources SET status = 'suspended' WHERE id = ?`, suspendedId));
-    expect(await ledger.recordRotation(agent.account, suspendedId, JSON.stringify({ rotated: true }), actor)).toMatchObject({ status: 'suspended', fields: JSON.stringify({ rotated: true }) });
+    expect(await ledger.recordRotation(agent.account, suspendedId, JSON.stringify({ rotated: true }), actor)).toMatchObject({ resource: { status: 'suspended', fields: JSON.stringify({ rotated: true }) }, event_id: expect.stringMatching(/^evt_/) });
     const { id: deletedId } = await registered(agent);
     expect((await paidCall(agent, 'DELETE', `/v1/resources/${deletedId}`)).body.status).toBe('deleted');
     expect(await ledger.recordRotation(agent.account, deletedId, JSON.stringify({ rotated: true }), actor)).toBeNull();

@@ -62,7 +62,7 @@ export function checkAgainstCatalog(env: ProviderBindings, request: ResourceRequ
 
 export type ProvisionOutcome =
   | { kind: 'created'; resource: Record<string, unknown>; credentials: Record<string, unknown> | null; charge_id: string; audit_event_id: string; receipt: string; recorded?: boolean }
-  | { kind: 'accepted'; operation_id: string };
+  | { kind: 'accepted'; operation_id: string; audit_event_id: string | null };
 
 export async function provisionResource(
   env: ProviderBindings,
@@ -129,7 +129,7 @@ export async function provisionResource(
 
   if (service.provisioning === 'async') {
     await ledger.scheduleAsyncProvision(claims.account_id, sagaId);
-    return { kind: 'accepted', operation_id: sagaId };
+    return { kind: 'accepted', operation_id: sagaId, audit_event_id: started.event_id };
   }
 
   // Step 4: provision; any failure undoes it and voids both holds.
@@ -208,7 +208,8 @@ async function alreadyStarted(env: ProviderBindings, accountId: string, saga: Sa
     }
   }
   if (saga.kind === 'create' && saga.state === 'authorized' && isAsync(env, saga.service)) {
-    return { kind: 'accepted', operation_id: saga.id };
+    // The event that began it is the first answer's; this answer stands in for a lost record of it.
+    return { kind: 'accepted', operation_id: saga.id, audit_event_id: null };
   }
   throw new ProblemError(409, 'idempotency_request_in_progress', 'This paid call is still being processed.', {}, { 'Retry-After': '1' });
 }
@@ -482,7 +483,7 @@ export async function deleteResource(env: ProviderBindings, claims: AccessTokenC
       await ledger.deprovisionDeferred(claims.account_id, resourceId, String(error));
     }
   }
-  return resourceWire(resource);
+  return { ...resourceWire(resource), audit_event_id: begun.event_id };
 }
 
 /** POST /rotate: new credentials from the backend, shown once; the old ones are dead when this returns. */
@@ -502,11 +503,11 @@ export async function rotateResource(env: ProviderBindings, claims: AccessTokenC
     plan: resource.plan,
     fields: resource.fields ? (JSON.parse(resource.fields) as Record<string, unknown>) : {},
   });
-  const updated = (await ledger.recordRotation(claims.account_id, resourceId, JSON.stringify(rotated.fields), actor)) as Resource | null;
+  const updated = (await ledger.recordRotation(claims.account_id, resourceId, JSON.stringify(rotated.fields), actor)) as { resource: Resource; event_id: string } | null;
   if (!updated) {
     // Deleted while rotating: the new credentials must not outlive it.
     await deprovision(env, claims.account_id, { service: resource.service, resource_id: resource.id }).catch(() => undefined);
     throw new ProblemError(404, 'not_found', 'The resource was deleted.');
   }
-  return { resource: resourceWire(updated), credentials: rotated.credentials };
+  return { resource: { ...resourceWire(updated.resource), audit_event_id: updated.event_id }, credentials: rotated.credentials };
 }

@@ -30,6 +30,9 @@ export const ProvisionedSchema = ResourceSchema.extend({
   receipt: z.string().openapi({ description: 'The provider’s signed receipt (compact JWS, §4)' }),
 }).openapi('ProvisionedResource');
 
+/** A resource after a DELETE or a rotation: with the event that recorded it (null when a DELETE found it deleted already). */
+export const ResourceChangedSchema = ResourceSchema.extend({ audit_event_id: z.string().nullable() }).openapi('ResourceChanged');
+
 export const PlanChangeSchema = z
   .object({
     plan: z.string().min(1).openapi({ description: 'One of the current plan’s allowed_updates' }),
@@ -52,6 +55,7 @@ export const OperationSchema = z
     resource: ResourceSchema.optional(),
     error: z.object({ code: z.string(), message: z.string() }).optional(),
     charge_id: z.string().nullable().optional(),
+    audit_event_id: z.string().nullable().optional().openapi({ description: 'In the 202: the event that began the paid call' }),
   })
   .openapi('Operation');
 

@@ -5,7 +5,7 @@ import { acceptBody, type RoleEnv } from '../../lib/app';
 import { IDEMPOTENCY_RECORD, IDEMPOTENCY_RECORDED, REPLAY_BODY, type IdempotencyRecord } from '../../lib/idempotency';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
-import { OperationSchema, PlanChangedSchema, PlanChangeSchema, ProvisionedSchema, ResourceRequestSchema, ResourceSchema, UsageSchema } from '../../lib/schemas/resources';
+import { OperationSchema, PlanChangedSchema, PlanChangeSchema, ProvisionedSchema, ResourceChangedSchema, ResourceRequestSchema, ResourceSchema, UsageSchema } from '../../lib/schemas/resources';
 import type { Resource } from '../../../durable-objects/ledger/sagas';
 import { ledgerOf, type ProviderBindings } from '../env';
 import { changePlan } from '../plan-changes';
@@ -47,7 +47,7 @@ export function resourceRoutes() {
       const signature = c.get('signature');
       const record = c.get(IDEMPOTENCY_RECORD as never) as IdempotencyRecord;
       const outcome = await provisionResource(c.env, token, c.req.valid('json'), signature.signed as never, signature.base, c.req.header('idempotency-key')!, record);
-      if (outcome.kind === 'accepted') return c.json({ operation_id: outcome.operation_id, status: 'pending' as const }, 202, { Location: `/v1/operations/${outcome.operation_id}` });
+      if (outcome.kind === 'accepted') return c.json({ operation_id: outcome.operation_id, status: 'pending' as const, audit_event_id: outcome.audit_event_id }, 202, { Location: `/v1/operations/${outcome.operation_id}` });
       const body = { ...outcome.resource, credentials: outcome.credentials, charge_id: outcome.charge_id, audit_event_id: outcome.audit_event_id, receipt: outcome.receipt };
       // An idempotent replay never carries credentials (§3.1); the saga's completion stored it already, or the middleware stores it now.
       if (outcome.recorded) c.set(IDEMPOTENCY_RECORDED as never, true as never);
@@ -106,9 +106,9 @@ export function resourceRoutes() {
       summary: 'Deprovision: serving stops, credentials die, storage is deleted, recurring billing stops (signed, idempotent)',
       middleware: [requirePaidCallToken, requireAgentSignature] as const,
       request: { headers: signatureHeaders, params: resourceParam },
-      responses: { 200: { description: 'The resource, now deleted', content: { 'application/json': { schema: ResourceSchema } } }, ...problemResponses(400, 401, 403, 404, 409) },
+      responses: { 200: { description: 'The resource, now deleted', content: { 'application/json': { schema: ResourceChangedSchema } } }, ...problemResponses(400, 401, 403, 404, 409) },
     }),
-    async (c) => c.json((await deleteResource(c.env, c.get('token'), c.req.valid('param').id)) as z.infer<typeof ResourceSchema>, 200),
+    async (c) => c.json((await deleteResource(c.env, c.get('token'), c.req.valid('param').id)) as z.infer<typeof ResourceChangedSchema>, 200),
   );
 
   app.openapi(
@@ -139,13 +139,13 @@ export function resourceRoutes() {
       summary: 'New credentials, shown in this response only; the old ones stop working at once (signed, idempotent)',
       middleware: [requirePaidCallToken, requireAgentSignature] as const,
       request: { headers: signatureHeaders, params: resourceParam },
-      responses: { 200: { description: 'The resource with its new credentials', content: { 'application/json': { schema: ResourceSchema } } }, ...problemResponses(400, 401, 403, 404, 409, 422) },
+      responses: { 200: { description: 'The resource with its new credentials', content: { 'application/json': { schema: ResourceChangedSchema } } }, ...problemResponses(400, 401, 403, 404, 409, 422) },
     }),
     async (c) => {
       const { resource, credentials } = await rotateResource(c.env, c.get('token'), c.req.valid('param').id);
       // A replay of the rotation never shows the credentials again (§3.1).
       c.set(REPLAY_BODY as never, { ...resource, credentials: null, credentials_redacted: credentials !== null } as never);
-      return c.json({ ...resource, credentials } as z.infer<typeof ResourceSchema>, 200, { 'cache-control': 'no-store' });
+      return c.json({ ...resource, credentials } as z.infer<typeof ResourceChangedSchema>, 200, { 'cache-control': 'no-store' });
     },
   );
 
