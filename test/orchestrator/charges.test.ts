@@ -161,9 +161,18 @@ describe('the checks, in order, each a 402 with what a human needs to step up', 
     const b = await setup({ spend_limit: { amount: 8000, currency: 'usd', period: 'month' }, scope: [{ provider: 'cloud', services: ['domain'] }] }, human);
     for (let i = 0; i < 6; i++) expect((await asProvider('cloud', 'POST', '/v1/charges', await a.body())).status).toBe(201); // 6264
     for (let i = 0; i < 3; i++) expect((await asProvider('cloud', 'POST', '/v1/charges', await b.body())).status).toBe(201); // 9396
+    const routes = async () => (await testEnv.DB.prepare('SELECT COUNT(*) AS n FROM charge_routes').first<{ n: number }>())!.n;
+    const before = await routes();
     const res = await asProvider('cloud', 'POST', '/v1/charges', await b.body());
     expect(res.status).toBe(402);
-    expect(await res.json()).toMatchObject({ code: 'spend_limit_exceeded', limit: { amount: 10_000 }, spent: { amount: 9396 }, step_up_url: 'http://127.0.0.1:8787/limits' });
+    const declined = (await res.json()) as { step_up_url: string };
+    expect(declined).toMatchObject({ code: 'spend_limit_exceeded', limit: { amount: 10_000 }, spent: { amount: 9396 }, step_up_url: 'http://127.0.0.1:8787/dashboard/limits' });
+    // The refusal left nothing behind, not even the charge's route.
+    expect(await routes()).toBe(before);
+    // The step-up page is where the signed-in human raises the limit.
+    const page = await call(new URL(declined.step_up_url).pathname, { headers: { cookie: human.cookie } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('action="/dashboard/limits"');
   });
 
   it('refuses charges against a revoked mandate with mandate_inactive', async () => {

@@ -165,6 +165,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   }
 
   const chargeId = newId('chg');
+  // Written ahead, so that a charge the ledger authorizes can always be found, even after a crash right then.
   await env.DB.prepare('INSERT INTO charge_routes (charge_id, principal_id, provider_id) VALUES (?1, ?2, ?3)').bind(chargeId, principalId, caller.provider.id).run();
   const decision = await ledger.authorizeCharge(principalId, {
     charge_id: chargeId,
@@ -185,10 +186,13 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     agent_signature: agentSignature,
     provider_event_id: body.provider_audit_event_id ?? null,
   });
+  // A refusal, or a retry answered with the charge made the first time, leaves nothing behind: not even the route.
+  if (!decision.ok || decision.hold.id !== chargeId) await env.DB.prepare('DELETE FROM charge_routes WHERE charge_id = ?1').bind(chargeId).run();
   if (decision.ok) return { ...toChargeWire(decision.hold), decision: decision.decision, audit_event_id: decision.audit_event_id };
   if (decision.code === 'replayed') throw new ProblemError(401, 'replayed', decision.detail);
   if (decision.code === 'idempotency_key_reused') throw new ProblemError(422, 'idempotency_key_reused', decision.detail);
-  const stepUp = decision.scope === 'principal' ? `${config.PUBLIC_BASE_URL}/limits` : `${config.PUBLIC_BASE_URL}/mandates/${body.mandate_id}/approval`;
+  // Where the human can approve more: the dashboard's limits page, or the mandate (whose agent may ask for a larger one).
+  const stepUp = decision.scope === 'principal' ? `${config.PUBLIC_BASE_URL}/dashboard/limits` : `${config.PUBLIC_BASE_URL}/mandates/${body.mandate_id}/approval`;
   throw refusalProblem(decision, 402).withExtra({
     ...(decision.limit ? { limit: decision.limit, spent: decision.spent, requested: decision.requested } : {}),
     step_up_url: stepUp,
