@@ -38,9 +38,14 @@ export function disputeOfCharge(sql: SqlStorage, chargeId: string): DisputeRecor
 export function recordDispute(tx: LedgerTx, principal: string, dispute: Omit<DisputeRecord, 'created'>): Outcome<{ dispute: DisputeRecord }> {
   const actor = { type: 'principal' as const, id: principal };
   const hold = getHold(tx.sql, dispute.charge_id);
-  if (!hold) return refuse('not_found', 'No such charge.');
-  if (disputeOfCharge(tx.sql, dispute.charge_id)) return refuse('invalid_request', 'This charge has been disputed already.');
-  if (hold.status !== 'captured') return refuse('invalid_request', `Only a captured charge can be disputed; this one is ${hold.status === 'pending' ? 'authorized' : hold.status}.`);
+  // §4: a refusal is an event too, committed with nothing else.
+  const refused = (code: string, detail: string) => {
+    tx.audit({ actor, action: 'dispute.open', mandate_id: hold?.mandate_id ?? null, outcome: 'refused', reason: code, related: [dispute.charge_id] });
+    return refuse(code, detail);
+  };
+  if (!hold) return refused('not_found', 'No such charge.');
+  if (disputeOfCharge(tx.sql, dispute.charge_id)) return refused('invalid_request', 'This charge has been disputed already.');
+  if (hold.status !== 'captured') return refused('invalid_request', `Only a captured charge can be disputed; this one is ${hold.status === 'pending' ? 'authorized' : hold.status}.`);
   tx.sql.exec(
     'INSERT INTO disputes (id, charge_id, reason, verdict, failing_party, findings, adjudicator, evidence, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
     dispute.id,

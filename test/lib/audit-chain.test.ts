@@ -6,7 +6,8 @@ import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import { AuditChainVerifier, chainAuditEvent, GENESIS_HASH, type AuditEntry, type AuditEvent } from '../../workers/lib/audit';
-import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
+import { insertAuditEvents, type AuditFilter } from '../../workers/lib/audit-store';
+import { auditEvents, auditJsonLines, verifyAuditTrail } from '../../workers/lib/audit-trail';
 import { newId } from '../../workers/lib/ids';
 
 const testEnv = env as unknown as TestEnv;
@@ -167,6 +168,76 @@ describe('principal ledger audit trail', () => {
     await testEnv.DB.prepare('DELETE FROM audit_events WHERE principal = ?1 AND seq = 4').bind(principal).run();
     expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toMatchObject({ ok: false, first_broken_seq: 4 });
   });
+});
+
+describe('a D1 row edited into something unreadable', () => {
+  async function trailWithRelated(length: number) {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    await ledger.appendAuditEvents(principal, Array.from({ length }, (_, i) => entry(i + 1, { related: [`chg_${i + 1}`] })));
+    await ledger.flushAuditOutbox();
+    return { principal, ledger };
+  }
+  const editRelated = (principal: string, seq: number, related: unknown) =>
+    testEnv.DB.prepare('UPDATE audit_events SET related = ?1 WHERE principal = ?2 AND seq = ?3').bind(related, principal, seq).run();
+
+  it('verifies as a chain broken at that row (related = not JSON, not an array, not strings), never as an error', async () => {
+    for (const related of ['not json', '{"chg":1}', '[1,2]', 42]) {
+      const { principal, ledger } = await trailWithRelated(5);
+      await editRelated(principal, 3, related);
+      expect(await verifyAuditTrail(ledger, testEnv.DB, principal), String(related)).toEqual({ ok: false, events: 5, first_broken_seq: 3 });
+    }
+  });
+
+  it('exports every row, the edited one among them, so that recomputing the export finds the break verify names', async () => {
+    const { principal, ledger } = await trailWithRelated(5);
+    await editRelated(principal, 3, 'not json');
+    const text = await new Response(auditJsonLines(auditEvents(ledger, testEnv.DB, principal, 0))).text();
+    const lines = text.trim().split('\n').map((line) => JSON.parse(line) as AuditEvent);
+    expect(lines.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
+    // Still an AuditEvent (related an array of strings), carrying the stored text, under the hash of the original.
+    expect(lines[2]!.related).toEqual(['not json']);
+    const verifier = new AuditChainVerifier();
+    lines.forEach((e) => verifier.push(e));
+    expect(verifier.finish()).toEqual(await verifyAuditTrail(ledger, testEnv.DB, principal));
+  });
+});
+
+describe('the export’s since and until, compared as instants', () => {
+  const times = ['2026-11-01T18:50:01.999Z', '2026-11-01T18:50:02.000Z', '2026-11-01T18:50:02.008Z', '2026-11-01T18:50:02.009Z'];
+
+  /** Four events at `times`, copied to D1 or still in the ledger's outbox (both readers filter). */
+  async function trailAt(where: 'd1' | 'outbox') {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    let prev = GENESIS_HASH;
+    const events = times.map((time, i) => {
+      const e = chainAuditEvent(entry(i + 1), { seq: i + 1, prev_hash: prev, principal, id: newId('evt'), time });
+      prev = e.hash;
+      return e;
+    });
+    if (where === 'd1') await insertAuditEvents(testEnv.DB, events);
+    await runInDurableObject(ledger, (_, state) => {
+      if (where === 'outbox') for (const e of events) state.storage.sql.exec('INSERT INTO audit_outbox (seq, event) VALUES (?, ?)', e.seq, JSON.stringify(e));
+      state.storage.sql.exec('UPDATE audit_head SET principal = ?, seq = ?, hash = ?', principal, events.length, prev);
+    });
+    return async (filter: AuditFilter) => (await collect(auditEvents(ledger, testEnv.DB, principal, 0, filter))).map((e) => e.seq);
+  }
+
+  for (const where of ['d1', 'outbox'] as const) {
+    it(`at the millisecond boundary, whatever the precision the bound is written in (${where})`, async () => {
+      const seqs = await trailAt(where);
+      expect(await seqs({ until: '2026-11-01T18:50:02Z' })).toEqual([1]);
+      expect(await seqs({ since: '2026-11-01T18:50:02Z' })).toEqual([2, 3, 4]);
+      expect(await seqs({ until: '2026-11-01T18:50:02.008Z' })).toEqual([1, 2]);
+      expect(await seqs({ since: '2026-11-01T18:50:02.008Z' })).toEqual([3, 4]);
+      expect(await seqs({ since: '2026-11-01T18:50:02.00Z', until: '2026-11-01T18:50:02.009Z' })).toEqual([2, 3]);
+      // Finer than the stored millisecond: 02.008 is before 02.0081 and 02.0089, and not before 02.0080.
+      expect(await seqs({ until: '2026-11-01T18:50:02.0081Z' })).toEqual([1, 2, 3]);
+      expect(await seqs({ since: '2026-11-01T18:50:02.0089Z' })).toEqual([4]);
+      expect(await seqs({ until: '2026-11-01T18:50:02.0080Z' })).toEqual([1, 2]);
+    });
+  }
 });
 
 describe('signed chain heads', () => {

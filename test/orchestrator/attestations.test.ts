@@ -191,4 +191,32 @@ describe('audit of authorization (§4)', () => {
     expect(new Set(lines.map((e) => e.actor.id))).toEqual(new Set([agent.agent_id]));
     expect((await (await agent.request('GET', `/v1/audit?agent=${other.agent_id}`)).text()).trim()).toBe('');
   });
+
+  it('refuses an agent the verdict and the signed heads of the whole trail, which would tell it the trail’s size; the principal still reads both', async () => {
+    const human = await newPrincipal();
+    const { agent } = await activeMandate(human);
+    await ledgerOf(human.principal_id).signHeadNow();
+    for (const [path, action] of [
+      ['/v1/audit/verify', 'audit.verify'],
+      ['/v1/audit/heads', 'audit.heads'],
+    ] as const) {
+      const before = await trail(human.principal_id);
+      const res = await agent.request('GET', path);
+      expect(res.status, path).toBe(403);
+      expect(res.headers.get('content-type')).toBe('application/problem+json');
+      const body = (await res.json()) as { code: string; events?: unknown; data?: unknown };
+      expect(body.code).toBe('human_required');
+      expect(body.events ?? body.data).toBeUndefined();
+      // The refusal is the one event it leaves, the agent's own.
+      const after = await trail(human.principal_id);
+      expect(after.slice(0, before.length)).toEqual(before);
+      expect(after.slice(before.length)).toEqual([expect.objectContaining({ actor: { type: 'agent', id: agent.agent_id }, action, outcome: 'refused', reason: 'human_required' })]);
+    }
+    const verified = await call('/v1/audit/verify', { headers: { cookie: human.cookie } });
+    expect(verified.status).toBe(200);
+    expect(await verified.json()).toMatchObject({ ok: true, first_broken_seq: null });
+    const heads = await call('/v1/audit/heads', { headers: { cookie: human.cookie } });
+    expect(heads.status).toBe(200);
+    expect(((await heads.json()) as { data: unknown[] }).data).toHaveLength(1);
+  });
 });

@@ -2,14 +2,14 @@
 // through the real charge flow, and the adjudicator rerun on tampered bundles.
 import { runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { decodeJwt } from 'jose';
 import { adjudicate, type EvidenceBundle } from '../../workers/lib/adjudicator';
 import { signJwt } from '../../workers/lib/jws';
 import { loadSigningKeys } from '../../workers/lib/signing-keys';
 import { newAgentKey } from '../support/agent-keys';
 import { asProvider, captureWithReceipt, chargeBody, subjectAt, type AuthorizedCharge } from '../support/fake-provider';
-import { activeMandate, call, newPrincipal } from '../support/orchestrator-client';
+import { activeMandate, call, newPrincipal, type Human } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
 const ledgerOf = (id: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(id));
@@ -25,8 +25,8 @@ type ChargeOptions = {
   beforeCharge?: (principalId: string, mandateId: string) => Promise<void>;
 };
 
-/** A captured charge through the real charges API, its receipt signed by the provider (unless `receipt` says otherwise). */
-async function capturedCharge({ receipt = 'valid', service = 'domain', plan = 'com-1y', amount = 1044, beforeCharge }: ChargeOptions = {}) {
+/** A charge authorized through the real charges API and not (yet) captured. */
+async function authorizedCharge({ service = 'domain', plan = 'com-1y', amount = 1044, beforeCharge }: Omit<ChargeOptions, 'receipt'> = {}) {
   const human = await newPrincipal();
   const { agent, mandate_id } = await activeMandate(human);
   await beforeCharge?.(human.principal_id, mandate_id);
@@ -34,9 +34,15 @@ async function capturedCharge({ receipt = 'valid', service = 'domain', plan = 'c
   const authorizing = await asProvider('cloud', 'POST', '/v1/charges', await chargeBody(agent.key, { provider: 'cloud', mandate_id, agent_id: agent.agent_id, sub, service, plan, amount }));
   const authorized = (await authorizing.json()) as Json;
   expect(authorizing.status, JSON.stringify(authorized)).toBe(201);
-  const captured = await captureWithReceipt('cloud', authorized as AuthorizedCharge, { agent_id: agent.agent_id, mandate_id, amount, resource_id: 'res_disputed' }, receipt);
+  return { human, agent, mandate_id, amount, authorized: authorized as AuthorizedCharge, charge_id: authorized.charge_id as string };
+}
+
+/** A captured charge through the real charges API, its receipt signed by the provider (unless `receipt` says otherwise). */
+async function capturedCharge({ receipt = 'valid', ...options }: ChargeOptions = {}) {
+  const { human, agent, mandate_id, amount, authorized, charge_id } = await authorizedCharge(options);
+  const captured = await captureWithReceipt('cloud', authorized, { agent_id: agent.agent_id, mandate_id, amount, resource_id: 'res_disputed' }, receipt);
   expect(captured.status).toBe(200);
-  return { human, agent, mandate_id, charge_id: authorized.charge_id as string };
+  return { human, agent, mandate_id, charge_id };
 }
 
 /**
@@ -57,9 +63,44 @@ function orchestratorResigns(change: (constraints: Json[]) => void) {
   };
 }
 
-async function dispute(human: Awaited<ReturnType<typeof newPrincipal>>, chargeId: string) {
+async function dispute(human: Human, chargeId: string) {
   const res = await call('/v1/disputes', { method: 'POST', headers: human.headers(), body: JSON.stringify({ charge_id: chargeId, reason: 'I did not ask for this' }) });
-  return { status: res.status, body: (await res.json()) as Json };
+  return { status: res.status, headers: res.headers, body: (await res.json()) as Json };
+}
+
+/** The principal's trail as it reads it, less the deliveries to providers that run in the background. */
+async function trailOf(human: Human) {
+  const text = await (await call('/v1/audit', { headers: { cookie: human.cookie } })).text();
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as Json)
+    .filter((e) => e.action !== 'provider_event.deliver');
+}
+
+/** What a dispute changes in the principal's ledger: disputes, the charge, the money, notifications, webhooks, the trail. */
+async function stateOf(human: Human, chargeId: string) {
+  const ledger = ledgerOf(human.principal_id);
+  const rows = await runInDurableObject(ledger, (_, state) => ({
+    notifications: state.storage.sql.exec('SELECT id FROM notifications').toArray(),
+    webhooks: state.storage.sql.exec('SELECT * FROM webhook_deliveries').toArray(),
+  }));
+  return { disputes: await ledger.listDisputes(), charge: await ledger.getCharge(chargeId), spent: await ledger.spentThisPeriod(), ...rows, trail: await trailOf(human) };
+}
+
+/** The one event a refused dispute leaves: in the caller's own chain, naming the code it was refused with. */
+const refusedDispute = (human: Human, chargeId: string, code: string) =>
+  expect.objectContaining({ actor: { type: 'principal', id: human.principal_id }, action: 'dispute.open', outcome: 'refused', reason: code, related: [chargeId] });
+
+/** `attempt` is refused with `status` and `code`, audited once in the caller's chain, and changes nothing else there. */
+async function expectRefusedAndAudited(caller: Human, chargeId: string, attempt: () => Promise<{ status: number; body: Json }>, status: number, code: string) {
+  const before = await stateOf(caller, chargeId);
+  const res = await attempt();
+  expect(res.status, JSON.stringify(res.body)).toBe(status);
+  expect(res.body.code).toBe(code);
+  const after = await stateOf(caller, chargeId);
+  expect(after.trail.slice(before.trail.length)).toEqual([refusedDispute(caller, chargeId, code)]);
+  expect({ ...after, trail: after.trail.slice(0, before.trail.length) }).toEqual(before);
 }
 
 describe('dispute verdicts', () => {
@@ -148,6 +189,78 @@ describe('dispute verdicts', () => {
     const stranger = await newPrincipal();
     expect((await dispute(stranger, charge_id)).status).toBe(404);
     expect((await call('/v1/disputes', { method: 'POST', headers: { cookie: human.cookie, 'content-type': 'application/json' }, body: JSON.stringify({ charge_id, reason: 'x' }) })).status).toBe(403);
+  });
+});
+
+describe('refused disputes (§4: every refusal is an event)', () => {
+  it('a second dispute of one charge: 409, audited in the principal’s chain, the first verdict and the money untouched', async () => {
+    const { human, charge_id } = await capturedCharge();
+    expect((await dispute(human, charge_id)).body.verdict).toBe('within_scope');
+    await expectRefusedAndAudited(human, charge_id, () => dispute(human, charge_id), 409, 'invalid_request');
+  });
+
+  it('an uncaptured charge, refused inside the ledger after adjudication: 409, audited, nothing stored or refunded', async () => {
+    const { human, charge_id } = await authorizedCharge();
+    await expectRefusedAndAudited(human, charge_id, () => dispute(human, charge_id), 409, 'invalid_request');
+    expect((await ledgerOf(human.principal_id).getCharge(charge_id))!.status).toBe('pending');
+  });
+
+  it('another principal’s charge: 404 audited in the caller’s own chain; the owner’s ledger learns nothing', async () => {
+    const { human, charge_id } = await capturedCharge();
+    const stranger = await newPrincipal();
+    const owner = await stateOf(human, charge_id);
+    await expectRefusedAndAudited(stranger, charge_id, () => dispute(stranger, charge_id), 404, 'not_found');
+    expect(await stateOf(human, charge_id)).toEqual(owner);
+  });
+
+  it('an unknown charge: 404, audited', async () => {
+    const human = await newPrincipal();
+    await expectRefusedAndAudited(human, 'chg_nonexistent', () => dispute(human, 'chg_nonexistent'), 404, 'not_found');
+  });
+
+  it('two disputes of one charge at once (both past the pre-check): one verdict, one refund, the other refused and audited', async () => {
+    const { human, charge_id } = await capturedCharge({ receipt: 'none' });
+    const results = await Promise.all([dispute(human, charge_id), dispute(human, charge_id)]);
+    expect(results.map((r) => r.status).sort()).toEqual([201, 409]);
+    expect(results.find((r) => r.status === 409)!.body.code).toBe('invalid_request');
+    const after = await stateOf(human, charge_id);
+    expect(after.disputes).toHaveLength(1);
+    expect(after.charge!.status).toBe('refunded');
+    expect(after.spent).toBe(0);
+    expect(after.trail.filter((e) => e.action === 'charge.refund')).toHaveLength(1);
+    expect(after.trail.filter((e) => e.action === 'dispute.open')).toEqual(expect.arrayContaining([expect.objectContaining({ outcome: 'succeeded' }), refusedDispute(human, charge_id, 'invalid_request')]));
+  });
+});
+
+describe('when the provider’s published keys cannot be fetched', () => {
+  const provider = (env as unknown as { PROVIDER_CLOUD: Fetcher }).PROVIDER_CLOUD;
+  const isJwks = (input: RequestInfo | URL, init?: RequestInit) => new URL(new Request(input, init).url).pathname === '/.well-known/jwks.json';
+  const failures: [string, () => Promise<Response>][] = [
+    ['the fetch fails', () => Promise.reject(new TypeError('network connection lost'))],
+    ['the provider answers 503', async () => new Response('unavailable', { status: 503 })],
+    ['the provider answers 404 with a JWKS-shaped body', async () => Response.json({ keys: [] }, { status: 404 })],
+    ['the answer is not JSON', async () => new Response('<html>maintenance</html>', { status: 200, headers: { 'content-type': 'text/html' } })],
+    ['the answer is JSON but not a JWKS', async () => Response.json({ keys: 'none' })],
+  ];
+
+  it.each(failures)('%s: 503 to retry later, no verdict against the provider, nothing stored; the retry decides', async (_, answer) => {
+    const { human, charge_id } = await capturedCharge();
+    const before = await stateOf(human, charge_id);
+    const original = provider.fetch.bind(provider);
+    const spy = vi.spyOn(provider, 'fetch').mockImplementation((input, init) => (isJwks(input as RequestInfo, init as RequestInit) ? answer() : original(input as RequestInfo, init as RequestInit)));
+    try {
+      const res = await dispute(human, charge_id);
+      expect(res.status, JSON.stringify(res.body)).toBe(503);
+      expect(res.headers.get('content-type')).toBe('application/problem+json');
+      expect(res.headers.get('retry-after')).toMatch(/^\d+$/);
+      expect(res.body.code).toBe('internal_error');
+    } finally {
+      spy.mockRestore();
+    }
+    expect(await stateOf(human, charge_id)).toEqual(before);
+    const retried = await dispute(human, charge_id);
+    expect(retried.status).toBe(201);
+    expect(retried.body).toMatchObject({ verdict: 'within_scope', failing_party: null });
   });
 });
 

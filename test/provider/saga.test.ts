@@ -629,4 +629,18 @@ describe('the provider’s trail of a charge, for dispute evidence', () => {
     await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('UPDATE sagas SET orchestrator = ? WHERE charge_id = ?', 'https://other-orchestrator.example', res.body.charge_id));
     expect((await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } })).status).toBe(404);
   });
+
+  it('authenticates the orchestrator before it reads the request: 401, not 422, for a stranger sending bad parameters', async () => {
+    for (const path of ['/v1/charges/chg_x/audit', '/v1/charges/not-a-charge/audit?sub=pw_x', '/v1/charges/not-a-charge/audit']) {
+      const res = await call(path);
+      expect(res.status, path).toBe(401);
+      expect(((await res.json()) as Json).code).toBe('unauthorized');
+      const forged = await call(path, { headers: { authorization: `Bearer ${await orchestratorToken(path.split('?')[0]!, { iss: 'https://elsewhere.example' })}` } });
+      expect(forged.status, path).toBe(401);
+    }
+    // The trusted orchestrator, once authenticated, is told what is wrong with its parameters.
+    const path = '/v1/charges/chg_x/audit';
+    const missingSub = await call(path, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } });
+    expect(missingSub.status).toBe(422);
+  });
 });

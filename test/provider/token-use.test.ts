@@ -102,6 +102,22 @@ describe('using a DPoP-bound access token (PROTOCOL §2.3)', () => {
     expect(events.every((e) => e.actor.id === grant.attestation.agentId)).toBe(true);
   });
 
+  it('refuses the agent the verdict and the signed heads of the account’s whole trail, which would tell it the trail’s size', async () => {
+    const grant = await newGrant();
+    for (const path of ['/v1/audit/verify', '/v1/audit/heads']) {
+      const dpop = await dpopProof(grant.agent, 'GET', `${PROVIDER}${path}`, { accessToken: grant.token });
+      const problem = await expectProblem(await call(path, { headers: { authorization: `DPoP ${grant.token}`, dpop } }), 403, 'human_required');
+      expect(problem).not.toHaveProperty('events');
+      expect(problem).not.toHaveProperty('data');
+    }
+    // The refusals are the agent's own events: it reads them in its own trail.
+    const events = (await (await readAudit(grant)).text()).split('\n').filter(Boolean).map((line) => JSON.parse(line) as { action: string; outcome: string; reason: string | null });
+    expect(events.filter((e) => e.outcome === 'refused')).toEqual([
+      expect.objectContaining({ action: 'audit.verify', reason: 'human_required' }),
+      expect.objectContaining({ action: 'audit.heads', reason: 'human_required' }),
+    ]);
+  });
+
   it('refuses a token use without a DPoP proof', async () => {
     const grant = await newGrant();
     await expectInvalidToken(await readAudit(grant, { proof: { none: true } }));

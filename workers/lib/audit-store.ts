@@ -45,10 +45,37 @@ export function auditEventFromRow(row: AuditRow): AuditEvent {
     reason: row.reason,
     amount: row.amount === null || row.currency === null ? null : { amount: row.amount, currency: row.currency },
     request_hash: row.request_hash,
-    related: JSON.parse(row.related) as string[],
+    related: relatedOfRow(row.related),
     prev_hash: row.prev_hash,
     hash: row.hash,
   };
+}
+
+/**
+ * `related` is stored as a JSON array of strings. Anything else was edited outside the ledger: it is
+ * read as the array of its text, so the trail still reads to its end (an export does not die there)
+ * and the event no longer matches its hash, which is where verification, ours or anyone's over the
+ * export, names the break.
+ */
+function relatedOfRow(stored: unknown): string[] {
+  try {
+    const related: unknown = JSON.parse(String(stored));
+    if (Array.isArray(related) && related.every((r) => typeof r === 'string')) return related;
+  } catch {
+    // Not JSON: read as text, below.
+  }
+  return [String(stored)];
+}
+
+/**
+ * A `since`/`until` bound in the form times are stored in (toISOString: UTC, milliseconds), so that
+ * comparing the strings compares the instants: as text, `…02Z` sorts after `…02.008Z`. A bound finer
+ * than a millisecond is rounded up, which keeps `time >= bound` and `time < bound` exact for stored times.
+ */
+function storedTimeBound(rfc3339: string): string {
+  const ms = Date.parse(rfc3339);
+  const belowMs = /\.\d{3}(\d+)/.exec(rfc3339)?.[1] ?? '';
+  return new Date(/[1-9]/.test(belowMs) ? ms + 1 : ms).toISOString();
 }
 
 /** Idempotent: the ledger's alarm may copy the same event more than once. */
@@ -102,8 +129,8 @@ export async function listAuditEvents(
   if (filter.mandateId !== undefined) add('mandate_id = ?', filter.mandateId);
   if (filter.action !== undefined) add('action = ?', filter.action);
   if (filter.outcome !== undefined) add('outcome = ?', filter.outcome);
-  if (filter.since !== undefined) add('time >= ?', filter.since);
-  if (filter.until !== undefined) add('time < ?', filter.until);
+  if (filter.since !== undefined) add('time >= ?', storedTimeBound(filter.since));
+  if (filter.until !== undefined) add('time < ?', storedTimeBound(filter.until));
   binds.push(page.limit);
   const { results } = await db
     .prepare(`SELECT * FROM audit_events WHERE ${clauses.join(' AND ')} ORDER BY seq LIMIT ?${binds.length}`)
@@ -118,8 +145,8 @@ export function matchesAuditFilter(event: AuditEvent, filter: AuditFilter): bool
     (filter.mandateId === undefined || event.mandate_id === filter.mandateId) &&
     (filter.action === undefined || event.action === filter.action) &&
     (filter.outcome === undefined || event.outcome === filter.outcome) &&
-    (filter.since === undefined || event.time >= filter.since) &&
-    (filter.until === undefined || event.time < filter.until)
+    (filter.since === undefined || event.time >= storedTimeBound(filter.since)) &&
+    (filter.until === undefined || event.time < storedTimeBound(filter.until))
   );
 }
 

@@ -6,7 +6,7 @@ import { adjudicate, EVIDENCE_FORMAT, type EvidenceBundle } from '../lib/adjudic
 import type { AuditEvent } from '../lib/audit';
 import { auditEvents } from '../lib/audit-trail';
 import { newId } from '../lib/ids';
-import { ProblemError, refusalProblem } from '../lib/problem';
+import { ProblemError, refusalProblem, type ProblemCode } from '../lib/problem';
 import { signJwt } from '../lib/jws';
 import { loadSigningKeys } from '../lib/signing-keys';
 import { pairwiseSubject } from './store/pairwise';
@@ -14,16 +14,36 @@ import type { DisputeRecord, DisputeSummary } from '../../durable-objects/ledger
 import { chargeRoute } from './charges';
 import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
 
+/** How long a principal waits before retrying a dispute the provider's keys could not be fetched for. */
+const KEYS_RETRY_AFTER_S = 30;
+
 async function providerJwks(env: OrchestratorBindings, providerId: string): Promise<{ id: string; issuer: string; jwks: JSONWebKeySet }> {
   const provider = orchestratorConfig(env).PROVIDERS.find((p) => p.id === providerId);
   if (!provider) return { id: providerId, issuer: '', jwks: { keys: [] } };
   const binding = provider.binding ? (env as unknown as Record<string, Fetcher | undefined>)[provider.binding] : undefined;
+  // Without its keys the provider's receipt cannot be checked, and a verdict would blame the provider
+  // for our failed fetch, for good: nothing is decided, and the principal is told to retry.
+  const unavailable = () =>
+    new ProblemError(503, 'internal_error', `The published keys of provider ${provider.id} could not be fetched, so the dispute was not decided; try again later.`, {}, { 'Retry-After': String(KEYS_RETRY_AFTER_S) });
+  let jwks: unknown;
   try {
     const res = await (binding ?? globalThis).fetch(`${provider.url}/.well-known/jwks.json`, { signal: AbortSignal.timeout(5000) });
-    return { id: provider.id, issuer: provider.issuer, jwks: (await res.json()) as JSONWebKeySet };
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw unavailable();
+    }
+    jwks = await res.json();
   } catch {
-    return { id: provider.id, issuer: provider.issuer, jwks: { keys: [] } };
+    throw unavailable();
   }
+  if (!isJwks(jwks)) throw unavailable();
+  return { id: provider.id, issuer: provider.issuer, jwks };
+}
+
+/** RFC 7517 §5: an object whose `keys` is an array of JWK objects. */
+function isJwks(value: unknown): value is JSONWebKeySet {
+  const keys = (value as { keys?: unknown } | null)?.keys;
+  return Array.isArray(keys) && keys.every((key) => typeof key === 'object' && key !== null && !Array.isArray(key));
 }
 
 /** The provider's events for the charge (§5: both parties'), asked with a token the orchestrator signs. */
@@ -54,12 +74,12 @@ async function providerEvents(env: OrchestratorBindings, principalId: string, pr
   }
 }
 
-/** Everything the verdict may rest on, from stored state and published keys. */
-export async function gatherEvidence(env: OrchestratorBindings, principalId: string, chargeId: string): Promise<EvidenceBundle> {
+/** Everything the verdict may rest on, from stored state and published keys; null for a charge that is not an agent's. */
+export async function gatherEvidence(env: OrchestratorBindings, principalId: string, chargeId: string): Promise<EvidenceBundle | null> {
   const config = orchestratorConfig(env);
   const ledger = ledgerOf(env, principalId);
   const hold = await ledger.getCharge(chargeId);
-  if (!hold || !hold.mandate_id || !hold.agent_id || !hold.provider) throw new ProblemError(404, 'not_found', 'No such charge.');
+  if (!hold || !hold.mandate_id || !hold.agent_id || !hold.provider) return null;
   const [mandate, agent, keys, provider] = await Promise.all([ledger.getMandate(hold.mandate_id), ledger.getAgent(hold.agent_id), loadSigningKeys(config.SIGNING_KEYS), providerJwks(env, hold.provider)]);
   const recorded = hold.evidence
     ? (JSON.parse(hold.evidence) as { agent_request?: EvidenceBundle['agent_request']; constraint_results?: { type: string; pass: boolean }[]; mandate_status_at_decision?: string; token_jti?: string })
@@ -124,11 +144,18 @@ export function toDisputeWire(env: OrchestratorBindings, d: DisputeSummary): Dis
 }
 
 export async function openDispute(env: OrchestratorBindings, principalId: string, input: { charge_id: string; reason: string }): Promise<DisputeWire> {
-  const route = await chargeRoute(env, input.charge_id);
-  if (!route || route.principal_id !== principalId) throw new ProblemError(404, 'not_found', 'No such charge.');
   const ledger = ledgerOf(env, principalId);
-  if (await ledger.disputeOfCharge(input.charge_id)) throw new ProblemError(409, 'invalid_request', 'This charge has been disputed already.');
+  // §4: a refusal is an event, in the caller's own chain; another principal's charge is refused as
+  // unknown and its owner's ledger is not touched, so neither learns of the other.
+  const refused = async (status: number, code: ProblemCode, detail: string) => {
+    await ledger.recordRefusal(principalId, { actor: { type: 'principal', id: principalId }, action: 'dispute.open', reason: code, related: [input.charge_id] });
+    return new ProblemError(status, code, detail);
+  };
+  const route = await chargeRoute(env, input.charge_id);
+  if (!route || route.principal_id !== principalId) throw await refused(404, 'not_found', 'No such charge.');
+  if (await ledger.disputeOfCharge(input.charge_id)) throw await refused(409, 'invalid_request', 'This charge has been disputed already.');
   const bundle = await gatherEvidence(env, principalId, input.charge_id);
+  if (!bundle) throw await refused(404, 'not_found', 'No such charge.');
   const decision = await adjudicate(bundle);
   const result = await ledger.recordDispute(principalId, {
     id: newId('dsp'),

@@ -6,11 +6,12 @@ import { createMiddleware } from 'hono/factory';
 import { auditEvents, auditJsonLines, verifyAuditTrail, type AuditSource } from '../audit-trail';
 import { outcomes } from '../audit';
 import { SignedHeadSchema } from '../audit-heads';
-import { problemResponses } from '../problem';
+import { ProblemError, problemResponses } from '../problem';
 
 export type AuditReader = {
   principal: string;
-  ledger: AuditSource;
+  /** The trail, and where a refused read of it is recorded (§4: every refusal is an event). */
+  ledger: AuditSource & { recordRefusal(principal: string, refusal: { actor: { type: 'agent'; id: string }; action: string; reason: string }): Promise<void> | void };
   db: D1Database;
   /** An agent reads only its own events (PROTOCOL.md §4). */
   onlyActor?: string;
@@ -47,7 +48,7 @@ const verifyRoute = createRoute({
   summary: "Recompute the caller's audit hash chain",
   responses: {
     200: { description: 'The verdict', content: { 'application/json': { schema: AuditVerificationSchema } } },
-    ...problemResponses(401),
+    ...problemResponses(401, 403),
   },
 });
 
@@ -59,6 +60,16 @@ export function auditRoutes(authenticate: (c: Context) => Promise<AuditReader>) 
     c.set('auditReader', await authenticate(c));
     await next();
   });
+  // §4: an agent sees only its own events, so nothing that measures the whole trail (its length, its heads).
+  const wholeTrailReader = (action: string) =>
+    createMiddleware<{ Variables: AuditVariables }>(async (c, next) => {
+      const reader = c.get('auditReader');
+      if (reader.onlyActor) {
+        await reader.ledger.recordRefusal(reader.principal, { actor: { type: 'agent', id: reader.onlyActor }, action, reason: 'human_required' });
+        throw new ProblemError(403, 'human_required', 'The whole trail is the principal’s to verify; an agent reads its own events at GET /v1/audit.');
+      }
+      await next();
+    });
 
   app.openapi({ ...exportRoute, middleware: [requireReader] }, (c) => {
     const reader = c.get('auditReader');
@@ -86,10 +97,10 @@ export function auditRoutes(authenticate: (c: Context) => Promise<AuditReader>) 
         summary: 'Signed chain heads of the caller’s trail, newest first',
         responses: {
           200: { description: 'Signed heads', content: { 'application/json': { schema: z.object({ data: z.array(SignedHeadSchema) }) } } },
-          ...problemResponses(401),
+          ...problemResponses(401, 403),
         },
       }),
-      middleware: [requireReader],
+      middleware: [requireReader, wholeTrailReader('audit.heads')],
     },
     async (c) => {
       const reader = c.get('auditReader');
@@ -98,7 +109,7 @@ export function auditRoutes(authenticate: (c: Context) => Promise<AuditReader>) 
     },
   );
 
-  app.openapi({ ...verifyRoute, middleware: [requireReader] }, async (c) => {
+  app.openapi({ ...verifyRoute, middleware: [requireReader, wholeTrailReader('audit.verify')] }, async (c) => {
     const reader = c.get('auditReader');
     return c.json(await verifyAuditTrail(reader.ledger, reader.db, reader.principal), 200);
   });

@@ -6,6 +6,7 @@ import { isFormRequest, type SessionVariables } from '../../lib/sessions';
 import type { DisputeRecord } from '../../../durable-objects/ledger/disputes';
 import { openDispute, toDisputeWire } from '../disputes';
 import { ledgerOf, type OrchestratorBindings } from '../env';
+import { principalIdempotent } from '../idempotent';
 import { principalSession } from '../session';
 
 const DisputeSchema = z
@@ -32,7 +33,7 @@ export function disputeRoutes() {
       method: 'post',
       path: '/v1/disputes',
       summary: 'Dispute a captured charge; the verdict is decided from the evidence at once',
-      middleware: [principalSession, acceptBody('json', 'form')] as const,
+      middleware: [principalSession, acceptBody('json', 'form'), principalIdempotent] as const,
       request: {
         body: {
           required: false,
@@ -42,7 +43,7 @@ export function disputeRoutes() {
       responses: {
         201: { description: 'Decided', content: { 'application/json': { schema: DisputeSchema } } },
         303: { description: 'Form post: to the page that shows the verdict' },
-        ...problemResponses(401, 403, 404, 409, 415, 422),
+        ...problemResponses(401, 403, 404, 409, 415, 422, 503),
       },
     }),
     async (c) => {

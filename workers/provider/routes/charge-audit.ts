@@ -3,6 +3,7 @@
 // with a short-lived token the orchestrator signs (typ oap-orchestrator+jwt),
 // bound to the method and URL; answers only for a principal of that orchestrator.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { createMiddleware } from 'hono/factory';
 import { decodeJwt, jwtVerify } from 'jose';
 import type { RoleEnv } from '../../lib/app';
 import { AuditEventSchema, type AuditEvent } from '../../lib/audit';
@@ -16,13 +17,42 @@ import { linkedAccount } from '../store/accounts';
 
 const refused = (detail: string) => new ProblemError(401, 'unauthorized', `Orchestrator authentication failed: ${detail}.`);
 
+type ChargeAuditEnv = RoleEnv<ProviderBindings> & { Variables: { orchestrator: string } };
+
+/**
+ * The request token, checked before the parameters are (PROTOCOL.md Conventions: a stranger
+ * learns nothing of what this route accepts); sets the orchestrator it authenticates.
+ */
+const requireOrchestrator = createMiddleware<ChargeAuditEnv>(async (c, next) => {
+  const config = providerConfig(c.env);
+  const [scheme, token] = (c.req.header('authorization') ?? '').split(' ');
+  if (scheme?.toLowerCase() !== 'bearer' || !token) throw refused('send Authorization: Bearer <oap-orchestrator+jwt>');
+  let iss: string;
+  try {
+    if (checkJwsHeader(token).typ !== 'oap-orchestrator+jwt') throw new Error('typ');
+    iss = String(decodeJwt(token).iss);
+  } catch {
+    throw refused('not an orchestrator request token');
+  }
+  if (!config.TRUSTED_ORCHESTRATORS.includes(iss)) throw refused('untrusted issuer');
+  try {
+    const { payload } = await jwtVerify(token, issuerKeys(iss), { typ: 'oap-orchestrator+jwt', algorithms: ED25519_ALGS, issuer: iss, audience: config.PUBLIC_BASE_URL, requiredClaims: ['exp', 'iat'] });
+    if (payload.exp! - payload.iat! > 60 || payload.htm !== 'GET' || payload.htu !== `${config.PUBLIC_BASE_URL}${c.req.path}`) throw new Error('binding');
+  } catch {
+    throw refused('the token does not verify, has expired, or is not for this request');
+  }
+  c.set('orchestrator', iss);
+  await next();
+});
+
 export function chargeAuditRoutes() {
-  const app = new OpenAPIHono<RoleEnv<ProviderBindings>>();
+  const app = new OpenAPIHono<ChargeAuditEnv>();
   app.openapi(
     createRoute({
       method: 'get',
       path: '/v1/charges/{id}/audit',
       summary: 'The provider’s audit events for one charge, with its latest signed head (orchestrator-authenticated)',
+      middleware: [requireOrchestrator] as const,
       request: {
         params: z.object({ id: z.string().startsWith('chg_') }),
         query: z.object({ sub: z.string().min(1).openapi({ description: 'The principal’s pairwise subject at this provider' }) }),
@@ -33,27 +63,11 @@ export function chargeAuditRoutes() {
           description: 'The events',
           content: { 'application/json': { schema: z.object({ account_id: z.string(), events: z.array(AuditEventSchema), signed_head: SignedHeadSchema.nullable() }) } },
         },
-        ...problemResponses(401, 404),
+        ...problemResponses(401, 404, 422),
       },
     }),
     async (c) => {
-      const config = providerConfig(c.env);
-      const [scheme, token] = (c.req.header('authorization') ?? '').split(' ');
-      if (scheme?.toLowerCase() !== 'bearer' || !token) throw refused('send Authorization: Bearer <oap-orchestrator+jwt>');
-      let iss: string;
-      try {
-        if (checkJwsHeader(token).typ !== 'oap-orchestrator+jwt') throw new Error('typ');
-        iss = String(decodeJwt(token).iss);
-      } catch {
-        throw refused('not an orchestrator request token');
-      }
-      if (!config.TRUSTED_ORCHESTRATORS.includes(iss)) throw refused('untrusted issuer');
-      try {
-        const { payload } = await jwtVerify(token, issuerKeys(iss), { typ: 'oap-orchestrator+jwt', algorithms: ED25519_ALGS, issuer: iss, audience: config.PUBLIC_BASE_URL, requiredClaims: ['exp', 'iat'] });
-        if (payload.exp! - payload.iat! > 60 || payload.htm !== 'GET' || payload.htu !== `${config.PUBLIC_BASE_URL}${c.req.path}`) throw new Error('binding');
-      } catch {
-        throw refused('the token does not verify, has expired, or is not for this request');
-      }
+      const iss = c.get('orchestrator');
       const chargeId = c.req.valid('param').id;
       const link = await linkedAccount(c.env.DB, iss, c.req.valid('query').sub);
       if (!link) throw new ProblemError(404, 'not_found', 'No such charge for this principal.');
