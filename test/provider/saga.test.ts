@@ -101,7 +101,7 @@ describe('the saga, step by step', () => {
     const name = domain();
     const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
     expect(res.status).toBe(402);
-    expect(res.body).toMatchObject({ code: 'spend_limit_exceeded', limit: { amount: 100 }, step_up_url: 'http://127.0.0.1:8787/limits' });
+    expect(res.body).toMatchObject({ code: 'spend_limit_exceeded', limit: { amount: 100 }, step_up_url: 'http://127.0.0.1:8787/dashboard/limits' });
     const s = await state(agent.account);
     expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
     expect(s.resources.map((r) => r.status)).toEqual(['failed']);

@@ -263,7 +263,7 @@ export class LedgerModel {
       const othersIn = (key: string) => sum(created.filter((c) => c !== rec && c.chargeId !== null && scopesOf(c.provider).includes(key)).map((c) => c.amount));
       const limits = [
         { key: `mandate:${p.mandate.mandate_id}`, limit: p.mandate.limit, stepUp: `${ORCHESTRATOR}/mandates/${p.mandate.mandate_id}/approval` },
-        { key: 'principal', limit: MONTHLY_LIMIT, stepUp: `${ORCHESTRATOR}/limits` },
+        { key: 'principal', limit: MONTHLY_LIMIT, stepUp: `${ORCHESTRATOR}/dashboard/limits` },
       ];
       const upper = (key: string) => (committedBefore.get(key) ?? 0) + othersIn(key);
       const lower = (key: string) => (committedBefore.get(key) ?? 0) - (releasable.get(key) ?? 0);

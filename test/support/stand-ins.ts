@@ -47,7 +47,7 @@ export function fakeChargesApi() {
     const behaviour = behaviours.get(sub) ?? { authorize: 'ok', capture: 'ok', void: 'ok', refund: 'ok' };
     const problem = (status: number, code: string) => Response.json({ type: 'about:blank', title: code, status, code, detail: code }, { status, headers: { 'content-type': 'application/problem+json' } });
     if (!chargeId) {
-      if (behaviour.authorize === 'decline') return Response.json({ status: 402, code: 'spend_limit_exceeded', detail: 'over', limit: { amount: 100, currency: 'usd' }, spent: { amount: 100, currency: 'usd' }, requested: { amount: 1044, currency: 'usd' }, step_up_url: 'http://127.0.0.1:8787/limits' }, { status: 402 });
+      if (behaviour.authorize === 'decline') return Response.json({ status: 402, code: 'spend_limit_exceeded', detail: 'over', limit: { amount: 100, currency: 'usd' }, spent: { amount: 100, currency: 'usd' }, requested: { amount: 1044, currency: 'usd' }, step_up_url: 'http://127.0.0.1:8787/dashboard/limits' }, { status: 402 });
       if (behaviour.authorize === 'error') return problem(500, 'internal_error');
       if (behaviour.authorize === 'held') await new Promise<void>((release) => held.set(sub, release));
       const { idempotency_key } = JSON.parse(body) as { idempotency_key: string };

@@ -15,6 +15,7 @@ import { WWW_AUTHENTICATE_DPOP } from './token-auth';
 import { discoveryRoutes } from './routes/discovery';
 import { domainRoutes } from './routes/domains';
 import { eventRoutes } from './routes/events';
+import { limitsPageRoutes } from './routes/limits-page';
 import { linkingRoutes } from './routes/linking';
 import { resourceRoutes } from './routes/resources';
 import { chargeAuditRoutes } from './routes/charge-audit';
@@ -60,6 +61,7 @@ export function createProviderApp() {
     }),
   );
   app.route('/', linkingRoutes());
+  app.route('/', limitsPageRoutes());
   app.route('/', resourceRoutes());
   app.route('/', domainRoutes());
   app.route('/', chargeAuditRoutes());

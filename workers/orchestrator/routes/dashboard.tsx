@@ -9,6 +9,7 @@ import type { Child } from 'hono/jsx';
 import type { AuditEvent } from '../../lib/audit';
 import { outcomes } from '../../lib/audit';
 import { auditEvents } from '../../lib/audit-trail';
+import { centsOf } from '../../lib/pages/format';
 import { PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
 import { ProblemError } from '../../lib/problem';
 import { LIMIT_CEILING, setMonthlyLimit } from '../../lib/routes/limits';
@@ -60,13 +61,6 @@ const formSession = createMiddleware<Env>(async (c, next) => {
   c.set('session', session);
   await next();
 });
-
-/** Dollars as typed in a form ("250", "250.5", "250.00") in cents; null if it is not an amount. */
-function cents(value: unknown): number | null {
-  if (typeof value !== 'string') return null;
-  const match = /^(\d{1,9})(?:\.(\d{1,2}))?$/.exec(value.trim());
-  return match ? Number(match[1]) * 100 + Number((match[2] ?? '').padEnd(2, '0')) : null;
-}
 
 const field = (form: Record<string, unknown>, name: string) => (typeof form[name] === 'string' ? (form[name] as string) : '');
 
@@ -229,13 +223,13 @@ export function dashboardRoutes() {
 
   app.get('/dashboard/limits', pageSession, (c) => {
     const amount = c.req.query('amount');
-    return showLimits(c, { amount: cents(amount) === null ? null : amount!.trim(), reauthenticate: c.req.query('step') === 'reauthenticate' });
+    return showLimits(c, { amount: centsOf(amount) === null ? null : amount!.trim(), reauthenticate: c.req.query('step') === 'reauthenticate' });
   });
 
   app.post('/dashboard/limits', formSession, async (c) => {
     const session = c.get('session');
     const typed = field(await c.req.parseBody(), 'amount').trim();
-    const amount = cents(typed);
+    const amount = centsOf(typed);
     if (amount === null) return showLimits(c, { notice: { kind: 'error', text: 'Enter the limit in dollars, like 250 or 250.00.' }, status: 422, amount: typed });
     const ledger = ledgerOf(c.env, session.subject_id);
     try {
