@@ -11,7 +11,8 @@
 //   the outbox) against the same backend provisioning with no governance at all;
 // - one ledger reserve against a bare counter increment, each a Durable Object
 //   call (goal ≥ 0.8): the orchestrator's full decision (mandate, scope, per-charge,
-//   mandate and monthly limits, velocity, hold, audit event) in one transaction;
+//   mandate and monthly limits, velocity, the agent signature's single use, hold,
+//   audit event) in one transaction;
 //   for reference, a call that adds one row under a random key and decides
 //   nothing, against the same increments: the ceiling of any call that records
 //   something new, since an increment rewrites a row in place;
@@ -120,6 +121,8 @@ async function principalWithMandate() {
       idempotency_key: crypto.randomUUID(),
       token_jti: 'tok',
       evidence: '{}',
+      // One signed agent request backs one charge: its signature's nonce is used up with the hold.
+      agent_signature: { nonce: `sig:bench:${crypto.randomUUID()}`, expires_ms: Date.now() + 360_000 },
     });
   return { principal, reserve };
 }
