@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { agentKeyFromJwk, dpopProof, generateAgentKey, OapClient, OapError } from './sdk';
 import { mcpServer } from './mcp';
 import { formatMoney } from '../workers/lib/pages/format';
-import { describe as describeEvidence, verifyEvidence } from './verify-evidence';
+import { describe as describeEvidence, readJwks, verifyEvidence } from './verify-evidence';
 
 type State = { orchestrator: string; private_jwk: Record<string, unknown>; name: string; mandate_id?: string };
 
@@ -34,7 +34,9 @@ Commands
   down                                        remove everything the project provisioned, at every provider
   spend                                       spend this period at every provider of the mandate
   audit                                       this agent's own audit trail
-  verify-evidence <file>                      re-verify a dispute's evidence bundle offline
+  verify-evidence <file> [--orchestrator-jwks <file|url>] [--provider-jwks <file|url>]
+                                              re-verify a dispute's evidence bundle offline; with the
+                                              parties' published keys pinned, a bundle signed by others fails
   mcp                                         serve these operations as MCP tools on stdio
 
 Exit codes
@@ -180,6 +182,8 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       plan: { type: 'string' },
       config: { type: 'string' },
       file: { type: 'string' },
+      'orchestrator-jwks': { type: 'string' },
+      'provider-jwks': { type: 'string' },
     },
   });
   const [command, sub, ...rest] = positionals;
@@ -344,7 +348,11 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
     case 'verify-evidence': {
       if (!sub) throw new UsageError('verify-evidence takes a file');
       const bundle = JSON.parse(await readFile(sub, 'utf8'));
-      const result = await verifyEvidence(bundle);
+      const pins = {
+        ...(values['orchestrator-jwks'] ? { orchestrator: await readJwks(values['orchestrator-jwks']) } : {}),
+        ...(values['provider-jwks'] ? { provider: await readJwks(values['provider-jwks']) } : {}),
+      };
+      const result = await verifyEvidence(bundle, pins);
       return { code: result.verdict === 'within_scope' ? 0 : 3, data: result, text: describeEvidence(bundle, result) };
     }
     default:

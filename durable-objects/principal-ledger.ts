@@ -724,6 +724,11 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return this.#sql.exec<{ seq: number; hash: string; time: string; jws: string }>('SELECT seq, hash, time, jws FROM signed_heads ORDER BY seq DESC LIMIT ?', limit).toArray();
   }
 
+  /** The first signed head at or after `seq`: the nearest one that covers that event (evidence chain proofs). */
+  signedHeadCovering(seq: number) {
+    return this.#sql.exec<{ seq: number; hash: string; time: string; jws: string }>('SELECT seq, hash, time, jws FROM signed_heads WHERE seq >= ? ORDER BY seq ASC LIMIT 1', seq).toArray()[0] ?? null;
+  }
+
   /** Signs the head now (the alarm does it within a minute of a change). */
   async signHeadNow(): Promise<void> {
     await this.#signHead();

@@ -3,8 +3,10 @@
 import { runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { describe, expect, it, vi } from 'vitest';
-import { decodeJwt } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT, type JSONWebKeySet } from 'jose';
+import { describe as describeEvidence, verifyEvidence } from '../../agent/verify-evidence';
 import { adjudicate, type EvidenceBundle } from '../../workers/lib/adjudicator';
+import { auditEventHash, type AuditEvent } from '../../workers/lib/audit';
 import { signJwt } from '../../workers/lib/jws';
 import { loadSigningKeys } from '../../workers/lib/signing-keys';
 import { newAgentKey } from '../support/agent-keys';
@@ -108,7 +110,7 @@ describe('dispute verdicts', () => {
     const { human, charge_id } = await capturedCharge();
     const res = await dispute(human, charge_id);
     expect(res.status).toBe(201);
-    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/2' });
+    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/3' });
     expect(res.body.findings.map((f: Json) => `${f.check}:${f.result}`)).toEqual([
       'mandate_signed:pass',
       'mandate_active:pass',
@@ -124,7 +126,7 @@ describe('dispute verdicts', () => {
     ]);
     expect(((await (await call(`/v1/charges/${charge_id}`, { headers: { cookie: human.cookie } })).json()) as Json).status).toBe('captured');
     const bundle = (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
-    expect(bundle.format).toBe('oap-evidence/1');
+    expect(bundle.format).toBe('oap-evidence/2');
     expect((await adjudicate(bundle)).verdict).toBe('within_scope');
     expect(await adjudicate(bundle)).toEqual(await adjudicate(bundle));
   });
@@ -313,6 +315,147 @@ describe('the adjudicator on tampered evidence', () => {
     const unsigned = structuredClone(bundle);
     unsigned.orchestrator.jwks = { keys: [] };
     expect(await failingIgnoringProvider(unsigned)).toContain('mandate_signed');
+  });
+});
+
+describe('chain proofs in the evidence (§5): the principal’s trail through a head the orchestrator signed', () => {
+  async function bundleOf() {
+    const { human, charge_id } = await capturedCharge();
+    const res = await dispute(human, charge_id);
+    expect(res.status).toBe(201);
+    const bundle = (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+    return { human, charge_id, bundle };
+  }
+  const trailFinding = async (bundle: EvidenceBundle) => (await adjudicate(bundle)).findings.find((f) => f.check === 'audit_trail')!;
+  /** What an attacker holding no key can do: rewrite events and recompute every hash after them. */
+  const rechain = (events: AuditEvent[], from: number) => {
+    for (let i = from; i < events.length; i++) {
+      const { hash: _, ...rest } = events[i]!;
+      if (i > 0) rest.prev_hash = events[i - 1]!.hash;
+      events[i] = { ...rest, hash: auditEventHash(rest) };
+    }
+  };
+
+  it('the bundle carries every event from the charge’s first through the first signed head after its last, signed now when none was', async () => {
+    const { human, charge_id, bundle } = await bundleOf();
+    const { events, signed_head: head } = bundle.audit.orchestrator;
+    expect(head).not.toBeNull();
+    expect(events[0]).toMatchObject({ action: 'charge.authorize', target: charge_id });
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => events[0]!.seq + i));
+    expect(events.slice(1).every((e, i) => e.prev_hash === events[i]!.hash)).toBe(true);
+    expect(events.at(-1)).toMatchObject({ seq: head!.seq, hash: head!.hash });
+    expect(decodeJwt(head!.jws)).toMatchObject({ sub: human.principal_id, seq: head!.seq, hash: head!.hash });
+    // The first head at or after the charge's last event: the segment stops there, however the trail grew since.
+    const lastAboutCharge = events.filter((e) => e.target === charge_id || e.related.includes(charge_id)).at(-1)!;
+    expect((await ledgerOf(human.principal_id).signedHeads(50)).filter((h) => h.seq >= lastAboutCharge.seq).at(-1)!.seq).toBe(head!.seq);
+    expect(await trailFinding(bundle)).toMatchObject({ result: 'pass', evidence: expect.stringContaining(`to the head signed at seq ${head!.seq}`) });
+  });
+
+  it('attack: the capture’s amount and actor edited and its hash recomputed (and every later one): audit_trail fails, the verdict changes', async () => {
+    const { bundle } = await bundleOf();
+    const at = bundle.audit.orchestrator.events.findIndex((e) => e.action === 'charge.capture');
+    for (const rechainAll of [false, true]) {
+      const edited = structuredClone(bundle);
+      const events = edited.audit.orchestrator.events;
+      events[at] = { ...events[at]!, amount: { amount: 1, currency: 'usd' }, actor: { type: 'system', id: 'sys' } };
+      rechain(events, at);
+      if (!rechainAll) events.splice(at + 1, events.length, ...bundle.audit.orchestrator.events.slice(at + 1));
+      const result = await adjudicate(edited);
+      expect(result.findings.find((f) => f.check === 'audit_trail'), `rechained all: ${rechainAll}`).toMatchObject({ result: 'fail' });
+      expect(result).toMatchObject({ verdict: 'outside_scope', failing_party: 'orchestrator' });
+    }
+  });
+
+  it('attack: one event removed from inside the segment (not the charge’s own): the chain has a gap', async () => {
+    const { human, agent, mandate_id, amount, authorized, charge_id } = await authorizedCharge();
+    // Something else in the principal's trail between the authorization and the capture.
+    const ledger = ledgerOf(human.principal_id);
+    await ledger.recordRefusal(human.principal_id, { actor: { type: 'principal', id: human.principal_id }, action: 'dispute.open', reason: 'not_found', related: ['chg_elsewhere'] });
+    await ledger.signHeadNow();
+    expect((await captureWithReceipt('cloud', authorized, { agent_id: agent.agent_id, mandate_id, amount, resource_id: 'res_disputed' }, 'valid')).status).toBe(200);
+    const res = await dispute(human, charge_id);
+    const bundle = (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+    const events = bundle.audit.orchestrator.events;
+    const middle = events.findIndex((e, i) => i > 0 && i < events.length - 1 && e.target !== charge_id && !e.related.includes(charge_id));
+    expect(middle, JSON.stringify(events.map((e) => e.action))).toBeGreaterThan(0);
+    const removed = structuredClone(bundle);
+    removed.audit.orchestrator.events.splice(middle, 1);
+    expect(await trailFinding(removed)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('events are missing') });
+    // Renumbered and rechained to hide the gap: the head no longer matches.
+    const hidden = structuredClone(removed);
+    hidden.audit.orchestrator.events.forEach((e, i) => (e.seq = events[0]!.seq + i));
+    rechain(hidden.audit.orchestrator.events, middle);
+    expect(await trailFinding(hidden)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('not at the signed head') });
+  });
+
+  it('attack: a segment that does not end at the signed head (tail cut, or the head of another point): fails', async () => {
+    const { bundle } = await bundleOf();
+    const cut = structuredClone(bundle);
+    cut.audit.orchestrator.events.pop();
+    expect(await trailFinding(cut)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('not at the signed head') });
+    const { bundle: other } = await bundleOf();
+    const foreignHead = structuredClone(bundle);
+    foreignHead.audit.orchestrator.signed_head = other.audit.orchestrator.signed_head;
+    expect(await trailFinding(foreignHead)).toMatchObject({ result: 'fail' });
+    const noHead = structuredClone(bundle);
+    noHead.audit.orchestrator.signed_head = null;
+    expect(await adjudicate(noHead)).toMatchObject({ verdict: 'insufficient_evidence', failing_party: 'orchestrator' });
+  });
+
+  it('a bundle kept in format 1 (the charge’s events only, no chain proof) is still read, and said to be format 1', async () => {
+    const { charge_id, bundle } = await bundleOf();
+    const old = structuredClone(bundle) as unknown as Json;
+    old.format = 'oap-evidence/1';
+    old.audit.orchestrator = { events: bundle.audit.orchestrator.events.filter((e) => e.target === charge_id || e.related.includes(charge_id)), signed_head: null };
+    const result = await verifyEvidence(old as EvidenceBundle);
+    expect(result).toMatchObject({ format: 'oap-evidence/1', verdict: 'within_scope' });
+    expect(describeEvidence(old as EvidenceBundle, result)).toContain('format oap-evidence/1 (no chain proof');
+  });
+});
+
+describe('pinned keys: the verifier trusts the parties’ published keys, not the bundle’s', () => {
+  const orchestratorJwks = async () => (await loadSigningKeys(testEnv.SIGNING_KEYS)).publicJwks as JSONWebKeySet;
+  const providerJwks = async () => (await (await asProviderJwks()).json()) as JSONWebKeySet;
+  const asProviderJwks = () => (env as unknown as { PROVIDER_CLOUD: Fetcher }).PROVIDER_CLOUD.fetch('http://127.0.0.1:8788/.well-known/jwks.json');
+
+  async function bundleOf() {
+    const { human, charge_id } = await capturedCharge();
+    const res = await dispute(human, charge_id);
+    return (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+  }
+
+  it('an honest bundle passes with both parties’ keys pinned, and names the pinned thumbprints', async () => {
+    const bundle = await bundleOf();
+    const result = await verifyEvidence(bundle, { orchestrator: await orchestratorJwks(), provider: await providerJwks() });
+    expect(result.verdict).toBe('within_scope');
+    expect(result.findings.filter((f) => f.check.endsWith('_keys_pinned')).map((f) => `${f.check}:${f.result}`)).toEqual(['orchestrator_keys_pinned:pass', 'provider_keys_pinned:pass']);
+    const real = await calculateJwkThumbprint((await orchestratorJwks()).keys[0]!);
+    expect(result.keys).toContainEqual({ party: 'orchestrator', thumbprint: real, used_for: ['mandate_jws', 'audit head'], pinned: true });
+    expect(describeEvidence(bundle, result)).toMatch(new RegExp(`orchestrator +${real}  pinned`));
+  });
+
+  it('attack: the mandate and the head re-signed with another key and the JWKS swapped: passes alone but prints the foreign thumbprint; fails with the real keys pinned', async () => {
+    const bundle = await bundleOf();
+    const { publicKey, privateKey } = await generateKeyPair('Ed25519', { extractable: true });
+    const foreign = { ...(await exportJWK(publicKey)), kid: 'attacker', use: 'sig' };
+    const resign = (jws: string, typ: string) => new SignJWT(decodeJwt(jws)).setProtectedHeader({ alg: 'EdDSA', typ, kid: 'attacker' }).sign(privateKey);
+    const forged = structuredClone(bundle);
+    // Broader terms the human never approved, signed by the attacker.
+    const claims = decodeJwt(forged.mandate.mandate_jws!) as Json;
+    claims.note = 'forged';
+    forged.mandate.mandate_jws = await new SignJWT(claims).setProtectedHeader({ alg: 'EdDSA', typ: 'oap-mandate+jwt', kid: 'attacker' }).sign(privateKey);
+    forged.audit.orchestrator.signed_head!.jws = await resign(forged.audit.orchestrator.signed_head!.jws, 'oap-audit-head+jwt');
+    forged.orchestrator.jwks = { keys: [foreign] };
+    const thumbprint = await calculateJwkThumbprint(foreign);
+
+    const alone = await verifyEvidence(forged);
+    expect(alone.verdict).toBe('within_scope');
+    expect(describeEvidence(forged, alone)).toMatch(new RegExp(`orchestrator +${thumbprint}  not pinned: taken from the bundle`));
+
+    const pinned = await verifyEvidence(forged, { orchestrator: await orchestratorJwks() });
+    expect(pinned).toMatchObject({ verdict: 'outside_scope', failing_party: 'orchestrator' });
+    expect(pinned.findings.find((f) => f.check === 'orchestrator_keys_pinned')).toMatchObject({ result: 'fail', evidence: expect.stringContaining(thumbprint) });
+    expect(describeEvidence(forged, pinned)).toMatch(new RegExp(`orchestrator +${thumbprint}  NOT PINNED`));
   });
 });
 

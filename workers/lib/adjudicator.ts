@@ -1,9 +1,10 @@
 // The dispute adjudicator (PROTOCOL.md §5): did the agent act within the scope
 // the human authorized? Decided from an evidence bundle alone: signatures are
-// checked against the public keys the bundle carries, times are the charge's
-// own, nothing is fetched. Versioned: the same bundle always yields the same
+// checked against the public keys the bundle carries (and, when a reader pins
+// the parties' keys, those must be among them), times are the charge's own,
+// nothing is fetched. Versioned: the same bundle always yields the same
 // verdict, so anyone can rerun it (agent/verify-evidence.ts).
-import { calculateJwkThumbprint, createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet, type JWK } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, importJWK, jwtVerify, type JSONWebKeySet, type JWK, type JWTVerifyOptions } from 'jose';
 import { auditEventHash, canonicalJson, sha256Hex, type AuditEvent } from './audit';
 import { verifyRequestSignature } from './http-signatures';
 import { ED25519_ALGS } from './jws';
@@ -11,11 +12,20 @@ import { evaluateForProvider, type MandateConstraint } from './mandate-constrain
 
 // 2: the signed terms are held to what the human was shown (an orchestrator that
 // re-signs broader terms under the same display_hash is caught).
-export const ADJUDICATOR_VERSION = 'oap-adjudicator/2';
-export const EVIDENCE_FORMAT = 'oap-evidence/1';
+// 3: the orchestrator's trail is held to a chain proof (format 2); the keys relied on are named,
+// and checked against keys a reader pins.
+export const ADJUDICATOR_VERSION = 'oap-adjudicator/3';
+/**
+ * 2: `audit.orchestrator.events` is a contiguous segment of the principal's chain, from the first
+ * event about the charge through `signed_head`, which the orchestrator signed. Format 1 carried only
+ * the charge's own events, each checked alone; it is still read, and said to carry no chain proof.
+ */
+export const EVIDENCE_FORMAT = 'oap-evidence/2';
+export const EVIDENCE_FORMATS = ['oap-evidence/1', EVIDENCE_FORMAT] as const;
+export type EvidenceFormat = (typeof EVIDENCE_FORMATS)[number];
 
 export type EvidenceBundle = {
-  format: typeof EVIDENCE_FORMAT;
+  format: EvidenceFormat;
   charge: {
     charge_id: string;
     status: string;
@@ -44,7 +54,12 @@ export type EvidenceBundle = {
 
 export type Finding = { check: string; result: 'pass' | 'fail' | 'missing'; evidence: string };
 export type Verdict = 'within_scope' | 'outside_scope' | 'insufficient_evidence';
-export type Adjudication = { adjudicator: string; verdict: Verdict; failing_party: 'orchestrator' | 'provider' | null; findings: Finding[] };
+export type Party = 'orchestrator' | 'provider';
+/** Keys a reader obtained elsewhere (the parties' published JWKS): the bundle's own keys must be among them. */
+export type PinnedKeys = Partial<Record<Party, JSONWebKeySet>>;
+/** A key a signature in the bundle was verified with, by RFC 7638 thumbprint; `pinned` is null when nothing was pinned for its party. */
+export type ReliedKey = { party: Party | 'agent'; thumbprint: string; used_for: string[]; pinned: boolean | null };
+export type Adjudication = { adjudicator: string; format: string; verdict: Verdict; failing_party: Party | null; findings: Finding[]; keys: ReliedKey[] };
 
 /** Which party answers for a failed check: the one whose duty it was to stop the charge. */
 const PARTY: Record<string, 'orchestrator' | 'provider'> = {
@@ -58,10 +73,67 @@ const PARTY: Record<string, 'orchestrator' | 'provider'> = {
   provider_checks: 'provider',
   audit_trail: 'orchestrator',
   provider_trail: 'provider',
+  orchestrator_keys_pinned: 'orchestrator',
+  provider_keys_pinned: 'provider',
 };
 
-export async function adjudicate(bundle: EvidenceBundle): Promise<Adjudication> {
+/**
+ * Verifies compact JWTs with one party's keys from the bundle, and remembers which key each
+ * signature rested on (RFC 7638 thumbprint), so a reader sees, and may pin, what it trusted.
+ */
+function keyRecorder(bundle: EvidenceBundle) {
+  const relied: ReliedKey[] = [];
+  const note = (party: ReliedKey['party'], thumbprint: string, use: string) => {
+    const known = relied.find((k) => k.party === party && k.thumbprint === thumbprint);
+    if (known) known.used_for.push(use);
+    else relied.push({ party, thumbprint, used_for: [use], pinned: null });
+  };
+  const verify = async (party: Party, use: string, jws: string, options: JWTVerifyOptions) => {
+    const keys = (bundle[party].jwks?.keys ?? []) as JWK[];
+    let used: JWK | undefined;
+    // RFC 7515 §4.1.4: the kid selects the key; without one, only a set of one key is unambiguous.
+    const result = await jwtVerify(
+      jws,
+      async (header) => {
+        const candidates = keys.filter((k) => k.kty === 'OKP' && (k.use === undefined || k.use === 'sig') && (header.kid === undefined || k.kid === header.kid));
+        if (candidates.length !== 1) throw new Error(candidates.length === 0 ? `no key${header.kid ? ` ${header.kid}` : ''} in the ${party}'s JWKS` : `several keys of the ${party}'s JWKS match`);
+        used = candidates[0]!;
+        return importJWK(used, header.alg);
+      },
+      options,
+    );
+    note(party, await calculateJwkThumbprint(used!, 'sha256'), use);
+    return result;
+  };
+  return { relied, note, verify };
+}
+
+/** One finding per pinned party: every key of that party a signature rested on is among the pins. */
+async function pinFindings(relied: ReliedKey[], pins: PinnedKeys): Promise<Finding[]> {
   const findings: Finding[] = [];
+  for (const party of ['orchestrator', 'provider'] as const) {
+    const pinned = pins[party];
+    if (!pinned) continue;
+    const allowed = new Set(await Promise.all(((pinned.keys ?? []) as JWK[]).map((k) => calculateJwkThumbprint(k, 'sha256'))));
+    const mine = relied.filter((k) => k.party === party);
+    for (const key of mine) key.pinned = allowed.has(key.thumbprint);
+    const foreign = mine.filter((k) => !k.pinned);
+    findings.push({
+      check: `${party}_keys_pinned`,
+      result: foreign.length ? 'fail' : 'pass',
+      evidence: foreign.length
+        ? `not among the ${allowed.size} pinned ${party} keys: ${foreign.map((k) => `${k.thumbprint} (${k.used_for.join(', ')})`).join('; ')}`
+        : mine.length
+          ? `${mine.map((k) => k.thumbprint).join(', ')} pinned`
+          : `no ${party} key was relied on`,
+    });
+  }
+  return findings;
+}
+
+export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}): Promise<Adjudication> {
+  const findings: Finding[] = [];
+  const keys = keyRecorder(bundle);
   const add = (check: string, result: Finding['result'], evidence: string) => findings.push({ check, result, evidence });
   const charge = bundle.charge;
   const chargedAt = Date.parse(charge.authorized_at);
@@ -71,7 +143,7 @@ export async function adjudicate(bundle: EvidenceBundle): Promise<Adjudication> 
   if (!bundle.mandate.mandate_jws) add('mandate_signed', 'missing', 'no mandate_jws');
   else {
     try {
-      ({ payload: claims } = await jwtVerify(bundle.mandate.mandate_jws, createLocalJWKSet(bundle.orchestrator.jwks), {
+      ({ payload: claims } = await keys.verify('orchestrator', 'mandate_jws', bundle.mandate.mandate_jws, {
         typ: 'oap-mandate+jwt',
         algorithms: ED25519_ALGS,
         issuer: bundle.orchestrator.issuer,
@@ -128,6 +200,7 @@ export async function adjudicate(bundle: EvidenceBundle): Promise<Adjudication> 
         thumbprint,
         Math.floor(chargedAt / 1000),
       );
+      keys.note('agent', thumbprint, 'request signature (bound by the mandate’s cnf.jkt)');
       const signed = JSON.parse(bundle.agent_request.body || '{}') as { service?: string; plan?: string };
       verified = thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint && (signed.service === undefined || signed.service === charge.service) && signed.plan === charge.plan;
       detail = verified ? `signed by ${thumbprint} for ${charge.service}/${charge.plan}` : `the key or the signed body does not match the charge (key ${thumbprint}, mandate binds ${String(boundKey)})`;
@@ -154,7 +227,7 @@ export async function adjudicate(bundle: EvidenceBundle): Promise<Adjudication> 
   if (!charge.receipt) add('provider_delivered', 'missing', 'no receipt from the provider');
   else {
     try {
-      const { payload } = await jwtVerify(charge.receipt, createLocalJWKSet(bundle.provider.jwks), { typ: 'oap-receipt+jwt', algorithms: ED25519_ALGS, issuer: bundle.provider.issuer });
+      const { payload } = await keys.verify('provider', 'receipt', charge.receipt, { typ: 'oap-receipt+jwt', algorithms: ED25519_ALGS, issuer: bundle.provider.issuer });
       const matches = payload.charge_id === charge.charge_id && payload.amount === charge.amount && payload.currency === charge.currency && payload.agent_id === charge.agent_id && payload.mandate_id === charge.mandate_id;
       add('provider_delivered', matches ? 'pass' : 'fail', matches ? `receipt for ${charge.charge_id}, resource ${String(payload.resource_id)}` : 'the receipt describes another charge');
       const providerChecks = (payload.constraint_results as { pass: boolean }[] | undefined) ?? [];
@@ -167,13 +240,53 @@ export async function adjudicate(bundle: EvidenceBundle): Promise<Adjudication> 
 
   // The orchestrator's trail for this charge: every event intact and in chain order, the ones the
   // charge's state implies all there, none past the signed head that covers them.
-  add('audit_trail', ...(await auditFinding(bundle)));
-  add('provider_trail', ...(await providerTrailFinding(bundle)));
+  add('audit_trail', ...(bundle.format === 'oap-evidence/1' ? await unprovenAuditFinding(bundle, keys.verify) : await chainProofFinding(bundle, keys.verify)));
+  add('provider_trail', ...(await providerTrailFinding(bundle, keys.verify)));
+  findings.push(...(await pinFindings(keys.relied, pins)));
 
-  return decide(findings);
+  return { ...decide(findings), format: bundle.format, keys: keys.relied };
 }
 
-async function auditFinding(bundle: EvidenceBundle): Promise<[Finding['result'], string]> {
+type Verify = ReturnType<typeof keyRecorder>['verify'];
+
+/**
+ * Format 2's chain proof (§4: hash = sha256(prev_hash ‖ JCS(event without hash)), seq dense): the
+ * segment relinks event by event and ends exactly at the head the orchestrator signed, so an event
+ * edited (hash recomputed or not), dropped or inserted anywhere in it breaks a link or the head.
+ */
+async function chainProofFinding(bundle: EvidenceBundle, verify: Verify): Promise<[Finding['result'], string]> {
+  const { events, signed_head: head } = bundle.audit.orchestrator;
+  const charge = bundle.charge;
+  if (events.length === 0) return ['missing', 'no audit events for this charge'];
+  if (!head) return ['missing', 'no signed head covers the trail, so nothing proves it unedited'];
+  for (const [i, event] of events.entries()) {
+    const { hash, ...rest } = event;
+    if (auditEventHash(rest) !== hash) return ['fail', `event seq ${event.seq} does not match its hash`];
+    const prev = events[i - 1];
+    if (!prev) continue;
+    if (event.seq <= prev.seq || event.time < prev.time) return ['fail', `events out of chain order at seq ${event.seq}`];
+    if (event.seq !== prev.seq + 1) return ['fail', `the segment skips from seq ${prev.seq} to seq ${event.seq}: events are missing`];
+    if (event.prev_hash !== prev.hash) return ['fail', `event seq ${event.seq} does not link to seq ${prev.seq} (prev_hash differs)`];
+    if (event.principal !== prev.principal) return ['fail', `the segment mixes principals at seq ${event.seq}`];
+  }
+  let claims: Record<string, unknown>;
+  try {
+    ({ payload: claims } = await verify('orchestrator', 'audit head', head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.orchestrator.issuer }));
+  } catch (error) {
+    return ['fail', `the signed head does not verify: ${(error as Error).message}`];
+  }
+  if (claims.seq !== head.seq || claims.hash !== head.hash) return ['fail', 'the signed head does not say what the bundle says it does'];
+  const last = events.at(-1)!;
+  if (claims.sub !== last.principal) return ['fail', `the signed head is of ${String(claims.sub)}, the events of ${last.principal}`];
+  if (last.seq !== claims.seq || last.hash !== claims.hash) return ['fail', `the segment ends at seq ${last.seq}, not at the signed head (seq ${String(claims.seq)})`];
+  const has = (action: string) => events.some((e) => e.action === action && e.outcome === 'succeeded' && e.target === charge.charge_id);
+  if (!has('charge.authorize')) return ['fail', 'no record of the authorization'];
+  if (['captured', 'refunded'].includes(charge.status) && !has('charge.capture')) return ['fail', `the charge is ${charge.status} but its capture is not in the trail`];
+  return ['pass', `${events.length} events chained from seq ${events[0]!.seq} to the head signed at seq ${head.seq}`];
+}
+
+/** Format 1 (no chain proof): the charge's own events, each intact and in order; read for bundles kept from before. */
+async function unprovenAuditFinding(bundle: EvidenceBundle, verify: Verify): Promise<[Finding['result'], string]> {
   const { events, signed_head: head } = bundle.audit.orchestrator;
   const charge = bundle.charge;
   if (events.length === 0) return ['missing', 'no audit events for this charge'];
@@ -189,7 +302,7 @@ async function auditFinding(bundle: EvidenceBundle): Promise<[Finding['result'],
   if (['captured', 'refunded'].includes(charge.status) && !has('charge.capture')) return ['fail', `the charge is ${charge.status} but its capture is not in the trail`];
   if (head) {
     try {
-      const { payload } = await jwtVerify(head.jws, createLocalJWKSet(bundle.orchestrator.jwks), { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.orchestrator.issuer });
+      const { payload } = await verify('orchestrator', 'audit head', head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.orchestrator.issuer });
       if (payload.seq !== head.seq || payload.hash !== head.hash) return ['fail', 'the signed head does not say what the bundle says it does'];
     } catch {
       return ['fail', 'the signed head does not verify'];
@@ -197,11 +310,11 @@ async function auditFinding(bundle: EvidenceBundle): Promise<[Finding['result'],
     const last = events.at(-1)!;
     if (last.seq === head.seq && last.hash !== head.hash) return ['fail', `event seq ${last.seq} differs from the signed head`];
   }
-  return ['pass', `${events.length} events in chain order, intact${head ? `, signed head at seq ${head.seq}` : ''}`];
+  return ['pass', `${events.length} events in chain order, intact${head ? `, signed head at seq ${head.seq}` : ''} (format oap-evidence/1: no chain proof)`];
 }
 
 /** The provider's own trail: intact, in order, and recording the provision it was paid for. */
-async function providerTrailFinding(bundle: EvidenceBundle): Promise<[Finding['result'], string]> {
+async function providerTrailFinding(bundle: EvidenceBundle, verify: Verify): Promise<[Finding['result'], string]> {
   const trail = bundle.audit.provider;
   if (!trail || trail.events.length === 0) return ['missing', 'the provider’s trail was not available'];
   const broken = trail.events.find((e) => {
@@ -214,7 +327,7 @@ async function providerTrailFinding(bundle: EvidenceBundle): Promise<[Finding['r
   if (!provisioned) return ['fail', 'the provider’s trail has no provision paid by this charge'];
   if (trail.signed_head) {
     try {
-      await jwtVerify(trail.signed_head.jws, createLocalJWKSet(bundle.provider.jwks), { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.provider.issuer });
+      await verify('provider', 'provider audit head', trail.signed_head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.provider.issuer });
     } catch {
       return ['fail', 'the provider’s signed head does not verify'];
     }
@@ -225,7 +338,7 @@ async function providerTrailFinding(bundle: EvidenceBundle): Promise<[Finding['r
 /** Checks whose missing evidence leaves the verdict to the others. */
 const CORROBORATING = new Set(['provider_trail']);
 
-function decide(findings: Finding[]): Adjudication {
+function decide(findings: Finding[]): Omit<Adjudication, 'format' | 'keys'> {
   const failed = findings.find((f) => f.result === 'fail');
   const missingReceipt = findings.find((f) => f.check === 'provider_delivered' && f.result === 'missing');
   const missingMandate = findings.find((f) => f.check === 'mandate_signed' && f.result === 'missing');

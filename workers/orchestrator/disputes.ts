@@ -74,6 +74,35 @@ async function providerEvents(env: OrchestratorBindings, principalId: string, pr
   }
 }
 
+/**
+ * The chain proof of the principal's side (§5): every event from the first one about the charge
+ * through the first head the orchestrator signed at or after the last one, in seq order. A reader
+ * relinks them by prev_hash and checks the last against the signed head, so no event in between
+ * can be edited, dropped or added without the orchestrator's key. A head not yet signed by the
+ * alarm is signed now. The segment is the principal's own trail, for the principal's own bundle.
+ */
+async function chainSegment(env: OrchestratorBindings, principalId: string, chargeId: string, mandateId: string): Promise<EvidenceBundle['audit']['orchestrator']> {
+  const ledger = ledgerOf(env, principalId);
+  const relevant: AuditEvent[] = [];
+  for await (const event of auditEvents(ledger, env.DB, principalId, 0, { mandateId })) {
+    if (event.target === chargeId || event.related.includes(chargeId)) relevant.push(event);
+  }
+  if (relevant.length === 0) return { events: [], signed_head: null };
+  const last = relevant.at(-1)!.seq;
+  let head = await ledger.signedHeadCovering(last);
+  if (!head) {
+    await ledger.signHeadNow();
+    head = await ledger.signedHeadCovering(last);
+  }
+  if (!head) return { events: relevant, signed_head: null };
+  const events: AuditEvent[] = [];
+  for await (const event of auditEvents(ledger, env.DB, principalId, relevant[0]!.seq - 1)) {
+    if (event.seq > head.seq) break;
+    events.push(event);
+  }
+  return { events, signed_head: head };
+}
+
 /** Everything the verdict may rest on, from stored state and published keys; null for a charge that is not an agent's. */
 export async function gatherEvidence(env: OrchestratorBindings, principalId: string, chargeId: string): Promise<EvidenceBundle | null> {
   const config = orchestratorConfig(env);
@@ -84,11 +113,7 @@ export async function gatherEvidence(env: OrchestratorBindings, principalId: str
   const recorded = hold.evidence
     ? (JSON.parse(hold.evidence) as { agent_request?: EvidenceBundle['agent_request']; constraint_results?: { type: string; pass: boolean }[]; mandate_status_at_decision?: string; token_jti?: string })
     : {};
-  const events: AuditEvent[] = [];
-  for await (const event of auditEvents(ledger, env.DB, principalId, 0, { mandateId: hold.mandate_id })) {
-    if (event.target === chargeId || event.related.includes(chargeId)) events.push(event);
-  }
-  const [signedHead] = await ledger.signedHeads(1);
+  const trail = await chainSegment(env, principalId, chargeId, hold.mandate_id);
   const providerTrail = await providerEvents(env, principalId, hold.provider, chargeId);
   return {
     format: EVIDENCE_FORMAT,
@@ -113,7 +138,7 @@ export async function gatherEvidence(env: OrchestratorBindings, principalId: str
     mandate: { mandate_id: hold.mandate_id, mandate_jws: mandate?.mandate_jws ?? null, display_document: mandate?.display_document ?? null, revoked_at: mandate?.revoked_at ?? null },
     orchestrator: { issuer: config.PUBLIC_BASE_URL, jwks: keys.publicJwks as JSONWebKeySet },
     provider,
-    audit: { orchestrator: { events, signed_head: signedHead ?? null }, provider: providerTrail },
+    audit: { orchestrator: trail, provider: providerTrail },
   };
 }
 

@@ -1,6 +1,7 @@
 // Disputes (PROTOCOL.md §5), opened and read by the principal.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { acceptBody, type RoleEnv } from '../../lib/app';
+import { EVIDENCE_FORMAT } from '../../lib/adjudicator';
 import { ProblemError, problemResponses } from '../../lib/problem';
 import { isFormRequest, type SessionVariables } from '../../lib/sessions';
 import type { DisputeRecord } from '../../../durable-objects/ledger/disputes';
@@ -81,7 +82,7 @@ export function disputeRoutes() {
       summary: 'The evidence bundle the verdict was decided on, verifiable offline with its public keys',
       middleware: [principalSession] as const,
       request: { params: DisputeId },
-      responses: { 200: { description: 'The bundle (format oap-evidence/1)', content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } } }, ...problemResponses(401, 404) },
+      responses: { 200: { description: `The bundle (format ${EVIDENCE_FORMAT}; the verifier still reads oap-evidence/1)`, content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } } }, ...problemResponses(401, 404) },
     }),
     async (c) => {
       const dispute = (await ledgerOf(c.env, c.get('session').subject_id).getDispute(c.req.valid('param').id)) as DisputeRecord | null;
