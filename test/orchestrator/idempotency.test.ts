@@ -90,6 +90,26 @@ describe('Idempotency-Key at the orchestrator', () => {
     expect(await again.json()).toMatchObject({ attestation: null, attestation_redacted: true });
   });
 
+  it('replays an agent’s revocation, and never a read: a key on a GET is ignored', async () => {
+    const human = await newPrincipal();
+    const agent = await registerAgent(human);
+    const key = crypto.randomUUID();
+    const list = (query: string) => call(`/v1/agents${query}`, { headers: human.headers({ 'idempotency-key': key }) });
+    expect(((await (await list('?limit=1')).json()) as { data: unknown[] }).data).toHaveLength(1);
+    await registerAgent(human);
+    const second = await list('?limit=10');
+    expect(second.headers.get('idempotent-replayed')).toBeNull();
+    expect(((await second.json()) as { data: unknown[] }).data).toHaveLength(2);
+
+    const revokeKey = crypto.randomUUID();
+    const revoke = () => call(`/v1/agents/${agent.agent_id}/revoke`, { method: 'POST', headers: human.headers({ 'idempotency-key': revokeKey }) });
+    const first = await revoke();
+    expect(first.status).toBe(200);
+    const again = await revoke();
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(await again.json()).toEqual(await first.json());
+  });
+
   it('refuses a malformed key with 400 and changes nothing', async () => {
     const human = await newPrincipal();
     await expectProblem(await asHuman(human, '/v1/limits', { amount: 20_000, currency: 'usd' }, 'k'.repeat(256)), 400, 'invalid_request');

@@ -514,6 +514,20 @@ describe('recurring plans (§3.2)', () => {
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(500);
   });
 
+  it('refuses, and so never acknowledges, a refund it cannot apply: an unknown charge, or a subject not linked here', async () => {
+    const { agent, resourceId } = await subscribed();
+    const chargeId = await runInDurableObject(ledgerOf(agent.account), (_, s) => s.storage.sql.exec<{ charge_id: string }>('SELECT charge_id FROM resources WHERE id = ?', resourceId).one().charge_id);
+    const unknown = await signSecurityEvent({ [EVENT('charge.refunded')]: { charge_id: 'chg_nothing_here', verdict: 'outside_scope' } }, { claims: { sub: agent.sub } });
+    expect((await postSecurityEvent(unknown.jwt)).status).toBe(404);
+    const stranger = await signSecurityEvent({ [EVENT('charge.refunded')]: { charge_id: chargeId, verdict: 'outside_scope' } }, { claims: { sub: 'pw_not_linked_here' } });
+    expect((await postSecurityEvent(stranger.jwt)).status).toBe(404);
+    expect((await state(agent.account)).holds.map((h) => h.status)).toEqual(['captured']);
+    // A refused token was not taken as received: once it can be applied, the same token is.
+    const delivered = await signSecurityEvent({ [EVENT('charge.refunded')]: { charge_id: chargeId, verdict: 'outside_scope' } }, { claims: { sub: agent.sub, jti: unknown.jti } });
+    expect(await (await postSecurityEvent(delivered.jwt)).json()).toMatchObject({ duplicate: false, applied: ['charge.refunded'] });
+    expect((await state(agent.account)).holds.map((h) => h.status)).toEqual(['refunded']);
+  });
+
   it('counts renewals out of the service’s velocity limit (3 subscriptions a day), which is for what agents ask', async () => {
     const { agent, resourceId } = await subscribed();
     await renewNow(agent.account, resourceId);

@@ -263,15 +263,17 @@ describe('security events from the orchestrator (PROTOCOL §2.5)', () => {
 
   it('refuses, without acknowledging it, an event whose data does not name its subject: never 202 for an event not applied', async () => {
     const grant = await newGrant();
+    let refusedJti = '';
     for (const data of [null, {}, { mandate_id: 42 }, { mandate_id: '' }]) {
       const set = await signSecurityEvent({ [EVENT('mandate.revoked')]: data as never }, { claims: { sub: grant.attestation.sub } });
       await expectProblem(await postSecurityEvent(set.jwt), 400, 'invalid_request');
+      refusedJti = set.jti;
     }
     const notAnObject = await signSecurityEvent([] as never, { claims: { sub: grant.attestation.sub } });
     await expectProblem(await postSecurityEvent(notAnObject.jwt), 400, 'invalid_request');
     expect(await isActive(grant)).toBe(true);
     // A refused token was not taken as received: the same jti with a proper event is applied.
-    const fixed = await signSecurityEvent(mandateRevoked(grant), { claims: { sub: grant.attestation.sub } });
+    const fixed = await signSecurityEvent(mandateRevoked(grant), { claims: { sub: grant.attestation.sub, jti: refusedJti } });
     expect(await (await postSecurityEvent(fixed.jwt)).json()).toMatchObject({ duplicate: false });
     expect(await isActive(grant)).toBe(false);
   });

@@ -33,6 +33,17 @@ export type IdempotencyCaller = {
   nonceSeen?: (index: number) => Error;
 };
 
+/**
+ * The caller of a request signed in by session (set as `session` by the route's middleware): its
+ * records live in the ledger of the human it names, the principal's or the provider account's.
+ */
+export function sessionCaller(ledgerOf: (env: any, id: string) => IdempotencyStore): IdempotencyOptions['caller'] {
+  return (c) => {
+    const subject = (c.get('session') as { subject_id: string }).subject_id;
+    return { store: ledgerOf(c.env, subject), caller: `principal:${subject}` };
+  };
+}
+
 /** Handlers that answer with credentials set this to what a replay may return instead. */
 export const REPLAY_BODY = 'idempotencyReplayBody';
 /** The record this request holds: a handler whose last write is in the caller's store may complete it in that same transaction. */
@@ -47,6 +58,8 @@ const REPLAYED_HEADERS = ['content-type', 'location', 'audit-event-id'];
 
 export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
   return async (c, next) => {
+    // A read is its own retry: a key on it means nothing, and must not replay an old answer.
+    if (c.req.method === 'GET' || c.req.method === 'HEAD') return next();
     const key = c.req.header('idempotency-key');
     if (key === undefined) {
       if (options.required) throw new ProblemError(400, 'idempotency_key_required', 'This request needs an Idempotency-Key header.');

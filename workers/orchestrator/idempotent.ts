@@ -3,19 +3,12 @@
 // principal (a session) or an agent (its key's proof; a key not yet
 // registered is its own caller), and the record lives in that caller's
 // ledger, beside the audit trail of what the request did.
-import type { Context } from 'hono';
-import { idempotency, type IdempotencyCaller } from '../lib/idempotency';
-import type { Session } from '../lib/sessions';
+import { idempotency, sessionCaller } from '../lib/idempotency';
 import type { AgentCaller } from './agent-auth';
 import { ledgerOf, type OrchestratorBindings } from './env';
 
 /** The records of a signed-in principal: after principalSession (or humanOnly). */
-function principalCaller(c: Context): IdempotencyCaller {
-  const principal = (c.get('session') as Session).subject_id;
-  return { store: ledgerOf(c.env as OrchestratorBindings, principal), caller: `principal:${principal}` };
-}
-
-export const principalIdempotent = idempotency({ caller: principalCaller });
+export const principalIdempotent = idempotency({ caller: sessionCaller(ledgerOf) });
 
 /** The records of the agent that proved its key: after requireAgent. */
 export const agentIdempotent = idempotency({

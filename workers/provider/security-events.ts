@@ -4,7 +4,7 @@
 import { decodeJwt, jwtVerify, type JWTPayload } from 'jose';
 import { checkJwsHeader, ED25519_ALGS } from '../lib/jws';
 import { issuerKeys } from '../lib/jwks-cache';
-import { ProblemError } from '../lib/problem';
+import { ProblemError, refusalProblem } from '../lib/problem';
 import { ledgerOf, providerConfig, SYSTEM_CHAIN, type ProviderBindings } from './env';
 import { addRevocation, firstReceipt, linkedAccount } from './store/accounts';
 
@@ -33,20 +33,23 @@ export async function receiveSecurityEvent(env: ProviderBindings, set: string): 
     throw new ProblemError(401, 'invalid_signature', 'The security event token does not verify.');
   }
   const events = parseEvents(payload.events);
-  // Revocations first: they are idempotent, so a crash before the receipt is recorded only repeats them.
+  const account = typeof payload.sub === 'string' ? await linkedAccount(env.DB, iss, payload.sub) : null;
+  // Every event is applied before the token counts as received. Each is idempotent, so a crash in between only
+  // repeats it; one that cannot be applied refuses the token, which the orchestrator sends again, never lost.
   for (const { type, data } of events) {
     if (type === 'mandate.revoked') await addRevocation(env.DB, iss, 'mandate', data.mandate_id as string);
     if (type === 'agent.revoked') await addRevocation(env.DB, iss, 'agent', data.agent_id as string);
+    // §2.5: a refund decided at the orchestrator (a dispute) is a reversal here too.
+    if (type === 'charge.refunded') {
+      if (!account) throw new ProblemError(404, 'not_found', 'The refund’s subject is not linked to an account here.');
+      const refunded = await ledgerOf(env, account.account_id).refundCharge(account.account_id, data.charge_id as string, `refunded_by_orchestrator:${String(data.verdict ?? '')}`);
+      if (!refunded.ok) throw refusalProblem(refunded, refunded.code === 'not_found' ? 404 : 409);
+    }
   }
   if (!(await firstReceipt(env.DB, iss, payload.jti!))) return { applied: [], duplicate: true };
 
-  const account = typeof payload.sub === 'string' ? await linkedAccount(env.DB, iss, payload.sub) : null;
   const chain = account?.account_id ?? SYSTEM_CHAIN;
   for (const { type, data } of events) {
-    // §2.5: a refund decided at the orchestrator (a dispute) is a reversal here too.
-    if (type === 'charge.refunded' && account) {
-      await ledgerOf(env, account.account_id).refundCharge(account.account_id, data.charge_id as string, `refunded_by_orchestrator:${String(data.verdict ?? '')}`);
-    }
     await ledgerOf(env, chain).appendAuditEvent(chain, {
       actor: { type: 'orchestrator', id: iss },
       action: `event.${type}`,

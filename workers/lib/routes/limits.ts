@@ -6,7 +6,7 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { acceptBody } from '../app';
-import { idempotency, type IdempotencyStore } from '../idempotency';
+import { idempotency, sessionCaller, type IdempotencyStore } from '../idempotency';
 import { ProblemError, problemResponses } from '../problem';
 import { LimitRowSchema, SetLimitSchema } from '../schemas/charges';
 import { checkCsrf, readSession, requireFreshSignIn, type Session, type SessionConfig } from '../sessions';
@@ -45,7 +45,7 @@ export function limitRoutes(directory: LimitDirectory) {
   const app = new OpenAPIHono<{ Bindings: any; Variables: { session: Session } }>();
   const human = humanOnly(directory);
   // Conventions: the human's records, in the ledger whose limit it is.
-  const idempotent = idempotency({ caller: (c) => ({ store: directory.ledgerOf(c.env, (c.get('session') as Session).subject_id), caller: `principal:${(c.get('session') as Session).subject_id}` }) });
+  const idempotent = idempotency({ caller: sessionCaller(directory.ledgerOf) });
 
   app.openapi(
     createRoute({
@@ -70,7 +70,7 @@ export function limitRoutes(directory: LimitDirectory) {
       request: { body: { required: true, content: { 'application/json': { schema: SetLimitSchema } } } },
       responses: {
         200: { description: 'The limits after the change', content: { 'application/json': { schema: z.object({ data: z.array(LimitRowSchema) }) } } },
-        ...problemResponses(401, 403, 415, 422),
+        ...problemResponses(400, 401, 403, 409, 415, 422),
       },
     }),
     async (c) => {

@@ -29,7 +29,7 @@ export function agentRoutes() {
       },
       responses: {
         201: { description: 'Registered', content: { 'application/json': { schema: AgentSchema } } },
-        ...problemResponses(401, 403, 409, 415, 422),
+        ...problemResponses(400, 401, 403, 409, 415, 422),
       },
     }),
     async (c) => {
@@ -47,7 +47,7 @@ export function agentRoutes() {
       method: 'get',
       path: '/v1/agents',
       summary: "The principal's agents",
-      middleware: [principalSession, principalIdempotent] as const,
+      middleware: [principalSession] as const,
       request: { query: ListQuerySchema },
       responses: {
         200: { description: 'Agents', content: { 'application/json': { schema: z.object({ data: z.array(AgentSchema), has_more: z.boolean() }) } } },
@@ -62,12 +62,12 @@ export function agentRoutes() {
       method: 'post',
       path: '/v1/agents/{id}/revoke',
       summary: 'Revoke an agent: its mandates end and providers are told at once',
-      middleware: [principalSession] as const,
+      middleware: [principalSession, principalIdempotent] as const,
       request: { params: AgentId },
       responses: {
         200: { description: 'Revoked', content: { 'application/json': { schema: AgentSchema } } },
         303: { description: 'Form post: to the page that shows it' },
-        ...problemResponses(401, 403, 404),
+        ...problemResponses(400, 401, 403, 404, 409),
       },
     }),
     async (c) => decisionResponse(c, await revokeAgent(c.env, c.get('session').subject_id, c.req.valid('param').id), '/dashboard/agents') as never,

@@ -23,7 +23,7 @@ export function attestationRoutes() {
       },
       responses: {
         200: { description: 'Issued', content: { 'application/json': { schema: AttestationSchema } } },
-        ...problemResponses(401, 403, 404, 415, 422),
+        ...problemResponses(400, 401, 403, 404, 409, 415, 422),
       },
     }),
     async (c) => {

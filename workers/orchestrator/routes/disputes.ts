@@ -44,7 +44,7 @@ export function disputeRoutes() {
       responses: {
         201: { description: 'Decided', content: { 'application/json': { schema: DisputeSchema } } },
         303: { description: 'Form post: to the page that shows the verdict' },
-        ...problemResponses(401, 403, 404, 409, 415, 422, 503),
+        ...problemResponses(400, 401, 403, 404, 409, 415, 422, 503),
       },
     }),
     async (c) => {

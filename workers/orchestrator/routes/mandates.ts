@@ -114,7 +114,7 @@ export function mandateRoutes() {
       request: { headers: agentProof, body: { required: true, content: { 'application/json': { schema: MandateRequestSchema } } } },
       responses: {
         201: { description: 'Pending the human’s decision', content: { 'application/json': { schema: MandateSchema } } },
-        ...problemResponses(401, 415, 422),
+        ...problemResponses(400, 401, 409, 415, 422),
       },
     }),
     async (c) => {
@@ -194,7 +194,7 @@ export function mandateRoutes() {
       responses: {
         200: { description: 'The updated mandate', content: { 'application/json': { schema: MandateSchema } } },
         303: { description: 'Form post: to the approval page' },
-        ...problemResponses(401, 403, 404, 409, 422),
+        ...problemResponses(400, 401, 403, 404, 409, 422),
       },
     });
 
@@ -204,7 +204,7 @@ export function mandateRoutes() {
     return (result instanceof Response ? result : decisionResponse(c, result, `/mandates/${id}/approval`)) as never;
   });
 
-  app.openapi(decisionRoute('deny', 'Deny a pending mandate (principal session + CSRF)'), async (c) => {
+  app.openapi(decisionRoute('deny', 'Deny a pending mandate (principal session + CSRF); a first-contact request is denied with its user code, as the optional JSON body {"user_code": …}'), async (c) => {
     const { id } = c.req.valid('param');
     const result = await orBackToPage(c, id, async () => denyMandate(c.env, c.get('session'), id, await denialUserCode(c)));
     return (result instanceof Response ? result : decisionResponse(c, result, `/mandates/${id}/approval`)) as never;

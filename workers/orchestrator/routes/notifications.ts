@@ -48,7 +48,7 @@ export function notificationRoutes() {
           description: 'Created (a replay by Idempotency-Key answers with secret null and secret_redacted)',
           content: { 'application/json': { schema: z.object({ id: z.string(), url: z.string(), secret: z.string().nullable(), secret_redacted: z.boolean().optional() }).openapi('WebhookEndpoint') } },
         },
-        ...problemResponses(401, 403, 415, 422),
+        ...problemResponses(400, 401, 403, 409, 415, 422),
       },
     }),
     async (c) => {

@@ -71,7 +71,7 @@ export function firstContact(db: D1Database, mandateId: string) {
 
 /** §2.4: the first-contact requests a key made, newest first (what an unregistered key may list). */
 export async function firstContactsOfKey(db: D1Database, jkt: string): Promise<FirstContactRow[]> {
-  return (await db.prepare('SELECT * FROM first_contact_requests WHERE jkt = ?1 ORDER BY rowid DESC').bind(jkt).all<FirstContactRow>()).results;
+  return (await db.prepare('SELECT * FROM first_contact_requests WHERE jkt = ?1 ORDER BY created_at DESC, rowid DESC').bind(jkt).all<FirstContactRow>()).results;
 }
 
 /** Records a poll unless the last was less than `intervalS` ago; false means slow down. */
