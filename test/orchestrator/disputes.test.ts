@@ -336,19 +336,26 @@ describe('chain proofs in the evidence (§5): the principal’s trail through a 
     }
   };
 
-  it('the bundle carries every event from the charge’s first through the first signed head after its last, signed now when none was', async () => {
+  it('the bundle carries, for each event about the charge, the run from it through the first head signed after it, signed now when none was', async () => {
     const { human, charge_id, bundle } = await bundleOf();
-    const { events, signed_head: head } = bundle.audit.orchestrator;
-    expect(head).not.toBeNull();
+    const { events, heads = [], signed_head } = bundle.audit.orchestrator;
+    expect(heads.length).toBeGreaterThan(0);
+    expect(signed_head).toEqual(heads.at(-1));
     expect(events[0]).toMatchObject({ action: 'charge.authorize', target: charge_id });
-    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => events[0]!.seq + i));
-    expect(events.slice(1).every((e, i) => e.prev_hash === events[i]!.hash)).toBe(true);
-    expect(events.at(-1)).toMatchObject({ seq: head!.seq, hash: head!.hash });
-    expect(decodeJwt(head!.jws)).toMatchObject({ sub: human.principal_id, seq: head!.seq, hash: head!.hash });
-    // The first head at or after the charge's last event: the segment stops there, however the trail grew since.
-    const lastAboutCharge = events.filter((e) => e.target === charge_id || e.related.includes(charge_id)).at(-1)!;
-    expect((await ledgerOf(human.principal_id).signedHeads(50)).filter((h) => h.seq >= lastAboutCharge.seq).at(-1)!.seq).toBe(head!.seq);
-    expect(await trailFinding(bundle)).toMatchObject({ result: 'pass', evidence: expect.stringContaining(`to the head signed at seq ${head!.seq}`) });
+    const signedHeads = await ledgerOf(human.principal_id).signedHeads(50);
+    for (const head of heads) {
+      expect(decodeJwt(head.jws)).toMatchObject({ sub: human.principal_id, seq: head.seq, hash: head.hash });
+      // Each run ends at its head, linked event by event, with nothing missing in between.
+      const end = events.findIndex((e) => e.seq === head.seq);
+      expect(events[end]).toMatchObject({ seq: head.seq, hash: head.hash });
+    }
+    for (const [i, e] of events.entries()) if (i > 0 && e.seq === events[i - 1]!.seq + 1) expect(e.prev_hash).toBe(events[i - 1]!.hash);
+    // The run of each event about the charge stops at the first head at or after it, however the trail grew since.
+    for (const about of events.filter((e) => e.target === charge_id || e.related.includes(charge_id))) {
+      const first = signedHeads.filter((h) => h.seq >= about.seq).at(-1)!;
+      expect(heads.map((h) => h.seq)).toContain(first.seq);
+    }
+    expect(await trailFinding(bundle)).toMatchObject({ result: 'pass', evidence: expect.stringContaining('each chained to a head the orchestrator signed') });
   });
 
   it('attack: the capture’s amount and actor edited and its hash recomputed (and every later one): audit_trail fails, the verdict changes', async () => {
@@ -366,6 +373,23 @@ describe('chain proofs in the evidence (§5): the principal’s trail through a 
     }
   });
 
+  it('carries short runs, not the whole stretch between the authorization and a capture long after it', async () => {
+    const { human, agent, mandate_id, amount, authorized, charge_id } = await authorizedCharge();
+    const ledger = ledgerOf(human.principal_id);
+    await ledger.signHeadNow();
+    // Much else happens in the principal's trail before the capture, its heads signed as the alarm would.
+    for (let i = 0; i < 30; i++) await ledger.recordRefusal(human.principal_id, { actor: { type: 'principal', id: human.principal_id }, action: 'dispute.open', reason: 'not_found', related: [`chg_elsewhere_${i}`] });
+    await ledger.signHeadNow();
+    expect((await captureWithReceipt('cloud', authorized, { agent_id: agent.agent_id, mandate_id, amount, resource_id: 'res_disputed' }, 'valid')).status).toBe(200);
+    const res = await dispute(human, charge_id);
+    const bundle = (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+    const { events, heads = [] } = bundle.audit.orchestrator;
+    expect(heads).toHaveLength(2);
+    expect(events.filter((e) => e.related.some((r) => r.startsWith('chg_elsewhere_')))).toHaveLength(0);
+    expect(res.body.verdict).toBe('within_scope');
+    expect(await trailFinding(bundle)).toMatchObject({ result: 'pass', evidence: expect.stringContaining('in 2 runs') });
+  });
+
   it('attack: one event removed from inside the segment (not the charge’s own): the chain has a gap', async () => {
     const { human, agent, mandate_id, amount, authorized, charge_id } = await authorizedCharge();
     // Something else in the principal's trail between the authorization and the capture.
@@ -380,35 +404,36 @@ describe('chain proofs in the evidence (§5): the principal’s trail through a 
     expect(middle, JSON.stringify(events.map((e) => e.action))).toBeGreaterThan(0);
     const removed = structuredClone(bundle);
     removed.audit.orchestrator.events.splice(middle, 1);
-    expect(await trailFinding(removed)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('events are missing') });
+    expect(await trailFinding(removed)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('does not end at a signed head') });
     // Renumbered and rechained to hide the gap: the head no longer matches.
     const hidden = structuredClone(removed);
     hidden.audit.orchestrator.events.forEach((e, i) => (e.seq = events[0]!.seq + i));
     rechain(hidden.audit.orchestrator.events, middle);
-    expect(await trailFinding(hidden)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('not at the signed head') });
+    expect(await trailFinding(hidden)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('does not end at a signed head') });
   });
 
   it('attack: a segment that does not end at the signed head (tail cut, or the head of another point): fails', async () => {
     const { bundle } = await bundleOf();
     const cut = structuredClone(bundle);
     cut.audit.orchestrator.events.pop();
-    expect(await trailFinding(cut)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('not at the signed head') });
+    expect(await trailFinding(cut)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('does not end at a signed head') });
     const { bundle: other } = await bundleOf();
     const foreignHead = structuredClone(bundle);
-    foreignHead.audit.orchestrator.signed_head = other.audit.orchestrator.signed_head;
+    foreignHead.audit.orchestrator.heads = other.audit.orchestrator.heads;
     expect(await trailFinding(foreignHead)).toMatchObject({ result: 'fail' });
     const noHead = structuredClone(bundle);
-    noHead.audit.orchestrator.signed_head = null;
+    noHead.audit.orchestrator.heads = [];
     expect(await adjudicate(noHead)).toMatchObject({ verdict: 'insufficient_evidence', failing_party: 'orchestrator' });
   });
 
-  it('a bundle kept in format 1 (the charge’s events only, no chain proof) is still read, and said to be format 1', async () => {
+  it('a bundle in format 1 (the charge’s events only, no chain proof) is still read, but its trail proves nothing: relabeling a bundle gains nothing', async () => {
     const { charge_id, bundle } = await bundleOf();
     const old = structuredClone(bundle) as unknown as Json;
     old.format = 'oap-evidence/1';
     old.audit.orchestrator = { events: bundle.audit.orchestrator.events.filter((e) => e.target === charge_id || e.related.includes(charge_id)), signed_head: null };
     const result = await verifyEvidence(old as EvidenceBundle);
-    expect(result).toMatchObject({ format: 'oap-evidence/1', verdict: 'within_scope' });
+    expect(result).toMatchObject({ format: 'oap-evidence/1', verdict: 'insufficient_evidence' });
+    expect(result.findings.find((f) => f.check === 'audit_trail')).toMatchObject({ result: 'missing', evidence: expect.stringContaining('no chain proof') });
     expect(describeEvidence(old as EvidenceBundle, result)).toContain('format oap-evidence/1 (no chain proof');
   });
 });
@@ -444,7 +469,7 @@ describe('pinned keys: the verifier trusts the parties’ published keys, not th
     const claims = decodeJwt(forged.mandate.mandate_jws!) as Json;
     claims.note = 'forged';
     forged.mandate.mandate_jws = await new SignJWT(claims).setProtectedHeader({ alg: 'EdDSA', typ: 'oap-mandate+jwt', kid: 'attacker' }).sign(privateKey);
-    forged.audit.orchestrator.signed_head!.jws = await resign(forged.audit.orchestrator.signed_head!.jws, 'oap-audit-head+jwt');
+    for (const head of forged.audit.orchestrator.heads!) head.jws = await resign(head.jws, 'oap-audit-head+jwt');
     forged.orchestrator.jwks = { keys: [foreign] };
     const thumbprint = await calculateJwkThumbprint(foreign);
 

@@ -16,9 +16,10 @@ import { evaluateForProvider, type MandateConstraint } from './mandate-constrain
 // and checked against keys a reader pins.
 export const ADJUDICATOR_VERSION = 'oap-adjudicator/3';
 /**
- * 2: `audit.orchestrator.events` is a contiguous segment of the principal's chain, from the first
- * event about the charge through `signed_head`, which the orchestrator signed. Format 1 carried only
- * the charge's own events, each checked alone; it is still read, and said to carry no chain proof.
+ * 2: `audit.orchestrator.events` are runs of the principal's chain, each from an event about the
+ * charge through the first head the orchestrator signed after it (`heads`). Format 1 carried only the
+ * charge's own events, each checked alone: it is still read, but nothing in it proves the events
+ * unedited (its format field is not signed, so anyone can relabel a bundle), and its trail is missing.
  */
 export const EVIDENCE_FORMAT = 'oap-evidence/2';
 export const EVIDENCE_FORMATS = ['oap-evidence/1', EVIDENCE_FORMAT] as const;
@@ -46,11 +47,17 @@ export type EvidenceBundle = {
   orchestrator: { issuer: string; jwks: JSONWebKeySet };
   provider: { id: string; issuer: string; jwks: JSONWebKeySet };
   audit: {
-    orchestrator: { events: AuditEvent[]; signed_head: { seq: number; hash: string; time: string; jws: string } | null };
+    /**
+     * Format 2: `events` are runs of the principal's chain, each from an event about the charge through
+     * the first head the orchestrator signed after it, listed in `heads` (`signed_head` is the last).
+     */
+    orchestrator: { events: AuditEvent[]; signed_head: SignedHead | null; heads?: SignedHead[] };
     /** The provider's side, when it could be obtained: corroborates the receipt, decides nothing alone. */
-    provider: { events: AuditEvent[]; signed_head: { seq: number; hash: string; time: string; jws: string } | null } | null;
+    provider: { events: AuditEvent[]; signed_head: SignedHead | null } | null;
   };
 };
+
+export type SignedHead = { seq: number; hash: string; time: string; jws: string };
 
 export type Finding = { check: string; result: 'pass' | 'fail' | 'missing'; evidence: string };
 export type Verdict = 'within_scope' | 'outside_scope' | 'insufficient_evidence';
@@ -251,41 +258,53 @@ type Verify = ReturnType<typeof keyRecorder>['verify'];
 
 /**
  * Format 2's chain proof (§4: hash = sha256(prev_hash ‖ JCS(event without hash)), seq dense): the
- * segment relinks event by event and ends exactly at the head the orchestrator signed, so an event
- * edited (hash recomputed or not), dropped or inserted anywhere in it breaks a link or the head.
+ * events split into runs of consecutive seqs; each run relinks event by event and ends exactly at a
+ * head the orchestrator signed, so an event edited (hash recomputed or not), dropped or inserted
+ * anywhere breaks a link or a head.
  */
 async function chainProofFinding(bundle: EvidenceBundle, verify: Verify): Promise<[Finding['result'], string]> {
-  const { events, signed_head: head } = bundle.audit.orchestrator;
+  const { events, heads = [] } = bundle.audit.orchestrator;
   const charge = bundle.charge;
   if (events.length === 0) return ['missing', 'no audit events for this charge'];
-  if (!head) return ['missing', 'no signed head covers the trail, so nothing proves it unedited'];
+  if (heads.length === 0) return ['missing', 'no signed head covers the trail, so nothing proves it unedited'];
+  const principal = events[0]!.principal;
+  const runEnds: AuditEvent[] = [];
   for (const [i, event] of events.entries()) {
     const { hash, ...rest } = event;
     if (auditEventHash(rest) !== hash) return ['fail', `event seq ${event.seq} does not match its hash`];
+    if (event.principal !== principal) return ['fail', `the trail mixes principals at seq ${event.seq}`];
     const prev = events[i - 1];
-    if (!prev) continue;
-    if (event.seq <= prev.seq || event.time < prev.time) return ['fail', `events out of chain order at seq ${event.seq}`];
-    if (event.seq !== prev.seq + 1) return ['fail', `the segment skips from seq ${prev.seq} to seq ${event.seq}: events are missing`];
-    if (event.prev_hash !== prev.hash) return ['fail', `event seq ${event.seq} does not link to seq ${prev.seq} (prev_hash differs)`];
-    if (event.principal !== prev.principal) return ['fail', `the segment mixes principals at seq ${event.seq}`];
+    if (prev && (event.seq <= prev.seq || event.time < prev.time)) return ['fail', `events out of chain order at seq ${event.seq}`];
+    if (prev && event.seq === prev.seq + 1 && event.prev_hash !== prev.hash) return ['fail', `event seq ${event.seq} does not link to seq ${prev.seq} (prev_hash differs)`];
+    const next = events[i + 1];
+    if (!next || next.seq !== event.seq + 1) runEnds.push(event);
   }
-  let claims: Record<string, unknown>;
-  try {
-    ({ payload: claims } = await verify('orchestrator', 'audit head', head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.orchestrator.issuer }));
-  } catch (error) {
-    return ['fail', `the signed head does not verify: ${(error as Error).message}`];
+  const signed = new Map<number, string>();
+  for (const head of heads) {
+    let claims: Record<string, unknown>;
+    try {
+      ({ payload: claims } = await verify('orchestrator', 'audit head', head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.orchestrator.issuer }));
+    } catch (error) {
+      return ['fail', `the signed head at seq ${head.seq} does not verify: ${(error as Error).message}`];
+    }
+    if (claims.seq !== head.seq || claims.hash !== head.hash) return ['fail', 'a signed head does not say what the bundle says it does'];
+    if (claims.sub !== principal) return ['fail', `the signed head at seq ${head.seq} is of ${String(claims.sub)}, the events of ${principal}`];
+    signed.set(head.seq, head.hash);
   }
-  if (claims.seq !== head.seq || claims.hash !== head.hash) return ['fail', 'the signed head does not say what the bundle says it does'];
-  const last = events.at(-1)!;
-  if (claims.sub !== last.principal) return ['fail', `the signed head is of ${String(claims.sub)}, the events of ${last.principal}`];
-  if (last.seq !== claims.seq || last.hash !== claims.hash) return ['fail', `the segment ends at seq ${last.seq}, not at the signed head (seq ${String(claims.seq)})`];
+  // A run that does not end at a signed head proves nothing: the events up to where it stops could be anything.
+  const unproven = runEnds.find((end) => signed.get(end.seq) !== end.hash);
+  if (unproven) return ['fail', `the run ending at seq ${unproven.seq} does not end at a signed head: events are missing or altered`];
   const has = (action: string) => events.some((e) => e.action === action && e.outcome === 'succeeded' && e.target === charge.charge_id);
   if (!has('charge.authorize')) return ['fail', 'no record of the authorization'];
   if (['captured', 'refunded'].includes(charge.status) && !has('charge.capture')) return ['fail', `the charge is ${charge.status} but its capture is not in the trail`];
-  return ['pass', `${events.length} events chained from seq ${events[0]!.seq} to the head signed at seq ${head.seq}`];
+  return ['pass', `${events.length} events in ${runEnds.length} run${runEnds.length === 1 ? '' : 's'}, each chained to a head the orchestrator signed (the last at seq ${runEnds.at(-1)!.seq})`];
 }
 
-/** Format 1 (no chain proof): the charge's own events, each intact and in order; read for bundles kept from before. */
+/**
+ * Format 1 (no chain proof): the charge's own events, each checked alone, for bundles kept from before.
+ * What is wrong in them still fails; what is right proves nothing, since any bundle can be relabeled
+ * format 1 with events whose hashes anyone can compute: the trail is then missing, never a pass.
+ */
 async function unprovenAuditFinding(bundle: EvidenceBundle, verify: Verify): Promise<[Finding['result'], string]> {
   const { events, signed_head: head } = bundle.audit.orchestrator;
   const charge = bundle.charge;
@@ -310,7 +329,7 @@ async function unprovenAuditFinding(bundle: EvidenceBundle, verify: Verify): Pro
     const last = events.at(-1)!;
     if (last.seq === head.seq && last.hash !== head.hash) return ['fail', `event seq ${last.seq} differs from the signed head`];
   }
-  return ['pass', `${events.length} events in chain order, intact${head ? `, signed head at seq ${head.seq}` : ''} (format oap-evidence/1: no chain proof)`];
+  return ['missing', `${events.length} events in chain order, each intact, but format oap-evidence/1 carries no chain proof: nothing shows them unedited`];
 }
 
 /** The provider's own trail: intact, in order, and recording the provision it was paid for. */

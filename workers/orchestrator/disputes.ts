@@ -2,7 +2,7 @@
 // orchestrator gathers the evidence into one bundle, the adjudicator decides
 // from it alone, and the verdict, its findings and the bundle are kept.
 import type { JSONWebKeySet } from 'jose';
-import { adjudicate, EVIDENCE_FORMAT, type EvidenceBundle } from '../lib/adjudicator';
+import { adjudicate, EVIDENCE_FORMAT, type EvidenceBundle, type SignedHead } from '../lib/adjudicator';
 import type { AuditEvent } from '../lib/audit';
 import { auditEvents } from '../lib/audit-trail';
 import { newId } from '../lib/ids';
@@ -75,32 +75,35 @@ async function providerEvents(env: OrchestratorBindings, principalId: string, pr
 }
 
 /**
- * The chain proof of the principal's side (§5): every event from the first one about the charge
- * through the first head the orchestrator signed at or after the last one, in seq order. A reader
- * relinks them by prev_hash and checks the last against the signed head, so no event in between
- * can be edited, dropped or added without the orchestrator's key. A head not yet signed by the
- * alarm is signed now. The segment is the principal's own trail, for the principal's own bundle.
+ * The chain proof of the principal's side (§5): for each event about the charge, the run of the
+ * principal's chain from it through the first head the orchestrator signed after it. Heads are signed
+ * within a minute of the events they cover, so each run is short however old the charge, and a reader
+ * relinks each by prev_hash to its signed head: no event in a run can be edited, dropped or added
+ * without the orchestrator's key. A head not yet signed by the alarm is signed now.
  */
-async function chainSegment(env: OrchestratorBindings, principalId: string, chargeId: string, mandateId: string): Promise<EvidenceBundle['audit']['orchestrator']> {
+async function chainProof(env: OrchestratorBindings, principalId: string, chargeId: string, mandateId: string): Promise<EvidenceBundle['audit']['orchestrator']> {
   const ledger = ledgerOf(env, principalId);
   const relevant: AuditEvent[] = [];
   for await (const event of auditEvents(ledger, env.DB, principalId, 0, { mandateId })) {
     if (event.target === chargeId || event.related.includes(chargeId)) relevant.push(event);
   }
-  if (relevant.length === 0) return { events: [], signed_head: null };
-  const last = relevant.at(-1)!.seq;
-  let head = await ledger.signedHeadCovering(last);
-  if (!head) {
-    await ledger.signHeadNow();
-    head = await ledger.signedHeadCovering(last);
-  }
-  if (!head) return { events: relevant, signed_head: null };
   const events: AuditEvent[] = [];
-  for await (const event of auditEvents(ledger, env.DB, principalId, relevant[0]!.seq - 1)) {
-    if (event.seq > head.seq) break;
-    events.push(event);
+  const heads: SignedHead[] = [];
+  for (const event of relevant) {
+    if (heads.length && event.seq <= heads.at(-1)!.seq) continue; // in the run already taken
+    let head = await ledger.signedHeadCovering(event.seq);
+    if (!head) {
+      await ledger.signHeadNow();
+      head = await ledger.signedHeadCovering(event.seq);
+    }
+    if (!head) return { events: relevant, signed_head: null, heads: [] };
+    for await (const covered of auditEvents(ledger, env.DB, principalId, event.seq - 1)) {
+      if (covered.seq > head.seq) break;
+      events.push(covered);
+    }
+    heads.push(head);
   }
-  return { events, signed_head: head };
+  return { events, signed_head: heads.at(-1) ?? null, heads };
 }
 
 /** Everything the verdict may rest on, from stored state and published keys; null for a charge that is not an agent's. */
@@ -113,7 +116,7 @@ export async function gatherEvidence(env: OrchestratorBindings, principalId: str
   const recorded = hold.evidence
     ? (JSON.parse(hold.evidence) as { agent_request?: EvidenceBundle['agent_request']; constraint_results?: { type: string; pass: boolean }[]; mandate_status_at_decision?: string; token_jti?: string })
     : {};
-  const trail = await chainSegment(env, principalId, chargeId, hold.mandate_id);
+  const trail = await chainProof(env, principalId, chargeId, hold.mandate_id);
   const providerTrail = await providerEvents(env, principalId, hold.provider, chargeId);
   return {
     format: EVIDENCE_FORMAT,
