@@ -6,6 +6,7 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { acceptBody } from '../app';
+import { centsOf } from '../pages/format';
 import { idempotency, sessionCaller, type IdempotencyStore } from '../idempotency';
 import { ProblemError, problemResponses } from '../problem';
 import { LimitRowSchema, SetLimitSchema } from '../schemas/charges';
@@ -94,6 +95,25 @@ export async function setMonthlyLimit(ledger: LimitLedger, session: Session, lim
   if (limit.amount > current.amount && limit.amount > LIMIT_CEILING) requireFreshSignIn(session);
   await ledger.setOwnLimit(session.subject_id, limit);
   return ledger.limitsSummary();
+}
+
+/** What a page's limit form led to: set, a fresh sign-in first (§2.0), or a refusal to show beside the form. */
+export type LimitFormOutcome = { kind: 'set' } | { kind: 'reauthenticate' } | { kind: 'refused'; detail: string };
+
+/**
+ * The limit form of either role's pages: dollars as typed, under the same rule as POST /v1/limits.
+ * The page decides how to show each outcome.
+ */
+export async function setMonthlyLimitFromForm(ledger: LimitLedger, session: Session, typed: string): Promise<LimitFormOutcome> {
+  const amount = centsOf(typed);
+  if (amount === null) return { kind: 'refused', detail: 'Enter the limit in dollars, like 250 or 250.00.' };
+  try {
+    await setMonthlyLimit(ledger, session, { amount, currency: (await ledger.ownLimit()).currency });
+  } catch (error) {
+    if (!(error instanceof ProblemError)) throw error;
+    return error.code === 'reauthentication_required' ? { kind: 'reauthenticate' } : { kind: 'refused', detail: error.detail };
+  }
+  return { kind: 'set' };
 }
 
 export type { Context };

@@ -12,7 +12,7 @@ import { auditEvents } from '../../lib/audit-trail';
 import { centsOf } from '../../lib/pages/format';
 import { PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
 import { ProblemError } from '../../lib/problem';
-import { LIMIT_CEILING, setMonthlyLimit } from '../../lib/routes/limits';
+import { LIMIT_CEILING, setMonthlyLimitFromForm } from '../../lib/routes/limits';
 import type { Charge } from '../../lib/schemas/charges';
 import { RegisterAgentSchema } from '../../lib/schemas/mandates';
 import { checkCsrf, readSession, REAUTH_WINDOW_S, type Session } from '../../lib/sessions';
@@ -229,19 +229,10 @@ export function dashboardRoutes() {
   app.post('/dashboard/limits', formSession, async (c) => {
     const session = c.get('session');
     const typed = field(await c.req.parseBody(), 'amount').trim();
-    const amount = centsOf(typed);
-    if (amount === null) return showLimits(c, { notice: { kind: 'error', text: 'Enter the limit in dollars, like 250 or 250.00.' }, status: 422, amount: typed });
-    const ledger = ledgerOf(c.env, session.subject_id);
-    try {
-      await setMonthlyLimit(ledger, session, { amount, currency: (await ledger.ownLimit()).currency });
-    } catch (error) {
-      // §2.0: the step-up is a sign-in, shown on the page, that comes back to this amount.
-      if (error instanceof ProblemError && error.code === 'reauthentication_required') {
-        return c.redirect(`/dashboard/limits?step=reauthenticate&amount=${encodeURIComponent(typed)}#reauthenticate`, 303);
-      }
-      const { notice, status } = refusal(error);
-      return showLimits(c, { notice, status, amount: typed });
-    }
+    const outcome = await setMonthlyLimitFromForm(ledgerOf(c.env, session.subject_id), session, typed);
+    if (outcome.kind === 'refused') return showLimits(c, { notice: { kind: 'error', text: outcome.detail }, status: 422, amount: typed });
+    // §2.0: the step-up is a sign-in, shown on the page, that comes back to this amount.
+    if (outcome.kind === 'reauthenticate') return c.redirect(`/dashboard/limits?step=reauthenticate&amount=${encodeURIComponent(typed)}#reauthenticate`, 303);
     return c.redirect('/dashboard/limits?done=limit_set', 303);
   });
 

@@ -6,8 +6,7 @@ import { Hono, type Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { centsOf, formatMoney } from '../../lib/pages/format';
 import { Layout, PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
-import { ProblemError } from '../../lib/problem';
-import { LIMIT_CEILING, setMonthlyLimit } from '../../lib/routes/limits';
+import { LIMIT_CEILING, setMonthlyLimitFromForm } from '../../lib/routes/limits';
 import type { Money } from '../../lib/schemas/money';
 import { checkCsrf, readSession, type Session } from '../../lib/sessions';
 import { ledgerOf, providerConfig, sessionConfigOf, type ProviderBindings } from '../env';
@@ -79,17 +78,10 @@ export function limitsPageRoutes() {
     const session = c.get('session');
     const form = await c.req.parseBody();
     const typed = typeof form.amount === 'string' ? form.amount.trim() : '';
-    const amount = centsOf(typed);
-    if (amount === null) return showLimits(c, { amount: typed, error: 'Enter the limit in dollars, like 250 or 250.00.', status: 422 });
-    const ledger = ledgerOf(c.env, session.subject_id);
-    try {
-      await setMonthlyLimit(ledger, session, { amount, currency: (await ledger.ownLimit()).currency });
-    } catch (error) {
-      if (!(error instanceof ProblemError)) throw error;
-      // §2.0: the step-up is a fresh sign-in that comes back to the amount typed.
-      if (error.code === 'reauthentication_required') return c.redirect(`/sign-in?next=${encodeURIComponent(`/limits?amount=${typed}`)}`, 303);
-      return showLimits(c, { amount: typed, error: error.detail, status: 422 });
-    }
+    const outcome = await setMonthlyLimitFromForm(ledgerOf(c.env, session.subject_id), session, typed);
+    if (outcome.kind === 'refused') return showLimits(c, { amount: typed, error: outcome.detail, status: 422 });
+    // §2.0: the step-up is a fresh sign-in that comes back to the amount typed.
+    if (outcome.kind === 'reauthenticate') return c.redirect(`/sign-in?next=${encodeURIComponent(`/limits?amount=${typed}`)}`, 303);
     return c.redirect('/limits?done=1', 303);
   });
 
