@@ -220,7 +220,7 @@ describe('refused disputes (§4: every refusal is an event)', () => {
     await expectRefusedAndAudited(human, 'chg_nonexistent', () => dispute(human, 'chg_nonexistent'), 404, 'not_found');
   });
 
-  it('two disputes of one charge at once (both past the pre-check): one verdict, one refund, the other refused and audited', async () => {
+  it('two disputes of one charge at once: one verdict, one refund, the other refused and audited', async () => {
     const { human, charge_id } = await capturedCharge({ receipt: 'none' });
     const results = await Promise.all([dispute(human, charge_id), dispute(human, charge_id)]);
     expect(results.map((r) => r.status).sort()).toEqual([201, 409]);
@@ -231,6 +231,18 @@ describe('refused disputes (§4: every refusal is an event)', () => {
     expect(after.spent).toBe(0);
     expect(after.trail.filter((e) => e.action === 'charge.refund')).toHaveLength(1);
     expect(after.trail.filter((e) => e.action === 'dispute.open')).toEqual(expect.arrayContaining([expect.objectContaining({ outcome: 'succeeded' }), refusedDispute(human, charge_id, 'invalid_request')]));
+  });
+
+  it('the ledger itself decides one dispute per charge, whatever passed the route’s check: two records at once, one stands', async () => {
+    const { human, charge_id } = await capturedCharge({ receipt: 'none' });
+    const ledger = ledgerOf(human.principal_id);
+    const record = (id: string) => ({ id, charge_id, reason: 'race', verdict: 'insufficient_evidence' as const, failing_party: 'provider' as const, findings: '[]', adjudicator: 'test', evidence: '{}' });
+    const outcomes = await Promise.all([ledger.recordDispute(human.principal_id, record('dsp_race_a')), ledger.recordDispute(human.principal_id, record('dsp_race_b'))]);
+    expect(outcomes.map((o) => o.ok).sort()).toEqual([false, true]);
+    expect(outcomes.find((o) => !o.ok)).toMatchObject({ code: 'invalid_request' });
+    const after = await stateOf(human, charge_id);
+    expect(after.disputes).toHaveLength(1);
+    expect(after.trail.filter((e) => e.action === 'charge.refund')).toHaveLength(1);
   });
 });
 
