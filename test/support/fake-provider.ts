@@ -87,16 +87,6 @@ export async function providerReceipt(provider: ProviderId, claims: Record<strin
     .sign(signWith ?? signingKey);
 }
 
-/** A head of an account's chain as the provider signs it (workers/lib/audit-heads.ts): sub is the account. */
-export async function providerAuditHead(provider: ProviderId, head: { account: string; seq: number; hash: string }) {
-  const { key: signingKey, kid } = await providerKey();
-  return new SignJWT({ sub: head.account, seq: head.seq, hash: head.hash, time: new Date().toISOString() })
-    .setProtectedHeader({ alg: 'EdDSA', typ: 'oap-audit-head+jwt', kid })
-    .setIssuer(PROVIDER_URL[provider])
-    .setIssuedAt()
-    .sign(signingKey);
-}
-
 export type AuthorizedCharge = { charge_id: string; decision: { mandate_status: string; constraint_results: unknown[] } };
 
 /**

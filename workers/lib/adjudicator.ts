@@ -14,9 +14,7 @@ import { evaluateForProvider, type MandateConstraint } from './mandate-constrain
 // re-signs broader terms under the same display_hash is caught).
 // 3: the orchestrator's trail is held to a chain proof (format 2); the keys relied on are named,
 // and checked against keys a reader pins.
-// 4: the provider's trail is held to a chain proof too (its runs, other charges' events redacted);
-// without one it is missing, which corroborates nothing and decides nothing.
-export const ADJUDICATOR_VERSION = 'oap-adjudicator/4';
+export const ADJUDICATOR_VERSION = 'oap-adjudicator/3';
 /**
  * 2: `audit.orchestrator.events` are runs of the principal's chain, each from an event about the
  * charge through the first head the orchestrator signed after it (`heads`). Format 1 carried only the
@@ -54,26 +52,12 @@ export type EvidenceBundle = {
      * the first head the orchestrator signed after it, listed in `heads` (`signed_head` is the last).
      */
     orchestrator: { events: AuditEvent[]; signed_head: SignedHead | null; heads?: SignedHead[] };
-    /**
-     * The provider's side, when it could be obtained: corroborates the receipt, decides nothing alone.
-     * `events` are the charge's own events. `runs` (from providers that send them) are runs of the
-     * account's chain, each from an event about the charge through the first head the provider signed
-     * at or after it, listed in `heads`; the account's other events in them are redacted.
-     */
-    provider: { events: AuditEvent[]; signed_head: SignedHead | null; runs?: ChainEntry[]; heads?: SignedHead[] } | null;
+    /** The provider's side, when it could be obtained: corroborates the receipt, decides nothing alone. */
+    provider: { events: AuditEvent[]; signed_head: SignedHead | null } | null;
   };
 };
 
 export type SignedHead = { seq: number; hash: string; time: string; jws: string };
-
-/**
- * An event of the provider's account that is not about the disputed charge, reduced to its place in
- * the chain: its `hash` must be the next event's `prev_hash`, which that event's own hash covers, so
- * it cannot be altered without breaking a link, yet it says nothing of what happened.
- */
-export type RedactedAuditEvent = { seq: number; prev_hash: string; hash: string };
-/** An entry of a run of a hash chain: a whole event, or (the provider's events about other charges) only its place in the chain. */
-export type ChainEntry = AuditEvent | RedactedAuditEvent;
 
 export type Finding = { check: string; result: 'pass' | 'fail' | 'missing'; evidence: string };
 export type Verdict = 'within_scope' | 'outside_scope' | 'insufficient_evidence';
@@ -273,73 +257,47 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
 type Verify = ReturnType<typeof keyRecorder>['verify'];
 
 /**
- * Runs of one party's hash chain (§4: hash = sha256(prev_hash ‖ JCS(event without hash)), seq dense):
- * the entries split into runs of consecutive seqs; a full event's hash is recomputed, a redacted one's
- * taken as stated, and either way it must be the next entry's prev_hash; each run must end exactly at
- * a head the party signed for the chain's owner. So no entry of a run can be edited, dropped or added
- * without that party's key. Gives the full events, or why the proof fails.
+ * Format 2's chain proof (§4: hash = sha256(prev_hash ‖ JCS(event without hash)), seq dense): the
+ * events split into runs of consecutive seqs; each run relinks event by event and ends exactly at a
+ * head the orchestrator signed, so an event edited (hash recomputed or not), dropped or inserted
+ * anywhere breaks a link or a head.
  */
-async function proveRuns(
-  party: Party,
-  entries: ChainEntry[],
-  heads: SignedHead[],
-  issuer: string,
-  verify: Verify,
-): Promise<{ ok: true; full: AuditEvent[]; runs: number } | { ok: false; why: string }> {
-  const whose = party === 'provider' ? 'the provider’s ' : '';
-  const fail = (why: string) => ({ ok: false as const, why });
-  const full = entries.filter(isFullEvent);
-  const owner = full[0]?.principal;
-  const runEnds: ChainEntry[] = [];
-  let lastTime = '';
-  for (const [i, entry] of entries.entries()) {
-    if (!Number.isSafeInteger(entry.seq) || typeof entry.hash !== 'string' || typeof entry.prev_hash !== 'string') return fail(`${whose}chain entry ${i} is not an event`);
-    if (isFullEvent(entry)) {
-      const { hash, ...rest } = entry;
-      if (auditEventHash(rest) !== hash) return fail(`${whose}event seq ${entry.seq} does not match its hash`);
-      if (entry.principal !== owner) return fail(`${whose}trail mixes chains at seq ${entry.seq}`);
-      if (entry.time < lastTime) return fail(`${whose}events out of chain order at seq ${entry.seq}`);
-      lastTime = entry.time;
-    }
-    const prev = entries[i - 1];
-    if (prev && entry.seq <= prev.seq) return fail(`${whose}events out of chain order at seq ${entry.seq}`);
-    if (prev && entry.seq === prev.seq + 1 && entry.prev_hash !== prev.hash) return fail(`${whose}event seq ${entry.seq} does not link to seq ${prev.seq} (prev_hash differs)`);
-    const next = entries[i + 1];
-    if (!next || next.seq !== entry.seq + 1) runEnds.push(entry);
-  }
-  const signed = new Map<number, string>();
-  for (const head of heads) {
-    let claims: Record<string, unknown>;
-    try {
-      ({ payload: claims } = await verify(party, `${party === 'provider' ? 'provider ' : ''}audit head`, head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer }));
-    } catch (error) {
-      return fail(`${whose}signed head at seq ${head.seq} does not verify: ${(error as Error).message}`);
-    }
-    if (claims.seq !== head.seq || claims.hash !== head.hash) return fail(`${whose}signed head at seq ${head.seq} does not say what the bundle says it does`);
-    // A head names the chain it covers (sub: the principal, or the provider's account), so a run cannot borrow another's.
-    if (claims.sub !== owner) return fail(`${whose}signed head at seq ${head.seq} is of ${String(claims.sub)}, the events of ${String(owner)}`);
-    signed.set(head.seq, head.hash);
-  }
-  // A run that does not end at a signed head proves nothing: the entries up to where it stops could be anything.
-  const unproven = runEnds.find((end) => signed.get(end.seq) !== end.hash);
-  if (unproven) return fail(`${whose}run ending at seq ${unproven.seq} does not end at a signed head: events are missing or altered`);
-  return { ok: true, full, runs: runEnds.length };
-}
-
-const runsOf = (n: number) => `${n} run${n === 1 ? '' : 's'}`;
-
-/** Format 2: the orchestrator's runs of the principal's chain, and the charge's authorization (and capture) among them. */
 async function chainProofFinding(bundle: EvidenceBundle, verify: Verify): Promise<[Finding['result'], string]> {
   const { events, heads = [] } = bundle.audit.orchestrator;
   const charge = bundle.charge;
   if (events.length === 0) return ['missing', 'no audit events for this charge'];
   if (heads.length === 0) return ['missing', 'no signed head covers the trail, so nothing proves it unedited'];
-  const proof = await proveRuns('orchestrator', events, heads, bundle.orchestrator.issuer, verify);
-  if (!proof.ok) return ['fail', proof.why];
+  const principal = events[0]!.principal;
+  const runEnds: AuditEvent[] = [];
+  for (const [i, event] of events.entries()) {
+    const { hash, ...rest } = event;
+    if (auditEventHash(rest) !== hash) return ['fail', `event seq ${event.seq} does not match its hash`];
+    if (event.principal !== principal) return ['fail', `the trail mixes principals at seq ${event.seq}`];
+    const prev = events[i - 1];
+    if (prev && (event.seq <= prev.seq || event.time < prev.time)) return ['fail', `events out of chain order at seq ${event.seq}`];
+    if (prev && event.seq === prev.seq + 1 && event.prev_hash !== prev.hash) return ['fail', `event seq ${event.seq} does not link to seq ${prev.seq} (prev_hash differs)`];
+    const next = events[i + 1];
+    if (!next || next.seq !== event.seq + 1) runEnds.push(event);
+  }
+  const signed = new Map<number, string>();
+  for (const head of heads) {
+    let claims: Record<string, unknown>;
+    try {
+      ({ payload: claims } = await verify('orchestrator', 'audit head', head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.orchestrator.issuer }));
+    } catch (error) {
+      return ['fail', `the signed head at seq ${head.seq} does not verify: ${(error as Error).message}`];
+    }
+    if (claims.seq !== head.seq || claims.hash !== head.hash) return ['fail', 'a signed head does not say what the bundle says it does'];
+    if (claims.sub !== principal) return ['fail', `the signed head at seq ${head.seq} is of ${String(claims.sub)}, the events of ${principal}`];
+    signed.set(head.seq, head.hash);
+  }
+  // A run that does not end at a signed head proves nothing: the events up to where it stops could be anything.
+  const unproven = runEnds.find((end) => signed.get(end.seq) !== end.hash);
+  if (unproven) return ['fail', `the run ending at seq ${unproven.seq} does not end at a signed head: events are missing or altered`];
   const has = (action: string) => events.some((e) => e.action === action && e.outcome === 'succeeded' && e.target === charge.charge_id);
   if (!has('charge.authorize')) return ['fail', 'no record of the authorization'];
   if (['captured', 'refunded'].includes(charge.status) && !has('charge.capture')) return ['fail', `the charge is ${charge.status} but its capture is not in the trail`];
-  return ['pass', `${events.length} events in ${runsOf(proof.runs)}, each chained to a head the orchestrator signed (the last at seq ${events.at(-1)!.seq})`];
+  return ['pass', `${events.length} events in ${runEnds.length} run${runEnds.length === 1 ? '' : 's'}, each chained to a head the orchestrator signed (the last at seq ${runEnds.at(-1)!.seq})`];
 }
 
 /**
@@ -374,11 +332,7 @@ async function unprovenAuditFinding(bundle: EvidenceBundle, verify: Verify): Pro
   return ['missing', `${events.length} events in chain order, each intact, but format oap-evidence/1 carries no chain proof: nothing shows them unedited`];
 }
 
-/**
- * The provider's own trail: intact, in order, and recording the provision it was paid for. With `runs`
- * it is held to a chain proof like the orchestrator's; without them (a provider from before), each
- * event is checked alone, which proves nothing against an event edited with its hash recomputed.
- */
+/** The provider's own trail: intact, in order, and recording the provision it was paid for. */
 async function providerTrailFinding(bundle: EvidenceBundle, verify: Verify): Promise<[Finding['result'], string]> {
   const trail = bundle.audit.provider;
   if (!trail || trail.events.length === 0) return ['missing', 'the provider’s trail was not available'];
@@ -388,7 +342,6 @@ async function providerTrailFinding(bundle: EvidenceBundle, verify: Verify): Pro
   });
   if (broken) return ['fail', `provider event seq ${broken.seq} does not match its hash`];
   if (trail.events.some((e, i) => i > 0 && e.seq <= trail.events[i - 1]!.seq)) return ['fail', 'provider events out of chain order'];
-  if (bundle.format !== 'oap-evidence/1' && trail.runs) return providerChainFinding(bundle, trail.events, trail.runs, trail.heads ?? [], verify);
   const provisioned = trail.events.some((e) => e.action === 'resource.provision' && e.outcome === 'succeeded' && e.related.includes(bundle.charge.charge_id));
   if (!provisioned) return ['fail', 'the provider’s trail has no provision paid by this charge'];
   if (trail.signed_head) {
@@ -398,27 +351,7 @@ async function providerTrailFinding(bundle: EvidenceBundle, verify: Verify): Pro
       return ['fail', 'the provider’s signed head does not verify'];
     }
   }
-  return ['missing', `${trail.events.length} provider events, the provision among them, each intact, but the provider’s trail carries no chain proof: nothing shows them unedited`];
-}
-
-/** A full event of the account's chain, as opposed to one redacted to its place in it. */
-const isFullEvent = (entry: ChainEntry): entry is AuditEvent => Object.keys(entry).some((k) => k !== 'seq' && k !== 'prev_hash' && k !== 'hash');
-
-/** The provider's runs of the account's chain (other charges' events redacted), and the provision this charge paid among them. */
-async function providerChainFinding(bundle: EvidenceBundle, events: AuditEvent[], runs: ChainEntry[], heads: SignedHead[], verify: Verify): Promise<[Finding['result'], string]> {
-  if (runs.length === 0 || heads.length === 0) return ['missing', 'no head the provider signed covers its trail, so nothing proves it unedited'];
-  const proof = await proveRuns('provider', runs, heads, bundle.provider.issuer, verify);
-  if (!proof.ok) return ['fail', proof.why];
-  // The charge's events listed apart (for readers of the older shape) are the proven ones, unchanged.
-  const proven = new Map(proof.full.map((e) => [e.seq, e.hash]));
-  const apart = events.find((e) => proven.get(e.seq) !== e.hash);
-  if (apart) return ['fail', `provider event seq ${apart.seq} is not the one in the provider’s proven chain`];
-  const provisioned = proof.full.some((e) => e.action === 'resource.provision' && e.outcome === 'succeeded' && e.related.includes(bundle.charge.charge_id));
-  if (!provisioned) return ['fail', 'the provider’s trail has no provision paid by this charge'];
-  return [
-    'pass',
-    `${proof.full.length} provider events about the charge and ${runs.length - proof.full.length} of the account’s others (redacted) in ${runsOf(proof.runs)}, each chained to a head the provider signed; the provision among them`,
-  ];
+  return ['pass', `${trail.events.length} provider events, the provision among them`];
 }
 
 /** Checks whose missing evidence leaves the verdict to the others. */

@@ -3,7 +3,6 @@
 // verification includes every event committed before the request, even while
 // the copy to D1 lags. Pages keep memory constant whatever the trail's length.
 import { AuditChainVerifier, type AuditEvent, type ChainVerdict } from './audit';
-import type { ChainEntry, SignedHead } from './adjudicator';
 import { listAuditEvents, matchesAuditFilter, type AuditFilter } from './audit-store';
 
 const PAGE = 500;
@@ -79,43 +78,4 @@ export async function verifyAuditTrail(ledger: AuditSource, db: D1Database, prin
   if (signed && signed.seq > snapshot.head.seq) return { ...verdict, ok: false, first_broken_seq: Math.min(verdict.first_broken_seq ?? Infinity, snapshot.head.seq + 1) };
   if (signedMismatch !== null && (verdict.first_broken_seq === null || signedMismatch < verdict.first_broken_seq)) return { ...verdict, ok: false, first_broken_seq: signedMismatch };
   return verdict;
-}
-
-/** A ledger that signs its chain's head (workers/lib/audit-heads.ts) and finds the one covering an event. */
-export type HeadSigner = AuditSource & {
-  signedHeadCovering(seq: number): Promise<SignedHead | null> | SignedHead | null;
-  signHeadNow(): Promise<void>;
-};
-
-/**
- * The chain proof of some events (§5): for each, the run of the owner's chain from it through the
- * first head signed at or after it, signed now when none is yet. Heads are signed within a minute of
- * the events they cover, so runs stay short however old the events; a run another already covers is
- * not repeated. Events `whole` does not keep are reduced to their place in the chain: enough to relink
- * the run, nothing of what they were. Null when no head could be signed.
- */
-export async function runsThroughHeads(
-  ledger: HeadSigner,
-  db: D1Database,
-  owner: string,
-  events: AuditEvent[],
-  whole: (event: AuditEvent) => boolean = () => true,
-): Promise<{ runs: ChainEntry[]; heads: SignedHead[] } | null> {
-  const runs: ChainEntry[] = [];
-  const heads: SignedHead[] = [];
-  for (const event of events) {
-    if (heads.length && event.seq <= heads.at(-1)!.seq) continue; // in the run already taken
-    let head = await ledger.signedHeadCovering(event.seq);
-    if (!head) {
-      await ledger.signHeadNow();
-      head = await ledger.signedHeadCovering(event.seq);
-    }
-    if (!head) return null;
-    for await (const covered of auditEvents(ledger, db, owner, event.seq - 1)) {
-      if (covered.seq > head.seq) break;
-      runs.push(whole(covered) ? covered : { seq: covered.seq, prev_hash: covered.prev_hash, hash: covered.hash });
-    }
-    heads.push(head);
-  }
-  return { runs, heads };
 }

@@ -2,9 +2,9 @@
 // orchestrator gathers the evidence into one bundle, the adjudicator decides
 // from it alone, and the verdict, its findings and the bundle are kept.
 import type { JSONWebKeySet } from 'jose';
-import { adjudicate, EVIDENCE_FORMAT, type EvidenceBundle } from '../lib/adjudicator';
+import { adjudicate, EVIDENCE_FORMAT, type EvidenceBundle, type SignedHead } from '../lib/adjudicator';
 import type { AuditEvent } from '../lib/audit';
-import { auditEvents, runsThroughHeads } from '../lib/audit-trail';
+import { auditEvents } from '../lib/audit-trail';
 import { newId } from '../lib/ids';
 import { ProblemError, refusalProblem, type ProblemCode } from '../lib/problem';
 import { signJwt } from '../lib/jws';
@@ -46,10 +46,7 @@ function isJwks(value: unknown): value is JSONWebKeySet {
   return Array.isArray(keys) && keys.every((key) => typeof key === 'object' && key !== null && !Array.isArray(key));
 }
 
-/**
- * The provider's events for the charge (§5: both parties'), asked with a token the orchestrator signs,
- * with their chain proof (`runs` through the provider's signed `heads`) when the provider sends one.
- */
+/** The provider's events for the charge (§5: both parties'), asked with a token the orchestrator signs. */
 async function providerEvents(env: OrchestratorBindings, principalId: string, providerId: string, chargeId: string): Promise<EvidenceBundle['audit']['provider']> {
   const config = orchestratorConfig(env);
   const provider = config.PROVIDERS.find((p) => p.id === providerId);
@@ -70,9 +67,8 @@ async function providerEvents(env: OrchestratorBindings, principalId: string, pr
     const sub = await pairwiseSubject(env.DB, principalId, provider.id);
     const res = await (binding ?? globalThis).fetch(`${provider.url}${path}?sub=${encodeURIComponent(sub)}`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10_000) });
     if (!res.ok) return null;
-    const body = (await res.json()) as NonNullable<EvidenceBundle['audit']['provider']>;
-    // A provider from before chain proofs sends no runs: the bundle then says so by their absence.
-    return { events: body.events, signed_head: body.signed_head, ...(Array.isArray(body.runs) ? { runs: body.runs, heads: Array.isArray(body.heads) ? body.heads : [] } : {}) };
+    const body = (await res.json()) as { events: AuditEvent[]; signed_head: NonNullable<EvidenceBundle['audit']['provider']>['signed_head'] };
+    return { events: body.events, signed_head: body.signed_head };
   } catch {
     return null;
   }
@@ -91,11 +87,23 @@ async function chainProof(env: OrchestratorBindings, principalId: string, charge
   for await (const event of auditEvents(ledger, env.DB, principalId, 0, { mandateId })) {
     if (event.target === chargeId || event.related.includes(chargeId)) relevant.push(event);
   }
-  const proof = await runsThroughHeads(ledger, env.DB, principalId, relevant);
-  if (!proof) return { events: relevant, signed_head: null, heads: [] };
-  // The principal's own trail, for the principal's own bundle: every event whole.
-  const events = proof.runs as AuditEvent[];
-  return { events, signed_head: proof.heads.at(-1) ?? null, heads: proof.heads };
+  const events: AuditEvent[] = [];
+  const heads: SignedHead[] = [];
+  for (const event of relevant) {
+    if (heads.length && event.seq <= heads.at(-1)!.seq) continue; // in the run already taken
+    let head = await ledger.signedHeadCovering(event.seq);
+    if (!head) {
+      await ledger.signHeadNow();
+      head = await ledger.signedHeadCovering(event.seq);
+    }
+    if (!head) return { events: relevant, signed_head: null, heads: [] };
+    for await (const covered of auditEvents(ledger, env.DB, principalId, event.seq - 1)) {
+      if (covered.seq > head.seq) break;
+      events.push(covered);
+    }
+    heads.push(head);
+  }
+  return { events, signed_head: heads.at(-1) ?? null, heads };
 }
 
 /** Everything the verdict may rest on, from stored state and published keys; null for a charge that is not an agent's. */
