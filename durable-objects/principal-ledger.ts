@@ -729,6 +729,25 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return this.#sql.exec<{ seq: number; hash: string; time: string; jws: string }>('SELECT seq, hash, time, jws FROM signed_heads WHERE seq >= ? ORDER BY seq ASC LIMIT 1', seq).toArray()[0] ?? null;
   }
 
+  /**
+   * A head signed at one event of the chain (`seq`, whose hash the chain holds as `hash`): the one signed
+   * there already, or one signed now. Evidence shows an event alone with it (§5), proven by this role's
+   * key without the events around it. Null for an event the chain does not hold with that hash.
+   */
+  async headAt(seq: number, hash: string): Promise<{ seq: number; hash: string; time: string; jws: string } | null> {
+    const known = this.#sql.exec<{ seq: number; hash: string; time: string; jws: string }>('SELECT seq, hash, time, jws FROM signed_heads WHERE seq = ?', seq).toArray()[0];
+    if (known) return known.hash === hash ? known : null;
+    const head = this.auditHead();
+    if (head.principal === null || seq < 1 || seq > head.seq) return null;
+    // An event still in the outbox is checked against it; an older one was read from the trail's D1 copy by the caller.
+    const pending = this.#sql.exec<{ event: string }>('SELECT event FROM audit_outbox WHERE seq = ?', seq).toArray()[0];
+    if (pending && (JSON.parse(pending.event) as AuditEvent).hash !== hash) return null;
+    const signed = await signAuditHead(this.env as never, { principal: head.principal, seq, hash });
+    this.#sql.exec('INSERT OR IGNORE INTO signed_heads (seq, hash, time, jws) VALUES (?, ?, ?, ?)', seq, hash, signed.time, signed.jws);
+    await insertSignedHead(this.env.DB, { principal: head.principal, seq, hash, time: signed.time, jws: signed.jws });
+    return { seq, hash, time: signed.time, jws: signed.jws };
+  }
+
   /** Signs the head now (the alarm does it within a minute of a change). */
   async signHeadNow(): Promise<void> {
     await this.#signHead();

@@ -6,11 +6,11 @@ import { describe, expect, it, vi } from 'vitest';
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT, type JSONWebKeySet } from 'jose';
 import { describe as describeEvidence, verifyEvidence } from '../../agent/verify-evidence';
 import { adjudicate, type EvidenceBundle } from '../../workers/lib/adjudicator';
-import { auditEventHash, type AuditEvent } from '../../workers/lib/audit';
+import { auditEventHash, chainAuditEvent, GENESIS_HASH, type AuditEvent } from '../../workers/lib/audit';
 import { signJwt } from '../../workers/lib/jws';
 import { loadSigningKeys } from '../../workers/lib/signing-keys';
 import { newAgentKey } from '../support/agent-keys';
-import { asProvider, captureWithReceipt, chargeBody, subjectAt, type AuthorizedCharge } from '../support/fake-provider';
+import { asProvider, captureWithReceipt, chargeBody, providerAuditHead, subjectAt, type AuthorizedCharge } from '../support/fake-provider';
 import { activeMandate, call, newPrincipal, type Human } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
@@ -110,7 +110,7 @@ describe('dispute verdicts', () => {
     const { human, charge_id } = await capturedCharge();
     const res = await dispute(human, charge_id);
     expect(res.status).toBe(201);
-    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/3' });
+    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/4' });
     expect(res.body.findings.map((f: Json) => `${f.check}:${f.result}`)).toEqual([
       'mandate_signed:pass',
       'mandate_active:pass',
@@ -538,3 +538,53 @@ describe('the human’s pages', () => {
     expect(anonymous.headers.get('location')).toBe('/sign-in?next=%2Fdashboard%2Fcharges');
   });
 });
+
+describe('the provider’s trail in the evidence: each event proven by a head the provider signed at it', () => {
+  /** An honest bundle whose provider trail is an account's chain: a reserve of another charge, then this charge's provision. */
+  async function withProviderTrail() {
+    const { human, charge_id } = await capturedCharge();
+    const res = await dispute(human, charge_id);
+    const bundle = (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+    const account = 'acct_evidence';
+    const other = chainAuditEvent({ actor: { type: 'agent', id: 'agt_x' }, action: 'charge.reserve', outcome: 'succeeded', related: ['chg_other'] }, { seq: 1, prev_hash: GENESIS_HASH, principal: account, id: 'evt_p1', time: '2026-11-01T00:00:00.000Z' });
+    const provision = chainAuditEvent(
+      { actor: { type: 'agent', id: bundle.charge.agent_id }, action: 'resource.provision', target: 'res_disputed', outcome: 'succeeded', related: [charge_id] },
+      { seq: 2, prev_hash: other.hash, principal: account, id: 'evt_p2', time: '2026-11-01T00:00:01.000Z' },
+    );
+    bundle.audit.provider = { events: [provision], signed_head: null, heads: [await providerAuditHead('cloud', { account, seq: 2, hash: provision.hash })] };
+    return bundle;
+  }
+  const providerFinding = async (bundle: EvidenceBundle) => (await adjudicate(bundle)).findings.find((f) => f.check === 'provider_trail')!;
+
+  it('passes an honest trail, and shows nothing of the account’s other events', async () => {
+    const bundle = await withProviderTrail();
+    expect(await providerFinding(bundle)).toMatchObject({ result: 'pass', evidence: expect.stringContaining('each proven by a head the provider signed at it') });
+    expect(JSON.stringify(bundle.audit.provider)).not.toContain('chg_other');
+  });
+
+  it('attack: the provision edited and its hash recomputed, or a head of another event, fails against the provider', async () => {
+    const bundle = await withProviderTrail();
+    const edited = structuredClone(bundle);
+    const { hash: _, ...rest } = { ...edited.audit.provider!.events[0]!, actor: { type: 'system' as const, id: 'sys' } };
+    edited.audit.provider!.events[0] = { ...rest, hash: auditEventHash(rest) };
+    expect(await providerFinding(edited)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('not the one the provider signed') });
+    const otherHead = structuredClone(bundle);
+    otherHead.audit.provider!.heads = [await providerAuditHead('cloud', { account: 'acct_evidence', seq: 2, hash: 'a'.repeat(64) })];
+    expect(await providerFinding(otherHead)).toMatchObject({ result: 'fail' });
+    const foreignAccount = structuredClone(bundle);
+    foreignAccount.audit.provider!.heads = [await providerAuditHead('cloud', { account: 'acct_someone_else', seq: 2, hash: bundle.audit.provider!.events[0]!.hash })];
+    expect(await providerFinding(foreignAccount)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('not of one account') });
+    const unproven = structuredClone(bundle);
+    unproven.audit.provider!.heads = [];
+    expect(await providerFinding(unproven)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('no head the provider signed at it') });
+    expect((await adjudicate(edited)).failing_party).toBe('provider');
+  });
+
+  it('an older provider’s trail without heads is unproven: missing, and the verdict stands on the rest', async () => {
+    const bundle = await withProviderTrail();
+    delete bundle.audit.provider!.heads;
+    expect(await providerFinding(bundle)).toMatchObject({ result: 'missing', evidence: expect.stringContaining('carries no chain proof') });
+    expect((await adjudicate(bundle)).verdict).toBe('within_scope');
+  });
+});
+

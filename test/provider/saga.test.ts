@@ -5,7 +5,7 @@
 // resource with both voided, within one alarm cycle.
 import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
-import { decodeJwt } from 'jose';
+import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
 import { describe, expect, it, vi } from 'vitest';
 import { newAgentKey } from '../support/agent-keys';
 import { call, EVENT, now, obtainToken, orchestratorKey, postSecurityEvent, PROVIDER, signCompact, signSecurityEvent, useFakeOrchestrator } from '../support/fake-orchestrator';
@@ -642,6 +642,25 @@ describe('the provider’s trail of a charge, for dispute evidence', () => {
     // An account can be linked to several orchestrators: a charge made through another one is not this one's to read.
     await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('UPDATE sagas SET orchestrator = ? WHERE charge_id = ?', 'https://other-orchestrator.example', res.body.charge_id));
     expect((await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } })).status).toBe(404);
+  });
+
+  it('proves each event alone with a head signed at it, by the provider’s published key, the same one on every read', async () => {
+    const agent = await agentWithToken();
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
+    const path = `/v1/charges/${res.body.charge_id}/audit`;
+    const read = async () => (await (await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } })).json()) as { events: Json[]; heads: Json[] };
+    const body = await read();
+    expect(body.heads).toHaveLength(body.events.length);
+    const jwks = createLocalJWKSet((await (await call('/.well-known/jwks.json')).json()) as JSONWebKeySet);
+    for (const event of body.events) {
+      const head = body.heads.find((h) => h.seq === event.seq)!;
+      const { payload } = await jwtVerify(String(head.jws), jwks, { typ: 'oap-audit-head+jwt', issuer: PROVIDER });
+      expect(payload).toMatchObject({ sub: agent.account, seq: event.seq, hash: event.hash });
+    }
+    // Read again, the heads are those signed the first time: a read signs at an event once.
+    expect((await read()).heads).toEqual(body.heads);
+    // A head is signed only at what the chain holds: another hash at that seq gets none.
+    expect(await ledgerOf(agent.account).headAt(body.events[0]!.seq as number, 'f'.repeat(64))).toBeNull();
   });
 
   it('authenticates the orchestrator before it reads the request: 401, not 422, for a stranger sending bad parameters', async () => {

@@ -87,6 +87,18 @@ export async function providerReceipt(provider: ProviderId, claims: Record<strin
     .sign(signWith ?? signingKey);
 }
 
+/** A head of an account's chain as the provider signs it (workers/lib/audit-heads.ts). */
+export async function providerAuditHead(provider: ProviderId, head: { account: string; seq: number; hash: string }) {
+  const { key: signingKey, kid } = await providerKey();
+  const time = new Date().toISOString();
+  const jws = await new SignJWT({ sub: head.account, seq: head.seq, hash: head.hash, time })
+    .setProtectedHeader({ alg: 'EdDSA', typ: 'oap-audit-head+jwt', kid })
+    .setIssuer(PROVIDER_URL[provider])
+    .setIssuedAt()
+    .sign(signingKey);
+  return { seq: head.seq, hash: head.hash, time, jws };
+}
+
 export type AuthorizedCharge = { charge_id: string; decision: { mandate_status: string; constraint_results: unknown[] } };
 
 /**

@@ -14,7 +14,9 @@ import { evaluateForProvider, type MandateConstraint } from './mandate-constrain
 // re-signs broader terms under the same display_hash is caught).
 // 3: the orchestrator's trail is held to a chain proof (format 2); the keys relied on are named,
 // and checked against keys a reader pins.
-export const ADJUDICATOR_VERSION = 'oap-adjudicator/3';
+// 4: each provider event is held to a head the provider signed at it; without one the provider's
+// trail is missing, which corroborates nothing and decides nothing alone.
+export const ADJUDICATOR_VERSION = 'oap-adjudicator/4';
 /**
  * 2: `audit.orchestrator.events` are runs of the principal's chain, each from an event about the
  * charge through the first head the orchestrator signed after it (`heads`). Format 1 carried only the
@@ -53,7 +55,8 @@ export type EvidenceBundle = {
      */
     orchestrator: { events: AuditEvent[]; signed_head: SignedHead | null; heads?: SignedHead[] };
     /** The provider's side, when it could be obtained: corroborates the receipt, decides nothing alone. */
-    provider: { events: AuditEvent[]; signed_head: SignedHead | null } | null;
+    /** `heads` (format 2): for each event, a head the provider signed at its seq, which proves it shown alone. */
+    provider: { events: AuditEvent[]; signed_head: SignedHead | null; heads?: SignedHead[] } | null;
   };
 };
 
@@ -344,6 +347,23 @@ async function providerTrailFinding(bundle: EvidenceBundle, verify: Verify): Pro
   if (trail.events.some((e, i) => i > 0 && e.seq <= trail.events[i - 1]!.seq)) return ['fail', 'provider events out of chain order'];
   const provisioned = trail.events.some((e) => e.action === 'resource.provision' && e.outcome === 'succeeded' && e.related.includes(bundle.charge.charge_id));
   if (!provisioned) return ['fail', 'the provider’s trail has no provision paid by this charge'];
+  if (bundle.format !== 'oap-evidence/1' && trail.heads) {
+    // Each event is proven alone by a head the provider signed at it: edited, even with its hash recomputed, it no longer matches.
+    const account = trail.events[0]!.principal;
+    for (const event of trail.events) {
+      const head = trail.heads.find((h) => h.seq === event.seq);
+      if (!head) return ['fail', `provider event seq ${event.seq} comes with no head the provider signed at it`];
+      let claims: Record<string, unknown>;
+      try {
+        ({ payload: claims } = await verify('provider', 'provider audit head', head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.provider.issuer }));
+      } catch {
+        return ['fail', `the provider’s head at seq ${head.seq} does not verify`];
+      }
+      if (claims.sub !== account || event.principal !== account) return ['fail', `provider event seq ${event.seq} and its head are not of one account`];
+      if (claims.seq !== event.seq || claims.hash !== event.hash) return ['fail', `provider event seq ${event.seq} is not the one the provider signed`];
+    }
+    return ['pass', `${trail.events.length} provider events, each proven by a head the provider signed at it, the provision among them`];
+  }
   if (trail.signed_head) {
     try {
       await verify('provider', 'provider audit head', trail.signed_head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.provider.issuer });
@@ -351,7 +371,8 @@ async function providerTrailFinding(bundle: EvidenceBundle, verify: Verify): Pro
       return ['fail', 'the provider’s signed head does not verify'];
     }
   }
-  return ['pass', `${trail.events.length} provider events, the provision among them`];
+  // An older provider's trail: each event intact, but nothing the provider signed ties them to its chain.
+  return ['missing', `${trail.events.length} provider events, the provision among them, but the provider’s trail carries no chain proof`];
 }
 
 /** Checks whose missing evidence leaves the verdict to the others. */

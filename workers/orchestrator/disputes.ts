@@ -67,8 +67,8 @@ async function providerEvents(env: OrchestratorBindings, principalId: string, pr
     const sub = await pairwiseSubject(env.DB, principalId, provider.id);
     const res = await (binding ?? globalThis).fetch(`${provider.url}${path}?sub=${encodeURIComponent(sub)}`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10_000) });
     if (!res.ok) return null;
-    const body = (await res.json()) as { events: AuditEvent[]; signed_head: NonNullable<EvidenceBundle['audit']['provider']>['signed_head'] };
-    return { events: body.events, signed_head: body.signed_head };
+    const body = (await res.json()) as NonNullable<EvidenceBundle['audit']['provider']>;
+    return { events: body.events, signed_head: body.signed_head, ...(Array.isArray(body.heads) ? { heads: body.heads } : {}) };
   } catch {
     return null;
   }

@@ -61,7 +61,18 @@ export function chargeAuditRoutes() {
       responses: {
         200: {
           description: 'The events',
-          content: { 'application/json': { schema: z.object({ account_id: z.string(), events: z.array(AuditEventSchema), signed_head: SignedHeadSchema.nullable() }) } },
+          content: {
+            'application/json': {
+              schema: z
+                .object({
+                  account_id: z.string(),
+                  events: z.array(AuditEventSchema),
+                  signed_head: SignedHeadSchema.nullable().openapi({ description: 'The account’s latest signed head' }),
+                  heads: z.array(SignedHeadSchema).openapi({ description: 'For each event, a head this provider signed at that event’s seq: its proof, shown alone' }),
+                })
+                .openapi('ChargeAudit'),
+            },
+          },
         },
         ...problemResponses(401, 404, 422),
       },
@@ -81,7 +92,14 @@ export function chargeAuditRoutes() {
         if ((event.target && ids.has(event.target)) || event.related.some((r) => ids.has(r))) events.push(event);
       }
       const [head] = await ledger.signedHeads(1);
-      return c.json({ account_id: link.account_id, events, signed_head: head ?? null }, 200);
+      // The chain proof of each event, shown alone: a head this provider signed at that very event, so
+      // nothing of the account's other events (other charges, other orchestrators) goes with it.
+      const heads = [];
+      for (const event of events) {
+        const at = await ledger.headAt(event.seq, event.hash);
+        if (at) heads.push(at);
+      }
+      return c.json({ account_id: link.account_id, events, signed_head: head ?? null, heads }, 200);
     },
   );
   return app;
