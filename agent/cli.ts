@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { agentKeyFromJwk, dpopProof, generateAgentKey, OapClient, OapError } from './sdk';
 import { mcpServer } from './mcp';
 import { formatMoney } from '../workers/lib/pages/format';
-import { describe as describeEvidence, readJwks, verifyEvidence } from './verify-evidence';
+import { describe as describeEvidence, pinsFrom, verifyEvidence } from './verify-evidence';
 
 type State = { orchestrator: string; private_jwk: Record<string, unknown>; name: string; mandate_id?: string };
 
@@ -348,11 +348,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
     case 'verify-evidence': {
       if (!sub) throw new UsageError('verify-evidence takes a file');
       const bundle = JSON.parse(await readFile(sub, 'utf8'));
-      const pins = {
-        ...(values['orchestrator-jwks'] ? { orchestrator: await readJwks(values['orchestrator-jwks']) } : {}),
-        ...(values['provider-jwks'] ? { provider: await readJwks(values['provider-jwks']) } : {}),
-      };
-      const result = await verifyEvidence(bundle, pins);
+      const result = await verifyEvidence(bundle, await pinsFrom(values));
       return { code: result.verdict === 'within_scope' ? 0 : 3, data: result, text: describeEvidence(bundle, result) };
     }
     default:

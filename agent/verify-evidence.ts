@@ -35,7 +35,7 @@ export function describe(bundle: EvidenceBundle, result: Adjudication): string {
 }
 
 /** A JWKS from a file, or from an https URL (plain http only to loopback, for local development). */
-export async function readJwks(source: string): Promise<JSONWebKeySet> {
+async function readJwks(source: string): Promise<JSONWebKeySet> {
   const url = /^https?:\/\//i.test(source) ? new URL(source) : null;
   if (url && url.protocol === 'http:' && !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) throw new Error(`${source}: only https, or http to loopback`);
   const text = url ? await fetchText(url) : await readFile(source, 'utf8');
@@ -50,7 +50,15 @@ async function fetchText(url: URL): Promise<string> {
   return res.text();
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** The key sets a reader pins, from the `--orchestrator-jwks` and `--provider-jwks` options (a file or a URL each). */
+export async function pinsFrom(values: { 'orchestrator-jwks'?: string; 'provider-jwks'?: string }): Promise<PinnedKeys> {
+  return {
+    ...(values['orchestrator-jwks'] ? { orchestrator: await readJwks(values['orchestrator-jwks']) } : {}),
+    ...(values['provider-jwks'] ? { provider: await readJwks(values['provider-jwks']) } : {}),
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
   let args: ReturnType<typeof parse>;
   try {
     args = parse(argv);
@@ -64,11 +72,10 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   let bundle: EvidenceBundle;
-  const pins: PinnedKeys = {};
+  let pins: PinnedKeys;
   try {
     bundle = JSON.parse(await readFile(path, 'utf8')) as EvidenceBundle;
-    if (args.values['orchestrator-jwks']) pins.orchestrator = await readJwks(args.values['orchestrator-jwks']);
-    if (args.values['provider-jwks']) pins.provider = await readJwks(args.values['provider-jwks']);
+    pins = await pinsFrom(args.values);
   } catch (error) {
     console.error(`cannot read ${path} or a pinned key set: ${(error as Error).message}`);
     return 2;

@@ -70,6 +70,19 @@ async function dispute(human: Human, chargeId: string) {
   return { status: res.status, headers: res.headers, body: (await res.json()) as Json };
 }
 
+/** The evidence bundle of a dispute, as its principal reads it. */
+async function evidenceOf(human: Human, disputed: { body: Json }) {
+  return (await (await call(new URL(disputed.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+}
+
+/** A captured charge, disputed at once, with its evidence bundle. */
+async function disputedBundle() {
+  const { human, charge_id } = await capturedCharge();
+  const res = await dispute(human, charge_id);
+  expect(res.status).toBe(201);
+  return { human, charge_id, bundle: await evidenceOf(human, res) };
+}
+
 /** The principal's trail as it reads it, less the deliveries to providers that run in the background. */
 async function trailOf(human: Human) {
   const text = await (await call('/v1/audit', { headers: { cookie: human.cookie } })).text();
@@ -125,7 +138,7 @@ describe('dispute verdicts', () => {
       'provider_trail:missing',
     ]);
     expect(((await (await call(`/v1/charges/${charge_id}`, { headers: { cookie: human.cookie } })).json()) as Json).status).toBe('captured');
-    const bundle = (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+    const bundle = await evidenceOf(human, res);
     expect(bundle.format).toBe('oap-evidence/2');
     expect((await adjudicate(bundle)).verdict).toBe('within_scope');
     expect(await adjudicate(bundle)).toEqual(await adjudicate(bundle));
@@ -279,11 +292,7 @@ describe('when the provider’s published keys cannot be fetched', () => {
 });
 
 describe('the adjudicator on tampered evidence', () => {
-  async function bundleOf() {
-    const { human, charge_id } = await capturedCharge();
-    const res = await dispute(human, charge_id);
-    return (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
-  }
+  const bundleOf = async () => (await disputedBundle()).bundle;
   const failing = async (bundle: EvidenceBundle) => (await adjudicate(bundle)).findings.filter((f) => f.result !== 'pass').map((f) => f.check);
 
   it('names what broke: an event, the display, the agent’s signature, the mandate’s window, a receipt of another charge', async () => {
@@ -331,13 +340,7 @@ describe('the adjudicator on tampered evidence', () => {
 });
 
 describe('chain proofs in the evidence (§5): the principal’s trail through a head the orchestrator signed', () => {
-  async function bundleOf() {
-    const { human, charge_id } = await capturedCharge();
-    const res = await dispute(human, charge_id);
-    expect(res.status).toBe(201);
-    const bundle = (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
-    return { human, charge_id, bundle };
-  }
+  const bundleOf = disputedBundle;
   const trailFinding = async (bundle: EvidenceBundle) => (await adjudicate(bundle)).findings.find((f) => f.check === 'audit_trail')!;
   /** What an attacker holding no key can do: rewrite events and recompute every hash after them. */
   const rechain = (events: AuditEvent[], from: number) => {
@@ -394,7 +397,7 @@ describe('chain proofs in the evidence (§5): the principal’s trail through a 
     await ledger.signHeadNow();
     expect((await captureWithReceipt('cloud', authorized, { agent_id: agent.agent_id, mandate_id, amount, resource_id: 'res_disputed' }, 'valid')).status).toBe(200);
     const res = await dispute(human, charge_id);
-    const bundle = (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+    const bundle = await evidenceOf(human, res);
     const { events, heads = [] } = bundle.audit.orchestrator;
     expect(heads).toHaveLength(2);
     expect(events.filter((e) => e.related.some((r) => r.startsWith('chg_elsewhere_')))).toHaveLength(0);
@@ -410,7 +413,7 @@ describe('chain proofs in the evidence (§5): the principal’s trail through a 
     await ledger.signHeadNow();
     expect((await captureWithReceipt('cloud', authorized, { agent_id: agent.agent_id, mandate_id, amount, resource_id: 'res_disputed' }, 'valid')).status).toBe(200);
     const res = await dispute(human, charge_id);
-    const bundle = (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+    const bundle = await evidenceOf(human, res);
     const events = bundle.audit.orchestrator.events;
     const middle = events.findIndex((e, i) => i > 0 && i < events.length - 1 && e.target !== charge_id && !e.related.includes(charge_id));
     expect(middle, JSON.stringify(events.map((e) => e.action))).toBeGreaterThan(0);
@@ -455,11 +458,7 @@ describe('pinned keys: the verifier trusts the parties’ published keys, not th
   const providerJwks = async () => (await (await asProviderJwks()).json()) as JSONWebKeySet;
   const asProviderJwks = () => (env as unknown as { PROVIDER_CLOUD: Fetcher }).PROVIDER_CLOUD.fetch('http://127.0.0.1:8788/.well-known/jwks.json');
 
-  async function bundleOf() {
-    const { human, charge_id } = await capturedCharge();
-    const res = await dispute(human, charge_id);
-    return (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
-  }
+  const bundleOf = async () => (await disputedBundle()).bundle;
 
   it('an honest bundle passes with both parties’ keys pinned, and names the pinned thumbprints', async () => {
     const bundle = await bundleOf();
@@ -542,9 +541,7 @@ describe('the human’s pages', () => {
 describe('the provider’s trail in the evidence: each event proven by a head the provider signed at it', () => {
   /** An honest bundle whose provider trail is an account's chain: a reserve of another charge, then this charge's provision. */
   async function withProviderTrail() {
-    const { human, charge_id } = await capturedCharge();
-    const res = await dispute(human, charge_id);
-    const bundle = (await (await call(new URL(res.body.evidence_url).pathname, { headers: { cookie: human.cookie } })).json()) as EvidenceBundle;
+    const { charge_id, bundle } = await disputedBundle();
     const account = 'acct_evidence';
     const other = chainAuditEvent({ actor: { type: 'agent', id: 'agt_x' }, action: 'charge.reserve', outcome: 'succeeded', related: ['chg_other'] }, { seq: 1, prev_hash: GENESIS_HASH, principal: account, id: 'evt_p1', time: '2026-11-01T00:00:00.000Z' });
     const provision = chainAuditEvent(

@@ -3,28 +3,12 @@
 // ceiling only after a fresh sign-in; nothing changes on a refusal.
 import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
-import { hashPassword } from '../../workers/lib/passwords';
 import { LIMIT_CEILING } from '../../workers/lib/routes/limits';
-import { insertHumanAccount } from '../../workers/provider/store/accounts';
 import { call } from '../support/fake-orchestrator';
+import { newHuman, type ProviderHuman } from '../support/provider-humans';
 
 const testEnv = env as unknown as TestEnv & { PASSWORD_PEPPER: string };
-const PASSWORD = 'correct horse battery staple';
-
-async function signedInHuman() {
-  const email = `limits-${crypto.randomUUID()}@example.test`;
-  const account_id = (await insertHumanAccount(testEnv.DB, email, await hashPassword(PASSWORD, testEnv.PASSWORD_PEPPER), true))!;
-  const res = await call('/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password: PASSWORD }) });
-  expect(res.status).toBe(200);
-  const cookie = res.headers
-    .getSetCookie()
-    .map((c) => c.split(';')[0]!)
-    .find((c) => c.startsWith('oap_cloud_session='))!;
-  const { csrf_token } = (await res.json()) as { csrf_token: string };
-  return { account_id, cookie, csrf: csrf_token };
-}
-
-type Human = Awaited<ReturnType<typeof signedInHuman>>;
+type Human = ProviderHuman;
 
 const submit = (human: Human, fields: Record<string, string>) =>
   call('/limits', { method: 'POST', redirect: 'manual', headers: { cookie: human.cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() });
@@ -37,7 +21,7 @@ async function ownLimit(human: Human): Promise<number> {
 
 describe('the monthly limit page at a provider', () => {
   it('shows the account’s limit and spend, and sets a new limit from the form', async () => {
-    const human = await signedInHuman();
+    const human = await newHuman();
     const page = await call('/limits', { headers: { cookie: human.cookie } });
     expect(page.status).toBe(200);
     const html = await page.text();
@@ -52,7 +36,7 @@ describe('the monthly limit page at a provider', () => {
   });
 
   it('changes nothing without the CSRF token, for an amount that is not one, or signed out', async () => {
-    const human = await signedInHuman();
+    const human = await newHuman();
     expect((await submit(human, { amount: '250' })).status).toBe(403);
     const wrong = await submit(human, { csrf_token: human.csrf, amount: 'lots' });
     expect(wrong.status).toBe(422);
@@ -64,7 +48,7 @@ describe('the monthly limit page at a provider', () => {
   });
 
   it('asks for a fresh sign-in before raising the limit above the ceiling, and comes back to the amount', async () => {
-    const human = await signedInHuman();
+    const human = await newHuman();
     await testEnv.DB.prepare('UPDATE sessions SET auth_time = auth_time - 600 WHERE subject_id = ?1').bind(human.account_id).run();
     const above = ((LIMIT_CEILING + 100) / 100).toFixed(2);
     const res = await submit(human, { csrf_token: human.csrf, amount: above });

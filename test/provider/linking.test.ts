@@ -4,19 +4,17 @@
 // credential, never on an unverified email.
 import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
-import { hashPassword } from '../../workers/lib/passwords';
 import { ProblemSchema } from '../../workers/lib/problem';
-import { insertHumanAccount } from '../../workers/provider/store/accounts';
 import { dpopProof, newAgentKey, type AgentKey } from '../support/agent-keys';
+import { newHuman, type ProviderHuman } from '../support/provider-humans';
 import { call, obtainToken, ORCHESTRATOR, PROVIDER, signAttestation, tokenRequest, useFakeOrchestrator, type Attestation, type IssuedToken } from '../support/fake-orchestrator';
 
 useFakeOrchestrator();
 
 const testEnv = env as unknown as TestEnv & { PASSWORD_PEPPER: string };
 const db = () => testEnv.DB;
-const PASSWORD = 'correct horse battery staple';
 
-type Human = { account_id: string; email: string; cookie: string; csrf: string };
+type Human = ProviderHuman;
 
 async function accountCount(): Promise<number> {
   return (await db().prepare('SELECT COUNT(*) AS n FROM accounts').first<{ n: number }>())!.n;
@@ -24,22 +22,6 @@ async function accountCount(): Promise<number> {
 
 async function linkOf(sub: string) {
   return db().prepare('SELECT account_id, linked_via FROM account_links WHERE iss = ?1 AND sub = ?2').bind(ORCHESTRATOR, sub).first<{ account_id: string; linked_via: string }>();
-}
-
-/** A provider account of its own with a verified, unique email, signed in. */
-async function newHuman(options: { verified?: boolean } = {}): Promise<Human> {
-  const email = `human-${crypto.randomUUID()}@example.test`;
-  const account_id = (await insertHumanAccount(db(), email, await hashPassword(PASSWORD, testEnv.PASSWORD_PEPPER), options.verified ?? true))!;
-  const res = await call('/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password: PASSWORD }) });
-  expect(res.status).toBe(200);
-  const cookie = res.headers
-    .getSetCookie()
-    .map((c) => c.split(';')[0]!)
-    .find((c) => c.startsWith('oap_cloud_session='));
-  expect(cookie).toBeDefined();
-  const body = (await res.json()) as { account_id: string; csrf_token: string };
-  expect(body.account_id).toBe(account_id);
-  return { account_id, email, cookie: cookie!, csrf: body.csrf_token };
 }
 
 /** An agent whose orchestrator shares this (verified) email: the provider asks for a link. */

@@ -5,6 +5,8 @@
 // nothing is fetched. Versioned: the same bundle always yields the same
 // verdict, so anyone can rerun it (agent/verify-evidence.ts).
 import { calculateJwkThumbprint, decodeJwt, importJWK, jwtVerify, type JSONWebKeySet, type JWK, type JWTVerifyOptions } from 'jose';
+import type { z } from '@hono/zod-openapi';
+import type { SignedHeadSchema } from './audit-heads';
 import { auditEventHash, canonicalJson, sha256Hex, type AuditEvent } from './audit';
 import { verifyRequestSignature } from './http-signatures';
 import { ED25519_ALGS } from './jws';
@@ -60,7 +62,7 @@ export type EvidenceBundle = {
   };
 };
 
-export type SignedHead = { seq: number; hash: string; time: string; jws: string };
+export type SignedHead = z.infer<typeof SignedHeadSchema>;
 
 export type Finding = { check: string; result: 'pass' | 'fail' | 'missing'; evidence: string };
 export type Verdict = 'within_scope' | 'outside_scope' | 'insufficient_evidence';
@@ -115,7 +117,10 @@ function keyRecorder(bundle: EvidenceBundle) {
     note(party, await calculateJwkThumbprint(used!, 'sha256'), use);
     return result;
   };
-  return { relied, note, verify };
+  /** A party's signed audit head (§4), verified with that party's key. */
+  const verifyHead = (party: Party, jws: string) =>
+    verify(party, party === 'provider' ? 'provider audit head' : 'audit head', jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle[party].issuer });
+  return { relied, note, verify, verifyHead };
 }
 
 /** One finding per pinned party: every key of that party a signature rested on is among the pins. */
@@ -250,14 +255,14 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
 
   // The orchestrator's trail for this charge: every event intact and in chain order, the ones the
   // charge's state implies all there, none past the signed head that covers them.
-  add('audit_trail', ...(bundle.format === 'oap-evidence/1' ? await unprovenAuditFinding(bundle, keys.verify) : await chainProofFinding(bundle, keys.verify)));
-  add('provider_trail', ...(await providerTrailFinding(bundle, keys.verify)));
+  add('audit_trail', ...(bundle.format === 'oap-evidence/1' ? await unprovenAuditFinding(bundle, keys.verifyHead) : await chainProofFinding(bundle, keys.verifyHead)));
+  add('provider_trail', ...(await providerTrailFinding(bundle, keys.verifyHead)));
   findings.push(...(await pinFindings(keys.relied, pins)));
 
   return { ...decide(findings), format: bundle.format, keys: keys.relied };
 }
 
-type Verify = ReturnType<typeof keyRecorder>['verify'];
+type VerifyHead = ReturnType<typeof keyRecorder>['verifyHead'];
 
 /**
  * Format 2's chain proof (§4: hash = sha256(prev_hash ‖ JCS(event without hash)), seq dense): the
@@ -265,7 +270,7 @@ type Verify = ReturnType<typeof keyRecorder>['verify'];
  * head the orchestrator signed, so an event edited (hash recomputed or not), dropped or inserted
  * anywhere breaks a link or a head.
  */
-async function chainProofFinding(bundle: EvidenceBundle, verify: Verify): Promise<[Finding['result'], string]> {
+async function chainProofFinding(bundle: EvidenceBundle, verifyHead: VerifyHead): Promise<[Finding['result'], string]> {
   const { events, heads = [] } = bundle.audit.orchestrator;
   const charge = bundle.charge;
   if (events.length === 0) return ['missing', 'no audit events for this charge'];
@@ -286,7 +291,7 @@ async function chainProofFinding(bundle: EvidenceBundle, verify: Verify): Promis
   for (const head of heads) {
     let claims: Record<string, unknown>;
     try {
-      ({ payload: claims } = await verify('orchestrator', 'audit head', head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.orchestrator.issuer }));
+      ({ payload: claims } = await verifyHead('orchestrator', head.jws));
     } catch (error) {
       return ['fail', `the signed head at seq ${head.seq} does not verify: ${(error as Error).message}`];
     }
@@ -308,7 +313,7 @@ async function chainProofFinding(bundle: EvidenceBundle, verify: Verify): Promis
  * What is wrong in them still fails; what is right proves nothing, since any bundle can be relabeled
  * format 1 with events whose hashes anyone can compute: the trail is then missing, never a pass.
  */
-async function unprovenAuditFinding(bundle: EvidenceBundle, verify: Verify): Promise<[Finding['result'], string]> {
+async function unprovenAuditFinding(bundle: EvidenceBundle, verifyHead: VerifyHead): Promise<[Finding['result'], string]> {
   const { events, signed_head: head } = bundle.audit.orchestrator;
   const charge = bundle.charge;
   if (events.length === 0) return ['missing', 'no audit events for this charge'];
@@ -324,7 +329,7 @@ async function unprovenAuditFinding(bundle: EvidenceBundle, verify: Verify): Pro
   if (['captured', 'refunded'].includes(charge.status) && !has('charge.capture')) return ['fail', `the charge is ${charge.status} but its capture is not in the trail`];
   if (head) {
     try {
-      const { payload } = await verify('orchestrator', 'audit head', head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.orchestrator.issuer });
+      const { payload } = await verifyHead('orchestrator', head.jws);
       if (payload.seq !== head.seq || payload.hash !== head.hash) return ['fail', 'the signed head does not say what the bundle says it does'];
     } catch {
       return ['fail', 'the signed head does not verify'];
@@ -336,7 +341,7 @@ async function unprovenAuditFinding(bundle: EvidenceBundle, verify: Verify): Pro
 }
 
 /** The provider's own trail: intact, in order, and recording the provision it was paid for. */
-async function providerTrailFinding(bundle: EvidenceBundle, verify: Verify): Promise<[Finding['result'], string]> {
+async function providerTrailFinding(bundle: EvidenceBundle, verifyHead: VerifyHead): Promise<[Finding['result'], string]> {
   const trail = bundle.audit.provider;
   if (!trail || trail.events.length === 0) return ['missing', 'the provider’s trail was not available'];
   const broken = trail.events.find((e) => {
@@ -355,7 +360,7 @@ async function providerTrailFinding(bundle: EvidenceBundle, verify: Verify): Pro
       if (!head) return ['fail', `provider event seq ${event.seq} comes with no head the provider signed at it`];
       let claims: Record<string, unknown>;
       try {
-        ({ payload: claims } = await verify('provider', 'provider audit head', head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.provider.issuer }));
+        ({ payload: claims } = await verifyHead('provider', head.jws));
       } catch {
         return ['fail', `the provider’s head at seq ${head.seq} does not verify`];
       }
@@ -366,7 +371,7 @@ async function providerTrailFinding(bundle: EvidenceBundle, verify: Verify): Pro
   }
   if (trail.signed_head) {
     try {
-      await verify('provider', 'provider audit head', trail.signed_head.jws, { typ: 'oap-audit-head+jwt', algorithms: ED25519_ALGS, issuer: bundle.provider.issuer });
+      await verifyHead('provider', trail.signed_head.jws);
     } catch {
       return ['fail', 'the provider’s signed head does not verify'];
     }

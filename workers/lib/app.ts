@@ -37,18 +37,20 @@ function hasLoneSurrogate(json: string): boolean {
   return lone(value);
 }
 
-/** Validation failures become 422 with each failing path as a JSON Pointer. */
-export const validationHook: Hook<unknown, HonoEnv, string, unknown> = (result, c) => {
-  if (result.success) return;
-  const errors = result.error.issues.map((issue) => ({
+/** A validation failure as 422, each failing path a JSON Pointer (RFC 6901); `detail` is given the first. */
+export function validationProblem(issues: readonly { path: readonly PropertyKey[]; message: string }[], detail: (first: { path: string; message: string } | undefined) => string): ProblemError {
+  const errors = issues.map((issue) => ({
     path: '/' + issue.path.map((p) => String(p).replaceAll('~', '~0').replaceAll('/', '~1')).join('/'),
     message: issue.message,
   }));
-  const first = errors[0];
+  return new ProblemError(422, 'invalid_request', detail(errors[0]), { errors });
+}
+
+/** Validation failures of a route's declared schemas become 422. */
+export const validationHook: Hook<unknown, HonoEnv, string, unknown> = (result) => {
+  if (result.success) return;
   const where = result.target === 'json' || result.target === 'form' ? 'body' : result.target;
-  throw new ProblemError(422, 'invalid_request', `The request ${where} is invalid${first ? `: ${first.path} ${first.message}` : ''}.`, {
-    errors,
-  });
+  throw validationProblem(result.error.issues, (first) => `The request ${where} is invalid${first ? `: ${first.path} ${first.message}` : ''}.`);
 };
 
 /**

@@ -68,9 +68,9 @@ function signedObject(body: string): Record<string, unknown> | null {
 }
 
 /** A signed PATCH's expected_price: the full price of the new plan, which the agent agreed to and its renewals charge. */
-function signedFullPrice(body: ChargeRequestBody): { amount: number; currency: string } | null {
-  if (body.agent_request?.method !== 'PATCH') return null;
-  const price = signedObject(body.agent_request.body)?.expected_price as SignedPrice;
+function signedFullPrice(method: string, signed: Record<string, unknown> | null): { amount: number; currency: string } | null {
+  if (method !== 'PATCH') return null;
+  const price = signed?.expected_price as SignedPrice;
   return price && typeof price.amount === 'number' && typeof price.currency === 'string' ? { amount: price.amount, currency: price.currency } : null;
 }
 
@@ -78,10 +78,9 @@ function signedFullPrice(body: ChargeRequestBody): { amount: number; currency: s
  * What the agent signed must be a paid call at this provider for this service, plan and price: a creation (a POST
  * to its resources) or a plan change (a PATCH of this resource). Nothing else is ever charged, a DELETE included.
  */
-function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['provider']): string | null {
+function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['provider'], signed: Record<string, unknown> | null): string | null {
   const signedCall = body.agent_request!;
   const resources = `${provider.url}/v1/resources`;
-  const signed = signedObject(signedCall.body);
   if (!signed) return 'the signed body is not a JSON object';
   if (signedCall.method === 'POST') {
     if (signedCall.target_uri !== resources) return 'the signed request is not a creation at this provider';
@@ -96,7 +95,7 @@ function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['pr
     // pro-rata part of the difference, so never more than that price ($0 for a downgrade, whose credit is a refund).
     if (!body.resource_ref || signedCall.target_uri !== `${resources}/${body.resource_ref}`) return 'the signed plan change is of another resource';
     if (signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
-    const full = signedFullPrice(body);
+    const full = signedFullPrice(signedCall.method, signed);
     if (!full || full.currency !== body.currency) return 'the signed plan change names no price in this currency';
     if (body.amount > full.amount) return 'the charge exceeds the full price the agent agreed to';
     return null;
@@ -156,9 +155,11 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     } catch (error) {
       throw await refuse('invalid_signature', 401, `The agent's signature does not hold: ${error instanceof SignatureRefused ? error.message : 'invalid'}.`);
     }
-    const mismatch = checkSignedIntent(body, caller.provider);
+    // The signed body, read once for every check below.
+    const signed = signedObject(signedCall.body);
+    const mismatch = checkSignedIntent(body, caller.provider, signed);
     if (mismatch) throw await refuse('invalid_signature', 401, `The charge is not what the agent signed for: ${mismatch}.`);
-    const full = signedFullPrice(body);
+    const full = signedFullPrice(signedCall.method, signed);
     evidence = { agent_request: signedCall, signature_base: verified.base, key_thumbprint: agent.key_thumbprint, ...(full ? { plan_change: { full_price: full } } : {}) };
     // Remembered while the signature could still verify (it is refused once expired), and a minute beyond.
     agentSignature = { nonce: `sig:${agent.key_thumbprint}:${verified.params.nonce}`, expires_ms: verified.params.expires * 1000 + 60_000 };

@@ -11,6 +11,7 @@ import { signJwt } from '../lib/jws';
 import { loadSigningKeys } from '../lib/signing-keys';
 import { pairwiseSubject } from './store/pairwise';
 import type { DisputeRecord, DisputeSummary } from '../../durable-objects/ledger/disputes';
+import { issuerKeys } from '../lib/jwks-cache';
 import { chargeRoute } from './charges';
 import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
 
@@ -25,25 +26,14 @@ async function providerJwks(env: OrchestratorBindings, providerId: string): Prom
   // for our failed fetch, for good: nothing is decided, and the principal is told to retry.
   const unavailable = () =>
     new ProblemError(503, 'internal_error', `The published keys of provider ${provider.id} could not be fetched, so the dispute was not decided; try again later.`, {}, { 'Retry-After': String(KEYS_RETRY_AFTER_S) });
-  let jwks: unknown;
+  // The keys the charge path verifies with (workers/lib/jwks-cache.ts), fetched afresh: the bundle holds the JWKS in force now.
+  const keys = issuerKeys(provider.issuer, provider.url, binding);
   try {
-    const res = await (binding ?? globalThis).fetch(`${provider.url}/.well-known/jwks.json`, { signal: AbortSignal.timeout(5000) });
-    if (!res.ok) {
-      await res.body?.cancel();
-      throw unavailable();
-    }
-    jwks = await res.json();
+    await keys.reload();
   } catch {
     throw unavailable();
   }
-  if (!isJwks(jwks)) throw unavailable();
-  return { id: provider.id, issuer: provider.issuer, jwks };
-}
-
-/** RFC 7517 §5: an object whose `keys` is an array of JWK objects. */
-function isJwks(value: unknown): value is JSONWebKeySet {
-  const keys = (value as { keys?: unknown } | null)?.keys;
-  return Array.isArray(keys) && keys.every((key) => typeof key === 'object' && key !== null && !Array.isArray(key));
+  return { id: provider.id, issuer: provider.issuer, jwks: keys.jwks()! };
 }
 
 /** The provider's events for the charge (§5: both parties'), asked with a token the orchestrator signs. */

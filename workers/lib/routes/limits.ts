@@ -76,8 +76,9 @@ export function limitRoutes(directory: LimitDirectory) {
     }),
     async (c) => {
       const session = c.get('session');
-      const rows = await setMonthlyLimit(directory.ledgerOf(c.env, session.subject_id), session, c.req.valid('json'));
-      return c.json({ data: rows as z.infer<typeof LimitRowSchema>[] }, 200);
+      const ledger = directory.ledgerOf(c.env, session.subject_id);
+      await setMonthlyLimit(ledger, session, c.req.valid('json'), await ledger.ownLimit());
+      return c.json({ data: (await ledger.limitsSummary()) as z.infer<typeof LimitRowSchema>[] }, 200);
     },
   );
 
@@ -85,16 +86,14 @@ export function limitRoutes(directory: LimitDirectory) {
 }
 
 /**
- * The one rule for changing a human's monthly limit, shared by POST /v1/limits
- * and the dashboard's form: raising it above the ceiling needs a fresh sign-in.
+ * The one rule for changing a human's monthly limit (`current`, as the ledger holds it), shared by
+ * POST /v1/limits and both roles' forms: raising it above the ceiling needs a fresh sign-in.
  */
-export async function setMonthlyLimit(ledger: LimitLedger, session: Session, limit: { amount: number; currency: string }): Promise<unknown[]> {
-  const current = await ledger.ownLimit();
+async function setMonthlyLimit(ledger: LimitLedger, session: Session, limit: { amount: number; currency: string }, current: { amount: number; currency: string }): Promise<void> {
   if (limit.amount > MAX_LIMIT) throw new ProblemError(422, 'invalid_request', `A monthly limit is at most ${MAX_LIMIT}.`, { errors: [{ path: '/amount', message: 'too large' }] });
   if (limit.currency !== current.currency) throw new ProblemError(422, 'invalid_request', `Limits are in ${current.currency}.`, { errors: [{ path: '/currency', message: `must be ${current.currency}` }] });
   if (limit.amount > current.amount && limit.amount > LIMIT_CEILING) requireFreshSignIn(session);
   await ledger.setOwnLimit(session.subject_id, limit);
-  return ledger.limitsSummary();
 }
 
 /** What a page's limit form led to: set, a fresh sign-in first (§2.0), or a refusal to show beside the form. */
@@ -108,7 +107,8 @@ export async function setMonthlyLimitFromForm(ledger: LimitLedger, session: Sess
   const amount = centsOf(typed);
   if (amount === null) return { kind: 'refused', detail: 'Enter the limit in dollars, like 250 or 250.00.' };
   try {
-    await setMonthlyLimit(ledger, session, { amount, currency: (await ledger.ownLimit()).currency });
+    const current = await ledger.ownLimit();
+    await setMonthlyLimit(ledger, session, { amount, currency: current.currency }, current);
   } catch (error) {
     if (!(error instanceof ProblemError)) throw error;
     return error.code === 'reauthentication_required' ? { kind: 'reauthenticate' } : { kind: 'refused', detail: error.detail };

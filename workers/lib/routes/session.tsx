@@ -1,7 +1,7 @@
 // Sign-in for humans (PROTOCOL.md §2.0), the same at every role:
 // POST/GET/DELETE /session for API clients, and a sign-in page for browsers.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { acceptBody } from '../app';
+import { acceptBody, validationProblem } from '../app';
 import type { AuditEntry } from '../audit';
 import { Layout, PAGE_SECURITY_HEADERS } from '../pages/layout';
 import { verifyPassword } from '../passwords';
@@ -75,9 +75,7 @@ export function sessionRoutes(directory: HumanDirectory) {
       const next = safeNext(form ? (raw as Record<string, unknown>).next : undefined);
       if (!parsed.success) {
         if (form) return c.redirect(`/sign-in?error=invalid&next=${encodeURIComponent(next)}`, 303);
-        throw new ProblemError(422, 'invalid_request', 'email and password are required.', {
-          errors: parsed.error.issues.map((i) => ({ path: `/${i.path.join('/')}`, message: i.message })),
-        });
+        throw validationProblem(parsed.error.issues, () => 'email and password are required.');
       }
       const { email, password } = parsed.data;
       const db = directory.db(c.env);

@@ -1,6 +1,6 @@
 // Disputes (PROTOCOL.md §5), opened and read by the principal.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { acceptBody, type RoleEnv } from '../../lib/app';
+import { acceptBody, validationProblem, type RoleEnv } from '../../lib/app';
 import { EVIDENCE_FORMAT } from '../../lib/adjudicator';
 import { ProblemError, problemResponses } from '../../lib/problem';
 import { isFormRequest, type SessionVariables } from '../../lib/sessions';
@@ -51,7 +51,7 @@ export function disputeRoutes() {
       const form = isFormRequest(c);
       const parsed = NewDisputeSchema.safeParse(form ? await c.req.parseBody() : await c.req.json());
       if (!parsed.success) {
-        throw new ProblemError(422, 'invalid_request', 'charge_id and reason are required.', { errors: parsed.error.issues.map((i) => ({ path: `/${i.path.join('/')}`, message: i.message })) });
+        throw validationProblem(parsed.error.issues, () => 'charge_id and reason are required.');
       }
       const dispute = await openDispute(c.env, c.get('session').subject_id, parsed.data);
       if (form) return c.redirect(`/dashboard/disputes/${dispute.dispute_id}`, 303) as never;

@@ -3,7 +3,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
-import { acceptBody, type RoleEnv } from '../../lib/app';
+import { acceptBody, validationProblem, type RoleEnv } from '../../lib/app';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
 import { ApproveMandateSchema, MandateRequestSchema, MandateSchema } from '../../lib/schemas/mandates';
@@ -53,9 +53,7 @@ const DenyMandateSchema = ApproveMandateSchema.pick({ user_code: true });
 async function decisionJson<T extends z.ZodTypeAny>(c: Context, schema: T, what: string): Promise<z.infer<T>> {
   const parsed = schema.safeParse(await c.req.json().catch(() => ({})));
   if (!parsed.success) {
-    throw new ProblemError(422, 'invalid_request', `The ${what} is invalid.`, {
-      errors: parsed.error.issues.map((i) => ({ path: `/${i.path.join('/')}`, message: i.message })),
-    });
+    throw validationProblem(parsed.error.issues, () => `The ${what} is invalid.`);
   }
   return parsed.data;
 }

@@ -3,26 +3,18 @@
 // ceiling needs a recent sign-in (§2.0); the page sends them to sign in again
 // and back to the amount they typed.
 import { Hono, type Context } from 'hono';
-import { createMiddleware } from 'hono/factory';
 import { centsOf, formatMoney } from '../../lib/pages/format';
 import { Layout, PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
 import { LIMIT_CEILING, setMonthlyLimitFromForm } from '../../lib/routes/limits';
 import type { Money } from '../../lib/schemas/money';
-import { checkCsrf, readSession, type Session } from '../../lib/sessions';
-import { ledgerOf, providerConfig, sessionConfigOf, type ProviderBindings } from '../env';
+import type { Session } from '../../lib/sessions';
+import { ledgerOf, providerConfig, type ProviderBindings } from '../env';
+import { pageSession } from '../page-session';
 import { accountById } from '../store/accounts';
 
 type Env = { Bindings: ProviderBindings; Variables: { session: Session } };
 type LimitRow = { scope: string; limit: Money; spent: Money };
 
-/** A page session: signed out, the human signs in and comes back here; a form post also proves its CSRF token. */
-const pageSession = createMiddleware<Env>(async (c, next) => {
-  const session = await readSession(c, c.env.DB, sessionConfigOf(c.env));
-  if (!session) return c.redirect(`/sign-in?next=${encodeURIComponent('/limits')}`, 303);
-  if (c.req.method === 'POST') await checkCsrf(c, session, sessionConfigOf(c.env).baseUrl);
-  c.set('session', session);
-  await next();
-});
 
 async function showLimits(c: Context<Env>, options: { amount?: string; error?: string; done?: boolean; status?: 200 | 422 } = {}) {
   const session = c.get('session');

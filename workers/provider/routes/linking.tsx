@@ -2,13 +2,13 @@
 // provider account's human; the decisions also answer JSON API clients.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { createMiddleware } from 'hono/factory';
 import type { RoleEnv } from '../../lib/app';
 import { Layout, PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
 import { ProblemError, problemResponses } from '../../lib/problem';
-import { isFormRequest, readSession, requireSession, type Session, type SessionVariables } from '../../lib/sessions';
+import { isFormRequest, requireSession, type SessionVariables } from '../../lib/sessions';
 import { providerConfig, sessionConfigOf, type ProviderBindings } from '../env';
 import { confirmLink, declineLink, linkRequestFor } from '../linking';
+import { pageSession } from '../page-session';
 import { accountById } from '../store/accounts';
 
 type Env = RoleEnv<ProviderBindings> & { Variables: SessionVariables };
@@ -20,12 +20,6 @@ const humanSession = requireSession(
   (c) => sessionConfigOf((c as Context<{ Bindings: ProviderBindings }>).env),
 );
 
-const pageSession = createMiddleware<{ Bindings: ProviderBindings; Variables: { session: Session } }>(async (c, next) => {
-  const session = await readSession(c, c.env.DB, sessionConfigOf(c.env));
-  if (!session) return c.redirect(`/sign-in?next=${encodeURIComponent(c.req.path)}`, 303);
-  c.set('session', session);
-  await next();
-});
 
 export function linkingRoutes() {
   const app = new OpenAPIHono<Env>();
