@@ -23,7 +23,7 @@ import * as spend from './ledger/spend';
 import * as disputes from './ledger/disputes';
 import * as sagas from './ledger/sagas';
 import * as tokens from './ledger/tokens';
-import { deprovision, renewalPrice, renewAtBackend, requestRenewal, resourceWire, revertPlan, runAsyncProvision, settleChargeCall, suspendAtBackend } from '../workers/provider/provisioning';
+import { deprovision, isAsync, renewalPrice, renewAtBackend, requestRenewal, resourceWire, revertPlan, runAsyncProvision, settleChargeCall, suspendAtBackend } from '../workers/provider/provisioning';
 import * as renewals from './ledger/renewals';
 import * as lifecycle from './ledger/lifecycle';
 import * as planChanges from './ledger/plan-changes';
@@ -353,7 +353,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   completeSaga(
     account: string,
     sagaId: string,
-    result: { fields: string; credentials: string | null; receipt: string | null; billing: 'one_time' | 'month' | 'year' },
+    result: Parameters<typeof sagas.completeSaga>[2],
     replay?: IdempotencyRecord & { credentials_shown: boolean },
     supersedes?: string,
   ) {
@@ -371,9 +371,12 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     });
   }
 
-  /** `answerLost`: the orchestrator may have authorized without its answer arriving; its charge is then found by the saga's key and voided. */
-  voidSaga(account: string, sagaId: string, reason: string, answerLost = false) {
-    return this.#transaction(account, (tx) => sagas.voidSaga(tx, sagaId, reason, answerLost));
+  /**
+   * `answerLost`: the orchestrator may have authorized without its answer arriving; its charge is then found by the
+   * saga's key and voided. `authorization`: the charge the orchestrator authorized, not recorded yet, voided by its id.
+   */
+  voidSaga(account: string, sagaId: string, reason: string, answerLost = false, authorization?: sagas.Authorization) {
+    return this.#transaction(account, (tx) => sagas.voidSaga(tx, sagaId, reason, answerLost, authorization));
   }
 
   beginUpdate(account: string, start: planChanges.UpdateStart) {
@@ -597,12 +600,15 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     const account = this.auditHead().principal;
     if (account === null) return;
     for (const saga of sagas.openSagasPastDeadline(this.#sql, Date.now())) {
-      if (saga.state === 'reserved') {
-        // Nothing was provisioned: the local hold is voided. The orchestrator may have been asked: a charge it
-        // authorized is voided when its answer is recorded, or found by the saga's key if that answer never comes.
+      if (saga.state === 'reserved' && (saga.kind === 'update' || isAsync(this.env as never, saga.service))) {
+        // Nothing was made (a plan change, or an async creation, records its authorization before the backend is
+        // asked): the local hold is voided. The orchestrator may have been asked: a charge it authorized is voided
+        // when its answer is recorded, or found by the saga's key if that answer never comes.
         this.#transaction(account, (tx) => sagas.voidSaga(tx, saga.id, 'recovered:reserved', true));
         continue;
       }
+      // A synchronous creation still `reserved` may have provisioned (its request records the authorization with the
+      // completion), so it is taken down like an authorized one; its charge, if any, is found by the saga's key.
       const claimed = this.#transaction(account, (tx) => sagas.claimForRecovery(tx, saga.id));
       if (!claimed) continue;
       try {
@@ -611,7 +617,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
           const resource = sagas.getResource(this.#sql, claimed.resource_id);
           if (resource?.status === 'active' && resource.plan === claimed.previous_plan) await revertPlan(this.env as never, account, claimed, resource);
         } else await deprovision(this.env as never, account, claimed);
-        this.#transaction(account, (tx) => sagas.voidSaga(tx, claimed.id, 'recovered:authorized'));
+        // Without a charge id (an authorization never recorded, or none made), the charge is looked up by the saga's key.
+        this.#transaction(account, (tx) => sagas.voidSaga(tx, claimed.id, sagas.getSaga(tx.sql, claimed.id)?.charge_id ? 'recovered:authorized' : 'recovered:reserved', true));
       } catch (error) {
         // This one waits for the backend; the others are not held up by it.
         this.#transaction(account, (tx) => sagas.postponeRecovery(tx, claimed.id, `recovery: ${String(error)}`));

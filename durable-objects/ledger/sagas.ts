@@ -195,20 +195,32 @@ export function beginSaga(tx: LedgerTx, start: SagaStart): { ok: true; saga: Sag
   return { ok: true, saga: getSaga(tx.sql, start.saga_id)!, event_id: event.id };
 }
 
-/** Step 3 done: the orchestrator holds the charge too. */
+/** The orchestrator's answer to a saga's charge: its id and the decision (JSON), as the receipt and the trail name them. */
+export type Authorization = { charge_id: string; decision: string };
+
+/**
+ * Step 3 done: the orchestrator holds the charge too. A synchronous creation
+ * records it with its completion, or with its void (one write fewer on the
+ * paid path): until then the saga stays `reserved`, and recovery treats a
+ * `reserved` creation as possibly provisioned. An authorization that arrives
+ * after recovery took the saga names its charge, so that its void goes by id.
+ */
 export function recordAuthorization(tx: LedgerTx, sagaId: string, chargeId: string, decision: string): Saga | null {
   const before = getSaga(tx.sql, sagaId);
-  if (before?.state === 'voided' && !before.charge_id) {
-    // Recovery voided the saga while the orchestrator was deciding: the charge it authorized is owed a void,
-    // by its id now that it is known, in place of the lookup by key that recovery owed.
+  if (!before) return null;
+  if (before.state === 'reserved') {
+    tx.sql.exec(`UPDATE sagas SET state = 'authorized', charge_id = ?, charge_decision = ?, updated = ? WHERE id = ?`, chargeId, decision, tx.now, sagaId);
+    // A plan change names its charge on the resource only once it completes: until then the old one is the period's.
+    if (before.kind === 'create') tx.sql.exec(`UPDATE resources SET charge_id = ? WHERE id = ?`, chargeId, before.resource_id);
+  } else if (!before.charge_id && (before.state === 'voided' || before.state === 'recovering')) {
     tx.sql.exec('UPDATE sagas SET charge_id = ?, charge_decision = ? WHERE id = ?', chargeId, decision, sagaId);
-    tx.sql.exec(`DELETE FROM charge_outbox WHERE saga_id = ? AND action = 'void_by_key'`, sagaId);
-    owe(tx, getSaga(tx.sql, sagaId)!, 'void');
-    return getSaga(tx.sql, sagaId);
+    if (before.state === 'voided') {
+      // Recovery voided the saga while the orchestrator was deciding: the charge it authorized is owed a void,
+      // by its id now that it is known, in place of the lookup by key that recovery owed.
+      tx.sql.exec(`DELETE FROM charge_outbox WHERE saga_id = ? AND action = 'void_by_key'`, sagaId);
+      owe(tx, getSaga(tx.sql, sagaId)!, 'void');
+    }
   }
-  tx.sql.exec(`UPDATE sagas SET state = 'authorized', charge_id = ?, charge_decision = ?, updated = ? WHERE id = ? AND state = 'reserved'`, chargeId, decision, tx.now, sagaId);
-  // A plan change names its charge on the resource only once it completes: until then the old one is the period's.
-  tx.sql.exec(`UPDATE resources SET charge_id = ? WHERE id = (SELECT resource_id FROM sagas WHERE id = ? AND kind = 'create')`, chargeId, sagaId);
   return getSaga(tx.sql, sagaId);
 }
 
@@ -217,8 +229,12 @@ export function recordAuthorization(tx: LedgerTx, sagaId: string, chargeId: stri
  * one now, the orchestrator's through the outbox (off the request's path).
  * Returns the audit event that the response names.
  */
-export function completeSaga(tx: LedgerTx, sagaId: string, result: { fields: string; credentials: string | null; receipt: string | null; billing: 'one_time' | 'month' | 'year' }) {
-  const saga = getSaga(tx.sql, sagaId);
+export function completeSaga(
+  tx: LedgerTx,
+  sagaId: string,
+  result: { fields: string; credentials: string | null; receipt: string | null; billing: 'one_time' | 'month' | 'year'; authorization?: Authorization },
+) {
+  const saga = result.authorization ? recordAuthorization(tx, sagaId, result.authorization.charge_id, result.authorization.decision) : getSaga(tx.sql, sagaId);
   if (!saga || saga.state !== 'authorized' || !saga.charge_id) return null;
   // A local hold past its time is void: nothing is completed on it (the caller undoes the work, recovery voids the rest).
   if (!captureHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, result.receipt ?? undefined).ok) return null;
@@ -260,12 +276,13 @@ export const LOST_ANSWER_LOOKUP_DELAY_MS = 70_000;
 
 /**
  * Any failure: nothing provisioned stays, nothing is charged. The orchestrator's hold is voided through the outbox:
- * by its id once the authorization was recorded; found by the saga's key first when `answerLost` (the orchestrator
- * may have authorized without its answer arriving: a timeout, a 5xx, a crash while it was asked).
+ * by its id once the authorization is known (recorded, or given here by a request that had not recorded it); found by
+ * the saga's key first when `answerLost` (the orchestrator may have authorized without its answer arriving: a timeout,
+ * a 5xx, a crash while it was asked).
  * A failed plan change leaves its resource as it was, on its old plan: only a failed creation fails the resource.
  */
-export function voidSaga(tx: LedgerTx, sagaId: string, reason: string, answerLost = false) {
-  const saga = getSaga(tx.sql, sagaId);
+export function voidSaga(tx: LedgerTx, sagaId: string, reason: string, answerLost = false, authorization?: Authorization) {
+  const saga = authorization ? recordAuthorization(tx, sagaId, authorization.charge_id, authorization.decision) : getSaga(tx.sql, sagaId);
   if (!saga || saga.state === 'completed' || saga.state === 'voided') return saga;
   const update = saga.kind === 'update';
   voidHold(tx, saga.hold_id, { type: 'system', id: 'saga' }, reason);
@@ -331,14 +348,17 @@ export function nextSagaDeadline(sql: SqlStorage): number | null {
 }
 
 /**
- * Recovery claims an authorized saga past its deadline before it undoes the
- * backend's work: from then on the request's completion is refused, so a
- * resource is never taken down under a charge that was just captured. Null
- * when the request completed (or failed) first.
+ * Recovery claims a saga past its deadline before it undoes the backend's
+ * work: from then on the request's completion is refused, so a resource is
+ * never taken down under a charge that was just captured. An authorized saga
+ * may have provisioned, and so may a `reserved` creation (its request records
+ * the authorization with the completion). Null when the request completed (or
+ * failed) first.
  */
 export function claimForRecovery(tx: LedgerTx, sagaId: string): Saga | null {
   const saga = getSaga(tx.sql, sagaId);
-  if (!saga || (saga.state !== 'authorized' && saga.state !== 'recovering')) return null;
+  const claimable = saga?.state === 'authorized' || saga?.state === 'recovering' || (saga?.state === 'reserved' && saga.kind === 'create');
+  if (!saga || !claimable) return null;
   tx.sql.exec(`UPDATE sagas SET state = 'recovering', updated = ? WHERE id = ?`, tx.now, sagaId);
   return getSaga(tx.sql, sagaId);
 }

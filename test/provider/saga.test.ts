@@ -77,6 +77,23 @@ async function state(account: string) {
   });
 }
 
+/** What a domain backend does first when it provisions: claim the name. A test then lets the process die. */
+const claimName = (name: string, account: string, resourceId: string) =>
+  testEnv.DB.prepare(`INSERT INTO service_names (kind, name, account_id, resource_id, created_at) VALUES ('domain', ?1, ?2, ?3, ?4)`).bind(name, account, resourceId, new Date().toISOString()).run();
+
+/** Recovery has run its course on a half-made creation: the name released, the saga and its local hold voided, nothing owed. */
+async function takenDownAndVoided(account: string, name: string) {
+  await settles(account, async () => {
+    const now = await state(account);
+    expect(now.sagas[0]!.state).toBe('voided');
+    expect(now.owed).toEqual([]);
+  });
+  expect(await nameTaken(name)).toBe(false);
+  const s = await state(account);
+  expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
+  expect(s.resources.map((r) => r.status)).toEqual(['failed']);
+}
+
 const nameTaken = async (name: string) => (await testEnv.DB.prepare(`SELECT 1 AS x FROM service_names WHERE kind = 'domain' AND name = ?1`).bind(name).first()) !== null;
 const domain = () => `saga-${crypto.randomUUID().slice(0, 8)}.com`;
 
@@ -283,19 +300,61 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     const chargeId = await authorizeAtFake(agent.sub, sagaId);
     await ledger.recordAuthorization(agent.account, sagaId, chargeId, 'null');
     // What the domain backend does first: claim the name. Then the process dies.
-    await testEnv.DB.prepare(`INSERT INTO service_names (kind, name, account_id, resource_id, created_at) VALUES ('domain', ?1, ?2, ?3, ?4)`)
-      .bind(name, agent.account, resourceId, new Date().toISOString())
-      .run();
-    await settles(agent.account, async () => {
-      const now = await state(agent.account);
-      expect(now.sagas[0]!.state).toBe('voided');
-      expect(now.owed).toEqual([]);
-    });
+    await claimName(name, agent.account, resourceId);
+    await takenDownAndVoided(agent.account, name);
+    expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toContain(`/v1/charges/${chargeId}/void`);
+  });
+
+  it('during provisioning, before the authorization was recorded (a creation records it with its completion): taken down, both voided, the charge found by its key', async () => {
+    const agent = await agentWithToken();
+    const name = domain();
+    const { sagaId, resourceId } = await begin(agent, name);
+    const chargeId = await authorizeAtFake(agent.sub, sagaId);
+    await claimName(name, agent.account, resourceId);
+    await takenDownAndVoided(agent.account, name);
+    expect((await orchestratorCalls(agent.sub)).map((c) => `${c.method} ${c.path.split('?')[0]}`)).toEqual(['POST /v1/charges', 'GET /v1/charges', `POST /v1/charges/${chargeId}/void`]);
+  });
+
+  it('recovery that takes a creation while the orchestrator decides: the request takes down what it then made, answers 503, and the charge is voided by its id', async () => {
+    const agent = await agentWithToken();
+    const name = domain();
+    await behave(agent.sub, { authorize: 'held' });
+    const answer = paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
+    await vi.waitFor(async () => expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toEqual(['/v1/charges']), { timeout: 5000 });
+    await alarmNow(agent.account);
+    expect((await state(agent.account)).sagas).toEqual([{ state: 'voided', charge_id: null }]);
+    await testEnv.ORCHESTRATOR.fetch('http://127.0.0.1:8787/_test/release', { method: 'POST', body: JSON.stringify({ sub: agent.sub }) });
+    expect((await answer).status).toBe(503);
+    expect(await nameTaken(name)).toBe(false);
+    const chargeId = (await state(agent.account)).sagas[0]!.charge_id;
+    expect(chargeId).toMatch(/^chg_/);
+    await settles(agent.account, async () => expect((await state(agent.account)).owed).toEqual([]));
+    // Recovery may have looked the charge up by key while it was being decided (found nothing); the void goes by id.
+    const posts = (await orchestratorCalls(agent.sub)).filter((c) => c.method === 'POST').map((c) => c.path);
+    expect(posts).toEqual(['/v1/charges', `/v1/charges/${chargeId}/void`]);
+    expect((await state(agent.account)).holds).toEqual([{ status: 'voided', amount: 1044 }]);
+  });
+
+  it('a creation whose saga nears its deadline while the orchestrator decides provisions nothing: 503, and the charge is voided by its id', async () => {
+    const agent = await agentWithToken();
+    const name = domain();
+    await behave(agent.sub, { authorize: 'held' });
+    const answer = paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
+    await vi.waitFor(async () => expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toEqual(['/v1/charges']), { timeout: 5000 });
+    // The answer comes 56 s after the saga began: recovery may claim it within the margin left.
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 56_000 });
+    try {
+      await testEnv.ORCHESTRATOR.fetch('http://127.0.0.1:8787/_test/release', { method: 'POST', body: JSON.stringify({ sub: agent.sub }) });
+      expect((await answer).status).toBe(503);
+    } finally {
+      vi.useRealTimers();
+    }
     expect(await nameTaken(name)).toBe(false);
     const s = await state(agent.account);
-    expect(s.holds).toEqual([{ status: 'voided', amount: 1044 }]);
+    expect(s.sagas).toEqual([{ state: 'voided', charge_id: expect.stringMatching(/^chg_/) }]);
     expect(s.resources.map((r) => r.status)).toEqual(['failed']);
-    expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toContain(`/v1/charges/${chargeId}/void`);
+    await settles(agent.account, async () => expect((await state(agent.account)).owed).toEqual([]));
+    expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toEqual(['/v1/charges', `/v1/charges/${s.sagas[0]!.charge_id}/void`]);
   });
 
   it('recovery takes the saga out of the request’s hands before undoing it: a late completion is refused; a backend that fails holds up only its own saga', async () => {
@@ -304,9 +363,7 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     const stuck = await begin(agent, name);
     const chargeId = await authorizeAtFake(agent.sub, stuck.sagaId);
     await stuck.ledger.recordAuthorization(agent.account, stuck.sagaId, chargeId, 'null');
-    await testEnv.DB.prepare(`INSERT INTO service_names (kind, name, account_id, resource_id, created_at) VALUES ('domain', ?1, ?2, ?3, ?4)`)
-      .bind(name, agent.account, stuck.resourceId, new Date().toISOString())
-      .run();
+    await claimName(name, agent.account, stuck.resourceId);
     const other = await begin(agent, domain());
     // The registry cannot release the name: recovery's deprovision of the first saga fails.
     const trigger = `hold_${stuck.resourceId}`;

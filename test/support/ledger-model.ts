@@ -17,6 +17,7 @@ import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import fc from 'fast-check';
 import type { LedgerTx } from '../../durable-objects/ledger/context';
+import type { Authorization } from '../../durable-objects/ledger/sagas';
 import { refundHold } from '../../durable-objects/ledger/spend';
 import type { AuditEvent } from '../../workers/lib/audit';
 import { auditEvents } from '../../workers/lib/audit-trail';
@@ -99,6 +100,12 @@ export type SagaRec = {
   resourceId: string;
   holdId: string;
   chargeId: string | null;
+  /**
+   * Every other saga runs as a synchronous creation does: its authorization is kept by the request and recorded
+   * with the completion or the void, so the saga stays `reserved` meanwhile. Null once recorded, or never kept.
+   */
+  unrecorded: Authorization | null;
+  defersRecord: boolean;
   /** Both read back from the ledgers after each batch. */
   provState: ProvState;
   orchStatus: OrchStatus;
@@ -178,7 +185,8 @@ export class LedgerModel {
     this.batch++;
     const existing = [...this.sagas];
     const at = (xs: SagaRec[], pick: number) => (xs.length ? xs[pick % xs.length]! : undefined);
-    const authorizedAtProvider = existing.filter((s) => s.provState === 'authorized');
+    // Authorized at the orchestrator and not ended here: recorded on the saga, or kept by the request.
+    const authorizedAtProvider = existing.filter((s) => s.provState === 'authorized' || (s.provState === 'reserved' && s.unrecorded));
     const withCharge = existing.filter((s) => s.chargeId !== null);
     const pendingAtOrchestrator = existing.filter((s) => s.orchStatus === 'pending');
     const resolvedAtOrchestrator = existing.filter((s) => s.orchStatus === 'captured' || s.orchStatus === 'voided');
@@ -291,7 +299,8 @@ export class LedgerModel {
 
   private newSaga(provider: ProviderSide, amount: number): SagaRec {
     const body = crypto.randomUUID().replaceAll('-', '');
-    const rec: SagaRec = { id: `op_${body}`, provider, amount, resourceId: `res_${body}`, holdId: `hld_${body}`, chargeId: null, provState: 'reserved', orchStatus: 'none', seen: [] };
+    const defersRecord = this.sagas.length % 2 === 1;
+    const rec: SagaRec = { id: `op_${body}`, provider, amount, resourceId: `res_${body}`, holdId: `hld_${body}`, chargeId: null, unrecorded: null, defersRecord, provState: 'reserved', orchStatus: 'none', seen: [] };
     this.sagas.push(rec);
     return rec;
   }
@@ -370,7 +379,9 @@ export class LedgerModel {
     const first = responses.find((r) => r.status === 201);
     if (first) {
       rec.chargeId = String(first.body.charge_id);
-      await p.ledger.recordAuthorization(p.account, rec.id, rec.chargeId, JSON.stringify(first.body.decision ?? null));
+      const decision = JSON.stringify(first.body.decision ?? null);
+      if (rec.defersRecord) rec.unrecorded = { charge_id: rec.chargeId, decision };
+      else await p.ledger.recordAuthorization(p.account, rec.id, rec.chargeId, decision);
     } else {
       await p.ledger.voidSaga(p.account, rec.id, `declined:${String(responses[0]?.body.code ?? responses[0]?.status)}`);
     }
@@ -379,14 +390,14 @@ export class LedgerModel {
   /** §3.1 step 4, success: the provider completes (captures its own hold), then captures at the orchestrator. */
   private async capture(rec: SagaRec) {
     const p = rec.provider;
-    await p.ledger.completeSaga(p.account, rec.id, { fields: '{}', credentials: null, receipt: null, billing: 'one_time' });
+    await p.ledger.completeSaga(p.account, rec.id, { fields: '{}', credentials: null, receipt: null, billing: 'one_time', ...(rec.unrecorded ? { authorization: rec.unrecorded } : {}) });
     await this.deliverOwed(rec, 'capture');
   }
 
   /** §3.1 step 4, failure: the provider voids its saga (and its hold), then voids at the orchestrator. */
   private async void(rec: SagaRec) {
     const p = rec.provider;
-    await p.ledger.voidSaga(p.account, rec.id, 'provision_failed');
+    await p.ledger.voidSaga(p.account, rec.id, 'provision_failed', false, rec.unrecorded ?? undefined);
     await this.deliverOwed(rec, 'void');
   }
 
@@ -576,11 +587,13 @@ export class LedgerModel {
         const local = holdStatus.get(s.holdId);
         const orch = s.orchStatus;
         const label = `saga ${s.id} at ${p.id} (${s.amount}): provider ${st}/${local}, orchestrator ${orch}`;
-        if (st === 'reserved') this.flag('protocol', `${label}: still reserved after its authorization ended`);
+        // A saga whose request keeps its authorization is reserved until it ends, and then open like an authorized one.
+        const open = st === 'authorized' || (st === 'reserved' && s.unrecorded !== null);
+        if (st === 'reserved' && s.unrecorded === null) this.flag('protocol', `${label}: still reserved after its authorization ended`);
         if (st === 'completed' && !((local === 'captured' && orch === 'captured') || (local === 'refunded' && orch === 'voided'))) this.flag('totals', `${label}: a completed saga must be captured on both sides, or refunded here after a void there`);
         if (st === 'voided' && !(local === 'voided' && (orch === 'voided' || orch === 'none'))) this.flag('totals', `${label}: a voided saga must be voided on both sides`);
-        if (st === 'authorized' && !(local === 'pending' && (orch === 'pending' || orch === 'voided'))) this.flag('totals', `${label}: an authorized saga must be pending here, pending (or expired) there`);
-        if (st === 'authorized' && orch === 'voided') stillOpenButVoidedThere += s.amount;
+        if (open && !(local === 'pending' && (orch === 'pending' || orch === 'voided'))) this.flag('totals', `${label}: an authorized saga must be pending here, pending (or expired) there`);
+        if (open && orch === 'voided') stillOpenButVoidedThere += s.amount;
         if (final && (st === 'authorized' || st === 'reserved' || orch === 'pending')) this.flag('totals', `${label}: not resolved after settling`);
       }
       const providerSpent = await p.ledger.spentThisPeriod();

@@ -11,7 +11,7 @@ import { ProblemError } from '../lib/problem';
 import type { Money } from '../lib/schemas/money';
 import type { Service } from '../lib/schemas/catalog';
 import { loadSigningKeys } from '../lib/signing-keys';
-import type { Saga, Resource } from '../../durable-objects/ledger/sagas';
+import type { Authorization, Saga, Resource } from '../../durable-objects/ledger/sagas';
 import type { OwedChargeCall } from '../../durable-objects/ledger/sagas';
 import { renewalKey } from '../../durable-objects/ledger/renewals';
 import { publishedCatalog } from './catalog';
@@ -125,34 +125,49 @@ export async function provisionResource(
     throw new ProblemError(402, started.code as 'spend_limit_exceeded', started.detail, started.limit ? { limit: started.limit, spent: started.spent, requested: started.requested, step_up_url: `${providerConfig(env).PUBLIC_BASE_URL}/limits` } : {});
   }
   // Step 3: the orchestrator decides the mandate and every limit of the principal.
-  const { chargeId, saga } = await authorizeSaga(env, claims, started, signed, `${service.name}, ${request.plan}`, 'nothing was charged');
-
   if (service.provisioning === 'async') {
+    await authorizeSaga(env, claims, started, signed, `${service.name}, ${request.plan}`, 'nothing was charged');
     await ledger.scheduleAsyncProvision(claims.account_id, sagaId);
     return { kind: 'accepted', operation_id: sagaId, audit_event_id: started.event_id };
   }
+  // A synchronous creation records the authorization with its completion (or its void): one write fewer on the paid path.
+  const { chargeId, saga, authorization } = await askAuthorization(env, claims, started, signed, `${service.name}, ${request.plan}`, 'nothing was charged');
+  if (Date.now() >= saga.deadline - DEADLINE_MARGIN_MS) {
+    // Recovery may take the saga from here on, and would not know of what we provisioned now.
+    await ledger.voidSaga(claims.account_id, sagaId, 'deadline_passed', false, authorization);
+    throw new ProblemError(503, 'internal_error', 'The paid call timed out; nothing was charged.');
+  }
 
   // Step 4: provision; any failure undoes it and voids both holds.
-  const done = await provisionAndComplete(env, claims.account_id, saga, chargeId, false, request.parameters, record);
+  const done = await provisionAndComplete(env, claims.account_id, saga, chargeId, false, request.parameters, record, authorization);
   return { kind: 'created', ...done };
 }
 
 /**
+ * A synchronous creation does not start provisioning this close to its saga's
+ * deadline, when recovery may claim it (this covers the skew between the
+ * Worker's clock and the ledger's): what recovery takes down is then at most
+ * what is being made as it looks, and a request whose completion is refused
+ * takes down what it made. A crash in that overlap is the one case left to
+ * the backend's own expiry, as it was when the authorization was recorded first.
+ */
+export const DEADLINE_MARGIN_MS = 5000;
+
+/**
  * §3.1 step 3 for a saga, a creation's or a plan change's: the orchestrator
  * decides the mandate and every limit of the principal. When it refuses or
- * cannot be reached the saga is voided and the caller answered as it was; an
- * authorization is recorded on the saga, which must still be the request's
- * (recovery may have given up on it meanwhile: its charge's void is then owed
- * already). `unchanged` says what the refusal leaves as it was.
+ * cannot be reached the saga is voided and the caller answered as it was.
+ * The authorization is returned, not recorded: the saga as it would read once
+ * recorded, and what to record. `unchanged` says what a refusal leaves as it was.
  */
-export async function authorizeSaga(
+export async function askAuthorization(
   env: ProviderBindings,
   claims: AccessTokenClaims,
   begun: { saga: Saga; event_id: string },
   signed: SignedCall,
   description: string,
   unchanged: string,
-): Promise<{ chargeId: string; saga: Saga }> {
+): Promise<{ chargeId: string; saga: Saga; authorization: Authorization }> {
   const ledger = ledgerOf(env, claims.account_id);
   const sagaId = begun.saga.id;
   // What the saga reserved, on the agent's signed call: the orchestrator checks the one against the other.
@@ -171,26 +186,37 @@ export async function authorizeSaga(
     provider_audit_event_id: begun.event_id,
     idempotency_key: sagaId,
   };
-  let authorization;
+  let answer;
   try {
-    authorization = await callOrchestrator(env, claims.orchestrator, 'POST', '/v1/charges', charge);
+    answer = await callOrchestrator(env, claims.orchestrator, 'POST', '/v1/charges', charge);
   } catch (error) {
     // The request may have been decided without its answer arriving: the charge is then found by its key and voided.
     await ledger.voidSaga(claims.account_id, sagaId, 'orchestrator_unreachable', true);
     throw new ProblemError(503, 'internal_error', error instanceof OrchestratorUnreachable ? `The orchestrator could not be reached; ${unchanged}.` : 'Authorization failed.');
   }
-  if (authorization.status !== 201 || typeof authorization.body?.charge_id !== 'string') {
+  if (answer.status !== 201 || typeof answer.body?.charge_id !== 'string') {
     // A 4xx is a decision (nothing was authorized); after a 5xx the orchestrator may have authorized all the same.
-    await ledger.voidSaga(claims.account_id, sagaId, `declined:${String(authorization.body?.code ?? authorization.status)}`, authorization.status >= 500);
-    if (authorization.status === 402 && authorization.body) {
-      const { code, detail, limit, spent, requested, step_up_url } = authorization.body as Record<string, unknown>;
+    await ledger.voidSaga(claims.account_id, sagaId, `declined:${String(answer.body?.code ?? answer.status)}`, answer.status >= 500);
+    if (answer.status === 402 && answer.body) {
+      const { code, detail, limit, spent, requested, step_up_url } = answer.body as Record<string, unknown>;
       throw new ProblemError(402, code as 'spend_limit_exceeded', String(detail ?? 'Declined by the orchestrator.'), { limit, spent, requested, step_up_url });
     }
-    throw new ProblemError(502, 'internal_error', `The orchestrator refused the charge (HTTP ${authorization.status}); ${unchanged}.`);
+    throw new ProblemError(502, 'internal_error', `The orchestrator refused the charge (HTTP ${answer.status}); ${unchanged}.`);
   }
-  const chargeId = authorization.body.charge_id;
-  const decision = (authorization.body.decision ?? {}) as Record<string, unknown>;
-  const saga = (await ledger.recordAuthorization(claims.account_id, sagaId, chargeId, JSON.stringify({ ...decision, audit_event_id: authorization.body.audit_event_id ?? null }))) as Saga | null;
+  const chargeId = answer.body.charge_id;
+  const decision = JSON.stringify({ ...((answer.body.decision ?? {}) as Record<string, unknown>), audit_event_id: answer.body.audit_event_id ?? null });
+  return { chargeId, saga: { ...begun.saga, state: 'authorized', charge_id: chargeId, charge_decision: decision }, authorization: { charge_id: chargeId, decision } };
+}
+
+/**
+ * `askAuthorization`, recorded on the saga before anything is provisioned (a
+ * plan change, an async creation). The saga must still be the request's:
+ * recovery may have given up on it meanwhile (its charge's void is then owed already).
+ */
+export async function authorizeSaga(...args: Parameters<typeof askAuthorization>): Promise<{ chargeId: string; saga: Saga }> {
+  const [env, claims, begun, , , unchanged] = args;
+  const { chargeId, authorization } = await askAuthorization(...args);
+  const saga = (await ledgerOf(env, claims.account_id).recordAuthorization(claims.account_id, begun.saga.id, chargeId, authorization.decision)) as Saga | null;
   if (saga?.state !== 'authorized') throw new ProblemError(503, 'internal_error', `The paid call timed out; ${unchanged}.`);
   return { chargeId, saga };
 }
@@ -221,7 +247,17 @@ export async function subjectOf(env: ProviderBindings, claims: AccessTokenClaims
   return row.sub;
 }
 
-async function provisionAndComplete(env: ProviderBindings, accountId: string, saga: Saga, chargeId: string, keepCredentials: boolean, parameters?: Record<string, unknown>, record?: IdempotencyRecord) {
+/** `authorization`: the orchestrator's, not recorded yet (a synchronous creation); recorded with the completion or the void. */
+async function provisionAndComplete(
+  env: ProviderBindings,
+  accountId: string,
+  saga: Saga,
+  chargeId: string,
+  keepCredentials: boolean,
+  parameters?: Record<string, unknown>,
+  record?: IdempotencyRecord,
+  authorization?: Authorization,
+) {
   const ledger = ledgerOf(env, accountId);
   const backend = backendFor(saga.service)!;
   // The request that started the saga has its parameters at hand; the alarm reads them from the ledger.
@@ -232,7 +268,7 @@ async function provisionAndComplete(env: ProviderBindings, accountId: string, sa
     provisioned = await backend.provision(env, ctx);
   } catch (error) {
     await backend.deprovision(env, { resource_id: saga.resource_id, account_id: accountId }).catch(() => undefined);
-    await ledger.voidSaga(accountId, saga.id, error instanceof ProvisionRefused ? error.code : 'provision_failed');
+    await ledger.voidSaga(accountId, saga.id, error instanceof ProvisionRefused ? error.code : 'provision_failed', false, authorization);
     if (error instanceof ProvisionRefused) throw new ProblemError(error.status, error.code, error.message);
     throw new ProblemError(502, 'internal_error', 'Provisioning failed; nothing was charged.');
   }
@@ -246,6 +282,7 @@ async function provisionAndComplete(env: ProviderBindings, accountId: string, sa
       credentials: keepCredentials && provisioned.credentials ? JSON.stringify(provisioned.credentials) : null,
       receipt,
       billing: plan?.billing ?? 'one_time',
+      ...(authorization ? { authorization } : {}),
     },
     record ? { ...record, credentials_shown: provisioned.credentials !== null } : undefined,
     provisioned.supersedes,
@@ -372,7 +409,7 @@ export async function deprovision(env: ProviderBindings, accountId: string, saga
   await backendFor(saga.service)?.deprovision(env, { resource_id: saga.resource_id, account_id: accountId });
 }
 
-const isAsync = (env: ProviderBindings, service: string) => publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === service)?.provisioning === 'async';
+export const isAsync = (env: ProviderBindings, service: string) => publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === service)?.provisioning === 'async';
 
 /** An async saga's provisioning step, run by the alarm. A sync saga is its request's to finish, never the alarm's. */
 export async function runAsyncProvision(env: ProviderBindings, accountId: string, saga: Saga): Promise<void> {
