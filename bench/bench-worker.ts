@@ -48,9 +48,10 @@ export class BareCounter extends DurableObject {
 
 /**
  * POST /bench/ungoverned: the same paid call with governance off: the agent is
- * still authenticated and the request idempotent and validated, but there is
- * no signature, no reserve, no orchestrator, no capture: the backend
- * provisions and the account's ledger records it.
+ * still authenticated, the request idempotent and validated, and the service
+ * checks it as it would (a name taken or protected), but there is no
+ * signature, no reserve, no orchestrator, no capture: the backend provisions
+ * and the account's ledger records it.
  */
 const bench = new Hono<{ Bindings: ProviderBindings; Variables: TokenVariables }>();
 bench.post('/bench/ungoverned', requireAccessToken, idempotent, async (c) => {
@@ -58,7 +59,11 @@ bench.post('/bench/ungoverned', requireAccessToken, idempotent, async (c) => {
   const request = (await c.req.json()) as ResourceRequest;
   checkAgainstCatalog(c.env, request);
   const resourceId = `res_${crypto.randomUUID()}`;
-  const done = await backendFor(request.service)!.provision(c.env, { resource_id: resourceId, account_id: token.account_id, service: request.service, plan: request.plan, parameters: request.parameters });
+  const backend = backendFor(request.service)!;
+  const ctx = { resource_id: resourceId, account_id: token.account_id, service: request.service, plan: request.plan, parameters: request.parameters };
+  // The service's own check (a name taken or protected) is the service's, not governance: both paths run it.
+  await backend.check?.(c.env, ctx);
+  const done = await backend.provision(c.env, ctx);
   const event = await ledgerOf(c.env, token.account_id).appendAuditEvent(token.account_id, {
     actor: { type: 'agent', id: token.agent_id },
     action: 'resource.provision',

@@ -8,7 +8,8 @@
 // - governed / ungoverned provisioning throughput over 100 principals (goal ≥ 0.5):
 //   the whole paid call (token, signature, idempotency, the saga in the account's
 //   ledger, the orchestrator's answer through a service binding, capture through
-//   the outbox) against the same backend provisioning with no governance at all;
+//   the outbox) against the same service checking and provisioning with no
+//   governance at all;
 // - one ledger reserve against a bare counter increment, each a Durable Object
 //   call (goal ≥ 0.8): the orchestrator's full decision (mandate, scope, per-charge,
 //   mandate and monthly limits, velocity, the agent signature's single use, hold,
