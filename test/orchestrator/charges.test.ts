@@ -1,14 +1,16 @@
 // The charges API (PROTOCOL.md §3.1 step 3, §3.2) as providers call it.
 import { runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
 import type { AuditEvent } from '../../workers/lib/audit';
 import { signRequest } from '../../workers/lib/http-signatures';
 import { asProvider, chargeBody, PROVIDER_URL, providerReceipt, providerToken, subjectAt } from '../support/fake-provider';
 import { activeMandate, call, mandateBody, newPrincipal, type Human } from '../support/orchestrator-client';
+import { standInCatalog } from '../support/stand-ins';
+import { forgetProviderCatalogs } from '../../workers/orchestrator/provider-catalogs';
 
-const testEnv = env as unknown as TestEnv;
+const testEnv = env as unknown as TestEnv & { PROVIDER_CLOUD: Fetcher };
 const ledgerOf = (id: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(id));
 
 async function setup(overrides: Record<string, unknown> = {}, human?: Human) {
@@ -190,6 +192,90 @@ describe('the checks, in order, each a 402 with what a human needs to step up', 
     expect(await (await asProvider('cloud', 'POST', '/v1/charges', otherPlan)).json()).toMatchObject({ status: 401, code: 'invalid_signature' });
     const otherPrice = { ...(await body({ expected: 1044 })), amount: 1500 };
     expect(await (await asProvider('cloud', 'POST', '/v1/charges', otherPrice)).json()).toMatchObject({ code: 'invalid_signature' });
+  });
+});
+
+describe('a creation signed without expected_price: the price the provider publishes (§1, §3.1 step 3)', () => {
+  const catalogOf = (status: number, prices: Record<string, Record<string, number>> = {}) =>
+    testEnv.PROVIDER_CLOUD.fetch('http://provider/_test/catalog', { method: 'POST', body: JSON.stringify({ status, catalog: standInCatalog(prices) }) });
+  const catalogReads = async () => (await (await testEnv.PROVIDER_CLOUD.fetch('http://provider/_test/catalog-reads')).json()) as { reads: number; not_modified: number };
+  afterEach(async () => {
+    forgetProviderCatalogs();
+    await catalogOf(200, { domain: { 'com-1y': 1044 } });
+  });
+
+  it('is charged the catalog’s price, and nothing else: another amount is refused (audited), holding nothing', async () => {
+    const { human, agent, body } = await setup();
+    await catalogOf(200, { domain: { 'com-1y': 1044 } });
+    const charged = (await (await asProvider('cloud', 'POST', '/v1/charges', await body({ expected: null }))).json()) as { charge_id: string };
+    // The evidence says what price the charge rests on.
+    expect(JSON.parse((await ledgerOf(human.principal_id).getCharge(charged.charge_id))!.evidence!)).toMatchObject({ published_price: { amount: 1044, currency: 'usd' } });
+    const inflated = await asProvider('cloud', 'POST', '/v1/charges', await body({ expected: null, amount: 1500 }));
+    expect(await inflated.json()).toMatchObject({ status: 401, code: 'invalid_signature' });
+    const unlisted = await asProvider('cloud', 'POST', '/v1/charges', await body({ expected: null, plan: 'io-1y' }));
+    expect(await unlisted.json()).toMatchObject({ status: 401, code: 'invalid_signature' });
+    // A price signed as null is no price either.
+    const nulled = await body({ expected: null, amount: 1500 });
+    const signedNull = JSON.stringify({ ...JSON.parse(nulled.agent_request.body), expected_price: null });
+    const resigned = await signRequest({ method: 'POST', targetUri: nulled.agent_request.target_uri, body: signedNull, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
+    const withNull = { ...nulled, agent_request: { ...nulled.agent_request, body: signedNull, content_digest: resigned['content-digest'], signature_input: resigned['signature-input'], signature: resigned.signature } };
+    expect(await (await asProvider('cloud', 'POST', '/v1/charges', withNull)).json()).toMatchObject({ status: 401, code: 'invalid_signature' });
+    expect((await ledgerOf(human.principal_id).listCharges({})).map((c) => c.amount)).toEqual([1044]);
+    const refusals: AuditEvent[] = [];
+    for await (const e of auditEvents(ledgerOf(human.principal_id), testEnv.DB, human.principal_id, 0, { action: 'charge.authorize' })) if (e.outcome === 'refused') refusals.push(e);
+    expect(refusals.map((e) => e.reason)).toEqual(['invalid_signature', 'invalid_signature', 'invalid_signature']);
+  });
+
+  it('is checked against the catalog as it is now when the kept copy disagrees: a new price is charged, the old one no longer', async () => {
+    const { body } = await setup();
+    await catalogOf(200, { domain: { 'com-1y': 1044 } });
+    expect((await asProvider('cloud', 'POST', '/v1/charges', await body({ expected: null }))).status).toBe(201);
+    const reads = await catalogReads();
+    expect((await asProvider('cloud', 'POST', '/v1/charges', await body({ expected: null }))).status).toBe(201);
+    expect(await catalogReads()).toEqual(reads); // the kept copy answered
+    await catalogOf(200, { domain: { 'com-1y': 1200 } });
+    expect((await asProvider('cloud', 'POST', '/v1/charges', await body({ expected: null, amount: 1200 }))).status).toBe(201);
+    expect((await asProvider('cloud', 'POST', '/v1/charges', await body({ expected: null }))).status).toBe(401);
+  });
+
+  it('is revalidated once its copy is a minute old: a 304 keeps it another minute', async () => {
+    const { body } = await setup();
+    expect((await asProvider('cloud', 'POST', '/v1/charges', await body({ expected: null }))).status).toBe(201);
+    const before = await catalogReads();
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 61_000 });
+    try {
+      expect((await asProvider('cloud', 'POST', '/v1/charges', await body({ expected: null }))).status).toBe(201);
+      expect(await catalogReads()).toEqual({ reads: before.reads + 1, not_modified: before.not_modified + 1 });
+      expect((await asProvider('cloud', 'POST', '/v1/charges', await body({ expected: null }))).status).toBe(201);
+      expect(await catalogReads()).toEqual({ reads: before.reads + 1, not_modified: before.not_modified + 1 });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('replays a charge already made under its key, whatever the catalog says now', async () => {
+    const { human, body } = await setup();
+    const first = await body({ expected: null });
+    const made = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
+    await catalogOf(200, { domain: { 'com-1y': 1200 } });
+    const retried = await asProvider('cloud', 'POST', '/v1/charges', first);
+    expect(retried.status).toBe(201);
+    expect(((await retried.json()) as { charge_id: string }).charge_id).toBe(made.charge_id);
+    await catalogOf(500);
+    forgetProviderCatalogs();
+    expect(((await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string }).charge_id).toBe(made.charge_id);
+    expect(await ledgerOf(human.principal_id).listCharges({})).toHaveLength(1);
+  });
+
+  it('decides nothing while the catalog cannot be read: 503 with Retry-After, nothing held; a signed price needs no catalog', async () => {
+    const { human, body } = await setup();
+    await catalogOf(500);
+    const res = await asProvider('cloud', 'POST', '/v1/charges', await body({ expected: null }));
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('30');
+    expect(await res.json()).toMatchObject({ code: 'internal_error' });
+    expect(await ledgerOf(human.principal_id).listCharges({})).toEqual([]);
+    expect((await asProvider('cloud', 'POST', '/v1/charges', await body())).status).toBe(201);
   });
 });
 

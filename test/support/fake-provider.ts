@@ -56,10 +56,12 @@ export async function subjectAt(agent: Agent, mandateId: string, provider: Provi
 /** What a provider sends to authorize: the agent's signed POST /v1/resources and the charge around it. */
 export async function chargeBody(
   agentKey: AgentKey,
-  input: { provider: ProviderId; mandate_id: string; agent_id: string; sub: string; service: string; plan: string; amount: number; key?: string; expected?: number },
+  /** `expected`: the price the agent signs, the amount charged unless given; null signs none (the catalog's price then holds). */
+  input: { provider: ProviderId; mandate_id: string; agent_id: string; sub: string; service: string; plan: string; amount: number; key?: string; expected?: number | null },
 ) {
   const targetUri = `${PROVIDER_URL[input.provider]}/v1/resources`;
-  const signedBody = JSON.stringify({ service: input.service, plan: input.plan, parameters: {}, ...(input.expected === undefined ? {} : { expected_price: { amount: input.expected, currency: 'usd' } }) });
+  const expected = input.expected === undefined ? input.amount : input.expected;
+  const signedBody = JSON.stringify({ service: input.service, plan: input.plan, parameters: {}, ...(expected === null ? {} : { expected_price: { amount: expected, currency: 'usd' } }) });
   const signed = await signRequest({ method: 'POST', targetUri, body: signedBody, privateKey: agentKey.privateKey, keyid: agentKey.jkt });
   return {
     mandate_id: input.mandate_id,

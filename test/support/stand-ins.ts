@@ -82,17 +82,54 @@ export function testProviderKey() {
   return { privateJwk: { ...jwk, kid }, publicJwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, kid, use: 'sig' } };
 }
 
+/** A valid catalog publishing these prices: `{service: {plan: cents}}` (in usd). */
+export function standInCatalog(prices: Record<string, Record<string, number>>) {
+  return {
+    provider: 'stand-in',
+    services: Object.entries(prices).map(([id, plans]) => ({
+      id,
+      name: id,
+      description: '',
+      parameters_schema: {},
+      scopes: [`${id}:write`],
+      provisioning: 'sync',
+      limits: {},
+      plans: Object.entries(plans).map(([plan, amount]) => ({ id: plan, name: plan, price: { amount, currency: 'usd' }, billing: 'one_time', allowed_updates: [] })),
+    })),
+  };
+}
+
 /**
  * Stand-ins for the providers the orchestrator posts security events to, as
  * service bindings: they record what they receive and answer with the status
  * a test sets (POST /_test/status), and replay it on GET /_test/received.
+ * They publish a catalog, with an ETag, that a test replaces (POST
+ * /_test/catalog `{status, catalog}`); GET /_test/catalog-reads counts its reads
+ * and the 304s among them.
  */
 export function recordingProvider(publicJwk: object) {
   const received: { url: string; body: string }[] = [];
   let status = 202;
+  let catalog: { status: number; catalog: unknown } = { status: 200, catalog: standInCatalog({ domain: { 'com-1y': 1044 } }) };
+  const catalogReads = { reads: 0, not_modified: 0 };
   return async (request: Request) => {
     const url = new URL(request.url);
     if (url.pathname === '/.well-known/jwks.json') return Response.json({ keys: [publicJwk] });
+    if (url.pathname === '/v1/catalog') {
+      catalogReads.reads++;
+      if (catalog.status !== 200) return new Response(null, { status: catalog.status });
+      const etag = `"${createHash('sha256').update(JSON.stringify(catalog.catalog)).digest('base64url')}"`;
+      if (request.headers.get('if-none-match') === etag) {
+        catalogReads.not_modified++;
+        return new Response(null, { status: 304, headers: { etag } });
+      }
+      return Response.json(catalog.catalog, { headers: { etag } });
+    }
+    if (url.pathname === '/_test/catalog') {
+      catalog = (await request.json()) as typeof catalog;
+      return new Response(null, { status: 204 });
+    }
+    if (url.pathname === '/_test/catalog-reads') return Response.json(catalogReads);
     if (url.pathname === '/_test/received') return Response.json(received);
     if (url.pathname === '/_test/status') {
       status = Number(await request.text());

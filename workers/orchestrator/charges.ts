@@ -1,7 +1,8 @@
 // The charges API (PROTOCOL.md §3.1 step 3): a provider asks to charge a
 // principal for what its agent signed for. The orchestrator checks that the
 // subject is that provider's name for the principal, that the agent really
-// signed this request for this service, plan and price, then lets the
+// signed this request for this service, plan and price (the signed
+// expected_price, or else the provider's published one), then lets the
 // principal's ledger decide every limit in one transaction.
 import { jwtVerify } from 'jose';
 import { newId } from '../lib/ids';
@@ -15,6 +16,7 @@ import type { z } from '@hono/zod-openapi';
 import type { ChargeRequest } from '../../durable-objects/ledger/charges';
 import type { Hold } from '../../durable-objects/ledger/spend';
 import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
+import { isPublishedPrice } from './provider-catalogs';
 import type { ProviderCaller } from './provider-auth';
 import { principalOfSubject } from './store/pairwise';
 import { mandateRoute } from './store/routing';
@@ -86,8 +88,9 @@ function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['pr
     if (signedCall.target_uri !== resources) return 'the signed request is not a creation at this provider';
     if (signed.service !== body.service) return `the agent asked for ${String(signed.service)}, not ${body.service}`;
     if (signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
-    const expected = signed.expected_price as SignedPrice;
-    if (expected && (expected.amount !== body.amount || expected.currency !== body.currency)) return 'the agent agreed to another price';
+    // Absent (or null): the published price holds, checked by the caller. Anything else is the price agreed to.
+    const expected = signed.expected_price as SignedPrice | null;
+    if (expected != null && (expected.amount !== body.amount || expected.currency !== body.currency)) return 'the agent agreed to another price';
     return null;
   }
   if (signedCall.method === 'PATCH') {
@@ -101,6 +104,32 @@ function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['pr
     return null;
   }
   return `a signed ${signedCall.method} is neither a creation nor a plan change`;
+}
+
+/**
+ * A creation signed without a price is charged the provider's published one. A
+ * retry of a charge already made (same idempotency_key) is left to the ledger,
+ * which replays it as it was decided, whatever the catalog says now.
+ */
+async function checkPublishedPrice(
+  env: OrchestratorBindings,
+  caller: ProviderCaller,
+  body: ChargeRequestBody,
+  ledger: ReturnType<typeof ledgerOf>,
+  refuse: (code: 'invalid_signature', status: number, detail: string) => Promise<ProblemError>,
+) {
+  let published: boolean | ProblemError;
+  try {
+    published = await isPublishedPrice(env, caller.provider.id, body.service, body.plan, { amount: body.amount, currency: body.currency });
+  } catch (error) {
+    if (!(error instanceof ProblemError)) throw error;
+    published = error;
+  }
+  if (published === true) return;
+  const made = await ledger.listCharges({ provider: caller.provider.id, idempotency_key: body.idempotency_key });
+  if (made.length > 0) return;
+  if (published instanceof ProblemError) throw published;
+  throw await refuse('invalid_signature', 401, 'The charge is not what the agent signed for: the agent named no price, and this is not the price the provider publishes for the plan.');
 }
 
 export async function authorizeCharge(env: OrchestratorBindings, caller: ProviderCaller, body: ChargeRequestBody): Promise<Charge> {
@@ -159,8 +188,17 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     const signed = signedObject(signedCall.body);
     const mismatch = checkSignedIntent(body, caller.provider, signed);
     if (mismatch) throw await refuse('invalid_signature', 401, `The charge is not what the agent signed for: ${mismatch}.`);
+    // A creation signed without expected_price agreed to the price the provider publishes for the plan.
+    const priceUnsigned = signedCall.method === 'POST' && signed!.expected_price == null;
+    if (priceUnsigned) await checkPublishedPrice(env, caller, body, ledger, refuse);
     const full = signedFullPrice(signedCall.method, signed);
-    evidence = { agent_request: signedCall, signature_base: verified.base, key_thumbprint: agent.key_thumbprint, ...(full ? { plan_change: { full_price: full } } : {}) };
+    evidence = {
+      agent_request: signedCall,
+      signature_base: verified.base,
+      key_thumbprint: agent.key_thumbprint,
+      ...(full ? { plan_change: { full_price: full } } : {}),
+      ...(priceUnsigned ? { published_price: { amount: body.amount, currency: body.currency } } : {}),
+    };
     // Remembered while the signature could still verify (it is refused once expired), and a minute beyond.
     agentSignature = { nonce: `sig:${agent.key_thumbprint}:${verified.params.nonce}`, expires_ms: verified.params.expires * 1000 + 60_000 };
   }

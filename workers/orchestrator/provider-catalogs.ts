@@ -1,0 +1,74 @@
+// The prices each provider publishes (PROTOCOL.md §1: "Prices in the catalog
+// are the prices charged"). An agent that signs a creation without
+// `expected_price` agrees to the published price, so §3.1's "at this price"
+// holds the charge to the provider's catalog. A copy of each catalog is kept
+// for a minute and revalidated with its ETag; a charge that disagrees with the
+// copy is checked once more against a fresh read, so that a price the
+// provider has just changed is not refused for an old copy.
+import { z } from '@hono/zod-openapi';
+import { ProblemError } from '../lib/problem';
+import { MoneySchema, type Money } from '../lib/schemas/money';
+import { orchestratorConfig, type OrchestratorBindings } from './env';
+
+const MAX_AGE_MS = 60_000;
+const RETRY_AFTER_S = 30;
+
+/** Only what prices a plan is read: a catalog otherwise not to this orchestrator's liking still prices its plans. */
+const PricesSchema = z.object({ services: z.array(z.object({ id: z.string(), plans: z.array(z.object({ id: z.string(), price: MoneySchema })) })) });
+
+type Copy = { etag: string | null; fetchedAt: number; prices: Map<string, Money> };
+const copies = new Map<string, Copy>();
+
+const unavailable = (providerId: string) =>
+  new ProblemError(503, 'internal_error', `The catalog of provider ${providerId} could not be read, so the price could not be checked; try again later.`, {}, { 'Retry-After': String(RETRY_AFTER_S) });
+
+async function read(env: OrchestratorBindings, providerId: string, previous: Copy | undefined): Promise<Copy> {
+  const provider = orchestratorConfig(env).PROVIDERS.find((p) => p.id === providerId);
+  if (!provider) throw unavailable(providerId);
+  const binding = provider.binding ? (env as unknown as Record<string, Fetcher | undefined>)[provider.binding] : undefined;
+  let res: Response;
+  try {
+    res = await (binding ?? globalThis).fetch(`${provider.url}/v1/catalog`, {
+      headers: { accept: 'application/json', ...(previous?.etag ? { 'if-none-match': previous.etag } : {}) },
+      redirect: 'manual',
+      signal: AbortSignal.timeout(5_000),
+    });
+  } catch {
+    throw unavailable(providerId);
+  }
+  let copy: Copy;
+  if (res.status === 304 && previous) {
+    await res.body?.cancel();
+    copy = { ...previous, fetchedAt: Date.now() };
+  } else {
+    const parsed = res.ok ? PricesSchema.safeParse(await res.json().catch(() => null)) : null;
+    if (!res.ok) await res.body?.cancel();
+    if (!parsed?.success) throw unavailable(providerId);
+    const prices = new Map(parsed.data.services.flatMap((s) => s.plans.map((p) => [`${s.id}/${p.id}`, p.price] as const)));
+    copy = { etag: res.headers.get('etag'), fetchedAt: Date.now(), prices };
+  }
+  copies.set(providerId, copy);
+  return copy;
+}
+
+/**
+ * Whether `amount` is what `providerId` publishes for `service`/`plan`. Throws
+ * a 503 problem when the catalog cannot be read.
+ */
+export async function isPublishedPrice(env: OrchestratorBindings, providerId: string, service: string, plan: string, amount: Money): Promise<boolean> {
+  const matches = (copy: Copy) => {
+    const price = copy.prices.get(`${service}/${plan}`);
+    return price !== undefined && price.amount === amount.amount && price.currency === amount.currency;
+  };
+  const kept = copies.get(providerId);
+  const fresh = kept && Date.now() - kept.fetchedAt < MAX_AGE_MS;
+  const copy = fresh ? kept : await read(env, providerId, kept);
+  if (matches(copy)) return true;
+  // A copy kept from before may predate a price change: a disagreement is settled by the catalog as it is now.
+  return fresh ? matches(await read(env, providerId, kept)) : false;
+}
+
+/** For tests: forget every kept catalog. */
+export function forgetProviderCatalogs() {
+  copies.clear();
+}
