@@ -133,6 +133,17 @@ describe('the saga, step by step', () => {
     expect((await state(agent.account)).holds).toEqual([{ status: 'voided', amount: 1044 }]);
   });
 
+  it('when the orchestrator cannot decide now (503 with Retry-After): the agent is told when to try again, the local hold voided, nothing provisioned', async () => {
+    const agent = await agentWithToken();
+    await behave(agent.sub, { authorize: 'busy' });
+    const name = domain();
+    const res = await paidCall(agent, 'POST', '/v1/resources', { service: 'domain', plan: 'com-1y', parameters: { name } });
+    expect(res.status).toBe(503);
+    expect(res.retryAfter).toBe('30');
+    expect(await nameTaken(name)).toBe(false);
+    expect((await state(agent.account)).holds).toEqual([{ status: 'voided', amount: 1044 }]);
+  });
+
   it('when the orchestrator’s answer is lost after it authorized (a 504): the charge is found by the saga’s key and voided', async () => {
     const agent = await agentWithToken();
     await behave(agent.sub, { authorize: 'lost' });

@@ -32,7 +32,7 @@ export async function paidCall(agent: Pick<TokenAgent, 'key' | 'token'>, method:
     },
     ...(body === undefined ? {} : { body: text }),
   });
-  return { status: res.status, contentType: res.headers.get('content-type'), body: (await res.json()) as Json };
+  return { status: res.status, contentType: res.headers.get('content-type'), retryAfter: res.headers.get('retry-after'), body: (await res.json()) as Json };
 }
 
 /** A token-authenticated read. */

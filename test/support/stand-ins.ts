@@ -6,7 +6,7 @@ import { createHash, generateKeyPairSync } from 'node:crypto';
  * The orchestrator's charges API as providers call it, played in Node for the
  * provider's saga tests: each principal (by its pairwise sub) gets the
  * behaviour a test sets (POST /_test/behaviour {sub, authorize, capture, void, refund}:
- * 'ok' | 'decline' | 'error' | 'voided', or for authorize 'held' (answered only once
+ * 'ok' | 'decline' | 'error' | 'voided', or for authorize 'busy' (503 with Retry-After), 'held' (answered only once
  * POST /_test/release {sub} comes) or 'lost' (authorized, but answered 504 as if the
  * answer was lost on its way), and every call is recorded (GET /_test/calls?sub=).
  * A provider finds its charge by key (GET /v1/charges?principal_sub=&idempotency_key=).
@@ -49,6 +49,7 @@ export function fakeChargesApi() {
     if (!chargeId) {
       if (behaviour.authorize === 'decline') return Response.json({ status: 402, code: 'spend_limit_exceeded', detail: 'over', limit: { amount: 100, currency: 'usd' }, spent: { amount: 100, currency: 'usd' }, requested: { amount: 1044, currency: 'usd' }, step_up_url: 'http://127.0.0.1:8787/dashboard/limits' }, { status: 402 });
       if (behaviour.authorize === 'error') return problem(500, 'internal_error');
+      if (behaviour.authorize === 'busy') return Response.json({ type: 'about:blank', title: 'internal_error', status: 503, code: 'internal_error', detail: 'busy' }, { status: 503, headers: { 'content-type': 'application/problem+json', 'retry-after': '30' } });
       if (behaviour.authorize === 'held') await new Promise<void>((release) => held.set(sub, release));
       const { idempotency_key } = JSON.parse(body) as { idempotency_key: string };
       const existing = [...charges.entries()].find(([, c]) => c.key === idempotency_key);

@@ -5,7 +5,8 @@ import { sha256Base64url, signJwt } from '../lib/jws';
 import { loadSigningKeys } from '../lib/signing-keys';
 import { providerConfig, type ProviderBindings } from './env';
 
-export type ChargeCallResult = { status: number; body: Record<string, unknown> | null };
+/** `retryAfter`: the orchestrator's Retry-After, when it could not decide now. */
+export type ChargeCallResult = { status: number; body: Record<string, unknown> | null; retryAfter?: string | null };
 
 export class OrchestratorUnreachable extends Error {}
 
@@ -45,5 +46,5 @@ export async function callOrchestrator(env: ProviderBindings, orchestrator: stri
   } catch {
     parsed = null;
   }
-  return { status: res.status, body: parsed };
+  return { status: res.status, body: parsed, retryAfter: res.headers.get('retry-after') };
 }

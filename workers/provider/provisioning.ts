@@ -201,6 +201,10 @@ export async function askAuthorization(
       const { code, detail, limit, spent, requested, step_up_url } = answer.body as Record<string, unknown>;
       throw new ProblemError(402, code as 'spend_limit_exceeded', String(detail ?? 'Declined by the orchestrator.'), { limit, spent, requested, step_up_url });
     }
+    if (answer.status === 503 && answer.retryAfter) {
+      // The orchestrator could not decide now (a provider's catalog it could not read): the agent may try again then.
+      throw new ProblemError(503, 'internal_error', `The orchestrator could not decide the charge now; ${unchanged}.`, {}, { 'Retry-After': answer.retryAfter });
+    }
     throw new ProblemError(502, 'internal_error', `The orchestrator refused the charge (HTTP ${answer.status}); ${unchanged}.`);
   }
   const chargeId = answer.body.charge_id;
