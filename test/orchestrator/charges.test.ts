@@ -65,16 +65,11 @@ describe('authorize, capture, void', () => {
     expect((await ledgerOf(human.principal_id).getCharge(charge.charge_id))?.status).toBe('voided');
   });
 
-  it('returns the same charge for the same provider idempotency key, said to be a replay', async () => {
+  it('returns the same charge for the same provider idempotency key', async () => {
     const { body } = await setup();
     const request = await body({ key: 'saga-1' });
-    const firstRes = await asProvider('cloud', 'POST', '/v1/charges', request);
-    expect(firstRes.headers.get('idempotent-replayed')).toBeNull();
-    const first = (await firstRes.json()) as { charge_id: string };
-    const againRes = await asProvider('cloud', 'POST', '/v1/charges', request);
-    expect(againRes.status).toBe(201);
-    expect(againRes.headers.get('idempotent-replayed')).toBe('true');
-    const again = (await againRes.json()) as { charge_id: string };
+    const first = (await (await asProvider('cloud', 'POST', '/v1/charges', request)).json()) as { charge_id: string };
+    const again = (await (await asProvider('cloud', 'POST', '/v1/charges', request)).json()) as { charge_id: string };
     expect(again.charge_id).toBe(first.charge_id);
   });
 

@@ -132,8 +132,7 @@ async function checkPublishedPrice(
   throw await refuse('invalid_signature', 401, 'The charge is not what the agent signed for: the agent named no price, and this is not the price the provider publishes for the plan.');
 }
 
-/** `replayed`: the charge this idempotency_key made before, answered again (PROTOCOL.md Conventions: `Idempotent-Replayed`). */
-export async function authorizeCharge(env: OrchestratorBindings, caller: ProviderCaller, body: ChargeRequestBody): Promise<{ charge: Charge; replayed: boolean }> {
+export async function authorizeCharge(env: OrchestratorBindings, caller: ProviderCaller, body: ChargeRequestBody): Promise<Charge> {
   const config = orchestratorConfig(env);
   const principalId = await principalOfSubject(env.DB, caller.provider.id, body.principal_sub);
   if (!principalId) throw new ProblemError(404, 'not_found', 'principal_sub names no principal at this provider.');
@@ -228,7 +227,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   });
   // A refusal, or a retry answered with the charge made the first time, leaves nothing behind: not even the route.
   if (!decision.ok || decision.hold.id !== chargeId) await env.DB.prepare('DELETE FROM charge_routes WHERE charge_id = ?1').bind(chargeId).run();
-  if (decision.ok) return { charge: { ...toChargeWire(decision.hold), decision: decision.decision, audit_event_id: decision.audit_event_id }, replayed: decision.replayed };
+  if (decision.ok) return { ...toChargeWire(decision.hold), decision: decision.decision, audit_event_id: decision.audit_event_id };
   if (decision.code === 'replayed') throw new ProblemError(401, 'replayed', decision.detail);
   if (decision.code === 'idempotency_key_reused') throw new ProblemError(422, 'idempotency_key_reused', decision.detail);
   // Where the human can approve more: the dashboard's limits page, or the mandate (whose agent may ask for a larger one).

@@ -65,8 +65,8 @@ export function chargeRoutes() {
       },
     }),
     async (c) => {
-      const { charge, replayed } = await authorizeCharge(c.env, c.get('provider'), c.req.valid('json'));
-      return c.json(charge, 201, { Location: `/v1/charges/${charge.charge_id}`, ...(replayed ? { 'Idempotent-Replayed': 'true' } : {}) });
+      const charge = await authorizeCharge(c.env, c.get('provider'), c.req.valid('json'));
+      return c.json(charge, 201, { Location: `/v1/charges/${charge.charge_id}` });
     },
   );
 
