@@ -7,6 +7,7 @@ import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT,
 import { describe as describeEvidence, verifyEvidence } from '../../agent/verify-evidence';
 import { adjudicate, type EvidenceBundle } from '../../workers/lib/adjudicator';
 import { auditEventHash, chainAuditEvent, GENESIS_HASH, type AuditEvent } from '../../workers/lib/audit';
+import { signRequest } from '../../workers/lib/http-signatures';
 import { signJwt } from '../../workers/lib/jws';
 import { loadSigningKeys } from '../../workers/lib/signing-keys';
 import { newAgentKey } from '../support/agent-keys';
@@ -123,7 +124,7 @@ describe('dispute verdicts', () => {
     const { human, charge_id } = await capturedCharge();
     const res = await dispute(human, charge_id);
     expect(res.status).toBe(201);
-    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/4' });
+    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/5' });
     expect(res.body.findings.map((f: Json) => `${f.check}:${f.result}`)).toEqual([
       'mandate_signed:pass',
       'mandate_active:pass',
@@ -294,6 +295,21 @@ describe('when the provider’s published keys cannot be fetched', () => {
 describe('the adjudicator on tampered evidence', () => {
   const bundleOf = async () => (await disputedBundle()).bundle;
   const failing = async (bundle: EvidenceBundle) => (await adjudicate(bundle)).findings.filter((f) => f.result !== 'pass').map((f) => f.check);
+
+  it('holds the charge to the price the agent signed: more than it is against the orchestrator, which let it through', async () => {
+    const { human, agent, charge_id } = await capturedCharge();
+    const disputed = await dispute(human, charge_id);
+    const bundle = await evidenceOf(human, disputed);
+    expect((await failing(bundle)).filter((c) => c !== 'provider_trail')).toEqual([]);
+    // The same request, signed by the agent's own key, at a lower price than was charged.
+    const request = bundle.agent_request!;
+    const cheaper = JSON.stringify({ ...JSON.parse(request.body), expected_price: { amount: 999, currency: 'usd' } });
+    const signed = await signRequest({ method: request.method, targetUri: request.target_uri, body: cheaper, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
+    const overcharged = structuredClone(bundle);
+    overcharged.agent_request = { ...request, body: cheaper, content_digest: signed['content-digest'], signature_input: signed['signature-input'], signature: signed.signature };
+    expect((await failing(overcharged)).filter((c) => c !== 'provider_trail')).toEqual(['agent_signed_request']);
+    expect((await adjudicate(overcharged)).findings.find((f) => f.check === 'agent_signed_request')!.evidence).toContain('at 999 usd, charged 1044 usd');
+  });
 
   it('names what broke: an event, the display, the agent’s signature, the mandate’s window, a receipt of another charge', async () => {
     const bundle = await bundleOf();

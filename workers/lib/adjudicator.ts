@@ -18,7 +18,7 @@ import { evaluateForProvider, type MandateConstraint } from './mandate-constrain
 // and checked against keys a reader pins.
 // 4: each provider event is held to a head the provider signed at it; without one the provider's
 // trail is missing, which corroborates nothing and decides nothing alone.
-export const ADJUDICATOR_VERSION = 'oap-adjudicator/4';
+export const ADJUDICATOR_VERSION = 'oap-adjudicator/5';
 /**
  * 2: `audit.orchestrator.events` are runs of the principal's chain, each from an event about the
  * charge through the first head the orchestrator signed after it (`heads`). Format 1 carried only the
@@ -216,9 +216,17 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
         Math.floor(chargedAt / 1000),
       );
       keys.note('agent', thumbprint, 'request signature (bound by the mandate’s cnf.jkt)');
-      const signed = JSON.parse(bundle.agent_request.body || '{}') as { service?: string; plan?: string };
-      verified = thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint && (signed.service === undefined || signed.service === charge.service) && signed.plan === charge.plan;
-      detail = verified ? `signed by ${thumbprint} for ${charge.service}/${charge.plan}` : `the key or the signed body does not match the charge (key ${thumbprint}, mandate binds ${String(boundKey)})`;
+      const signed = JSON.parse(bundle.agent_request.body || '{}') as { service?: string; plan?: string; expected_price?: { amount?: unknown; currency?: unknown } | null };
+      // The price the agent agreed to, when it named one: a creation is charged exactly that, a plan change (the
+      // pro-rata part of the new plan's full price) no more. Without one, the provider's published price held.
+      const price = signed.expected_price;
+      const priceAgreed =
+        price == null || (price.currency === charge.currency && (bundle.agent_request.method === 'PATCH' ? typeof price.amount === 'number' && charge.amount <= price.amount : price.amount === charge.amount));
+      verified = thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint && (signed.service === undefined || signed.service === charge.service) && signed.plan === charge.plan && priceAgreed;
+      const named = price == null ? 'no price' : `${String(price.amount)} ${String(price.currency)}`;
+      detail = verified
+        ? `signed by ${thumbprint} for ${charge.service}/${charge.plan} at ${named}`
+        : `the key or the signed body does not match the charge (key ${thumbprint}, mandate binds ${String(boundKey)}; signed ${String(signed.service)}/${String(signed.plan)} at ${named}, charged ${charge.amount} ${charge.currency})`;
     } catch (error) {
       detail = `the signature does not verify: ${(error as Error).message}`;
     }
