@@ -258,6 +258,7 @@ describe('a creation signed without expected_price: the price the provider publi
     const first = await body({ expected: null });
     const made = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
     await catalogOf(200, { domain: { 'com-1y': 1200 } });
+    forgetProviderCatalogs(); // read as it is now: the retry's price is no longer the published one
     const retried = await asProvider('cloud', 'POST', '/v1/charges', first);
     expect(retried.status).toBe(201);
     expect(((await retried.json()) as { charge_id: string }).charge_id).toBe(made.charge_id);

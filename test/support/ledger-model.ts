@@ -102,7 +102,7 @@ export type SagaRec = {
   chargeId: string | null;
   /**
    * Every other saga runs as a synchronous creation does: its authorization is kept by the request and recorded
-   * with the completion or the void, so the saga stays `reserved` meanwhile. Null once recorded, or never kept.
+   * with the completion or the void, so the saga stays `reserved` meanwhile (null when recorded at once instead).
    */
   unrecorded: Authorization | null;
   defersRecord: boolean;

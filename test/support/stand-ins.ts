@@ -45,11 +45,12 @@ export function fakeChargesApi() {
     const sub = chargeId ? (chargeSubs.get(chargeId) ?? '') : (JSON.parse(body) as { principal_sub: string }).principal_sub;
     calls.push({ sub, method: request.method, path: url.pathname, body, authorization: request.headers.get('authorization') ?? '' });
     const behaviour = behaviours.get(sub) ?? { authorize: 'ok', capture: 'ok', void: 'ok', refund: 'ok' };
-    const problem = (status: number, code: string) => Response.json({ type: 'about:blank', title: code, status, code, detail: code }, { status, headers: { 'content-type': 'application/problem+json' } });
+    const problem = (status: number, code: string, headers: Record<string, string> = {}) =>
+      Response.json({ type: 'about:blank', title: code, status, code, detail: code }, { status, headers: { 'content-type': 'application/problem+json', ...headers } });
     if (!chargeId) {
       if (behaviour.authorize === 'decline') return Response.json({ status: 402, code: 'spend_limit_exceeded', detail: 'over', limit: { amount: 100, currency: 'usd' }, spent: { amount: 100, currency: 'usd' }, requested: { amount: 1044, currency: 'usd' }, step_up_url: 'http://127.0.0.1:8787/dashboard/limits' }, { status: 402 });
       if (behaviour.authorize === 'error') return problem(500, 'internal_error');
-      if (behaviour.authorize === 'busy') return Response.json({ type: 'about:blank', title: 'internal_error', status: 503, code: 'internal_error', detail: 'busy' }, { status: 503, headers: { 'content-type': 'application/problem+json', 'retry-after': '30' } });
+      if (behaviour.authorize === 'busy') return problem(503, 'internal_error', { 'retry-after': '30' });
       if (behaviour.authorize === 'held') await new Promise<void>((release) => held.set(sub, release));
       const { idempotency_key } = JSON.parse(body) as { idempotency_key: string };
       const existing = [...charges.entries()].find(([, c]) => c.key === idempotency_key);

@@ -15,7 +15,7 @@ import type { ChargeRequestSchema } from '../lib/schemas/charges';
 import type { z } from '@hono/zod-openapi';
 import type { ChargeRequest } from '../../durable-objects/ledger/charges';
 import type { Hold } from '../../durable-objects/ledger/spend';
-import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
+import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerBinding } from './env';
 import { isPublishedPrice } from './provider-catalogs';
 import type { ProviderCaller } from './provider-auth';
 import { principalOfSubject } from './store/pairwise';
@@ -244,7 +244,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
  */
 async function verifyReceipt(env: OrchestratorBindings, caller: ProviderCaller, hold: Hold, receipt: string): Promise<void> {
   const provider = orchestratorConfig(env).PROVIDERS.find((p) => p.id === caller.provider.id)!;
-  const binding = provider.binding ? (env as unknown as Record<string, Fetcher | undefined>)[provider.binding] : undefined;
+  const binding = providerBinding(env, provider);
   let payload;
   try {
     ({ payload } = await jwtVerify(receipt, issuerKeys(provider.issuer, provider.url, binding), { typ: 'oap-receipt+jwt', algorithms: ED25519_ALGS, issuer: provider.issuer }));

@@ -13,7 +13,7 @@ import { pairwiseSubject } from './store/pairwise';
 import type { DisputeRecord, DisputeSummary } from '../../durable-objects/ledger/disputes';
 import { issuerKeys } from '../lib/jwks-cache';
 import { chargeRoute } from './charges';
-import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
+import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerBinding } from './env';
 
 /** How long a principal waits before retrying a dispute the provider's keys could not be fetched for. */
 const KEYS_RETRY_AFTER_S = 30;
@@ -21,7 +21,7 @@ const KEYS_RETRY_AFTER_S = 30;
 async function providerJwks(env: OrchestratorBindings, providerId: string): Promise<{ id: string; issuer: string; jwks: JSONWebKeySet }> {
   const provider = orchestratorConfig(env).PROVIDERS.find((p) => p.id === providerId);
   if (!provider) return { id: providerId, issuer: '', jwks: { keys: [] } };
-  const binding = provider.binding ? (env as unknown as Record<string, Fetcher | undefined>)[provider.binding] : undefined;
+  const binding = providerBinding(env, provider);
   // Without its keys the provider's receipt cannot be checked, and a verdict would blame the provider
   // for our failed fetch, for good: nothing is decided, and the principal is told to retry.
   const unavailable = () =>
@@ -52,7 +52,7 @@ async function providerEvents(env: OrchestratorBindings, principalId: string, pr
     htm: 'GET',
     htu: `${provider.url}${path}`,
   });
-  const binding = provider.binding ? (env as unknown as Record<string, Fetcher | undefined>)[provider.binding] : undefined;
+  const binding = providerBinding(env, provider);
   try {
     const sub = await pairwiseSubject(env.DB, principalId, provider.id);
     const res = await (binding ?? globalThis).fetch(`${provider.url}${path}?sub=${encodeURIComponent(sub)}`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10_000) });

@@ -20,6 +20,13 @@ export const orchestratorConfig = (env: OrchestratorBindings): OrchestratorConfi
 /** The principal's ledger object: the single writer of its agents, mandates, spend and audit chain. */
 export const ledgerOf = (env: OrchestratorBindings, principalId: string) => env.LEDGER.get(env.LEDGER.idFromName(principalId));
 
+/**
+ * The service binding a provider is reached through, when its configuration names one (a provider on the same
+ * account, or a stand-in in tests); otherwise undefined, and it is reached at its URL.
+ */
+export const providerBinding = (env: object, provider: { binding?: string | undefined }): Fetcher | undefined =>
+  provider.binding ? (env as unknown as Record<string, Fetcher | undefined>)[provider.binding] : undefined;
+
 /** Refusals nobody can be held to (a proof from no known key) go to the orchestrator's own chain. */
 export const SYSTEM_CHAIN = 'system';
 

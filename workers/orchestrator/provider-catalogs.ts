@@ -8,7 +8,7 @@
 import { z } from '@hono/zod-openapi';
 import { ProblemError } from '../lib/problem';
 import { MoneySchema, type Money } from '../lib/schemas/money';
-import { orchestratorConfig, type OrchestratorBindings } from './env';
+import { type OrchestratorBindings, orchestratorConfig, providerBinding } from './env';
 
 const MAX_AGE_MS = 60_000;
 const RETRY_AFTER_S = 30;
@@ -25,7 +25,7 @@ const unavailable = (providerId: string) =>
 async function read(env: OrchestratorBindings, providerId: string, previous: Copy | undefined): Promise<Copy> {
   const provider = orchestratorConfig(env).PROVIDERS.find((p) => p.id === providerId);
   if (!provider) throw unavailable(providerId);
-  const binding = provider.binding ? (env as unknown as Record<string, Fetcher | undefined>)[provider.binding] : undefined;
+  const binding = providerBinding(env, provider);
   let res: Response;
   try {
     res = await (binding ?? globalThis).fetch(`${provider.url}/v1/catalog`, {

@@ -4,6 +4,7 @@
 import { signJwt } from '../lib/jws';
 import { OrchestratorConfigSchema, readConfig } from '../lib/config';
 import { loadSigningKeys } from '../lib/signing-keys';
+import { providerBinding } from './env';
 import { pairwiseSubject } from './store/pairwise';
 import type { QueuedProviderEvent } from '../../durable-objects/ledger/mandates';
 
@@ -30,7 +31,7 @@ export async function deliverProviderEvent(env: ProviderEventEnv, principal: str
     sub: await pairwiseSubject(env.DB, principal, provider.id),
     events: { [`${EVENT_URI_PREFIX}${event.type}`]: event.payload },
   });
-  const fetcher = provider.binding ? ((env as unknown as Record<string, Fetcher | undefined>)[provider.binding] ?? null) : null;
+  const fetcher = providerBinding(env, provider) ?? null;
   if (provider.binding && !fetcher) return { delivered: false, detail: `service binding ${provider.binding} is not bound` };
   const res = await (fetcher ?? globalThis).fetch(`${provider.url}/v1/events`, {
     method: 'POST',

@@ -217,9 +217,15 @@ export async function askAuthorization(
  * plan change, an async creation). The saga must still be the request's:
  * recovery may have given up on it meanwhile (its charge's void is then owed already).
  */
-export async function authorizeSaga(...args: Parameters<typeof askAuthorization>): Promise<{ chargeId: string; saga: Saga }> {
-  const [env, claims, begun, , , unchanged] = args;
-  const { chargeId, authorization } = await askAuthorization(...args);
+export async function authorizeSaga(
+  env: ProviderBindings,
+  claims: AccessTokenClaims,
+  begun: { saga: Saga; event_id: string },
+  signed: SignedCall,
+  description: string,
+  unchanged: string,
+): Promise<{ chargeId: string; saga: Saga }> {
+  const { chargeId, authorization } = await askAuthorization(env, claims, begun, signed, description, unchanged);
   const saga = (await ledgerOf(env, claims.account_id).recordAuthorization(claims.account_id, begun.saga.id, chargeId, authorization.decision)) as Saga | null;
   if (saga?.state !== 'authorized') throw new ProblemError(503, 'internal_error', `The paid call timed out; ${unchanged}.`);
   return { chargeId, saga };

@@ -61,7 +61,7 @@ export function chargeRoutes() {
       responses: {
         201: { description: 'Authorized: a hold on every limit until captured or voided', content: { 'application/json': { schema: ChargeSchema } } },
         ...declined,
-        ...problemResponses(400, 401, 404, 415, 422),
+        ...problemResponses(400, 401, 404, 415, 422, 503),
       },
     }),
     async (c) => {
