@@ -223,8 +223,11 @@ export class OapClient {
   // ── Resources (§3.1) ──
 
   /**
-   * Provisions `service` at `provider` on `plan`. Async services are followed
-   * to the end; the credentials come back once, here.
+   * Provisions `service` at `provider` on `plan`. The agent signs the price it
+   * agrees to (`expected_price`, the catalog's unless given): a provider whose
+   * price moved meanwhile answers `409 price_changed` instead of charging
+   * another amount, and a dispute holds the charge to it. Async services are
+   * followed to the end; the credentials come back once, here.
    */
   async provision(
     mandateId: string,
@@ -232,7 +235,8 @@ export class OapClient {
     input: { service: string; plan: string; parameters?: Record<string, unknown>; expected_price?: Money },
     options: { idempotencyKey?: string; onProgress?: (status: string) => void; pollMs?: number } = {},
   ): Promise<Record<string, any>> {
-    const { status, body } = await this.#paid(mandateId, provider, 'POST', '/v1/resources', { parameters: {}, ...input }, options.idempotencyKey ?? crypto.randomUUID());
+    const expected_price = input.expected_price ?? (await this.#catalogPrice(provider, input.service, input.plan));
+    const { status, body } = await this.#paid(mandateId, provider, 'POST', '/v1/resources', { parameters: {}, ...input, expected_price }, options.idempotencyKey ?? crypto.randomUUID());
     if (status !== 202) return body;
     for (;;) {
       const operation = await this.#provider(mandateId, provider, 'GET', `/v1/operations/${body.operation_id}`);
@@ -277,10 +281,14 @@ export class OapClient {
   /** The catalog price of `plan` of the service `resourceId` is of. */
   async #planPrice(mandateId: string, provider: string, resourceId: string, plan: string): Promise<Money> {
     const resource = await this.#provider(mandateId, provider, 'GET', `/v1/resources/${resourceId}`);
+    return this.#catalogPrice(provider, String(resource.service), plan);
+  }
+
+  /** The price `provider`'s catalog names for `plan` of `service`, read now. */
+  async #catalogPrice(provider: string, service: string, plan: string): Promise<Money> {
     const catalog = await parse(await this.#fetch(`${await this.#providerBase(provider)}/v1/catalog`));
-    const service = (catalog.services as { id: string; plans: { id: string; price: Money }[] }[]).find((s) => s.id === resource.service);
-    const price = service?.plans.find((p) => p.id === plan)?.price;
-    if (!price) throw new OapError(422, 'invalid_parameters', `${String(resource.service)} has no plan ${plan} at ${provider}.`);
+    const price = (catalog.services as { id: string; plans: { id: string; price: Money }[] }[]).find((s) => s.id === service)?.plans.find((p) => p.id === plan)?.price;
+    if (!price) throw new OapError(422, 'invalid_parameters', `${service} has no plan ${plan} at ${provider}.`);
     return price;
   }
 

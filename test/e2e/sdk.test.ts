@@ -13,7 +13,14 @@ describe('the agent SDK', () => {
     const human = await signIn(urls.orchestrator, email, 'sdk test password');
 
     const { key } = await generateAgentKey();
-    const client = new OapClient({ orchestrator: urls.orchestrator, key, agentName: 'sdk agent' });
+    // What the agent sends to create resources, as the providers receive it.
+    const creations: Record<string, unknown>[] = [];
+    const recording: typeof fetch = async (input, init) => {
+      const url = new URL(input instanceof Request ? input.url : String(input));
+      if (init?.method === 'POST' && url.pathname === '/v1/resources') creations.push(JSON.parse(String(init.body)) as Record<string, unknown>);
+      return fetch(input, init);
+    };
+    const client = new OapClient({ orchestrator: urls.orchestrator, key, agentName: 'sdk agent', fetch: recording });
     const { providers } = await client.discover();
     expect(providers.map((p) => p.id).sort()).toEqual(['cloud', 'data']);
     const catalogs = await client.catalogs();
@@ -42,6 +49,9 @@ describe('the agent SDK', () => {
     const progress: string[] = [];
     const database = await client.provision(mandate.mandate_id, 'data', { service: 'database', plan: 'free', parameters: { name: 'orders' } }, { onProgress: (s) => progress.push(s), pollMs: 100 });
     expect(database).toMatchObject({ status: 'active', service: 'database' });
+    // A price given is signed as given; none given, the catalog's is read and signed.
+    const databasePrice = catalogs.find((c) => c.provider === 'data')!.services.find((s) => s.id === 'database')!.plans.find((p: { id: string }) => p.id === 'free').price;
+    expect(creations.map((c) => c.expected_price)).toEqual([{ amount: 1044, currency: 'usd' }, databasePrice]);
     expect(database.credentials.token).toMatch(/^dbt_/);
     expect(progress.at(-1)).toBe('succeeded');
 
