@@ -24,9 +24,12 @@ const refused = (error: unknown): Result => ({
 
 export async function mcpServer(client: OapClient, mandate: { get(): string | undefined; set(id: string): Promise<void> }) {
   const server = new McpServer({ name: 'oap', version: '2026.11.0' });
-  const prices = (await client.catalogs())
-    .flatMap((c) => c.services.flatMap((s) => (s.plans as { id: string; price: { amount: number }; billing: string }[]).map((p) => `${c.provider}/${s.id} ${p.id}: $${(p.price.amount / 100).toFixed(2)} (${p.billing})`)))
-    .join('; ');
+  const plans = (await client.catalogs()).flatMap((c) =>
+    c.services.flatMap((s) => (s.plans as { id: string; price: { amount: number; currency: string }; billing: string }[]).map((p) => ({ key: `${c.provider}/${s.id} ${p.id}`, ...p }))),
+  );
+  const prices = plans.map((p) => `${p.key}: $${(p.price.amount / 100).toFixed(2)} (${p.billing})`).join('; ');
+  /** The price this tool's description states for a plan: the one the model chose by, and so the one it signs. */
+  const statedPrice = (provider: string, service: string, plan: string) => plans.find((p) => p.key === `${provider}/${service} ${plan}`)?.price;
 
   const activeMandate = async () => {
     const id = mandate.get();
@@ -81,7 +84,7 @@ export async function mcpServer(client: OapClient, mandate: { get(): string | un
       guard(async () => {
         const m = await activeMandate();
         const { provider, ...request } = args;
-        return client.provision(m.mandate_id, provider, request);
+        return client.provision(m.mandate_id, provider, { ...request, expected_price: request.expected_price ?? statedPrice(provider, request.service, request.plan) });
       }),
   );
 

@@ -89,6 +89,11 @@ export class OapClient {
   #fetch: typeof fetch;
   #agentName: string;
   #providers = new Map<string, string>();
+  /**
+   * The price each paid call signed under an Idempotency-Key the caller chose: its retry signs the same body, and
+   * so is answered the first time's outcome rather than 422 should the catalog have moved in between (bounded).
+   */
+  #signedPrices = new Map<string, Money>();
   #tokens = new Map<string, ProviderSession>();
 
   constructor(options: ClientOptions) {
@@ -224,9 +229,11 @@ export class OapClient {
 
   /**
    * Provisions `service` at `provider` on `plan`. The agent signs the price it
-   * agrees to (`expected_price`, the catalog's unless given): a provider whose
-   * price moved meanwhile answers `409 price_changed` instead of charging
-   * another amount, and a dispute holds the charge to it. Async services are
+   * agrees to: `expected_price` as given (the price it was shown), or else the
+   * catalog's as read just before the call. A provider whose price is no longer
+   * that answers `409 price_changed` instead of charging another amount, and a
+   * dispute holds the charge to it. A retry in another process under the same
+   * `idempotencyKey` passes the price the first try signed. Async services are
    * followed to the end; the credentials come back once, here.
    */
   async provision(
@@ -235,7 +242,12 @@ export class OapClient {
     input: { service: string; plan: string; parameters?: Record<string, unknown>; expected_price?: Money },
     options: { idempotencyKey?: string; onProgress?: (status: string) => void; pollMs?: number } = {},
   ): Promise<Record<string, any>> {
-    const expected_price = input.expected_price ?? (await this.#catalogPrice(provider, input.service, input.plan));
+    const signedBefore = options.idempotencyKey ? `${provider} ${options.idempotencyKey}` : null;
+    const expected_price = input.expected_price ?? (signedBefore ? this.#signedPrices.get(signedBefore) : undefined) ?? (await this.#catalogPrice(provider, input.service, input.plan));
+    if (signedBefore) {
+      if (this.#signedPrices.size >= 256) this.#signedPrices.delete(this.#signedPrices.keys().next().value!);
+      this.#signedPrices.set(signedBefore, expected_price);
+    }
     const { status, body } = await this.#paid(mandateId, provider, 'POST', '/v1/resources', { parameters: {}, ...input, expected_price }, options.idempotencyKey ?? crypto.randomUUID());
     if (status !== 202) return body;
     for (;;) {

@@ -15,9 +15,11 @@ describe('the agent SDK', () => {
     const { key } = await generateAgentKey();
     // What the agent sends to create resources, as the providers receive it.
     const creations: Record<string, unknown>[] = [];
+    let catalogReads = 0;
     const recording: typeof fetch = async (input, init) => {
       const url = new URL(input instanceof Request ? input.url : String(input));
       if (init?.method === 'POST' && url.pathname === '/v1/resources') creations.push(JSON.parse(String(init.body)) as Record<string, unknown>);
+      if (url.pathname === '/v1/catalog') catalogReads++;
       return fetch(input, init);
     };
     const client = new OapClient({ orchestrator: urls.orchestrator, key, agentName: 'sdk agent', fetch: recording });
@@ -52,6 +54,17 @@ describe('the agent SDK', () => {
     // A price given is signed as given; none given, the catalog's is read and signed.
     const databasePrice = catalogs.find((c) => c.provider === 'data')!.services.find((s) => s.id === 'database')!.plans.find((p: { id: string }) => p.id === 'free').price;
     expect(creations.map((c) => c.expected_price)).toEqual([{ amount: 1044, currency: 'usd' }, databasePrice]);
+    // A price given is the one signed, even where the catalog says otherwise: the provider refuses rather than charge another.
+    const stale = await client.provision(mandate.mandate_id, 'cloud', { service: 'domain', plan: 'com-1y', parameters: { name: `sdk-${crypto.randomUUID().slice(0, 8)}.com` }, expected_price: { amount: 999, currency: 'usd' } }).catch((e: unknown) => e);
+    expect(stale).toMatchObject({ status: 409, code: 'price_changed' });
+    // A retry under the caller's own key signs what the first try signed, without reading the catalog again.
+    const retryKey = crypto.randomUUID();
+    const again = { service: 'database', plan: 'free', parameters: { name: 'again' } };
+    const once = await client.provision(mandate.mandate_id, 'data', again, { idempotencyKey: retryKey, pollMs: 100 });
+    const readsBefore = catalogReads;
+    const twice = await client.provision(mandate.mandate_id, 'data', again, { idempotencyKey: retryKey, pollMs: 100 });
+    expect(catalogReads).toBe(readsBefore);
+    expect(twice.resource_id).toBe(once.resource_id);
     expect(database.credentials.token).toMatch(/^dbt_/);
     expect(progress.at(-1)).toBe('succeeded');
 

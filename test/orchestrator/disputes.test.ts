@@ -309,6 +309,18 @@ describe('the adjudicator on tampered evidence', () => {
     overcharged.agent_request = { ...request, body: cheaper, content_digest: signed['content-digest'], signature_input: signed['signature-input'], signature: signed.signature };
     expect((await failing(overcharged)).filter((c) => c !== 'provider_trail')).toEqual(['agent_signed_request']);
     expect((await adjudicate(overcharged)).findings.find((f) => f.check === 'agent_signed_request')!.evidence).toContain('at 999 usd, charged 1044 usd');
+    // A plan change names the new plan's full price, and is charged no more; one that names none backs no charge.
+    const asPlanChange = async (body: object) => {
+      const text = JSON.stringify(body);
+      const target = request.target_uri.replace(/\/v1\/resources$/, '/v1/resources/res_disputed');
+      const patch = await signRequest({ method: 'PATCH', targetUri: target, body: text, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
+      const changed = structuredClone(bundle);
+      changed.agent_request = { method: 'PATCH', target_uri: target, body: text, content_digest: patch['content-digest'], signature_input: patch['signature-input'], signature: patch.signature };
+      return (await failing(changed)).filter((c) => c !== 'provider_trail');
+    };
+    expect(await asPlanChange({ plan: 'com-1y', expected_price: { amount: 2000, currency: 'usd' } })).toEqual([]);
+    expect(await asPlanChange({ plan: 'com-1y', expected_price: { amount: 1000, currency: 'usd' } })).toEqual(['agent_signed_request']);
+    expect(await asPlanChange({ plan: 'com-1y' })).toEqual(['agent_signed_request']);
   });
 
   it('names what broke: an event, the display, the agent’s signature, the mandate’s window, a receipt of another charge', async () => {

@@ -18,6 +18,9 @@ import { evaluateForProvider, type MandateConstraint } from './mandate-constrain
 // and checked against keys a reader pins.
 // 4: each provider event is held to a head the provider signed at it; without one the provider's
 // trail is missing, which corroborates nothing and decides nothing alone.
+// 5: the agent's signed request is held to the price it named: a creation charged exactly its
+// expected_price (the provider's published price holds when it named none), a plan change, which
+// must name the new plan's full price, charged no more than that.
 export const ADJUDICATOR_VERSION = 'oap-adjudicator/5';
 /**
  * 2: `audit.orchestrator.events` are runs of the principal's chain, each from an event about the
@@ -217,11 +220,13 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
       );
       keys.note('agent', thumbprint, 'request signature (bound by the mandate’s cnf.jkt)');
       const signed = JSON.parse(bundle.agent_request.body || '{}') as { service?: string; plan?: string; expected_price?: { amount?: unknown; currency?: unknown } | null };
-      // The price the agent agreed to, when it named one: a creation is charged exactly that, a plan change (the
-      // pro-rata part of the new plan's full price) no more. Without one, the provider's published price held.
+      // The price the agent agreed to: a creation is charged exactly the one it named (without one, the provider's
+      // published price held); a plan change must name the new plan's full price, and is charged no more (its pro-rata part).
       const price = signed.expected_price;
       const priceAgreed =
-        price == null || (price.currency === charge.currency && (bundle.agent_request.method === 'PATCH' ? typeof price.amount === 'number' && charge.amount <= price.amount : price.amount === charge.amount));
+        bundle.agent_request.method === 'PATCH'
+          ? typeof price?.amount === 'number' && price.currency === charge.currency && charge.amount <= price.amount
+          : price == null || (price.currency === charge.currency && price.amount === charge.amount);
       verified = thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint && (signed.service === undefined || signed.service === charge.service) && signed.plan === charge.plan && priceAgreed;
       const named = price == null ? 'no price' : `${String(price.amount)} ${String(price.currency)}`;
       detail = verified
