@@ -260,6 +260,16 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     return ((await res.json()) as { charge_id: string }).charge_id;
   }
 
+  /** A paid creation whose authorization the orchestrator holds, asked already, until `release()`. */
+  async function heldCreation(name: string) {
+    const agent = await agentWithToken();
+    await behave(agent.sub, { authorize: 'held' });
+    const answer = paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
+    await vi.waitFor(async () => expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toEqual(['/v1/charges']), { timeout: 5000 });
+    const release = () => testEnv.ORCHESTRATOR.fetch('http://127.0.0.1:8787/_test/release', { method: 'POST', body: JSON.stringify({ sub: agent.sub }) });
+    return { agent, answer, release };
+  }
+
   it('after the reserve (the process died before asking the orchestrator): the hold is voided, and the orchestrator found to hold nothing', async () => {
     const agent = await agentWithToken();
     await begin(agent, domain());
@@ -327,14 +337,11 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
   });
 
   it('recovery that takes a creation while the orchestrator decides: the request takes down what it then made, answers 503, and the charge is voided by its id', async () => {
-    const agent = await agentWithToken();
     const name = domain();
-    await behave(agent.sub, { authorize: 'held' });
-    const answer = paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
-    await vi.waitFor(async () => expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toEqual(['/v1/charges']), { timeout: 5000 });
+    const { agent, answer, release } = await heldCreation(name);
     await alarmNow(agent.account);
     expect((await state(agent.account)).sagas).toEqual([{ state: 'voided', charge_id: null }]);
-    await testEnv.ORCHESTRATOR.fetch('http://127.0.0.1:8787/_test/release', { method: 'POST', body: JSON.stringify({ sub: agent.sub }) });
+    await release();
     expect((await answer).status).toBe(503);
     expect(await nameTaken(name)).toBe(false);
     const chargeId = (await state(agent.account)).sagas[0]!.charge_id;
@@ -347,15 +354,12 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
   });
 
   it('a creation whose saga nears its deadline while the orchestrator decides provisions nothing: 503, and the charge is voided by its id', async () => {
-    const agent = await agentWithToken();
     const name = domain();
-    await behave(agent.sub, { authorize: 'held' });
-    const answer = paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name } });
-    await vi.waitFor(async () => expect((await orchestratorCalls(agent.sub)).map((c) => c.path)).toEqual(['/v1/charges']), { timeout: 5000 });
+    const { agent, answer, release } = await heldCreation(name);
     // The answer comes 56 s after the saga began: recovery may claim it within the margin left.
     vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 56_000 });
     try {
-      await testEnv.ORCHESTRATOR.fetch('http://127.0.0.1:8787/_test/release', { method: 'POST', body: JSON.stringify({ sub: agent.sub }) });
+      await release();
       expect((await answer).status).toBe(503);
     } finally {
       vi.useRealTimers();

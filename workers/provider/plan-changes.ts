@@ -89,7 +89,7 @@ export async function changePlan(
   if (!begun.ok) throw ledgerRefusal(begun, env);
 
   // The orchestrator decides on the agent's signed PATCH; a downgrade is a $0 charge so that it holds that signature too.
-  const { chargeId, saga } = await authorizeSaga(env, claims, begun, signed, `${resource.service}: ${from.plan} to ${to.plan}, pro rata`, 'the plan is unchanged');
+  const { chargeId, saga } = await authorizeSaga(env, claims, { begun, signed, description: `${resource.service}: ${from.plan} to ${to.plan}, pro rata`, unchanged: 'the plan is unchanged' });
 
   let fields: Record<string, unknown>;
   try {

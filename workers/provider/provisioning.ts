@@ -125,13 +125,14 @@ export async function provisionResource(
     throw new ProblemError(402, started.code as 'spend_limit_exceeded', started.detail, started.limit ? { limit: started.limit, spent: started.spent, requested: started.requested, step_up_url: `${providerConfig(env).PUBLIC_BASE_URL}/limits` } : {});
   }
   // Step 3: the orchestrator decides the mandate and every limit of the principal.
+  const ask: ChargeAsk = { begun: started, signed, description: `${service.name}, ${request.plan}`, unchanged: 'nothing was charged' };
   if (service.provisioning === 'async') {
-    await authorizeSaga(env, claims, started, signed, `${service.name}, ${request.plan}`, 'nothing was charged');
+    await authorizeSaga(env, claims, ask);
     await ledger.scheduleAsyncProvision(claims.account_id, sagaId);
     return { kind: 'accepted', operation_id: sagaId, audit_event_id: started.event_id };
   }
   // A synchronous creation records the authorization with its completion (or its void): one write fewer on the paid path.
-  const { chargeId, saga, authorization } = await askAuthorization(env, claims, started, signed, `${service.name}, ${request.plan}`, 'nothing was charged');
+  const { chargeId, saga, authorization } = await askAuthorization(env, claims, ask);
   if (Date.now() >= saga.deadline - DEADLINE_MARGIN_MS) {
     // Recovery may take the saga from here on, and would not know of what we provisioned now.
     await ledger.voidSaga(claims.account_id, sagaId, 'deadline_passed', false, authorization);
@@ -153,6 +154,9 @@ export async function provisionResource(
  */
 export const DEADLINE_MARGIN_MS = 5000;
 
+/** A saga's charge as the orchestrator is asked for it: the saga begun, the agent's signed call, what the charge is for, and what a refusal leaves as it was. */
+export type ChargeAsk = { begun: { saga: Saga; event_id: string }; signed: SignedCall; description: string; unchanged: string };
+
 /**
  * §3.1 step 3 for a saga, a creation's or a plan change's: the orchestrator
  * decides the mandate and every limit of the principal. When it refuses or
@@ -160,14 +164,8 @@ export const DEADLINE_MARGIN_MS = 5000;
  * The authorization is returned, not recorded: the saga as it would read once
  * recorded, and what to record. `unchanged` says what a refusal leaves as it was.
  */
-export async function askAuthorization(
-  env: ProviderBindings,
-  claims: AccessTokenClaims,
-  begun: { saga: Saga; event_id: string },
-  signed: SignedCall,
-  description: string,
-  unchanged: string,
-): Promise<{ chargeId: string; saga: Saga; authorization: Authorization }> {
+export async function askAuthorization(env: ProviderBindings, claims: AccessTokenClaims, ask: ChargeAsk): Promise<{ chargeId: string; saga: Saga; authorization: Authorization }> {
+  const { begun, signed, description, unchanged } = ask;
   const ledger = ledgerOf(env, claims.account_id);
   const sagaId = begun.saga.id;
   // What the saga reserved, on the agent's signed call: the orchestrator checks the one against the other.
@@ -217,17 +215,10 @@ export async function askAuthorization(
  * plan change, an async creation). The saga must still be the request's:
  * recovery may have given up on it meanwhile (its charge's void is then owed already).
  */
-export async function authorizeSaga(
-  env: ProviderBindings,
-  claims: AccessTokenClaims,
-  begun: { saga: Saga; event_id: string },
-  signed: SignedCall,
-  description: string,
-  unchanged: string,
-): Promise<{ chargeId: string; saga: Saga }> {
-  const { chargeId, authorization } = await askAuthorization(env, claims, begun, signed, description, unchanged);
-  const saga = (await ledgerOf(env, claims.account_id).recordAuthorization(claims.account_id, begun.saga.id, chargeId, authorization.decision)) as Saga | null;
-  if (saga?.state !== 'authorized') throw new ProblemError(503, 'internal_error', `The paid call timed out; ${unchanged}.`);
+export async function authorizeSaga(env: ProviderBindings, claims: AccessTokenClaims, ask: ChargeAsk): Promise<{ chargeId: string; saga: Saga }> {
+  const { chargeId, authorization } = await askAuthorization(env, claims, ask);
+  const saga = (await ledgerOf(env, claims.account_id).recordAuthorization(claims.account_id, ask.begun.saga.id, chargeId, authorization.decision)) as Saga | null;
+  if (saga?.state !== 'authorized') throw new ProblemError(503, 'internal_error', `The paid call timed out; ${ask.unchanged}.`);
   return { chargeId, saga };
 }
 
