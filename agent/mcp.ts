@@ -7,6 +7,7 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { z } from 'zod';
+import { formatMoney } from '../workers/lib/pages/format';
 import { MandateScopeSchema } from '../workers/lib/schemas/mandates';
 import { ResourceRequestSchema } from '../workers/lib/schemas/resources';
 import { OapClient, OapError } from './sdk';
@@ -27,7 +28,7 @@ export async function mcpServer(client: OapClient, mandate: { get(): string | un
   const plans = (await client.catalogs()).flatMap((c) =>
     c.services.flatMap((s) => (s.plans as { id: string; price: { amount: number; currency: string }; billing: string }[]).map((p) => ({ key: `${c.provider}/${s.id} ${p.id}`, ...p }))),
   );
-  const prices = plans.map((p) => `${p.key}: $${(p.price.amount / 100).toFixed(2)} (${p.billing})`).join('; ');
+  const prices = plans.map((p) => `${p.key}: ${formatMoney(p.price)} (${p.billing})`).join('; ');
   /** The price this tool's description states for a plan: the one the model chose by, and so the one it signs. */
   const statedPrice = (provider: string, service: string, plan: string) => plans.find((p) => p.key === `${provider}/${service} ${plan}`)?.price;
 

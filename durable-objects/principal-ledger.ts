@@ -341,8 +341,13 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return this.#transaction(account, (tx) => sagas.beginSaga(tx, start));
   }
 
-  recordAuthorization(account: string, sagaId: string, chargeId: string, decision: string) {
-    return this.#transaction(account, (tx) => sagas.recordAuthorization(tx, sagaId, chargeId, decision));
+  /** `provisionLater`: an async creation, whose provisioning the alarm runs once the authorization is recorded. */
+  recordAuthorization(account: string, sagaId: string, chargeId: string, decision: string, provisionLater = false) {
+    return this.#transaction(account, (tx) => {
+      const saga = sagas.recordAuthorization(tx, sagaId, chargeId, decision);
+      if (provisionLater && saga?.state === 'authorized') tx.schedule('async_provision', tx.now);
+      return saga;
+    });
   }
 
   /**
@@ -390,11 +395,6 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   /** A retried PATCH whose Idempotency-Key record was lost: the outcome of its saga. */
   updateOutcome(saga: sagas.Saga) {
     return planChanges.updateOutcome(this.#sql, saga);
-  }
-
-  scheduleAsyncProvision(account: string, sagaId: string) {
-    this.#transaction(account, (tx) => tx.schedule('async_provision', tx.now));
-    return sagaId;
   }
 
   getSaga(sagaId: string) {
@@ -600,16 +600,15 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     const account = this.auditHead().principal;
     if (account === null) return;
     for (const saga of sagas.openSagasPastDeadline(this.#sql, Date.now())) {
-      if (saga.state === 'reserved' && (saga.kind === 'update' || isAsync(this.env as never, saga.service))) {
-        // Nothing was made (a plan change, or an async creation, records its authorization before the backend is
-        // asked): the local hold is voided. The orchestrator may have been asked: a charge it authorized is voided
-        // when its answer is recorded, or found by the saga's key if that answer never comes.
+      const synchronous = !isAsync(this.env as never, saga.service);
+      if (!sagas.mayHaveProvisioned(saga, synchronous)) {
+        // Nothing was made: the local hold is voided. The orchestrator may have been asked: a charge it authorized
+        // is voided when its answer is recorded, or found by the saga's key if that answer never comes.
         this.#transaction(account, (tx) => sagas.voidSaga(tx, saga.id, 'recovered:reserved', true));
         continue;
       }
-      // A synchronous creation still `reserved` may have provisioned (its request records the authorization with the
-      // completion), so it is taken down like an authorized one; its charge, if any, is found by the saga's key.
-      const claimed = this.#transaction(account, (tx) => sagas.claimForRecovery(tx, saga.id));
+      // Taken down before it is voided (a synchronous creation still `reserved` included); a charge not recorded is found by the saga's key.
+      const claimed = this.#transaction(account, (tx) => sagas.claimForRecovery(tx, saga.id, synchronous));
       if (!claimed) continue;
       try {
         if (claimed.kind === 'update') {

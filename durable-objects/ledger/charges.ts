@@ -8,7 +8,7 @@ import type { Money } from '../../workers/lib/schemas/money';
 import { iso, refuse, type LedgerTx } from './context';
 import type { MandateStatus } from '../../workers/lib/schemas/mandates';
 import { effectiveStatus, type MandateTerms } from './mandates';
-import { consumeNonce, nonceSeen } from './nonces';
+import { consumeNonce } from './nonces';
 import {
   billingPeriod,
   DEFAULT_MONTHLY_LIMIT,
@@ -99,16 +99,18 @@ type DecisionInputs = {
   principal_spent: number;
   mandate_spent: number;
   recent: number;
+  /** 1 when the agent signature's single-use value is remembered: the signed request already backs a charge. */
+  signature_seen: 0 | 1;
 };
 
 /**
  * Everything the decision reads, in one statement: the charge this may be a
  * retry of, the mandate, the requesting agent, the principal's own limit, what the
- * principal and the mandate have spent this period, and the charges of the
- * last hour (velocity). A charge is the ledger's hottest path, and each
+ * principal and the mandate have spent this period, the charges of the
+ * last hour (velocity), and whether the agent's signed request backs a charge already. A charge is the ledger's hottest path, and each
  * statement has a fixed cost.
  */
-function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string, velocitySince: number): DecisionInputs {
+function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string, velocitySince: number, now: number): DecisionInputs {
   return sql
     .exec<DecisionInputs>(
       `SELECT
@@ -118,7 +120,8 @@ function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string,
          l.amount AS limit_amount, l.currency AS limit_currency,
          COALESCE((SELECT amount FROM spend_totals WHERE period = ?4 AND scope = 'principal'), 0) AS principal_spent,
          COALESCE((SELECT amount FROM spend_totals WHERE period = ?4 AND scope = 'mandate:' || COALESCE(m.root, m.id)), 0) AS mandate_spent,
-         (SELECT COUNT(*) FROM holds WHERE status IN ('pending', 'captured') AND created >= ?5) AS recent
+         (SELECT COUNT(*) FROM holds WHERE status IN ('pending', 'captured') AND created >= ?5) AS recent,
+         EXISTS (SELECT 1 FROM seen_nonces WHERE nonce = ?7 AND expires_at > ?8) AS signature_seen
        FROM (SELECT ?3 AS id) wanted
        LEFT JOIN mandates m ON m.id = wanted.id
        LEFT JOIN agents a ON a.id = ?6
@@ -129,6 +132,8 @@ function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string,
       period,
       velocitySince,
       request.agent_id,
+      request.agent_signature?.nonce ?? null,
+      now,
     )
     .one();
 }
@@ -145,7 +150,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
     return refused('replayed', 'This provider request token was already used.');
   }
   const period = billingPeriod(tx.now);
-  const inputs = decisionInputs(tx.sql, request, period, tx.now - 60 * 60 * 1000);
+  const inputs = decisionInputs(tx.sql, request, period, tx.now - 60 * 60 * 1000, tx.now);
   const previous = inputs.previous_id === null ? null : getHold(tx.sql, inputs.previous_id);
   if (previous) {
     // A retry is the same charge; the same key for another one is the provider's mistake, and changes nothing.
@@ -170,7 +175,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
 
   // Not a retry: a new charge on a signed request that already backs one is a replay (checked here, used up with the hold).
   const signature = request.agent_signature ?? null;
-  if (signature && nonceSeen(tx, signature.nonce)) return refused('replayed', 'The agent’s signed request already backs another charge.');
+  if (signature && inputs.signature_seen) return refused('replayed', 'The agent’s signed request already backs another charge.');
 
   const results: { type: string; pass: boolean }[] = [];
   const decline = (code: string, detail: string, extra: Partial<Decline> = {}): Decline => {

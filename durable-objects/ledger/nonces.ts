@@ -18,10 +18,6 @@ export function consumeNonce(tx: LedgerTx, nonce: string, expiresAtMs: number): 
   return true;
 }
 
-/** True when `nonce` was seen and is still remembered; records nothing (a decision uses it up later, in the same transaction). */
-export function nonceSeen(tx: LedgerTx, nonce: string): boolean {
-  return tx.sql.exec('SELECT 1 FROM seen_nonces WHERE nonce = ? AND expires_at > ?', nonce, tx.now).toArray().length > 0;
-}
 
 export function sweepNonces(sql: SqlStorage, now: number): number {
   sql.exec('DELETE FROM seen_nonces WHERE expires_at <= ?', now);

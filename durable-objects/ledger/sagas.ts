@@ -348,6 +348,15 @@ export function nextSagaDeadline(sql: SqlStorage): number | null {
 }
 
 /**
+ * Whether the backend may have been asked for what a saga is for: once it is authorized, and (a synchronous
+ * creation records its authorization with its completion) while a synchronous creation is still reserved.
+ * A plan change or an async creation records its authorization before the backend is asked.
+ */
+export function mayHaveProvisioned(saga: Pick<Saga, 'state' | 'kind'>, synchronous: boolean): boolean {
+  return saga.state === 'authorized' || saga.state === 'recovering' || (saga.state === 'reserved' && saga.kind === 'create' && synchronous);
+}
+
+/**
  * Recovery claims a saga past its deadline before it undoes the backend's
  * work: from then on the request's completion is refused, so a resource is
  * never taken down under a charge that was just captured. An authorized saga
@@ -355,10 +364,9 @@ export function nextSagaDeadline(sql: SqlStorage): number | null {
  * the authorization with the completion). Null when the request completed (or
  * failed) first.
  */
-export function claimForRecovery(tx: LedgerTx, sagaId: string): Saga | null {
+export function claimForRecovery(tx: LedgerTx, sagaId: string, synchronous: boolean): Saga | null {
   const saga = getSaga(tx.sql, sagaId);
-  const claimable = saga?.state === 'authorized' || saga?.state === 'recovering' || (saga?.state === 'reserved' && saga.kind === 'create');
-  if (!saga || !claimable) return null;
+  if (!saga || !mayHaveProvisioned(saga, synchronous)) return null;
   tx.sql.exec(`UPDATE sagas SET state = 'recovering', updated = ? WHERE id = ?`, tx.now, sagaId);
   return getSaga(tx.sql, sagaId);
 }

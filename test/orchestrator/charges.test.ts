@@ -4,8 +4,7 @@ import { env } from 'cloudflare:workers';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
 import type { AuditEvent } from '../../workers/lib/audit';
-import { signRequest } from '../../workers/lib/http-signatures';
-import { asProvider, chargeBody, PROVIDER_URL, providerReceipt, providerToken, subjectAt } from '../support/fake-provider';
+import { asProvider, chargeBody, PROVIDER_URL, providerReceipt, providerToken, signedAgentRequest, subjectAt } from '../support/fake-provider';
 import { activeMandate, call, mandateBody, newPrincipal, type Human } from '../support/orchestrator-client';
 import { standInCatalog } from '../support/stand-ins';
 import { forgetProviderCatalogs } from '../../workers/orchestrator/provider-catalogs';
@@ -217,8 +216,7 @@ describe('a creation signed without expected_price: the price the provider publi
     // A price signed as null is no price either.
     const nulled = await body({ expected: null, amount: 1500 });
     const signedNull = JSON.stringify({ ...JSON.parse(nulled.agent_request.body), expected_price: null });
-    const resigned = await signRequest({ method: 'POST', targetUri: nulled.agent_request.target_uri, body: signedNull, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
-    const withNull = { ...nulled, agent_request: { ...nulled.agent_request, body: signedNull, content_digest: resigned['content-digest'], signature_input: resigned['signature-input'], signature: resigned.signature } };
+    const withNull = await signedOtherwise(agent, nulled, 'POST', nulled.agent_request.target_uri, signedNull);
     expect(await (await asProvider('cloud', 'POST', '/v1/charges', withNull)).json()).toMatchObject({ status: 401, code: 'invalid_signature' });
     expect((await ledgerOf(human.principal_id).listCharges({})).map((c) => c.amount)).toEqual([1044]);
     const refusals: AuditEvent[] = [];
@@ -399,8 +397,7 @@ describe('receipts on capture (§4)', () => {
 
 /** The same charge around another call the agent signed: `method target` with `body`. */
 async function signedOtherwise<T extends object>(agent: Awaited<ReturnType<typeof setup>>['agent'], charge: T, method: 'POST' | 'PATCH' | 'DELETE', target: string, body: string) {
-  const signed = await signRequest({ method, targetUri: target, body, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
-  return { ...charge, agent_request: { method, target_uri: target, body, content_digest: signed['content-digest'], signature_input: signed['signature-input'], signature: signed.signature } };
+  return { ...charge, agent_request: await signedAgentRequest(agent.key, method, target, body) };
 }
 
 async function refusedAuthorizations(human: Human) {

@@ -7,11 +7,10 @@ import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT,
 import { describe as describeEvidence, verifyEvidence } from '../../agent/verify-evidence';
 import { adjudicate, type EvidenceBundle } from '../../workers/lib/adjudicator';
 import { auditEventHash, chainAuditEvent, GENESIS_HASH, type AuditEvent } from '../../workers/lib/audit';
-import { signRequest } from '../../workers/lib/http-signatures';
 import { signJwt } from '../../workers/lib/jws';
 import { loadSigningKeys } from '../../workers/lib/signing-keys';
 import { newAgentKey } from '../support/agent-keys';
-import { asProvider, captureWithReceipt, chargeBody, providerAuditHead, subjectAt, type AuthorizedCharge } from '../support/fake-provider';
+import { asProvider, captureWithReceipt, chargeBody, providerAuditHead, signedAgentRequest, subjectAt, type AuthorizedCharge } from '../support/fake-provider';
 import { activeMandate, call, newPrincipal, type Human } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
@@ -304,18 +303,16 @@ describe('the adjudicator on tampered evidence', () => {
     // The same request, signed by the agent's own key, at a lower price than was charged.
     const request = bundle.agent_request!;
     const cheaper = JSON.stringify({ ...JSON.parse(request.body), expected_price: { amount: 999, currency: 'usd' } });
-    const signed = await signRequest({ method: request.method, targetUri: request.target_uri, body: cheaper, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
     const overcharged = structuredClone(bundle);
-    overcharged.agent_request = { ...request, body: cheaper, content_digest: signed['content-digest'], signature_input: signed['signature-input'], signature: signed.signature };
+    overcharged.agent_request = await signedAgentRequest(agent.key, request.method, request.target_uri, cheaper);
     expect((await failing(overcharged)).filter((c) => c !== 'provider_trail')).toEqual(['agent_signed_request']);
     expect((await adjudicate(overcharged)).findings.find((f) => f.check === 'agent_signed_request')!.evidence).toContain('at 999 usd, charged 1044 usd');
     // A plan change names the new plan's full price, and is charged no more; one that names none backs no charge.
     const asPlanChange = async (body: object) => {
       const text = JSON.stringify(body);
       const target = request.target_uri.replace(/\/v1\/resources$/, '/v1/resources/res_disputed');
-      const patch = await signRequest({ method: 'PATCH', targetUri: target, body: text, privateKey: agent.key.privateKey, keyid: agent.key.jkt });
       const changed = structuredClone(bundle);
-      changed.agent_request = { method: 'PATCH', target_uri: target, body: text, content_digest: patch['content-digest'], signature_input: patch['signature-input'], signature: patch.signature };
+      changed.agent_request = await signedAgentRequest(agent.key, 'PATCH', target, text);
       return (await failing(changed)).filter((c) => c !== 'provider_trail');
     };
     expect(await asPlanChange({ plan: 'com-1y', expected_price: { amount: 2000, currency: 'usd' } })).toEqual([]);

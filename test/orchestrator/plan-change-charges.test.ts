@@ -4,10 +4,9 @@
 // the agent signed in its PATCH.
 import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
-import { signRequest } from '../../workers/lib/http-signatures';
 import { auditEvents } from '../../workers/lib/audit-trail';
 import type { AuditEvent } from '../../workers/lib/audit';
-import { asProvider, chargeBody, PROVIDER_URL, subjectAt } from '../support/fake-provider';
+import { asProvider, chargeBody, PROVIDER_URL, signedAgentRequest, subjectAt } from '../support/fake-provider';
 import { activeMandate, newPrincipal } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
@@ -97,7 +96,6 @@ describe('POST /v1/charges/{id}/refund (part of a captured charge)', () => {
 async function planChangeBody(input: { agent: Awaited<ReturnType<typeof setup>>['agent']; mandate_id: string; sub: string; resource: string; plan: string; amount: number; signedPrice?: number; target?: string }) {
   const targetUri = input.target ?? `${PROVIDER_URL.cloud}/v1/resources/${input.resource}`;
   const body = JSON.stringify({ plan: input.plan, ...(input.signedPrice === undefined ? {} : { expected_price: { amount: input.signedPrice, currency: 'usd' } }) });
-  const signed = await signRequest({ method: 'PATCH', targetUri, body, privateKey: input.agent.key.privateKey, keyid: input.agent.key.jkt });
   return {
     mandate_id: input.mandate_id,
     principal_sub: input.sub,
@@ -110,7 +108,7 @@ async function planChangeBody(input: { agent: Awaited<ReturnType<typeof setup>>[
     resource_ref: input.resource,
     idempotency_key: crypto.randomUUID(),
     token_jti: `tok_${crypto.randomUUID()}`,
-    agent_request: { method: 'PATCH', target_uri: targetUri, body, content_digest: signed['content-digest'], signature_input: signed['signature-input'], signature: signed.signature },
+    agent_request: await signedAgentRequest(input.agent.key, 'PATCH', targetUri, body),
   };
 }
 

@@ -53,6 +53,12 @@ export async function subjectAt(agent: Agent, mandateId: string, provider: Provi
   return decodeJwt(((await res.json()) as { attestation: string }).attestation).sub!;
 }
 
+/** An agent's signed paid call as a provider forwards it (`agent_request`): `method target` with `body`, signed by the agent's key. */
+export async function signedAgentRequest(agentKey: AgentKey, method: string, targetUri: string, body: string) {
+  const signed = await signRequest({ method, targetUri, body, privateKey: agentKey.privateKey, keyid: agentKey.jkt });
+  return { method, target_uri: targetUri, body, content_digest: signed['content-digest'], signature_input: signed['signature-input'], signature: signed.signature };
+}
+
 /** What a provider sends to authorize: the agent's signed POST /v1/resources and the charge around it. */
 export async function chargeBody(
   agentKey: AgentKey,
@@ -62,7 +68,6 @@ export async function chargeBody(
   const targetUri = `${PROVIDER_URL[input.provider]}/v1/resources`;
   const expected = input.expected === undefined ? input.amount : input.expected;
   const signedBody = JSON.stringify({ service: input.service, plan: input.plan, parameters: {}, ...(expected === null ? {} : { expected_price: { amount: expected, currency: 'usd' } }) });
-  const signed = await signRequest({ method: 'POST', targetUri, body: signedBody, privateKey: agentKey.privateKey, keyid: agentKey.jkt });
   return {
     mandate_id: input.mandate_id,
     principal_sub: input.sub,
@@ -75,7 +80,7 @@ export async function chargeBody(
     resource_ref: null,
     idempotency_key: input.key ?? crypto.randomUUID(),
     token_jti: `tok_${crypto.randomUUID()}`,
-    agent_request: { method: 'POST', target_uri: targetUri, body: signedBody, content_digest: signed['content-digest'], signature_input: signed['signature-input'], signature: signed.signature },
+    agent_request: await signedAgentRequest(agentKey, 'POST', targetUri, signedBody),
   };
 }
 

@@ -9,6 +9,7 @@ import type { z } from '@hono/zod-openapi';
 import type { SignedHeadSchema } from './audit-heads';
 import { auditEventHash, canonicalJson, sha256Hex, type AuditEvent } from './audit';
 import { verifyRequestSignature } from './http-signatures';
+import { signedPriceMismatch } from './signed-price';
 import { ED25519_ALGS } from './jws';
 import { evaluateForProvider, type MandateConstraint } from './mandate-constraints';
 
@@ -220,13 +221,8 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
       );
       keys.note('agent', thumbprint, 'request signature (bound by the mandate’s cnf.jkt)');
       const signed = JSON.parse(bundle.agent_request.body || '{}') as { service?: string; plan?: string; expected_price?: { amount?: unknown; currency?: unknown } | null };
-      // The price the agent agreed to: a creation is charged exactly the one it named (without one, the provider's
-      // published price held); a plan change must name the new plan's full price, and is charged no more (its pro-rata part).
       const price = signed.expected_price;
-      const priceAgreed =
-        bundle.agent_request.method === 'PATCH'
-          ? typeof price?.amount === 'number' && price.currency === charge.currency && charge.amount <= price.amount
-          : price == null || (price.currency === charge.currency && price.amount === charge.amount);
+      const priceAgreed = signedPriceMismatch(bundle.agent_request.method, price, { amount: charge.amount, currency: charge.currency }) === null;
       verified = thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint && (signed.service === undefined || signed.service === charge.service) && signed.plan === charge.plan && priceAgreed;
       const named = price == null ? 'no price' : `${String(price.amount)} ${String(price.currency)}`;
       detail = verified

@@ -7,15 +7,15 @@
 import { jwtVerify } from 'jose';
 import { newId } from '../lib/ids';
 import { ED25519_ALGS } from '../lib/jws';
-import { issuerKeys } from '../lib/jwks-cache';
 import { SignatureRefused, verifyRequestSignature } from '../lib/http-signatures';
+import { signedPriceMismatch } from '../lib/signed-price';
 import { ProblemError, refusalProblem } from '../lib/problem';
 import type { Charge, RefundRequest } from '../lib/schemas/charges';
 import type { ChargeRequestSchema } from '../lib/schemas/charges';
 import type { z } from '@hono/zod-openapi';
 import type { ChargeRequest } from '../../durable-objects/ledger/charges';
 import type { Hold } from '../../durable-objects/ledger/spend';
-import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerBinding } from './env';
+import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerKeys, providerOf } from './env';
 import { isPublishedPrice } from './provider-catalogs';
 import type { ProviderCaller } from './provider-auth';
 import { principalOfSubject } from './store/pairwise';
@@ -88,20 +88,15 @@ function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['pr
     if (signedCall.target_uri !== resources) return 'the signed request is not a creation at this provider';
     if (signed.service !== body.service) return `the agent asked for ${String(signed.service)}, not ${body.service}`;
     if (signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
-    // Absent (or null): the published price holds, checked by the caller. Anything else is the price agreed to.
-    const expected = signed.expected_price as SignedPrice | null;
-    if (expected != null && (expected.amount !== body.amount || expected.currency !== body.currency)) return 'the agent agreed to another price';
-    return null;
+    // Absent (or null): the published price holds, checked by the caller.
+    return signedPriceMismatch('POST', signed.expected_price, { amount: body.amount, currency: body.currency });
   }
   if (signedCall.method === 'PATCH') {
     // A plan change (§3.1 "Also"): signed for this very resource and the new plan's full price; the charge is the
     // pro-rata part of the difference, so never more than that price ($0 for a downgrade, whose credit is a refund).
     if (!body.resource_ref || signedCall.target_uri !== `${resources}/${body.resource_ref}`) return 'the signed plan change is of another resource';
     if (signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
-    const full = signedFullPrice(signedCall.method, signed);
-    if (!full || full.currency !== body.currency) return 'the signed plan change names no price in this currency';
-    if (body.amount > full.amount) return 'the charge exceeds the full price the agent agreed to';
-    return null;
+    return signedPriceMismatch('PATCH', signed.expected_price, { amount: body.amount, currency: body.currency });
   }
   return `a signed ${signedCall.method} is neither a creation nor a plan change`;
 }
@@ -243,11 +238,10 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
  * with the provider's published key and name this charge and its amount.
  */
 async function verifyReceipt(env: OrchestratorBindings, caller: ProviderCaller, hold: Hold, receipt: string): Promise<void> {
-  const provider = orchestratorConfig(env).PROVIDERS.find((p) => p.id === caller.provider.id)!;
-  const binding = providerBinding(env, provider);
+  const provider = providerOf(env, caller.provider.id)!;
   let payload;
   try {
-    ({ payload } = await jwtVerify(receipt, issuerKeys(provider.issuer, provider.url, binding), { typ: 'oap-receipt+jwt', algorithms: ED25519_ALGS, issuer: provider.issuer }));
+    ({ payload } = await jwtVerify(receipt, providerKeys(env, provider), { typ: 'oap-receipt+jwt', algorithms: ED25519_ALGS, issuer: provider.issuer }));
   } catch {
     throw new ProblemError(422, 'invalid_request', 'The receipt does not verify with the provider’s published keys.');
   }

@@ -11,23 +11,21 @@ import { signJwt } from '../lib/jws';
 import { loadSigningKeys } from '../lib/signing-keys';
 import { pairwiseSubject } from './store/pairwise';
 import type { DisputeRecord, DisputeSummary } from '../../durable-objects/ledger/disputes';
-import { issuerKeys } from '../lib/jwks-cache';
 import { chargeRoute } from './charges';
-import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerBinding } from './env';
+import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerBinding, providerKeys, providerOf } from './env';
 
 /** How long a principal waits before retrying a dispute the provider's keys could not be fetched for. */
 const KEYS_RETRY_AFTER_S = 30;
 
 async function providerJwks(env: OrchestratorBindings, providerId: string): Promise<{ id: string; issuer: string; jwks: JSONWebKeySet }> {
-  const provider = orchestratorConfig(env).PROVIDERS.find((p) => p.id === providerId);
+  const provider = providerOf(env, providerId);
   if (!provider) return { id: providerId, issuer: '', jwks: { keys: [] } };
-  const binding = providerBinding(env, provider);
   // Without its keys the provider's receipt cannot be checked, and a verdict would blame the provider
   // for our failed fetch, for good: nothing is decided, and the principal is told to retry.
   const unavailable = () =>
     new ProblemError(503, 'internal_error', `The published keys of provider ${provider.id} could not be fetched, so the dispute was not decided; try again later.`, {}, { 'Retry-After': String(KEYS_RETRY_AFTER_S) });
   // The keys the charge path verifies with (workers/lib/jwks-cache.ts), fetched afresh: the bundle holds the JWKS in force now.
-  const keys = issuerKeys(provider.issuer, provider.url, binding);
+  const keys = providerKeys(env, provider);
   try {
     await keys.reload();
   } catch {
@@ -39,7 +37,7 @@ async function providerJwks(env: OrchestratorBindings, providerId: string): Prom
 /** The provider's events for the charge (§5: both parties'), asked with a token the orchestrator signs. */
 async function providerEvents(env: OrchestratorBindings, principalId: string, providerId: string, chargeId: string): Promise<EvidenceBundle['audit']['provider']> {
   const config = orchestratorConfig(env);
-  const provider = config.PROVIDERS.find((p) => p.id === providerId);
+  const provider = providerOf(env, providerId);
   if (!provider) return null;
   const path = `/v1/charges/${chargeId}/audit`;
   const now = Math.floor(Date.now() / 1000);
@@ -106,8 +104,7 @@ export async function gatherEvidence(env: OrchestratorBindings, principalId: str
   const recorded = hold.evidence
     ? (JSON.parse(hold.evidence) as { agent_request?: EvidenceBundle['agent_request']; constraint_results?: { type: string; pass: boolean }[]; mandate_status_at_decision?: string; token_jti?: string })
     : {};
-  const trail = await chainProof(env, principalId, chargeId, hold.mandate_id);
-  const providerTrail = await providerEvents(env, principalId, hold.provider, chargeId);
+  const [trail, providerTrail] = await Promise.all([chainProof(env, principalId, chargeId, hold.mandate_id), providerEvents(env, principalId, hold.provider, chargeId)]);
   return {
     format: EVIDENCE_FORMAT,
     charge: {

@@ -1,5 +1,6 @@
 import type { PrincipalLedger } from '../../durable-objects/principal-ledger';
 import { OrchestratorConfigSchema, readConfig, type OrchestratorConfig } from '../lib/config';
+import { issuerKeys } from '../lib/jwks-cache';
 import type { SessionConfig } from '../lib/sessions';
 
 export type OrchestratorBindings = {
@@ -26,6 +27,12 @@ export const ledgerOf = (env: OrchestratorBindings, principalId: string) => env.
  */
 export const providerBinding = (env: object, provider: { binding?: string | undefined }): Fetcher | undefined =>
   provider.binding ? (env as unknown as Record<string, Fetcher | undefined>)[provider.binding] : undefined;
+
+/** A provider this orchestrator knows, by id. */
+export const providerOf = (env: OrchestratorBindings, id: string) => orchestratorConfig(env).PROVIDERS.find((p) => p.id === id);
+
+/** The provider's published keys (cached: workers/lib/jwks-cache.ts), through its binding when it has one. */
+export const providerKeys = (env: OrchestratorBindings, provider: OrchestratorConfig['PROVIDERS'][number]) => issuerKeys(provider.issuer, provider.url, providerBinding(env, provider));
 
 /** Refusals nobody can be held to (a proof from no known key) go to the orchestrator's own chain. */
 export const SYSTEM_CHAIN = 'system';

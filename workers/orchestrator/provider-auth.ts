@@ -4,9 +4,8 @@
 import type { Context } from 'hono';
 import { decodeJwt, jwtVerify, type JWTPayload } from 'jose';
 import { checkJwsHeader, ED25519_ALGS, sha256Base64url } from '../lib/jws';
-import { issuerKeys } from '../lib/jwks-cache';
 import { ProblemError } from '../lib/problem';
-import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerBinding } from './env';
+import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerKeys } from './env';
 
 export const PROVIDER_TOKEN_MAX_LIFETIME_S = 60;
 /** How far the provider's clock may run ahead of ours. */
@@ -30,10 +29,9 @@ export async function authenticateProvider(c: Context<{ Bindings: OrchestratorBi
   }
   const provider = config.PROVIDERS.find((p) => p.issuer === unverified.iss);
   if (!provider) throw refused('unknown provider');
-  const binding = providerBinding(c.env, provider);
   let payload: JWTPayload;
   try {
-    ({ payload } = await jwtVerify(token, issuerKeys(provider.issuer, provider.url, binding), {
+    ({ payload } = await jwtVerify(token, providerKeys(c.env, provider), {
       typ: 'oap-provider+jwt',
       algorithms: ED25519_ALGS,
       issuer: provider.issuer,

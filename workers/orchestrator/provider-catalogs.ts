@@ -8,7 +8,7 @@
 import { z } from '@hono/zod-openapi';
 import { ProblemError } from '../lib/problem';
 import { MoneySchema, type Money } from '../lib/schemas/money';
-import { type OrchestratorBindings, orchestratorConfig, providerBinding } from './env';
+import { type OrchestratorBindings, providerBinding, providerOf } from './env';
 
 const MAX_AGE_MS = 60_000;
 const RETRY_AFTER_S = 30;
@@ -23,7 +23,7 @@ const unavailable = (providerId: string) =>
   new ProblemError(503, 'internal_error', `The catalog of provider ${providerId} could not be read, so the price could not be checked; try again later.`, {}, { 'Retry-After': String(RETRY_AFTER_S) });
 
 async function read(env: OrchestratorBindings, providerId: string, previous: Copy | undefined): Promise<Copy> {
-  const provider = orchestratorConfig(env).PROVIDERS.find((p) => p.id === providerId);
+  const provider = providerOf(env, providerId);
   if (!provider) throw unavailable(providerId);
   const binding = providerBinding(env, provider);
   let res: Response;

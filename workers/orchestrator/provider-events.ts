@@ -31,7 +31,7 @@ export async function deliverProviderEvent(env: ProviderEventEnv, principal: str
     sub: await pairwiseSubject(env.DB, principal, provider.id),
     events: { [`${EVENT_URI_PREFIX}${event.type}`]: event.payload },
   });
-  const fetcher = providerBinding(env, provider) ?? null;
+  const fetcher = providerBinding(env, provider);
   if (provider.binding && !fetcher) return { delivered: false, detail: `service binding ${provider.binding} is not bound` };
   const res = await (fetcher ?? globalThis).fetch(`${provider.url}/v1/events`, {
     method: 'POST',

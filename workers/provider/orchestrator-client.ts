@@ -6,7 +6,7 @@ import { loadSigningKeys } from '../lib/signing-keys';
 import { providerConfig, type ProviderBindings } from './env';
 
 /** `retryAfter`: the orchestrator's Retry-After, when it could not decide now. */
-export type ChargeCallResult = { status: number; body: Record<string, unknown> | null; retryAfter?: string | null };
+export type ChargeCallResult = { status: number; body: Record<string, unknown> | null; retryAfter: string | null };
 
 export class OrchestratorUnreachable extends Error {}
 

@@ -127,8 +127,7 @@ export async function provisionResource(
   // Step 3: the orchestrator decides the mandate and every limit of the principal.
   const ask: ChargeAsk = { begun: started, signed, description: `${service.name}, ${request.plan}`, unchanged: 'nothing was charged' };
   if (service.provisioning === 'async') {
-    await authorizeSaga(env, claims, ask);
-    await ledger.scheduleAsyncProvision(claims.account_id, sagaId);
+    await authorizeSaga(env, claims, ask, true);
     return { kind: 'accepted', operation_id: sagaId, audit_event_id: started.event_id };
   }
   // A synchronous creation records the authorization with its completion (or its void): one write fewer on the paid path.
@@ -152,7 +151,7 @@ export async function provisionResource(
  * takes down what it made. A crash in that overlap is the one case left to
  * the backend's own expiry, as it was when the authorization was recorded first.
  */
-export const DEADLINE_MARGIN_MS = 5000;
+const DEADLINE_MARGIN_MS = 5000;
 
 /** A saga's charge as the orchestrator is asked for it: the saga begun, the agent's signed call, what the charge is for, and what a refusal leaves as it was. */
 export type ChargeAsk = { begun: { saga: Saga; event_id: string }; signed: SignedCall; description: string; unchanged: string };
@@ -214,10 +213,11 @@ export async function askAuthorization(env: ProviderBindings, claims: AccessToke
  * `askAuthorization`, recorded on the saga before anything is provisioned (a
  * plan change, an async creation). The saga must still be the request's:
  * recovery may have given up on it meanwhile (its charge's void is then owed already).
+ * `provisionLater`: an async creation, whose provisioning the alarm is asked for in the same write.
  */
-export async function authorizeSaga(env: ProviderBindings, claims: AccessTokenClaims, ask: ChargeAsk): Promise<{ chargeId: string; saga: Saga }> {
+export async function authorizeSaga(env: ProviderBindings, claims: AccessTokenClaims, ask: ChargeAsk, provisionLater = false): Promise<{ chargeId: string; saga: Saga }> {
   const { chargeId, authorization } = await askAuthorization(env, claims, ask);
-  const saga = (await ledgerOf(env, claims.account_id).recordAuthorization(claims.account_id, ask.begun.saga.id, chargeId, authorization.decision)) as Saga | null;
+  const saga = (await ledgerOf(env, claims.account_id).recordAuthorization(claims.account_id, ask.begun.saga.id, chargeId, authorization.decision, provisionLater)) as Saga | null;
   if (saga?.state !== 'authorized') throw new ProblemError(503, 'internal_error', `The paid call timed out; ${ask.unchanged}.`);
   return { chargeId, saga };
 }

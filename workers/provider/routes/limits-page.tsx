@@ -15,7 +15,6 @@ import { accountById } from '../store/accounts';
 type Env = { Bindings: ProviderBindings; Variables: { session: Session } };
 type LimitRow = { scope: string; limit: Money; spent: Money };
 
-
 async function showLimits(c: Context<Env>, options: { amount?: string; error?: string; done?: boolean; status?: 200 | 422 } = {}) {
   const session = c.get('session');
   const config = providerConfig(c.env);

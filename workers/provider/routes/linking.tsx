@@ -20,7 +20,6 @@ const humanSession = requireSession(
   (c) => sessionConfigOf((c as Context<{ Bindings: ProviderBindings }>).env),
 );
 
-
 export function linkingRoutes() {
   const app = new OpenAPIHono<Env>();
 
