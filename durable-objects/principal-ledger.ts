@@ -5,7 +5,7 @@
 // audit outbox to D1, events owed to providers, sweeps) runs from one alarm.
 import { DurableObject } from 'cloudflare:workers';
 import type { JWK } from 'jose';
-import { chainAuditEvent, type AuditEntry, type AuditEvent } from '../workers/lib/audit';
+import { recordAuditEvent, sealAuditEvent, type AuditEntry, type AuditEvent, type RecordedAuditEvent } from '../workers/lib/audit';
 import { insertAuditEvents, insertSignedHead } from '../workers/lib/audit-store';
 import { signAuditHead } from '../workers/lib/audit-heads';
 import { newId } from '../workers/lib/ids';
@@ -73,17 +73,17 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   // ── Audit chain ───────────────────────────────────────────────────────────
 
   /** Appends events to the chain, in order, in one transaction. */
-  appendAuditEvents(principal: string, entries: AuditEntry[]): AuditEvent[] {
+  appendAuditEvents(principal: string, entries: AuditEntry[]): RecordedAuditEvent[] {
     return this.#transaction(principal, (tx) => entries.map((e) => tx.audit(e)));
   }
 
-  appendAuditEvent(principal: string, entry: AuditEntry): AuditEvent {
+  appendAuditEvent(principal: string, entry: AuditEntry): RecordedAuditEvent {
     return this.appendAuditEvents(principal, [entry])[0]!;
   }
 
+  /** The chain's head, past every event recorded so far. */
   auditHead(): AuditHead {
-    const row = this.#sql.exec<{ principal: string | null; seq: number; hash: string }>('SELECT principal, seq, hash FROM audit_head').one();
-    return { principal: row.principal, seq: row.seq, hash: row.hash };
+    return this.ctx.storage.transactionSync(() => this.#seal());
   }
 
   /**
@@ -92,7 +92,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
    */
   auditSnapshot(afterSeq = 0): AuditSnapshot {
     return this.ctx.storage.transactionSync(() => ({
-      head: this.auditHead(),
+      head: this.#seal(),
       pending: this.#sql
         .exec<{ event: string }>('SELECT event FROM audit_outbox WHERE seq > ? ORDER BY seq', afterSeq)
         .toArray()
@@ -103,7 +103,9 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   /** Copies the outbox to D1 now (the alarm does the same); returns how many events remain. */
   async flushAuditOutbox(): Promise<number> {
     for (;;) {
-      const batch = this.#sql.exec<{ seq: number; event: string }>('SELECT seq, event FROM audit_outbox ORDER BY seq LIMIT ?', OUTBOX_BATCH).toArray();
+      // Only chained events leave the object: what was recorded is chained first, in the same step.
+      const head = this.auditHead();
+      const batch = this.#sql.exec<{ seq: number; event: string }>('SELECT seq, event FROM audit_outbox WHERE seq <= ? ORDER BY seq LIMIT ?', head.seq, OUTBOX_BATCH).toArray();
       if (batch.length === 0) return 0;
       await insertAuditEvents(
         this.env.DB,
@@ -562,7 +564,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   /** §2.5: each event is signed and posted until the provider answers 2xx; every attempt is audited. */
   async #deliverProviderEvents(): Promise<void> {
-    const principal = this.auditHead().principal;
+    const principal = this.#chainOwner();
     for (const event of mandates.dueProviderEvents(this.#sql, Date.now())) {
       let outcome: { delivered: boolean; detail: string };
       try {
@@ -597,7 +599,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
    * saga that completed meanwhile is left alone.
    */
   async #recoverSagas(): Promise<void> {
-    const account = this.auditHead().principal;
+    const account = this.#chainOwner();
     if (account === null) return;
     for (const saga of sagas.openSagasPastDeadline(this.#sql, Date.now())) {
       const synchronous = !isAsync(this.env as never, saga.service);
@@ -629,7 +631,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   /** Deletes a request could not finish with the backend: retried until it confirms. */
   async #runDeprovisions(): Promise<void> {
-    const account = this.auditHead().principal;
+    const account = this.#chainOwner();
     if (account === null) return;
     for (const owed of lifecycle.dueDeprovisions(this.#sql, Date.now())) {
       let error: string | null = null;
@@ -646,7 +648,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   /** Captures and voids owed to the orchestrator, retried with backoff until it answers. */
   async #settleChargeCalls(): Promise<void> {
-    const account = this.auditHead().principal;
+    const account = this.#chainOwner();
     if (account === null) return;
     for (const call of sagas.dueChargeCalls(this.#sql, Date.now())) {
       try {
@@ -761,7 +763,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   /** Recurring plans due to renew: the same charge path, or suspension when it does not fit (§3.2). */
   async #runRenewals(): Promise<void> {
-    const account = this.auditHead().principal;
+    const account = this.#chainOwner();
     if (account === null) return;
     for (const resource of renewals.dueRenewals(this.#sql, Date.now())) {
       // The creation's saga says who pays (mandate, orchestrator, subject); the resource says what: its plan now.
@@ -811,7 +813,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   }
 
   async #runAsyncProvisioning(): Promise<void> {
-    const account = this.auditHead().principal;
+    const account = this.#chainOwner();
     if (account === null) return;
     // Creations only: an authorized plan change is finished by its own request or undone by recovery.
     const ready = this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE state = 'authorized' AND kind = 'create' ORDER BY created LIMIT 10`).toArray();
@@ -819,7 +821,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   }
 
   #dropUnclaimedCredentials(): void {
-    const account = this.auditHead().principal;
+    const account = this.#chainOwner();
     if (account === null) return;
     this.#transaction(account, (tx) => {
       const next = sagas.dropUnclaimedCredentials(tx);
@@ -829,7 +831,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   /** Pending holds past their deadline are voided (alarms run at least once: voiding twice is a no-op). */
   #expireHolds(): void {
-    const principal = this.auditHead().principal;
+    const principal = this.#chainOwner();
     if (principal === null) return;
     this.#transaction(principal, (tx) => {
       for (const hold of spend.expiredHolds(tx.sql, tx.now)) spend.voidHold(tx, hold.id, { type: 'system', id: 'hold-expiry' }, 'expired');
@@ -840,7 +842,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   /** Webhooks (PROTOCOL.md "Webhooks"): signed, retried with backoff until 2xx, each attempt audited. */
   async #deliverWebhooks(): Promise<void> {
-    const principal = this.auditHead().principal;
+    const principal = this.#chainOwner();
     const due = this.#sql
       .exec<{ id: number; endpoint_id: string; event: string; attempts: number; url: string; secret: string }>(
         `SELECT d.id, d.endpoint_id, d.event, d.attempts, e.url, e.secret FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
@@ -906,14 +908,41 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return result;
   }
 
-  #append(principal: string, entry: AuditEntry): AuditEvent {
-    const head = this.auditHead();
-    if (head.principal === null) this.#sql.exec('UPDATE audit_head SET principal = ?', principal);
-    else if (head.principal !== principal) throw new Error(`ledger of ${head.principal} asked to record for ${principal}`);
-    const event = chainAuditEvent(entry, { seq: head.seq + 1, prev_hash: head.hash, principal, id: newId('evt'), time: new Date().toISOString() });
+  /**
+   * Records an event in the outbox at the chain's next seq. Its hash waits for `#seal`, which runs
+   * before any event leaves the object (the D1 copy, a read of the trail, a signed head), so a
+   * state change pays for one row, not for hashing and a second write to the head.
+   */
+  #append(principal: string, entry: AuditEntry): RecordedAuditEvent {
+    const last = this.#sql
+      .exec<{ principal: string | null; seq: number }>('SELECT principal, MAX(seq, COALESCE((SELECT MAX(seq) FROM audit_outbox), 0)) AS seq FROM audit_head')
+      .one();
+    if (last.principal === null) this.#sql.exec('UPDATE audit_head SET principal = ?', principal);
+    else if (last.principal !== principal) throw new Error(`ledger of ${last.principal} asked to record for ${principal}`);
+    const event = recordAuditEvent(entry, { seq: last.seq + 1, principal, id: newId('evt'), time: new Date().toISOString() });
     this.#sql.exec('INSERT INTO audit_outbox (seq, event) VALUES (?, ?)', event.seq, JSON.stringify(event));
-    this.#sql.exec('UPDATE audit_head SET seq = ?, hash = ?', event.seq, event.hash);
     return event;
+  }
+
+  /** Chains the events recorded since the head, in seq order, and moves the head past them (inside a transaction). */
+  #seal(): AuditHead {
+    const head = this.#sql.exec<AuditHead>('SELECT principal, seq, hash FROM audit_head').one();
+    const recorded = this.#sql.exec<{ seq: number; event: string }>('SELECT seq, event FROM audit_outbox WHERE seq > ? ORDER BY seq', head.seq).toArray();
+    if (recorded.length === 0) return { principal: head.principal, seq: head.seq, hash: head.hash };
+    let hash = head.hash;
+    for (const row of recorded) {
+      const event = sealAuditEvent(JSON.parse(row.event) as RecordedAuditEvent, hash);
+      this.#sql.exec('UPDATE audit_outbox SET event = ? WHERE seq = ?', JSON.stringify(event), row.seq);
+      hash = event.hash;
+    }
+    const seq = recorded.at(-1)!.seq;
+    this.#sql.exec('UPDATE audit_head SET seq = ?, hash = ?', seq, hash);
+    return { principal: head.principal, seq, hash };
+  }
+
+  /** Whose chain this object keeps (null before its first event). */
+  #chainOwner(): string | null {
+    return this.#sql.exec<{ principal: string | null }>('SELECT principal FROM audit_head').one().principal;
   }
 
   #scheduleRow(task: LedgerTask, dueAt: number): void {

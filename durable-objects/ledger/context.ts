@@ -1,13 +1,13 @@
 // What a ledger module gets inside one synchronous transaction: the object's
 // SQLite storage, the audit chain, and the schedule of the object's one alarm.
-import type { AuditEntry, AuditEvent } from '../../workers/lib/audit';
+import type { AuditEntry, RecordedAuditEvent } from '../../workers/lib/audit';
 
 export type LedgerTask = 'audit_outbox' | 'idempotency_sweep' | 'nonce_sweep' | 'provider_events' | 'hold_expiry' | 'webhooks' | 'saga_recovery' | 'charge_outbox' | 'async_provision' | 'renewals' | 'sign_head' | 'deprovisions' | 'unclaimed_credentials';
 
 export type LedgerTx = {
   sql: SqlStorage;
   /** Appends to this principal's chain, in the same transaction as the change it describes. */
-  audit(entry: AuditEntry): AuditEvent;
+  audit(entry: AuditEntry): RecordedAuditEvent;
   /** Asks the alarm to run `task` no later than `dueAt` (ms). */
   schedule(task: LedgerTask, dueAt: number): void;
   now: number;

@@ -120,6 +120,57 @@ describe('principal ledger audit trail', () => {
     expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toMatchObject({ ok: true, events: 3 });
   });
 
+  it('records an event with its state change and chains it before anyone reads it: the head moves only then', async () => {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    await ledger.appendAuditEvents(principal, [entry(1), entry(2)]);
+    await ledger.appendAuditEvent(principal, entry(3));
+    const stored = () =>
+      runInDurableObject(ledger, (_, state) => ({
+        head: state.storage.sql.exec<{ seq: number }>('SELECT seq FROM audit_head').one().seq,
+        events: state.storage.sql.exec<{ event: string }>('SELECT event FROM audit_outbox ORDER BY seq').toArray().map((r) => JSON.parse(r.event) as Partial<AuditEvent>),
+      }));
+    const recorded = await stored();
+    expect(recorded.head).toBe(0);
+    expect(recorded.events.map((e) => [e.seq, e.hash])).toEqual([[1, undefined], [2, undefined], [3, undefined]]);
+
+    const head = await ledger.auditHead();
+    const sealed = await stored();
+    expect(sealed.head).toBe(3);
+    expect(head).toMatchObject({ principal, seq: 3, hash: sealed.events[2]!.hash });
+    const verifier = new AuditChainVerifier();
+    sealed.events.forEach((e) => verifier.push(e as AuditEvent));
+    expect(verifier.finish(head)).toEqual({ ok: true, events: 3, first_broken_seq: null });
+    // The next event takes the next seq whether or not the ones before it were chained yet.
+    expect((await ledger.appendAuditEvent(principal, entry(4))).seq).toBe(4);
+  });
+
+  it('keeps one chain whatever interleaving of recording, reading the head and copying to D1 (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.constantFrom('record', 'record3', 'head', 'flush'), { minLength: 4, maxLength: 14 }), async (steps) => {
+        const principal = freshPrincipal();
+        const ledger = ledgerOf(principal);
+        let expected = 0;
+        // All at once: a copy to D1 awaits D1, and what is recorded meanwhile must wait to be chained.
+        await Promise.all(
+          steps.map((step) => {
+            if (step === 'head') return ledger.auditHead();
+            if (step === 'flush') return ledger.flushAuditOutbox();
+            const batch = step === 'record' ? [entry(expected + 1)] : [entry(expected + 1), entry(expected + 2), entry(expected + 3)];
+            expected += batch.length;
+            return ledger.appendAuditEvents(principal, batch);
+          }),
+        );
+        expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toEqual({ ok: true, events: expected, first_broken_seq: null });
+        await ledger.flushAuditOutbox();
+        const copied = await testEnv.DB.prepare('SELECT seq FROM audit_events WHERE principal = ?1 ORDER BY seq').bind(principal).all<{ seq: number }>();
+        expect(copied.results.map((r) => r.seq)).toEqual(Array.from({ length: expected }, (_, i) => i + 1));
+        expect(await verifyAuditTrail(ledger, testEnv.DB, principal)).toEqual({ ok: true, events: expected, first_broken_seq: null });
+      }),
+      { numRuns: 15 },
+    );
+  });
+
   it('refuses to record events of another principal in a ledger', async () => {
     const principal = freshPrincipal();
     const ledger = ledgerOf(principal);

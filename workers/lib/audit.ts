@@ -60,11 +60,15 @@ export function auditEventHash(event: Omit<AuditEvent, 'hash'>): string {
   return sha256Hex(event.prev_hash + canonicalJson(event));
 }
 
-export function chainAuditEvent(
-  entry: AuditEntry,
-  position: { seq: number; prev_hash: string; principal: string; id: string; time: string },
-): AuditEvent {
-  const unhashed: Omit<AuditEvent, 'hash'> = {
+/**
+ * An event as its state change's transaction records it: everything but its place in the hash
+ * chain. The ledger chains it (`sealAuditEvent`) before it leaves the object, so that the hash is
+ * computed off the request's path, in order, once per batch.
+ */
+export type RecordedAuditEvent = Omit<AuditEvent, 'prev_hash' | 'hash'>;
+
+export function recordAuditEvent(entry: AuditEntry, position: { seq: number; principal: string; id: string; time: string }): RecordedAuditEvent {
+  return {
     id: position.id,
     seq: position.seq,
     time: position.time,
@@ -78,9 +82,20 @@ export function chainAuditEvent(
     amount: entry.amount ?? null,
     request_hash: entry.request_hash ?? null,
     related: entry.related ?? [],
-    prev_hash: position.prev_hash,
   };
+}
+
+/** Links a recorded event to the one before it. */
+export function sealAuditEvent(event: RecordedAuditEvent, prev_hash: string): AuditEvent {
+  const unhashed: Omit<AuditEvent, 'hash'> = { ...event, prev_hash };
   return { ...unhashed, hash: auditEventHash(unhashed) };
+}
+
+export function chainAuditEvent(
+  entry: AuditEntry,
+  position: { seq: number; prev_hash: string; principal: string; id: string; time: string },
+): AuditEvent {
+  return sealAuditEvent(recordAuditEvent(entry, position), position.prev_hash);
 }
 
 export type ChainVerdict = { ok: boolean; events: number; first_broken_seq: number | null };
