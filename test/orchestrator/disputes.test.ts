@@ -123,7 +123,7 @@ describe('dispute verdicts', () => {
     const { human, charge_id } = await capturedCharge();
     const res = await dispute(human, charge_id);
     expect(res.status).toBe(201);
-    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/5' });
+    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/6' });
     expect(res.body.findings.map((f: Json) => `${f.check}:${f.result}`)).toEqual([
       'mandate_signed:pass',
       'mandate_active:pass',
@@ -312,12 +312,45 @@ describe('the adjudicator on tampered evidence', () => {
       const text = JSON.stringify(body);
       const target = request.target_uri.replace(/\/v1\/resources$/, '/v1/resources/res_disputed');
       const changed = structuredClone(bundle);
+      changed.charge.resource_ref = 'res_disputed';
       changed.agent_request = await signedAgentRequest(agent.key, 'PATCH', target, text);
       return (await failing(changed)).filter((c) => c !== 'provider_trail');
     };
     expect(await asPlanChange({ plan: 'com-1y', expected_price: { amount: 2000, currency: 'usd' } })).toEqual([]);
     expect(await asPlanChange({ plan: 'com-1y', expected_price: { amount: 1000, currency: 'usd' } })).toEqual(['agent_signed_request']);
     expect(await asPlanChange({ plan: 'com-1y' })).toEqual(['agent_signed_request']);
+  });
+
+  it('holds the signed request to where it went: a creation at the charging provider, a plan change of the charged resource', async () => {
+    const { human, agent, charge_id } = await capturedCharge();
+    const bundle = await evidenceOf(human, await dispute(human, charge_id));
+    const request = bundle.agent_request!;
+    expect(bundle.provider.url).toBe(new URL(request.target_uri).origin);
+    const check = async (b: EvidenceBundle) => (await adjudicate(b)).findings.find((f) => f.check === 'agent_signed_request')!;
+    const resignedAs = async (method: string, target: string, body = request.body, edit: (b: EvidenceBundle) => void = () => {}) => {
+      const changed = structuredClone(bundle);
+      changed.agent_request = await signedAgentRequest(agent.key, method, target, body);
+      edit(changed);
+      return check(changed);
+    };
+    expect(await check(bundle)).toMatchObject({ result: 'pass', evidence: expect.stringContaining(`POST ${request.target_uri}`) });
+    // The very body the agent signed, sent to another provider: it backs no charge here.
+    expect(await resignedAs('POST', 'https://elsewhere.example/v1/resources')).toMatchObject({ result: 'fail', evidence: expect.stringContaining('not a creation at this provider') });
+    expect(await resignedAs('DELETE', `${request.target_uri}/res_disputed`)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('neither a creation nor a plan change') });
+    // A creation names the service it is charged for.
+    const { service: _service, ...unnamed } = JSON.parse(request.body) as Record<string, unknown>;
+    expect(await resignedAs('POST', request.target_uri, JSON.stringify(unnamed))).toMatchObject({ result: 'fail' });
+    // A plan change is of the charged resource; a bundle from before the resource was recorded accepts any one of the provider's.
+    const change = JSON.stringify({ plan: 'com-1y', expected_price: { amount: 2000, currency: 'usd' } });
+    const charged = (b: EvidenceBundle) => void (b.charge.resource_ref = 'res_charged');
+    expect(await resignedAs('PATCH', `${request.target_uri}/res_charged`, change, charged)).toMatchObject({ result: 'pass' });
+    expect(await resignedAs('PATCH', `${request.target_uri}/res_other`, change, charged)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('of another resource') });
+    const older = (b: EvidenceBundle) => {
+      delete b.charge.resource_ref;
+      delete b.provider.url;
+    };
+    expect(await resignedAs('PATCH', `${request.target_uri}/res_other`, change, older)).toMatchObject({ result: 'pass' });
+    expect(await resignedAs('PATCH', `${request.target_uri}/res_other/more`, change, older)).toMatchObject({ result: 'fail' });
   });
 
   it('names what broke: an event, the display, the agent’s signature, the mandate’s window, a receipt of another charge', async () => {

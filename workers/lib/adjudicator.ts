@@ -9,7 +9,7 @@ import type { z } from '@hono/zod-openapi';
 import type { SignedHeadSchema } from './audit-heads';
 import { auditEventHash, canonicalJson, sha256Hex, type AuditEvent } from './audit';
 import { verifyRequestSignature } from './http-signatures';
-import { signedPriceMismatch } from './signed-price';
+import { signedPriceMismatch, signedTargetMismatch } from './signed-call';
 import { ED25519_ALGS } from './jws';
 import { evaluateForProvider, type MandateConstraint } from './mandate-constraints';
 
@@ -22,7 +22,10 @@ import { evaluateForProvider, type MandateConstraint } from './mandate-constrain
 // 5: the agent's signed request is held to the price it named: a creation charged exactly its
 // expected_price (the provider's published price holds when it named none), a plan change, which
 // must name the new plan's full price, charged no more than that.
-export const ADJUDICATOR_VERSION = 'oap-adjudicator/5';
+// 6: the agent's signed request is held to where it went, as the orchestrator already was: a creation
+// is a POST to the charged provider's resources naming the charged service, a plan change a PATCH of
+// the charged resource. A request signed for another provider, or a DELETE, backs no charge.
+export const ADJUDICATOR_VERSION = 'oap-adjudicator/6';
 /**
  * 2: `audit.orchestrator.events` are runs of the principal's chain, each from an event about the
  * charge through the first head the orchestrator signed after it (`heads`). Format 1 carried only the
@@ -47,13 +50,16 @@ export type EvidenceBundle = {
     agent_id: string;
     authorized_at: string;
     receipt: string | null;
+    /** The resource a plan change is charged for (absent from bundles gathered before oap-adjudicator/6). */
+    resource_ref?: string | null;
   };
   decision: { mandate_status_at_decision: string; constraint_results: { type: string; pass: boolean }[]; token_jti: string | null } | null;
   agent_request: { method: string; target_uri: string; body: string; content_digest: string; signature_input: string; signature: string } | null;
   agent: { agent_id: string; public_jwk: JWK; key_thumbprint: string; revoked_at: string | null };
   mandate: { mandate_id: string; mandate_jws: string | null; display_document: string | null; revoked_at: string | null };
   orchestrator: { issuer: string; jwks: JSONWebKeySet };
-  provider: { id: string; issuer: string; jwks: JSONWebKeySet };
+  /** `url`: where the provider serves its API, which the agent's signed request names (absent before oap-adjudicator/6: its issuer). */
+  provider: { id: string; issuer: string; url?: string; jwks: JSONWebKeySet };
   audit: {
     /**
      * Format 2: `events` are runs of the principal's chain, each from an event about the charge through
@@ -223,11 +229,16 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
       const signed = JSON.parse(bundle.agent_request.body || '{}') as { service?: string; plan?: string; expected_price?: { amount?: unknown; currency?: unknown } | null };
       const price = signed.expected_price;
       const priceAgreed = signedPriceMismatch(bundle.agent_request.method, price, { amount: charge.amount, currency: charge.currency }) === null;
-      verified = thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint && (signed.service === undefined || signed.service === charge.service) && signed.plan === charge.plan && priceAgreed;
+      const call = `${bundle.agent_request.method} ${bundle.agent_request.target_uri}`;
+      const elsewhere = signedTargetMismatch(bundle.agent_request, bundle.provider.url ?? bundle.provider.issuer, 'resource_ref' in charge ? charge.resource_ref : undefined);
+      const serviceNamed = bundle.agent_request.method === 'PATCH' || signed.service === charge.service;
+      verified = !elsewhere && thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint && serviceNamed && signed.plan === charge.plan && priceAgreed;
       const named = price == null ? 'no price' : `${String(price.amount)} ${String(price.currency)}`;
       detail = verified
-        ? `signed by ${thumbprint} for ${charge.service}/${charge.plan} at ${named}`
-        : `the key or the signed body does not match the charge (key ${thumbprint}, mandate binds ${String(boundKey)}; signed ${String(signed.service)}/${String(signed.plan)} at ${named}, charged ${charge.amount} ${charge.currency})`;
+        ? `signed by ${thumbprint}: ${call} for ${charge.service}/${charge.plan} at ${named}`
+        : elsewhere
+          ? `${elsewhere} (${call}; charged by ${charge.provider}${charge.resource_ref ? ` for ${charge.resource_ref}` : ''})`
+          : `the key or the signed body does not match the charge (key ${thumbprint}, mandate binds ${String(boundKey)}; signed ${String(signed.service)}/${String(signed.plan)} at ${named}, charged ${charge.amount} ${charge.currency})`;
     } catch (error) {
       detail = `the signature does not verify: ${(error as Error).message}`;
     }

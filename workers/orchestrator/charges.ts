@@ -8,7 +8,7 @@ import { jwtVerify } from 'jose';
 import { newId } from '../lib/ids';
 import { ED25519_ALGS } from '../lib/jws';
 import { SignatureRefused, verifyRequestSignature } from '../lib/http-signatures';
-import { signedPriceMismatch } from '../lib/signed-price';
+import { signedPriceMismatch, signedTargetMismatch } from '../lib/signed-call';
 import { ProblemError, refusalProblem } from '../lib/problem';
 import type { Charge, RefundRequest } from '../lib/schemas/charges';
 import type { ChargeRequestSchema } from '../lib/schemas/charges';
@@ -82,23 +82,15 @@ function signedFullPrice(method: string, signed: Record<string, unknown> | null)
  */
 function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['provider'], signed: Record<string, unknown> | null): string | null {
   const signedCall = body.agent_request!;
-  const resources = `${provider.url}/v1/resources`;
   if (!signed) return 'the signed body is not a JSON object';
-  if (signedCall.method === 'POST') {
-    if (signedCall.target_uri !== resources) return 'the signed request is not a creation at this provider';
-    if (signed.service !== body.service) return `the agent asked for ${String(signed.service)}, not ${body.service}`;
-    if (signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
-    // Absent (or null): the published price holds, checked by the caller.
-    return signedPriceMismatch('POST', signed.expected_price, { amount: body.amount, currency: body.currency });
-  }
-  if (signedCall.method === 'PATCH') {
-    // A plan change (§3.1 "Also"): signed for this very resource and the new plan's full price; the charge is the
-    // pro-rata part of the difference, so never more than that price ($0 for a downgrade, whose credit is a refund).
-    if (!body.resource_ref || signedCall.target_uri !== `${resources}/${body.resource_ref}`) return 'the signed plan change is of another resource';
-    if (signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
-    return signedPriceMismatch('PATCH', signed.expected_price, { amount: body.amount, currency: body.currency });
-  }
-  return `a signed ${signedCall.method} is neither a creation nor a plan change`;
+  const elsewhere = signedTargetMismatch(signedCall, provider.url, body.resource_ref ?? null);
+  if (elsewhere) return elsewhere;
+  // A creation names the service and plan; a plan change (§3.1 "Also") only the plan. Its charge is the pro-rata
+  // part of the difference, so never more than the new plan's full price ($0 for a downgrade, whose credit is a refund).
+  if (signedCall.method === 'POST' && signed.service !== body.service) return `the agent asked for ${String(signed.service)}, not ${body.service}`;
+  if (signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
+  // A creation's price absent (or null): the published price holds, checked by the caller.
+  return signedPriceMismatch(signedCall.method, signed.expected_price, { amount: body.amount, currency: body.currency });
 }
 
 /**

@@ -17,9 +17,9 @@ import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerBindin
 /** How long a principal waits before retrying a dispute the provider's keys could not be fetched for. */
 const KEYS_RETRY_AFTER_S = 30;
 
-async function providerJwks(env: OrchestratorBindings, providerId: string): Promise<{ id: string; issuer: string; jwks: JSONWebKeySet }> {
+async function providerJwks(env: OrchestratorBindings, providerId: string): Promise<EvidenceBundle['provider']> {
   const provider = providerOf(env, providerId);
-  if (!provider) return { id: providerId, issuer: '', jwks: { keys: [] } };
+  if (!provider) return { id: providerId, issuer: '', url: '', jwks: { keys: [] } };
   // Without its keys the provider's receipt cannot be checked, and a verdict would blame the provider
   // for our failed fetch, for good: nothing is decided, and the principal is told to retry.
   const unavailable = () =>
@@ -31,7 +31,7 @@ async function providerJwks(env: OrchestratorBindings, providerId: string): Prom
   } catch {
     throw unavailable();
   }
-  return { id: provider.id, issuer: provider.issuer, jwks: keys.jwks()! };
+  return { id: provider.id, issuer: provider.issuer, url: provider.url, jwks: keys.jwks()! };
 }
 
 /** The provider's events for the charge (§5: both parties'), asked with a token the orchestrator signs. */
@@ -119,6 +119,7 @@ export async function gatherEvidence(env: OrchestratorBindings, principalId: str
       agent_id: hold.agent_id,
       authorized_at: new Date(hold.created).toISOString(),
       receipt: hold.receipt,
+      resource_ref: hold.resource_ref,
     },
     decision: recorded.constraint_results
       ? { mandate_status_at_decision: recorded.mandate_status_at_decision ?? 'unknown', constraint_results: recorded.constraint_results, token_jti: recorded.token_jti ?? null }
