@@ -353,6 +353,19 @@ describe('the adjudicator on tampered evidence', () => {
     expect(await resignedAs('PATCH', `${request.target_uri}/res_other/more`, change, older)).toMatchObject({ result: 'fail' });
   });
 
+  it('a provider the orchestrator no longer knows (no keys, no address): insufficient_evidence against the orchestrator, never the provider blamed', async () => {
+    const bundle = await bundleOf();
+    expect((await adjudicate(bundle)).verdict).toBe('within_scope');
+    const forgotten = structuredClone(bundle);
+    forgotten.provider = { id: bundle.provider.id, issuer: '', url: '', jwks: { keys: [] } };
+    const result = await adjudicate(forgotten);
+    expect(result).toMatchObject({ verdict: 'insufficient_evidence', failing_party: 'orchestrator' });
+    expect(result.findings.filter((f) => f.result !== 'pass' && f.check !== 'provider_trail').map((f) => [f.check, f.result])).toEqual([
+      ['agent_signed_request', 'missing'],
+      ['provider_keys', 'missing'],
+    ]);
+  });
+
   it('names what broke: an event, the display, the agent’s signature, the mandate’s window, a receipt of another charge', async () => {
     const bundle = await bundleOf();
     const failingIgnoringProvider = async (b: EvidenceBundle) => (await failing(b)).filter((c) => c !== 'provider_trail');

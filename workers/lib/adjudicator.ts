@@ -24,7 +24,9 @@ import { evaluateForProvider, type MandateConstraint } from './mandate-constrain
 // must name the new plan's full price, charged no more than that.
 // 6: the agent's signed request is held to where it went, as the orchestrator already was: a creation
 // is a POST to the charged provider's resources naming the charged service, a plan change a PATCH of
-// the charged resource. A request signed for another provider, or a DELETE, backs no charge.
+// the charged resource. A request signed for another provider, or a DELETE, backs no charge. A bundle
+// without the provider's keys or address (a provider the orchestrator no longer knows) is the
+// orchestrator's evidence falling short, not the provider's fault: insufficient_evidence.
 export const ADJUDICATOR_VERSION = 'oap-adjudicator/6';
 /**
  * 2: `audit.orchestrator.events` are runs of the principal's chain, each from an event about the
@@ -212,7 +214,9 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
   );
 
   // The agent's own signature over exactly what was charged, with its registered key.
+  const providerUrl = bundle.provider.url || bundle.provider.issuer;
   if (!bundle.agent_request) add('agent_signed_request', 'missing', 'no signed request');
+  else if (!providerUrl) add('agent_signed_request', 'missing', `the bundle does not say where ${charge.provider} serves its API, so where the request went cannot be checked`);
   else {
     const thumbprint = await calculateJwkThumbprint(bundle.agent.public_jwk);
     const boundKey = (claims?.cnf as { jkt?: string } | undefined)?.jkt;
@@ -230,7 +234,7 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
       const price = signed.expected_price;
       const priceAgreed = signedPriceMismatch(bundle.agent_request.method, price, { amount: charge.amount, currency: charge.currency }) === null;
       const call = `${bundle.agent_request.method} ${bundle.agent_request.target_uri}`;
-      const elsewhere = signedTargetMismatch(bundle.agent_request, bundle.provider.url ?? bundle.provider.issuer, 'resource_ref' in charge ? charge.resource_ref : undefined);
+      const elsewhere = signedTargetMismatch(bundle.agent_request, providerUrl, 'resource_ref' in charge ? charge.resource_ref : undefined);
       const serviceNamed = bundle.agent_request.method === 'PATCH' || signed.service === charge.service;
       verified = !elsewhere && thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint && serviceNamed && signed.plan === charge.plan && priceAgreed;
       const named = price == null ? 'no price' : `${String(price.amount)} ${String(price.currency)}`;
@@ -258,8 +262,10 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
     );
   }
 
-  // The provider's signed account of what it delivered, and of what it checked.
-  if (!charge.receipt) add('provider_delivered', 'missing', 'no receipt from the provider');
+  // The provider's signed account of what it delivered, and of what it checked. A bundle without the provider's keys
+  // (a provider the orchestrator no longer knows) cannot show it either way: the orchestrator's evidence is short.
+  if (!bundle.provider.jwks?.keys?.length) add('provider_keys', 'missing', `the bundle carries none of ${charge.provider}'s keys, so nothing it signed can be checked`);
+  else if (!charge.receipt) add('provider_delivered', 'missing', 'no receipt from the provider');
   else {
     try {
       const { payload } = await keys.verify('provider', 'receipt', charge.receipt, { typ: 'oap-receipt+jwt', algorithms: ED25519_ALGS, issuer: bundle.provider.issuer });
