@@ -732,9 +732,17 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return this.#sql.exec<{ seq: number; hash: string; time: string; jws: string }>('SELECT seq, hash, time, jws FROM signed_heads ORDER BY seq DESC LIMIT ?', limit).toArray();
   }
 
-  /** The first signed head at or after `seq`: the nearest one that covers that event (evidence chain proofs). */
-  signedHeadCovering(seq: number) {
-    return this.#sql.exec<{ seq: number; hash: string; time: string; jws: string }>('SELECT seq, hash, time, jws FROM signed_heads WHERE seq >= ? ORDER BY seq ASC LIMIT 1', seq).toArray()[0] ?? null;
+  /**
+   * The first signed head at or after `seq`: the nearest one that covers that event (evidence chain proofs).
+   * When none does yet (the alarm signs within a minute), the head is signed now.
+   */
+  async headCovering(seq: number) {
+    const covering = () =>
+      this.#sql.exec<{ seq: number; hash: string; time: string; jws: string }>('SELECT seq, hash, time, jws FROM signed_heads WHERE seq >= ? ORDER BY seq ASC LIMIT 1', seq).toArray()[0] ?? null;
+    const known = covering();
+    if (known) return known;
+    await this.#signHead();
+    return covering();
   }
 
   /**

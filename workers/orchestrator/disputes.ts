@@ -79,11 +79,7 @@ async function chainProof(env: OrchestratorBindings, principalId: string, charge
   const heads: SignedHead[] = [];
   for (const event of relevant) {
     if (heads.length && event.seq <= heads.at(-1)!.seq) continue; // in the run already taken
-    let head = await ledger.signedHeadCovering(event.seq);
-    if (!head) {
-      await ledger.signHeadNow();
-      head = await ledger.signedHeadCovering(event.seq);
-    }
+    const head = await ledger.headCovering(event.seq);
     if (!head) return { events: relevant, signed_head: null, heads: [] };
     for await (const covered of auditEvents(ledger, env.DB, principalId, event.seq - 1)) {
       if (covered.seq > head.seq) break;
