@@ -735,6 +735,31 @@ describe('the provider’s trail of a charge, for dispute evidence', () => {
     expect(await ledgerOf(agent.account).headAt(body.events[0]!.seq as number, 'f'.repeat(64))).toBeNull();
   });
 
+  // The same rules as the orchestrator's for a provider's token (shared verifier): 5 s of skew, and 60 s counted from now.
+  const readTrail = async (times: { iat: number; exp: number }) => {
+    const agent = await agentWithToken();
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
+    const path = `/v1/charges/${res.body.charge_id}/audit`;
+    return call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path, times)}` } });
+  };
+
+  it('refuses an orchestrator token issued in the future beyond the clock skew', async () => {
+    const t = now();
+    const res = await readTrail({ iat: t + 86_400, exp: t + 86_460 });
+    expect(res.status).toBe(401);
+    expect(await res.json()).toMatchObject({ code: 'unauthorized' });
+  });
+
+  it('refuses an orchestrator token dated ahead to stay good more than 60 s from now, though exp − iat ≤ 60 s; takes one within the skew', async () => {
+    const t = now();
+    const ahead = await readTrail({ iat: t + 30, exp: t + 90 });
+    expect(ahead.status).toBe(401);
+    expect(await ahead.json()).toMatchObject({ code: 'unauthorized' });
+    expect((await readTrail({ iat: t + 2, exp: t + 62 })).status).toBe(200);
+    // The skew works both ways: a token that expired 2 s ago by our clock is still taken.
+    expect((await readTrail({ iat: t - 60, exp: t - 2 })).status).toBe(200);
+  });
+
   it('authenticates the orchestrator before it reads the request: 401, not 422, for a stranger sending bad parameters', async () => {
     for (const path of ['/v1/charges/chg_x/audit', '/v1/charges/not-a-charge/audit?sub=pw_x', '/v1/charges/not-a-charge/audit']) {
       const res = await call(path);

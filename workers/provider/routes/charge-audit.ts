@@ -4,14 +4,13 @@
 // bound to the method and URL; answers only for a principal of that orchestrator.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { createMiddleware } from 'hono/factory';
-import { decodeJwt, jwtVerify } from 'jose';
 import type { RoleEnv } from '../../lib/app';
 import { AuditEventSchema, type AuditEvent } from '../../lib/audit';
 import { SignedHeadSchema } from '../../lib/audit-heads';
 import { auditEvents } from '../../lib/audit-trail';
-import { checkJwsHeader, ED25519_ALGS } from '../../lib/jws';
 import { issuerKeys } from '../../lib/jwks-cache';
 import { ProblemError, problemResponses } from '../../lib/problem';
+import { claimedIssuer, verifyRequestToken } from '../../lib/request-tokens';
 import { ledgerOf, providerConfig, type ProviderBindings } from '../env';
 import { linkedAccount } from '../store/accounts';
 
@@ -27,17 +26,15 @@ const requireOrchestrator = createMiddleware<ChargeAuditEnv>(async (c, next) => 
   const config = providerConfig(c.env);
   const [scheme, token] = (c.req.header('authorization') ?? '').split(' ');
   if (scheme?.toLowerCase() !== 'bearer' || !token) throw refused('send Authorization: Bearer <oap-orchestrator+jwt>');
-  let iss: string;
+  let iss: string | undefined;
   try {
-    if (checkJwsHeader(token).typ !== 'oap-orchestrator+jwt') throw new Error('typ');
-    iss = String(decodeJwt(token).iss);
+    iss = claimedIssuer(token, 'oap-orchestrator+jwt');
   } catch {
     throw refused('not an orchestrator request token');
   }
-  if (!config.TRUSTED_ORCHESTRATORS.includes(iss)) throw refused('untrusted issuer');
+  if (!iss || !config.TRUSTED_ORCHESTRATORS.includes(iss)) throw refused('untrusted issuer');
   try {
-    const { payload } = await jwtVerify(token, issuerKeys(iss), { typ: 'oap-orchestrator+jwt', algorithms: ED25519_ALGS, issuer: iss, audience: config.PUBLIC_BASE_URL, requiredClaims: ['exp', 'iat'] });
-    if (payload.exp! - payload.iat! > 60 || payload.htm !== 'GET' || payload.htu !== `${config.PUBLIC_BASE_URL}${c.req.path}`) throw new Error('binding');
+    await verifyRequestToken(token, { typ: 'oap-orchestrator+jwt', issuer: iss, keys: issuerKeys(iss), audience: config.PUBLIC_BASE_URL, method: 'GET', url: `${config.PUBLIC_BASE_URL}${c.req.path}` });
   } catch {
     throw refused('the token does not verify, has expired, or is not for this request');
   }
