@@ -113,6 +113,24 @@ export function requireSession(db: (c: Context) => D1Database, config: (c: Conte
   });
 }
 
+/**
+ * The same for a role's own pages: without a session, a redirect to sign in that comes back to `back` (the
+ * page asked for, by default). A form post proves its CSRF token and a same-origin Origin, as above.
+ */
+export function requirePageSession(
+  db: (c: Context) => D1Database,
+  config: (c: Context) => SessionConfig,
+  back: (c: Context) => string = (c) => c.req.path,
+): MiddlewareHandler<{ Variables: SessionVariables }> {
+  return createMiddleware<{ Variables: SessionVariables }>(async (c, next) => {
+    const session = await readSession(c, db(c), config(c));
+    if (!session) return c.redirect(`/sign-in?next=${encodeURIComponent(back(c))}`, 303);
+    if (!['GET', 'HEAD', 'OPTIONS'].includes(c.req.method)) await checkCsrf(c, session, config(c).baseUrl);
+    c.set('session', session);
+    await next();
+  });
+}
+
 /** Counts a failure for each subject (the email, the client address); true when any is over the limit. */
 export async function signInBlocked(db: D1Database, subjects: string[]): Promise<number | null> {
   const now = Math.floor(Date.now() / 1000);

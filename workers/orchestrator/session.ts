@@ -1,7 +1,6 @@
 // The principal's session at the orchestrator, as route middleware.
 import type { Context } from 'hono';
-import { createMiddleware } from 'hono/factory';
-import { readSession, requireSession, type Session } from '../lib/sessions';
+import { requirePageSession, requireSession } from '../lib/sessions';
 import { sessionConfigOf, type OrchestratorBindings } from './env';
 
 type C = Context<{ Bindings: OrchestratorBindings }>;
@@ -13,9 +12,14 @@ export const principalSession = requireSession(
 );
 
 /** For pages: the session, or a redirect to the sign-in page that comes back here. */
-export const pageSession = createMiddleware<{ Bindings: OrchestratorBindings; Variables: { session: Session } }>(async (c, next) => {
-  const session = await readSession(c, c.env.DB, sessionConfigOf(c.env));
-  if (!session) return c.redirect(`/sign-in?next=${encodeURIComponent(c.req.path)}`, 303);
-  c.set('session', session);
-  await next();
-});
+export const pageSession = requirePageSession(
+  (c) => (c as C).env.DB,
+  (c) => sessionConfigOf((c as C).env),
+);
+
+/** Form posts on the dashboard: as pages, with the CSRF token checked, and sign-in coming back to the form's page. */
+export const formSession = requirePageSession(
+  (c) => (c as C).env.DB,
+  (c) => sessionConfigOf((c as C).env),
+  (c) => c.req.path.split('/').slice(0, 3).join('/'),
+);

@@ -4,7 +4,6 @@
 // same domain function as its JSON API; a refusal re-renders the page with
 // the reason and what was typed.
 import { Hono, type Context } from 'hono';
-import { createMiddleware } from 'hono/factory';
 import type { Child } from 'hono/jsx';
 import type { AuditEvent } from '../../lib/audit';
 import { outcomes } from '../../lib/audit';
@@ -15,7 +14,7 @@ import { ProblemError } from '../../lib/problem';
 import { LIMIT_CEILING, setMonthlyLimitFromForm } from '../../lib/routes/limits';
 import type { Charge } from '../../lib/schemas/charges';
 import { RegisterAgentSchema } from '../../lib/schemas/mandates';
-import { checkCsrf, readSession, REAUTH_WINDOW_S, type Session } from '../../lib/sessions';
+import { REAUTH_WINDOW_S, type Session } from '../../lib/sessions';
 import type { DisputeRecord, DisputeSummary } from '../../../durable-objects/ledger/disputes';
 import type { Hold } from '../../../durable-objects/ledger/spend';
 import { listAgents, registerAgent, revokeAgent, type AgentWire } from '../agents';
@@ -32,7 +31,7 @@ import { DisputesPage, DisputeVerdict } from '../pages/disputes';
 import { LimitsPage } from '../pages/limits';
 import { MandatesPage } from '../pages/mandates';
 import { NotificationsPage, type NotificationView } from '../pages/notifications';
-import { pageSession } from '../session';
+import { formSession, pageSession } from '../session';
 import { spendOverview } from '../spend-overview';
 import { principalById } from '../store/principals';
 
@@ -49,18 +48,6 @@ const DONE: Record<string, string> = {
   mandate_revoked: 'The mandate is revoked: no further charge or attestation will pass under it.',
   limit_set: 'Your monthly limit is set.',
 };
-
-/**
- * Form posts: a principal session (else the sign-in page, back to the form's
- * page) and the CSRF token with a same-origin Origin (PROTOCOL.md §2.0).
- */
-const formSession = createMiddleware<Env>(async (c, next) => {
-  const session = await readSession(c, c.env.DB, sessionConfigOf(c.env));
-  if (!session) return c.redirect(`/sign-in?next=${encodeURIComponent(c.req.path.split('/').slice(0, 3).join('/'))}`, 303);
-  await checkCsrf(c, session, sessionConfigOf(c.env).baseUrl);
-  c.set('session', session);
-  await next();
-});
 
 const field = (form: Record<string, unknown>, name: string) => (typeof form[name] === 'string' ? (form[name] as string) : '');
 
