@@ -5,8 +5,8 @@
 // audit outbox to D1, events owed to providers, sweeps) runs from one alarm.
 import { DurableObject } from 'cloudflare:workers';
 import type { JWK } from 'jose';
-import { recordAuditEvent, sealAuditEvent, type AuditEntry, type AuditEvent, type RecordedAuditEvent } from '../workers/lib/audit';
-import { insertAuditEvents, insertSignedHead } from '../workers/lib/audit-store';
+import { auditEventHash, recordAuditEvent, sealAuditEvent, type AuditEntry, type AuditEvent, type RecordedAuditEvent } from '../workers/lib/audit';
+import { insertAuditEvents, insertSignedHead, listAuditEvents } from '../workers/lib/audit-store';
 import { signAuditHead } from '../workers/lib/audit-heads';
 import { newId } from '../workers/lib/ids';
 import { deliverProviderEvent, type ProviderEventEnv } from '../workers/orchestrator/provider-events';
@@ -46,6 +46,7 @@ const TASK_LEASE_MS = 60_000;
 
 export type AuditHead = { principal: string | null; seq: number; hash: string };
 export type AuditSnapshot = { head: AuditHead; pending: AuditEvent[] };
+export type SignedHeadOfChain = { seq: number; hash: string; time: string; jws: string };
 
 export class PrincipalLedger extends DurableObject<LedgerEnv> {
   #sql: SqlStorage;
@@ -746,22 +747,58 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   }
 
   /**
-   * A head signed at one event of the chain (`seq`, whose hash the chain holds as `hash`): the one signed
-   * there already, or one signed now. Evidence shows an event alone with it (§5), proven by this role's
-   * key without the events around it. Null for an event the chain does not hold with that hash.
+   * Heads signed at events of the chain (evidence shows an event alone with its own head, §5, proven by this
+   * role's key without the events around it): the one signed there already, or one signed now. Only for an
+   * event the chain holds with that hash, so a copy edited in D1 (where the caller read it) gets none.
    */
-  async headAt(seq: number, hash: string): Promise<{ seq: number; hash: string; time: string; jws: string } | null> {
-    const known = this.#sql.exec<{ seq: number; hash: string; time: string; jws: string }>('SELECT seq, hash, time, jws FROM signed_heads WHERE seq = ?', seq).toArray()[0];
-    if (known) return known.hash === hash ? known : null;
+  async headsAt(events: { seq: number; hash: string }[]): Promise<SignedHeadOfChain[]> {
     const head = this.auditHead();
-    if (head.principal === null || seq < 1 || seq > head.seq) return null;
-    // An event still in the outbox is checked against it; an older one was read from the trail's D1 copy by the caller.
-    const pending = this.#sql.exec<{ event: string }>('SELECT event FROM audit_outbox WHERE seq = ?', seq).toArray()[0];
-    if (pending && (JSON.parse(pending.event) as AuditEvent).hash !== hash) return null;
-    const signed = await signAuditHead(this.env as never, { principal: head.principal, seq, hash });
-    this.#sql.exec('INSERT OR IGNORE INTO signed_heads (seq, hash, time, jws) VALUES (?, ?, ?, ?)', seq, hash, signed.time, signed.jws);
-    await insertSignedHead(this.env.DB, { principal: head.principal, seq, hash, time: signed.time, jws: signed.jws });
-    return { seq, hash, time: signed.time, jws: signed.jws };
+    const principal = head.principal;
+    if (principal === null) return [];
+    const heads: SignedHeadOfChain[] = [];
+    for (const event of events) {
+      const known = this.#sql.exec<SignedHeadOfChain>('SELECT seq, hash, time, jws FROM signed_heads WHERE seq = ?', event.seq).toArray()[0];
+      if (known) {
+        if (known.hash === event.hash) heads.push(known);
+        continue;
+      }
+      if (!(await this.#chainHolds(event, head))) continue;
+      const signed = await signAuditHead(this.env as never, { principal, seq: event.seq, hash: event.hash });
+      this.#sql.exec('INSERT OR IGNORE INTO signed_heads (seq, hash, time, jws) VALUES (?, ?, ?, ?)', event.seq, event.hash, signed.time, signed.jws);
+      await insertSignedHead(this.env.DB, { principal, seq: event.seq, hash: event.hash, time: signed.time, jws: signed.jws });
+      heads.push({ seq: event.seq, hash: event.hash, time: signed.time, jws: signed.jws });
+    }
+    return heads;
+  }
+
+  /**
+   * Whether the chain holds the event at `seq` with `hash`. The object keeps the hashes of its outbox and its
+   * head only: an event copied to D1 is relinked, through D1's copies of the events after it, to the nearest
+   * point the object vouches for (the first head it signed after it, the outbox's first link, or the head).
+   * Heads are signed within a minute of an event, so the run read is a minute's events at most.
+   */
+  async #chainHolds(event: { seq: number; hash: string }, head: AuditHead): Promise<boolean> {
+    if (event.seq < 1 || event.seq > head.seq) return false;
+    const outbox = this.#sql.exec<{ seq: number; event: string }>('SELECT seq, event FROM audit_outbox WHERE seq >= ? ORDER BY seq LIMIT 1', event.seq).toArray()[0];
+    if (outbox?.seq === event.seq) return (JSON.parse(outbox.event) as AuditEvent).hash === event.hash;
+    const signedAfter = this.#sql.exec<{ seq: number; hash: string }>('SELECT seq, hash FROM signed_heads WHERE seq > ? ORDER BY seq LIMIT 1', event.seq).toArray()[0];
+    const candidates = [
+      signedAfter,
+      outbox && { seq: outbox.seq - 1, hash: (JSON.parse(outbox.event) as AuditEvent).prev_hash },
+      { seq: head.seq, hash: head.hash },
+    ].filter((c): c is { seq: number; hash: string } => !!c);
+    const anchor = candidates.reduce((nearest, c) => (c.seq < nearest.seq ? c : nearest));
+    let link = { seq: event.seq, hash: event.hash };
+    while (link.seq < anchor.seq) {
+      const run = await listAuditEvents(this.env.DB, head.principal!, { afterSeq: link.seq, maxSeq: anchor.seq, limit: 500 });
+      if (run.length === 0) return false;
+      for (const next of run) {
+        const { hash, ...rest } = next;
+        if (next.seq !== link.seq + 1 || next.prev_hash !== link.hash || auditEventHash(rest) !== hash) return false;
+        link = { seq: next.seq, hash };
+      }
+    }
+    return link.hash === anchor.hash;
   }
 
   /** Signs the head now (the alarm does it within a minute of a change). */

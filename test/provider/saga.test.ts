@@ -7,6 +7,7 @@ import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
 import { describe, expect, it, vi } from 'vitest';
+import { auditEventHash, type AuditEvent } from '../../workers/lib/audit';
 import { newAgentKey } from '../support/agent-keys';
 import { call, EVENT, now, obtainToken, orchestratorKey, postSecurityEvent, PROVIDER, signCompact, signSecurityEvent, useFakeOrchestrator } from '../support/fake-orchestrator';
 import { agentWithToken, paidCall, type TokenAgent } from '../support/paid-calls';
@@ -732,7 +733,28 @@ describe('the provider’s trail of a charge, for dispute evidence', () => {
     // Read again, the heads are those signed the first time: a read signs at an event once.
     expect((await read()).heads).toEqual(body.heads);
     // A head is signed only at what the chain holds: another hash at that seq gets none.
-    expect(await ledgerOf(agent.account).headAt(body.events[0]!.seq as number, 'f'.repeat(64))).toBeNull();
+    expect(await ledgerOf(agent.account).headsAt([{ seq: body.events[0]!.seq as number, hash: 'f'.repeat(64) }])).toEqual([]);
+  });
+
+  it('signs no head at a copy edited in D1, its hash recomputed: the copy no longer links to what the object vouches for', async () => {
+    const agent = await agentWithToken();
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
+    const ledger = ledgerOf(agent.account);
+    await ledger.flushAuditOutbox();
+    const path = `/v1/charges/${res.body.charge_id}/audit`;
+    const read = async () => (await (await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } })).json()) as { events: AuditEvent[]; heads: Json[] };
+    // Before any head was signed at these events, someone edits the reservation's copy in D1 and recomputes its hash.
+    const reserve = (await read()).events.find((e) => e.action === 'charge.reserve')!;
+    await runInDurableObject(ledger, (_, s) => void s.storage.sql.exec('DELETE FROM signed_heads'));
+    const { hash: _old, ...edited } = { ...reserve, reason: 'edited' };
+    const forged = auditEventHash(edited);
+    await testEnv.DB.prepare('UPDATE audit_events SET reason = ?1, hash = ?2 WHERE principal = ?3 AND seq = ?4').bind('edited', forged, agent.account, reserve.seq).run();
+    const body = await read();
+    expect(body.events.find((e) => e.seq === reserve.seq)).toMatchObject({ reason: 'edited', hash: forged });
+    expect(body.heads.map((h) => h.seq)).toEqual(body.events.filter((e) => e.seq !== reserve.seq).map((e) => e.seq));
+    // The copy put back as it was gets its head again.
+    await testEnv.DB.prepare('UPDATE audit_events SET reason = ?1, hash = ?2 WHERE principal = ?3 AND seq = ?4').bind(reserve.reason, reserve.hash, agent.account, reserve.seq).run();
+    expect((await read()).heads.map((h) => h.seq)).toEqual(body.events.map((e) => e.seq));
   });
 
   // The same rules as the orchestrator's for a provider's token (shared verifier): 5 s of skew, and 60 s counted from now.

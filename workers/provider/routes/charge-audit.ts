@@ -91,7 +91,7 @@ export function chargeAuditRoutes() {
       const [head] = await ledger.signedHeads(1);
       // The chain proof of each event, shown alone: a head this provider signed at that very event, so
       // nothing of the account's other events (other charges, other orchestrators) goes with it.
-      const heads = (await Promise.all(events.map((event) => ledger.headAt(event.seq, event.hash)))).filter((head) => head !== null);
+      const heads = await ledger.headsAt(events.map(({ seq, hash }) => ({ seq, hash })));
       return c.json({ account_id: link.account_id, events, signed_head: head ?? null, heads }, 200);
     },
   );
