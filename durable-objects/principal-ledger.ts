@@ -5,7 +5,7 @@
 // audit outbox to D1, events owed to providers, sweeps) runs from one alarm.
 import { DurableObject } from 'cloudflare:workers';
 import type { JWK } from 'jose';
-import { auditEventHash, recordAuditEvent, sealAuditEvent, type AuditEntry, type AuditEvent, type RecordedAuditEvent } from '../workers/lib/audit';
+import { hashMatches, recordAuditEvent, sealAuditEvent, type AuditEntry, type AuditEvent, type RecordedAuditEvent } from '../workers/lib/audit';
 import { insertAuditEvents, insertSignedHead, listAuditEvents } from '../workers/lib/audit-store';
 import { signAuditHead } from '../workers/lib/audit-heads';
 import { newId } from '../workers/lib/ids';
@@ -793,9 +793,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       const run = await listAuditEvents(this.env.DB, head.principal!, { afterSeq: link.seq, maxSeq: anchor.seq, limit: 500 });
       if (run.length === 0) return false;
       for (const next of run) {
-        const { hash, ...rest } = next;
-        if (next.seq !== link.seq + 1 || next.prev_hash !== link.hash || auditEventHash(rest) !== hash) return false;
-        link = { seq: next.seq, hash };
+        if (next.seq !== link.seq + 1 || next.prev_hash !== link.hash || !hashMatches(next)) return false;
+        link = { seq: next.seq, hash: next.hash };
       }
     }
     return link.hash === anchor.hash;

@@ -7,7 +7,7 @@
 import { calculateJwkThumbprint, decodeJwt, importJWK, jwtVerify, type JSONWebKeySet, type JWK, type JWTVerifyOptions } from 'jose';
 import type { z } from '@hono/zod-openapi';
 import type { SignedHeadSchema } from './audit-heads';
-import { auditEventHash, canonicalJson, sha256Hex, type AuditEvent } from './audit';
+import { canonicalJson, hashMatches, sha256Hex, type AuditEvent } from './audit';
 import { verifyRequestSignature } from './http-signatures';
 import { signedPriceMismatch, signedTargetMismatch } from './signed-call';
 import { ED25519_ALGS } from './jws';
@@ -304,8 +304,7 @@ async function chainProofFinding(bundle: EvidenceBundle, verifyHead: VerifyHead)
   const principal = events[0]!.principal;
   const runEnds: AuditEvent[] = [];
   for (const [i, event] of events.entries()) {
-    const { hash, ...rest } = event;
-    if (auditEventHash(rest) !== hash) return ['fail', `event seq ${event.seq} does not match its hash`];
+    if (!hashMatches(event)) return ['fail', `event seq ${event.seq} does not match its hash`];
     if (event.principal !== principal) return ['fail', `the trail mixes principals at seq ${event.seq}`];
     const prev = events[i - 1];
     if (prev && (event.seq <= prev.seq || event.time < prev.time)) return ['fail', `events out of chain order at seq ${event.seq}`];
@@ -343,10 +342,7 @@ async function unprovenAuditFinding(bundle: EvidenceBundle, verifyHead: VerifyHe
   const { events, signed_head: head } = bundle.audit.orchestrator;
   const charge = bundle.charge;
   if (events.length === 0) return ['missing', 'no audit events for this charge'];
-  const broken = events.find((e) => {
-    const { hash, ...rest } = e;
-    return auditEventHash(rest) !== hash;
-  });
+  const broken = events.find((e) => !hashMatches(e));
   if (broken) return ['fail', `event seq ${broken.seq} does not match its hash`];
   const disordered = events.findIndex((e, i) => i > 0 && (e.seq <= events[i - 1]!.seq || e.time < events[i - 1]!.time));
   if (disordered !== -1) return ['fail', `events out of chain order at seq ${events[disordered]!.seq}`];
@@ -370,10 +366,7 @@ async function unprovenAuditFinding(bundle: EvidenceBundle, verifyHead: VerifyHe
 async function providerTrailFinding(bundle: EvidenceBundle, verifyHead: VerifyHead): Promise<[Finding['result'], string]> {
   const trail = bundle.audit.provider;
   if (!trail || trail.events.length === 0) return ['missing', 'the provider’s trail was not available'];
-  const broken = trail.events.find((e) => {
-    const { hash, ...rest } = e;
-    return auditEventHash(rest) !== hash;
-  });
+  const broken = trail.events.find((e) => !hashMatches(e));
   if (broken) return ['fail', `provider event seq ${broken.seq} does not match its hash`];
   if (trail.events.some((e, i) => i > 0 && e.seq <= trail.events[i - 1]!.seq)) return ['fail', 'provider events out of chain order'];
   const provisioned = trail.events.some((e) => e.action === 'resource.provision' && e.outcome === 'succeeded' && e.related.includes(bundle.charge.charge_id));

@@ -60,6 +60,12 @@ export function auditEventHash(event: Omit<AuditEvent, 'hash'>): string {
   return sha256Hex(event.prev_hash + canonicalJson(event));
 }
 
+/** Whether an event's content is what its hash says (its link to the one before is the reader's to check). */
+export function hashMatches(event: AuditEvent): boolean {
+  const { hash, ...rest } = event;
+  return auditEventHash(rest) === hash;
+}
+
 /**
  * An event as its state change's transaction records it: everything but its place in the hash
  * chain. The ledger chains it (`sealAuditEvent`) before it leaves the object, so that the hash is
@@ -115,13 +121,12 @@ export class AuditChainVerifier {
   push(event: AuditEvent): void {
     this.#events++;
     if (this.#broken !== null) return;
-    const { hash, ...rest } = event;
-    if (event.seq !== this.#expectedSeq || event.prev_hash !== this.#prevHash || auditEventHash(rest) !== hash) {
+    if (event.seq !== this.#expectedSeq || event.prev_hash !== this.#prevHash || !hashMatches(event)) {
       this.#broken = Math.min(event.seq, this.#expectedSeq);
       return;
     }
     this.#expectedSeq++;
-    this.#prevHash = hash;
+    this.#prevHash = event.hash;
   }
 
   finish(head?: { seq: number; hash: string }): ChainVerdict {
