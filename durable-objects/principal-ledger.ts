@@ -778,8 +778,11 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
    * Heads are signed within a minute of an event, so the run read is a minute's events at most.
    */
   async #chainHolds(event: { seq: number; hash: string }, head: AuditHead): Promise<boolean> {
-    if (event.seq < 1 || event.seq > head.seq) return false;
-    const outbox = this.#sql.exec<{ seq: number; event: string }>('SELECT seq, event FROM audit_outbox WHERE seq >= ? ORDER BY seq LIMIT 1', event.seq).toArray()[0];
+    if (!Number.isInteger(event.seq) || event.seq < 1 || event.seq > head.seq) return false;
+    // Within the chain as `head` read it: events recorded since (during this call's awaits) are not chained yet.
+    const outbox = this.#sql
+      .exec<{ seq: number; event: string }>('SELECT seq, event FROM audit_outbox WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT 1', event.seq, head.seq)
+      .toArray()[0];
     if (outbox?.seq === event.seq) return (JSON.parse(outbox.event) as AuditEvent).hash === event.hash;
     const signedAfter = this.#sql.exec<{ seq: number; hash: string }>('SELECT seq, hash FROM signed_heads WHERE seq > ? ORDER BY seq LIMIT 1', event.seq).toArray()[0];
     const candidates = [

@@ -292,6 +292,22 @@ describe('the export’s since and until, compared as instants', () => {
 });
 
 describe('signed chain heads', () => {
+  it('are signed at an event copied to D1 whatever is recorded meanwhile, and never at a hash or seq the chain does not hold', async () => {
+    const principal = freshPrincipal();
+    const ledger = ledgerOf(principal);
+    await ledger.appendAuditEvents(principal, [1, 2, 3, 4, 5].map((i) => entry(i)));
+    await ledger.flushAuditOutbox();
+    const copied = (await testEnv.DB.prepare('SELECT seq, hash FROM audit_events WHERE principal = ?1 ORDER BY seq').bind(principal).all<{ seq: number; hash: string }>()).results;
+    // A request records an event while the heads are signed (their D1 reads let it in); it is not chained yet.
+    const heads = await runInDurableObject(ledger, async (instance) => {
+      const signing = instance.headsAt([copied[0]!, copied[1]!]);
+      instance.appendAuditEvent(principal, entry(6));
+      return signing;
+    });
+    expect(heads.map((h) => [h.seq, h.hash])).toEqual([copied[0]!, copied[1]!].map((e) => [e.seq, e.hash]));
+    expect(await ledger.headsAt([{ seq: 3, hash: copied[1]!.hash }, { seq: 2.5, hash: copied[1]!.hash }, { seq: 7, hash: copied[1]!.hash }])).toEqual([]);
+  });
+
   it('are signed by the role’s published key, and catch a trail cut short together with its object', async () => {
     const principal = freshPrincipal();
     const ledger = ledgerOf(principal);
