@@ -353,7 +353,7 @@ describe('the adjudicator on tampered evidence', () => {
     expect(await resignedAs('PATCH', `${request.target_uri}/res_other/more`, change, older)).toMatchObject({ result: 'fail' });
   });
 
-  it('a provider the orchestrator no longer knows (no keys, no address): insufficient_evidence against the orchestrator, never the provider blamed', async () => {
+  it('a provider the orchestrator no longer knows (no issuer, no address): insufficient_evidence against the orchestrator; one it knows with no keys is blamed', async () => {
     const bundle = await bundleOf();
     expect((await adjudicate(bundle)).verdict).toBe('within_scope');
     const forgotten = structuredClone(bundle);
@@ -364,6 +364,10 @@ describe('the adjudicator on tampered evidence', () => {
       ['agent_signed_request', 'missing'],
       ['provider_keys', 'missing'],
     ]);
+    // A provider the orchestrator knows that publishes no keys fails its own receipt: it cannot shed the blame so.
+    const keyless = structuredClone(bundle);
+    keyless.provider.jwks = { keys: [] };
+    expect(await adjudicate(keyless)).toMatchObject({ verdict: 'outside_scope', failing_party: 'provider' });
   });
 
   it('names what broke: an event, the display, the agent’s signature, the mandate’s window, a receipt of another charge', async () => {
@@ -584,7 +588,7 @@ describe('the human’s pages', () => {
     expect(location).toMatch(/^\/dashboard\/disputes\/dsp_/);
     const verdict = await (await call(location, { headers: { cookie: human.cookie } })).text();
     expect(verdict).toContain('The agent acted within the scope you authorized.');
-    expect(verdict).toContain('The request was signed with your agent’s registered key');
+    expect(verdict).toContain('Your agent signed, with its registered key, this very request to this provider at this price');
     expect(verdict).toContain('Not mine');
     // Disputed once: the charges page says so instead of offering the form again.
     const after = await (await call('/dashboard/charges', { headers: { cookie: human.cookie } })).text();

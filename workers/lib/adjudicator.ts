@@ -9,7 +9,7 @@ import type { z } from '@hono/zod-openapi';
 import type { SignedHeadSchema } from './audit-heads';
 import { canonicalJson, hashMatches, sha256Hex, type AuditEvent } from './audit';
 import { verifyRequestSignature } from './http-signatures';
-import { signedPriceMismatch, signedTargetMismatch } from './signed-call';
+import { signedCallMismatch, signedObject } from './signed-call';
 import { ED25519_ALGS } from './jws';
 import { evaluateForProvider, type MandateConstraint } from './mandate-constraints';
 
@@ -25,8 +25,8 @@ import { evaluateForProvider, type MandateConstraint } from './mandate-constrain
 // 6: the agent's signed request is held to where it went, as the orchestrator already was: a creation
 // is a POST to the charged provider's resources naming the charged service, a plan change a PATCH of
 // the charged resource. A request signed for another provider, or a DELETE, backs no charge. A bundle
-// without the provider's keys or address (a provider the orchestrator no longer knows) is the
-// orchestrator's evidence falling short, not the provider's fault: insufficient_evidence.
+// naming no issuer for the provider (one the orchestrator no longer knows) is the orchestrator's
+// evidence falling short, not the provider's fault: insufficient_evidence.
 export const ADJUDICATOR_VERSION = 'oap-adjudicator/6';
 /**
  * 2: `audit.orchestrator.events` are runs of the principal's chain, each from an event about the
@@ -230,19 +230,24 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
         Math.floor(chargedAt / 1000),
       );
       keys.note('agent', thumbprint, 'request signature (bound by the mandate’s cnf.jkt)');
-      const signed = JSON.parse(bundle.agent_request.body || '{}') as { service?: string; plan?: string; expected_price?: { amount?: unknown; currency?: unknown } | null };
-      const price = signed.expected_price;
-      const priceAgreed = signedPriceMismatch(bundle.agent_request.method, price, { amount: charge.amount, currency: charge.currency }) === null;
-      const call = `${bundle.agent_request.method} ${bundle.agent_request.target_uri}`;
-      const elsewhere = signedTargetMismatch(bundle.agent_request, providerUrl, 'resource_ref' in charge ? charge.resource_ref : undefined);
-      const serviceNamed = bundle.agent_request.method === 'PATCH' || signed.service === charge.service;
-      verified = !elsewhere && thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint && serviceNamed && signed.plan === charge.plan && priceAgreed;
+      const signed = signedObject(bundle.agent_request.body);
+      const mismatch = signedCallMismatch(bundle.agent_request, signed, {
+        providerUrl,
+        resourceRef: 'resource_ref' in charge ? charge.resource_ref : undefined,
+        service: charge.service,
+        plan: charge.plan,
+        charged: { amount: charge.amount, currency: charge.currency },
+      });
+      const keyBound = thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint;
+      verified = keyBound && !mismatch;
+      const price = signed?.expected_price as { amount?: unknown; currency?: unknown } | null | undefined;
       const named = price == null ? 'no price' : `${String(price.amount)} ${String(price.currency)}`;
+      const call = `${bundle.agent_request.method} ${bundle.agent_request.target_uri}`;
       detail = verified
         ? `signed by ${thumbprint}: ${call} for ${charge.service}/${charge.plan} at ${named}`
-        : elsewhere
-          ? `${elsewhere} (${call}; charged by ${charge.provider}${charge.resource_ref ? ` for ${charge.resource_ref}` : ''})`
-          : `the key or the signed body does not match the charge (key ${thumbprint}, mandate binds ${String(boundKey)}; signed ${String(signed.service)}/${String(signed.plan)} at ${named}, charged ${charge.amount} ${charge.currency})`;
+        : !keyBound
+          ? `signed with key ${thumbprint}, but the mandate binds ${String(boundKey)} and the agent's key on record is ${bundle.agent.key_thumbprint}`
+          : `${mismatch} (${call}: signed ${String(signed?.service)}/${String(signed?.plan)} at ${named}, charged ${charge.amount} ${charge.currency} by ${charge.provider}${charge.resource_ref ? ` for ${charge.resource_ref}` : ''})`;
     } catch (error) {
       detail = `the signature does not verify: ${(error as Error).message}`;
     }
@@ -262,9 +267,10 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
     );
   }
 
-  // The provider's signed account of what it delivered, and of what it checked. A bundle without the provider's keys
-  // (a provider the orchestrator no longer knows) cannot show it either way: the orchestrator's evidence is short.
-  if (!bundle.provider.jwks?.keys?.length) add('provider_keys', 'missing', `the bundle carries none of ${charge.provider}'s keys, so nothing it signed can be checked`);
+  // The provider's signed account of what it delivered, and of what it checked. A provider the orchestrator no
+  // longer knows (no issuer in the bundle) cannot be checked either way: the orchestrator's evidence is short. A
+  // known one that publishes no keys fails its own receipt.
+  if (!bundle.provider.issuer) add('provider_keys', 'missing', `the orchestrator no longer knows ${charge.provider}: nothing it signed can be checked`);
   else if (!charge.receipt) add('provider_delivered', 'missing', 'no receipt from the provider');
   else {
     try {

@@ -11,6 +11,34 @@ import type { Money } from './schemas/money';
 
 type SignedPrice = { amount?: unknown; currency?: unknown } | null | undefined;
 
+/** The JSON object an agent signed as a call's body; null when the body is not one. */
+export function signedObject(body: string): Record<string, unknown> | null {
+  try {
+    const value: unknown = JSON.parse(body);
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The charge a signed call is held to: where the provider serves its API, what was charged, and for which resource. */
+export type ChargedCall = { providerUrl: string; resourceRef: string | null | undefined; service: string; plan: string; charged: Money };
+
+/**
+ * Why a signed call (its method, target and parsed body) does not back `charge`; null when it does. A creation
+ * names the service and plan; a plan change (§3.1 "Also") only the plan, and is charged the pro-rata part of the
+ * difference, so never more than the new plan's full price ($0 for a downgrade, whose credit is a refund).
+ */
+export function signedCallMismatch(call: { method: string; target_uri: string }, signed: Record<string, unknown> | null, charge: ChargedCall): string | null {
+  if (!signed) return 'the signed body is not a JSON object';
+  const elsewhere = signedTargetMismatch(call, charge.providerUrl, charge.resourceRef);
+  if (elsewhere) return elsewhere;
+  if (call.method === 'POST' && signed.service !== charge.service) return `the agent asked for ${String(signed.service)}, not ${charge.service}`;
+  if (signed.plan !== charge.plan) return `the agent asked for plan ${String(signed.plan)}, not ${charge.plan}`;
+  // A creation's price absent (or null): the published price holds (the orchestrator checks it against the catalog).
+  return signedPriceMismatch(call.method, signed.expected_price, charge.charged);
+}
+
 /**
  * Why a signed call is not a paid call at the provider served at `providerUrl`; null when it is. `resourceRef`
  * is the resource a plan change is charged for (undefined: not known, any one resource of the provider's).

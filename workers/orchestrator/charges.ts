@@ -8,7 +8,7 @@ import { jwtVerify } from 'jose';
 import { newId } from '../lib/ids';
 import { ED25519_ALGS } from '../lib/jws';
 import { SignatureRefused, verifyRequestSignature } from '../lib/http-signatures';
-import { signedPriceMismatch, signedTargetMismatch } from '../lib/signed-call';
+import { signedCallMismatch, signedObject } from '../lib/signed-call';
 import { ProblemError, refusalProblem } from '../lib/problem';
 import type { Charge, RefundRequest } from '../lib/schemas/charges';
 import type { ChargeRequestSchema } from '../lib/schemas/charges';
@@ -60,37 +60,11 @@ export async function chargeRoute(env: OrchestratorBindings, chargeId: string) {
 type SignedPrice = { amount?: unknown; currency?: unknown } | undefined;
 
 /** The body the agent signed, when it is a JSON object (anything else names no service, plan or price). */
-function signedObject(body: string): Record<string, unknown> | null {
-  try {
-    const value: unknown = JSON.parse(body);
-    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
-  } catch {
-    return null;
-  }
-}
-
 /** A signed PATCH's expected_price: the full price of the new plan, which the agent agreed to and its renewals charge. */
 function signedFullPrice(method: string, signed: Record<string, unknown> | null): { amount: number; currency: string } | null {
   if (method !== 'PATCH') return null;
   const price = signed?.expected_price as SignedPrice;
   return price && typeof price.amount === 'number' && typeof price.currency === 'string' ? { amount: price.amount, currency: price.currency } : null;
-}
-
-/**
- * What the agent signed must be a paid call at this provider for this service, plan and price: a creation (a POST
- * to its resources) or a plan change (a PATCH of this resource). Nothing else is ever charged, a DELETE included.
- */
-function checkSignedIntent(body: ChargeRequestBody, provider: ProviderCaller['provider'], signed: Record<string, unknown> | null): string | null {
-  const signedCall = body.agent_request!;
-  if (!signed) return 'the signed body is not a JSON object';
-  const elsewhere = signedTargetMismatch(signedCall, provider.url, body.resource_ref ?? null);
-  if (elsewhere) return elsewhere;
-  // A creation names the service and plan; a plan change (§3.1 "Also") only the plan. Its charge is the pro-rata
-  // part of the difference, so never more than the new plan's full price ($0 for a downgrade, whose credit is a refund).
-  if (signedCall.method === 'POST' && signed.service !== body.service) return `the agent asked for ${String(signed.service)}, not ${body.service}`;
-  if (signed.plan !== body.plan) return `the agent asked for plan ${String(signed.plan)}, not ${body.plan}`;
-  // A creation's price absent (or null): the published price holds, checked by the caller.
-  return signedPriceMismatch(signedCall.method, signed.expected_price, { amount: body.amount, currency: body.currency });
 }
 
 /**
@@ -173,7 +147,13 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     }
     // The signed body, read once for every check below.
     const signed = signedObject(signedCall.body);
-    const mismatch = checkSignedIntent(body, caller.provider, signed);
+    const mismatch = signedCallMismatch(signedCall, signed, {
+      providerUrl: caller.provider.url,
+      resourceRef: body.resource_ref ?? null,
+      service: body.service,
+      plan: body.plan,
+      charged: { amount: body.amount, currency: body.currency },
+    });
     if (mismatch) throw await refuse('invalid_signature', 401, `The charge is not what the agent signed for: ${mismatch}.`);
     // A creation signed without expected_price agreed to the price the provider publishes for the plan.
     const priceUnsigned = signedCall.method === 'POST' && signed!.expected_price == null;
