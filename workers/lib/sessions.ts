@@ -104,27 +104,27 @@ export type SessionVariables = { session: Session };
  * nothing about the body rules.
  */
 export function requireSession(db: (c: Context) => D1Database, config: (c: Context) => SessionConfig): MiddlewareHandler<{ Variables: SessionVariables }> {
-  return createMiddleware<{ Variables: SessionVariables }>(async (c, next) => {
-    const session = await readSession(c, db(c), config(c));
-    if (!session) throw new ProblemError(401, 'unauthorized', 'Sign in first.');
-    if (!['GET', 'HEAD', 'OPTIONS'].includes(c.req.method)) await checkCsrf(c, session, config(c).baseUrl);
-    c.set('session', session);
-    await next();
+  return sessionMiddleware(db, config, () => {
+    throw new ProblemError(401, 'unauthorized', 'Sign in first.');
   });
 }
 
 /**
  * The same for a role's own pages: without a session, a redirect to sign in that comes back to `back` (the
- * page asked for, by default). A form post proves its CSRF token and a same-origin Origin, as above.
+ * page asked for, by default).
  */
 export function requirePageSession(
   db: (c: Context) => D1Database,
   config: (c: Context) => SessionConfig,
   back: (c: Context) => string = (c) => c.req.path,
 ): MiddlewareHandler<{ Variables: SessionVariables }> {
+  return sessionMiddleware(db, config, (c) => c.redirect(`/sign-in?next=${encodeURIComponent(back(c))}`, 303));
+}
+
+function sessionMiddleware(db: (c: Context) => D1Database, config: (c: Context) => SessionConfig, signedOut: (c: Context) => Response): MiddlewareHandler<{ Variables: SessionVariables }> {
   return createMiddleware<{ Variables: SessionVariables }>(async (c, next) => {
     const session = await readSession(c, db(c), config(c));
-    if (!session) return c.redirect(`/sign-in?next=${encodeURIComponent(back(c))}`, 303);
+    if (!session) return signedOut(c);
     if (!['GET', 'HEAD', 'OPTIONS'].includes(c.req.method)) await checkCsrf(c, session, config(c).baseUrl);
     c.set('session', session);
     await next();
