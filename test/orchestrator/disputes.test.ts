@@ -207,6 +207,46 @@ describe('dispute verdicts', () => {
   });
 });
 
+describe('a renewal disputed: held to the charge it renews, back to the one the agent signed', () => {
+  it('within_scope when it continues the signed charge; another price or resource fails, a chain that breaks is no evidence', async () => {
+    const human = await newPrincipal();
+    const { agent, mandate_id } = await activeMandate(human);
+    const sub = await subjectAt(agent, mandate_id, 'cloud');
+    const signed = { ...(await chargeBody(agent.key, { provider: 'cloud', mandate_id, agent_id: agent.agent_id, sub, service: 'domain', plan: 'com-1y', amount: 1044 })), resource_ref: 'res_renewed' };
+    const charged = async (body: Json) => {
+      const res = await asProvider('cloud', 'POST', '/v1/charges', body);
+      const authorized = (await res.json()) as AuthorizedCharge;
+      expect(res.status, JSON.stringify(authorized)).toBe(201);
+      expect((await captureWithReceipt('cloud', authorized, { agent_id: agent.agent_id, mandate_id, amount: 1044, resource_id: 'res_renewed' })).status).toBe(200);
+      return authorized.charge_id;
+    };
+    const created = await charged(signed);
+    const { agent_request: _signed, ...unsigned } = signed;
+    const renewed = await charged({ ...unsigned, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: created });
+    const renewedAgain = await charged({ ...unsigned, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: renewed });
+
+    const disputed = await dispute(human, renewedAgain);
+    expect(disputed.status).toBe(201);
+    const bundle = await evidenceOf(human, disputed);
+    expect(bundle.agent_request).toBeNull();
+    expect(bundle.renewal).toMatchObject({ chain: [renewed, created], signed_charge: { charge_id: created, amount: 1044, resource_ref: 'res_renewed' }, agent_request: signed.agent_request });
+    expect(disputed.body).toMatchObject({ verdict: 'within_scope' });
+    const check = async (b: EvidenceBundle) => (await adjudicate(b)).findings.find((f) => f.check === 'agent_signed_request')!;
+    expect(await check(bundle)).toMatchObject({ result: 'pass', evidence: expect.stringContaining(`renews ${created} (through 2 charges)`) });
+
+    const dearer = structuredClone(bundle);
+    dearer.charge.amount = 2000;
+    expect(await check(dearer)).toMatchObject({ result: 'fail' });
+    const elsewhere = structuredClone(bundle);
+    elsewhere.charge.resource_ref = 'res_other';
+    expect(await check(elsewhere)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('another resource') });
+    // A chain that does not reach a signed charge (or a bundle from before renewals were followed) shows nothing.
+    const broken = structuredClone(bundle);
+    broken.renewal = null;
+    expect(await adjudicate(broken)).toMatchObject({ verdict: 'insufficient_evidence', failing_party: 'orchestrator' });
+  });
+});
+
 describe('refused disputes (§4: every refusal is an event)', () => {
   it('a second dispute of one charge: 409, audited in the principal’s chain, the first verdict and the money untouched', async () => {
     const { human, charge_id } = await capturedCharge();
@@ -614,13 +654,13 @@ describe('the human’s pages', () => {
 });
 
 describe('the provider’s trail in the evidence: each event proven by a head the provider signed at it', () => {
-  /** An honest bundle whose provider trail is an account's chain: a reserve of another charge, then this charge's provision. */
-  async function withProviderTrail() {
+  /** An honest bundle whose provider trail is an account's chain: a reserve of another charge, then this charge's provision (or plan change). */
+  async function withProviderTrail(action: 'resource.provision' | 'resource.update' = 'resource.provision') {
     const { charge_id, bundle } = await disputedBundle();
     const account = 'acct_evidence';
     const other = chainAuditEvent({ actor: { type: 'agent', id: 'agt_x' }, action: 'charge.reserve', outcome: 'succeeded', related: ['chg_other'] }, { seq: 1, prev_hash: GENESIS_HASH, principal: account, id: 'evt_p1', time: '2026-11-01T00:00:00.000Z' });
     const provision = chainAuditEvent(
-      { actor: { type: 'agent', id: bundle.charge.agent_id }, action: 'resource.provision', target: 'res_disputed', outcome: 'succeeded', related: [charge_id] },
+      { actor: { type: 'agent', id: bundle.charge.agent_id }, action, target: 'res_disputed', outcome: 'succeeded', related: [charge_id] },
       { seq: 2, prev_hash: other.hash, principal: account, id: 'evt_p2', time: '2026-11-01T00:00:01.000Z' },
     );
     bundle.audit.provider = { events: [provision], signed_head: null, heads: [await providerAuditHead('cloud', { account, seq: 2, hash: provision.hash })] };
@@ -650,6 +690,12 @@ describe('the provider’s trail in the evidence: each event proven by a head th
     unproven.audit.provider!.heads = [];
     expect(await providerFinding(unproven)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('no head the provider signed at it') });
     expect((await adjudicate(edited)).failing_party).toBe('provider');
+  });
+
+  it('passes a plan change paid by the charge as it does a provision; another action paid by it is no delivery', async () => {
+    expect(await providerFinding(await withProviderTrail('resource.update'))).toMatchObject({ result: 'pass' });
+    const rotated = await withProviderTrail('resource.rotate' as 'resource.update');
+    expect(await providerFinding(rotated)).toMatchObject({ result: 'fail', evidence: expect.stringContaining('no provision or plan change paid by this charge') });
   });
 
   it('an older provider’s trail without heads is unproven: missing, and the verdict stands on the rest', async () => {
