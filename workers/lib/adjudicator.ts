@@ -26,9 +26,8 @@ import { evaluateForProvider, type MandateConstraint } from './mandate-constrain
 // is a POST to the charged provider's resources naming the charged service, a plan change a PATCH of
 // the charged resource. A request signed for another provider, or a DELETE, backs no charge. A bundle
 // naming no issuer for the provider (one the orchestrator no longer knows) is the orchestrator's
-// evidence falling short, not the provider's fault: insufficient_evidence. A renewal is held to the
-// charge it renews, back to the one the agent signed (it used to have no signed request: insufficient).
-// The provider's trail may show a plan change (resource.update) paid by the charge, not only a provision.
+// evidence falling short, not the provider's fault: insufficient_evidence. The provider's trail may
+// show a plan change (resource.update) paid by the charge, not only a provision.
 export const ADJUDICATOR_VERSION = 'oap-adjudicator/6';
 /**
  * 2: `audit.orchestrator.events` are runs of the principal's chain, each from an event about the
@@ -58,13 +57,7 @@ export type EvidenceBundle = {
     resource_ref?: string | null;
   };
   decision: { mandate_status_at_decision: string; constraint_results: { type: string; pass: boolean }[]; token_jti: string | null } | null;
-  agent_request: AgentRequest | null;
-  /**
-   * A recurring plan's renewal, which carries no signed request of its own: the charge it renews, back through
-   * `chain` (newest first) to the one the agent signed (`signed_charge`, with that `agent_request`). Absent before
-   * oap-adjudicator/6.
-   */
-  renewal?: { chain: string[]; signed_charge: SignedCharge; agent_request: AgentRequest } | null;
+  agent_request: { method: string; target_uri: string; body: string; content_digest: string; signature_input: string; signature: string } | null;
   agent: { agent_id: string; public_jwk: JWK; key_thumbprint: string; revoked_at: string | null };
   mandate: { mandate_id: string; mandate_jws: string | null; display_document: string | null; revoked_at: string | null };
   orchestrator: { issuer: string; jwks: JSONWebKeySet };
@@ -83,20 +76,6 @@ export type EvidenceBundle = {
 };
 
 export type SignedHead = z.infer<typeof SignedHeadSchema>;
-export type AgentRequest = { method: string; target_uri: string; body: string; content_digest: string; signature_input: string; signature: string };
-/** The charge a renewal rests on, as the orchestrator recorded it. */
-export type SignedCharge = { charge_id: string; provider: string; agent_id: string; resource_ref: string | null; amount: number; currency: string; authorized_at: string };
-
-/**
- * Why a renewal does not continue the charge the agent signed: the same provider, agent and resource, and the
- * same price as a creation (a plan change's renewal is held to its signed full price by the price rule).
- */
-function renewalMismatch(signed: SignedCharge, method: string, charge: EvidenceBundle['charge']): string | null {
-  if (signed.provider !== charge.provider || signed.agent_id !== charge.agent_id) return 'the renewed charge is of another provider or agent';
-  if ((signed.resource_ref ?? null) !== (charge.resource_ref ?? null)) return 'the renewed charge is of another resource';
-  if (method === 'POST' && (signed.amount !== charge.amount || signed.currency !== charge.currency)) return 'a renewal costs what the creation it renews did';
-  return null;
-}
 
 export type Finding = { check: string; result: 'pass' | 'fail' | 'missing'; evidence: string };
 export type Verdict = 'within_scope' | 'outside_scope' | 'insufficient_evidence';
@@ -235,41 +214,36 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
     `${charge.amount} ${charge.currency}; per charge ≤ ${perCharge ? perCharge.amount : 'no limit'}; ledger at charge time: ${ledgerChecks.map((r) => `${r.type} ${r.pass ? 'fit' : 'exceeded'}`).join(', ') || 'no record'}`,
   );
 
-  // The agent's own signature over exactly what was charged, with its registered key. A renewal has none of its own:
-  // it rests on the charge it renews, back to the one the agent signed, whose signature is checked as of then.
+  // The agent's own signature over exactly what was charged, with its registered key.
   const providerUrl = bundle.provider.url || bundle.provider.issuer;
-  const renewal = bundle.agent_request ? null : (bundle.renewal ?? null);
-  const request = bundle.agent_request ?? renewal?.agent_request ?? null;
-  if (!request) add('agent_signed_request', 'missing', 'no signed request');
+  if (!bundle.agent_request) add('agent_signed_request', 'missing', 'no signed request');
   else if (!providerUrl) add('agent_signed_request', 'missing', `the bundle does not say where ${charge.provider} serves its API, so where the request went cannot be checked`);
   else {
     const thumbprint = await calculateJwkThumbprint(bundle.agent.public_jwk);
     const boundKey = (claims?.cnf as { jkt?: string } | undefined)?.jkt;
-    const signedCharge = renewal?.signed_charge;
     let verified = false;
     let detail = '';
     try {
       await verifyRequestSignature(
-        { method: request.method, targetUri: request.target_uri, body: request.body, contentDigest: request.content_digest, signatureInput: request.signature_input, signature: request.signature },
+        { method: bundle.agent_request.method, targetUri: bundle.agent_request.target_uri, body: bundle.agent_request.body, contentDigest: bundle.agent_request.content_digest, signatureInput: bundle.agent_request.signature_input, signature: bundle.agent_request.signature },
         bundle.agent.public_jwk,
         thumbprint,
-        Math.floor((signedCharge ? Date.parse(signedCharge.authorized_at) : chargedAt) / 1000),
+        Math.floor(chargedAt / 1000),
       );
       keys.note('agent', thumbprint, 'request signature (bound by the mandate’s cnf.jkt)');
-      const signed = signedObject(request.body);
-      const mismatch =
-        signedCallMismatch(request, signed, {
-          providerUrl,
-          resourceRef: signedCharge ? signedCharge.resource_ref : 'resource_ref' in charge ? charge.resource_ref : undefined,
-          service: charge.service,
-          plan: charge.plan,
-          charged: { amount: charge.amount, currency: charge.currency },
-        }) ?? (signedCharge ? renewalMismatch(signedCharge, request.method, charge) : null);
+      const signed = signedObject(bundle.agent_request.body);
+      const mismatch = signedCallMismatch(bundle.agent_request, signed, {
+        providerUrl,
+        resourceRef: 'resource_ref' in charge ? charge.resource_ref : undefined,
+        service: charge.service,
+        plan: charge.plan,
+        charged: { amount: charge.amount, currency: charge.currency },
+      });
       const keyBound = thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint;
       verified = keyBound && !mismatch;
       const price = signed?.expected_price as { amount?: unknown; currency?: unknown } | null | undefined;
       const named = price == null ? 'no price' : `${String(price.amount)} ${String(price.currency)}`;
-      const call = `${signedCharge ? `renews ${signedCharge.charge_id} (through ${renewal!.chain.length} charge${renewal!.chain.length === 1 ? '' : 's'}), ` : ''}${request.method} ${request.target_uri}`;
+      const call = `${bundle.agent_request.method} ${bundle.agent_request.target_uri}`;
       detail = verified
         ? `signed by ${thumbprint}: ${call} for ${charge.service}/${charge.plan} at ${named}`
         : !keyBound

@@ -11,7 +11,7 @@ import type { Money } from './schemas/money';
 
 type SignedPrice = { amount?: unknown; currency?: unknown } | null | undefined;
 
-/** The JSON object an agent signed as a call's body; null when the body is not one. */
+/** The JSON object an agent signed as a call's body; null when it is not one (which names no service, plan or price). */
 export function signedObject(body: string): Record<string, unknown> | null {
   try {
     const value: unknown = JSON.parse(body);

@@ -59,7 +59,6 @@ export async function chargeRoute(env: OrchestratorBindings, chargeId: string) {
 
 type SignedPrice = { amount?: unknown; currency?: unknown } | undefined;
 
-/** The body the agent signed, when it is a JSON object (anything else names no service, plan or price). */
 /** A signed PATCH's expected_price: the full price of the new plan, which the agent agreed to and its renewals charge. */
 function signedFullPrice(method: string, signed: Record<string, unknown> | null): { amount: number; currency: string } | null {
   if (method !== 'PATCH') return null;

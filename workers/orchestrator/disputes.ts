@@ -90,35 +90,6 @@ async function chainProof(env: OrchestratorBindings, principalId: string, charge
   return { events, signed_head: heads.at(-1) ?? null, heads };
 }
 
-/** How far back a renewal's chain is followed: twenty years of monthly renewals. */
-const MAX_RENEWALS = 240;
-
-type RecordedEvidence = {
-  agent_request?: EvidenceBundle['agent_request'];
-  renewal_of?: string;
-  constraint_results?: { type: string; pass: boolean }[];
-  mandate_status_at_decision?: string;
-  token_jti?: string;
-};
-
-/** A renewal's chain: the charges it renews, newest first, back to the one the agent signed; null when it breaks. */
-async function renewalChain(ledger: ReturnType<typeof ledgerOf>, renewalOf: string): Promise<EvidenceBundle['renewal']> {
-  const chain: string[] = [];
-  let id: string | undefined = renewalOf;
-  while (id && chain.length < MAX_RENEWALS) {
-    const hold = await ledger.getCharge(id);
-    if (!hold?.provider || !hold.agent_id) return null;
-    chain.push(hold.id);
-    const recorded = (hold.evidence ? JSON.parse(hold.evidence) : {}) as RecordedEvidence;
-    if (recorded.agent_request) {
-      const signed_charge = { charge_id: hold.id, provider: hold.provider, agent_id: hold.agent_id, resource_ref: hold.resource_ref, amount: hold.amount, currency: hold.currency, authorized_at: new Date(hold.created).toISOString() };
-      return { chain, signed_charge, agent_request: recorded.agent_request };
-    }
-    id = recorded.renewal_of;
-  }
-  return null;
-}
-
 /** Everything the verdict may rest on, from stored state and published keys; null for a charge that is not an agent's. */
 export async function gatherEvidence(env: OrchestratorBindings, principalId: string, chargeId: string): Promise<EvidenceBundle | null> {
   const config = orchestratorConfig(env);
@@ -126,12 +97,10 @@ export async function gatherEvidence(env: OrchestratorBindings, principalId: str
   const hold = await ledger.getCharge(chargeId);
   if (!hold || !hold.mandate_id || !hold.agent_id || !hold.provider) return null;
   const [mandate, agent, keys, provider] = await Promise.all([ledger.getMandate(hold.mandate_id), ledger.getAgent(hold.agent_id), loadSigningKeys(config.SIGNING_KEYS), providerJwks(env, hold.provider)]);
-  const recorded = (hold.evidence ? JSON.parse(hold.evidence) : {}) as RecordedEvidence;
-  const [trail, providerTrail, renewal] = await Promise.all([
-    chainProof(env, principalId, chargeId, hold.mandate_id),
-    providerEvents(env, principalId, hold.provider, chargeId),
-    recorded.renewal_of ? renewalChain(ledger, recorded.renewal_of) : null,
-  ]);
+  const recorded = hold.evidence
+    ? (JSON.parse(hold.evidence) as { agent_request?: EvidenceBundle['agent_request']; constraint_results?: { type: string; pass: boolean }[]; mandate_status_at_decision?: string; token_jti?: string })
+    : {};
+  const [trail, providerTrail] = await Promise.all([chainProof(env, principalId, chargeId, hold.mandate_id), providerEvents(env, principalId, hold.provider, chargeId)]);
   return {
     format: EVIDENCE_FORMAT,
     charge: {
@@ -152,7 +121,6 @@ export async function gatherEvidence(env: OrchestratorBindings, principalId: str
       ? { mandate_status_at_decision: recorded.mandate_status_at_decision ?? 'unknown', constraint_results: recorded.constraint_results, token_jti: recorded.token_jti ?? null }
       : null,
     agent_request: recorded.agent_request ?? null,
-    renewal,
     agent: { agent_id: hold.agent_id, public_jwk: agent?.public_jwk ?? {}, key_thumbprint: agent?.key_thumbprint ?? '', revoked_at: agent?.revoked_at ?? null },
     mandate: { mandate_id: hold.mandate_id, mandate_jws: mandate?.mandate_jws ?? null, display_document: mandate?.display_document ?? null, revoked_at: mandate?.revoked_at ?? null },
     orchestrator: { issuer: config.PUBLIC_BASE_URL, jwks: keys.publicJwks as JSONWebKeySet },
