@@ -101,13 +101,16 @@ type DecisionInputs = {
   recent: number;
   /** 1 when the agent signature's single-use value is remembered: the signed request already backs a charge. */
   signature_seen: 0 | 1;
+  /** For a renewal: the resource's latest charge from this provider that is not voided (the one a renewal continues). */
+  latest_of_resource: string | null;
 };
 
 /**
  * Everything the decision reads, in one statement: the charge this may be a
  * retry of, the mandate, the requesting agent, the principal's own limit, what the
  * principal and the mandate have spent this period, the charges of the
- * last hour (velocity), and whether the agent's signed request backs a charge already. A charge is the ledger's hottest path, and each
+ * last hour (velocity), whether the agent's signed request backs a charge already, and for a renewal the
+ * resource's latest charge (read only then: it scans the holds). A charge is the ledger's hottest path, and each
  * statement has a fixed cost.
  */
 function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string, velocitySince: number, now: number): DecisionInputs {
@@ -121,7 +124,10 @@ function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string,
          COALESCE((SELECT amount FROM spend_totals WHERE period = ?4 AND scope = 'principal'), 0) AS principal_spent,
          COALESCE((SELECT amount FROM spend_totals WHERE period = ?4 AND scope = 'mandate:' || COALESCE(m.root, m.id)), 0) AS mandate_spent,
          (SELECT COUNT(*) FROM holds WHERE status IN ('pending', 'captured') AND created >= ?5) AS recent,
-         EXISTS (SELECT 1 FROM seen_nonces WHERE nonce = ?7 AND expires_at > ?8) AS signature_seen
+         EXISTS (SELECT 1 FROM seen_nonces WHERE nonce = ?7 AND expires_at > ?8) AS signature_seen,
+         CASE WHEN ?9 IS NULL THEN NULL ELSE
+           (SELECT id FROM holds WHERE provider = ?1 AND resource_ref IS ?10 AND status != 'voided' ORDER BY created DESC, rowid DESC LIMIT 1)
+         END AS latest_of_resource
        FROM (SELECT ?3 AS id) wanted
        LEFT JOIN mandates m ON m.id = wanted.id
        LEFT JOIN agents a ON a.id = ?6
@@ -134,6 +140,8 @@ function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string,
       request.agent_id,
       request.agent_signature?.nonce ?? null,
       now,
+      request.renewal_of ?? null,
+      request.resource_ref,
     )
     .one();
 }
@@ -171,6 +179,11 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
       decision: { mandate_status: evidence.mandate_status_at_decision ?? 'active', constraint_results: evidence.constraint_results ?? [] },
       audit_event_id: null,
     };
+  }
+
+  // A renewal continues the resource's latest charge that stands, so one charge is renewed once.
+  if (request.renewal_of && inputs.latest_of_resource !== request.renewal_of) {
+    return refused('invalid_signature', `renewal_of is not the latest charge of ${request.resource_ref ?? 'this resource'} that stands: a charge is renewed once.`);
   }
 
   // Not a retry: a new charge on a signed request that already backs one is a replay (checked here, used up with the hold).

@@ -364,15 +364,23 @@ describe('renewals of recurring plans', () => {
     await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {});
     const renewed = await asProvider('cloud', 'POST', '/v1/charges', renewal);
     expect(renewed.status).toBe(201);
+    const renewedId = ((await renewed.json()) as { charge_id: string }).charge_id;
+    // The same renewal retried is the same charge; another one of the same charge is refused, audited: a charge is renewed once.
+    expect(((await (await asProvider('cloud', 'POST', '/v1/charges', renewal)).json()) as { charge_id: string }).charge_id).toBe(renewedId);
+    const again = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: `renewal-${crypto.randomUUID()}` });
+    expect(await again.json()).toMatchObject({ status: 401, code: 'invalid_signature', detail: expect.stringContaining('renewed once') });
+    expect((await refusedAuthorizations(human)).map((e) => e.reason)).toEqual(['invalid_signature', 'invalid_signature']);
     // Another price than the renewed charge is not a renewal.
     expect((await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: 'other', amount: 2000 })).status).toBe(401);
 
+    // The renewal captured, the next period renews it, not the charge it renewed; under a revoked mandate that is declined.
+    await asProvider('cloud', 'POST', `/v1/charges/${renewedId}/capture`, {});
     await call(`/v1/mandates/${mandate_id}/revoke`, { method: 'POST', headers: human.headers() });
-    const declined = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: `renewal-${crypto.randomUUID()}` });
+    const declined = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: renewedId });
     expect(await declined.json()).toMatchObject({ status: 402, code: 'mandate_inactive' });
     const notes = (await (await call('/v1/notifications', { headers: { cookie: human.cookie } })).json()) as { data: { type: string; data: Record<string, unknown> }[] };
     expect(notes.data.filter((n) => n.type === 'renewal.declined')).toEqual([
-      expect.objectContaining({ data: expect.objectContaining({ renewal_of: charge_id, code: 'mandate_inactive', service: 'domain' }) }),
+      expect.objectContaining({ data: expect.objectContaining({ renewal_of: renewedId, code: 'mandate_inactive', service: 'domain' }) }),
     ]);
   });
 });

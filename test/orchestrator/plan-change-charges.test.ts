@@ -139,7 +139,11 @@ describe('a plan change (signed PATCH) and the renewals after it', () => {
 
     const renewed = await asProvider('cloud', 'POST', '/v1/charges', renewal());
     expect(renewed.status).toBe(201);
-    expect(await renewed.json()).toMatchObject({ amount: 500, plan: 'paid' });
+    const first = (await renewed.json()) as Json;
+    expect(first).toMatchObject({ amount: 500, plan: 'paid' });
+    // A charge is renewed once: another renewal of it while the first stands is refused; the first voided, it may be renewed again.
+    expect(await (await asProvider('cloud', 'POST', '/v1/charges', renewal())).json()).toMatchObject({ status: 401, code: 'invalid_signature', detail: expect.stringContaining('renewed once') });
+    expect((await asProvider('cloud', 'POST', `/v1/charges/${first.charge_id}/void`, {})).status).toBe(200);
     expect((await asProvider('cloud', 'POST', '/v1/charges', renewal({ amount: 250 }))).status).toBe(201);
     for (const over of [{ amount: 600 }, { plan: 'free', amount: 0 }, { resource_ref: 'res_other' }]) {
       expect(await (await asProvider('cloud', 'POST', '/v1/charges', renewal(over))).json()).toMatchObject({ status: 401, code: 'invalid_signature' });

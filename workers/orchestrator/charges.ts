@@ -195,6 +195,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   if (!decision.ok || decision.hold.id !== chargeId) await env.DB.prepare('DELETE FROM charge_routes WHERE charge_id = ?1').bind(chargeId).run();
   if (decision.ok) return { ...toChargeWire(decision.hold), decision: decision.decision, audit_event_id: decision.audit_event_id };
   if (decision.code === 'replayed') throw new ProblemError(401, 'replayed', decision.detail);
+  if (decision.code === 'invalid_signature') throw new ProblemError(401, 'invalid_signature', decision.detail);
   if (decision.code === 'idempotency_key_reused') throw new ProblemError(422, 'idempotency_key_reused', decision.detail);
   // Where the human can approve more: the dashboard's limits page, or the mandate (whose agent may ask for a larger one).
   const stepUp = decision.scope === 'principal' ? `${config.PUBLIC_BASE_URL}/dashboard/limits` : `${config.PUBLIC_BASE_URL}/mandates/${body.mandate_id}/approval`;
