@@ -44,10 +44,7 @@ export function nextRenewalDue(sql: SqlStorage): number | null {
   return sql.exec<{ due: number | null }>(`SELECT MIN(renews_at) AS due FROM resources WHERE status = 'active' AND renews_at IS NOT NULL`).one().due;
 }
 
-/**
- * A plan change in flight is waited for (renewing the old plan under it would price the new period wrongly), and so
- * is the void of a try whose answer was lost.
- */
+/** A plan change in flight is waited for: renewing the old plan under it would price the new period wrongly. */
 export const RENEWAL_WAIT_MS = 60_000;
 
 /** Reserves the renewal's price against the account's own limit, or suspends the resource. */
@@ -55,16 +52,10 @@ export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string,
   const resource = getResource(tx.sql, resourceId);
   if (!resource || resource.status !== 'active') return { ok: false, code: 'not_found', detail: 'no active resource' };
   const changing = tx.sql.exec(`SELECT 1 FROM sagas WHERE resource_id = ? AND kind = 'update' AND state IN ('reserved', 'authorized', 'recovering')`, resourceId).toArray().length > 0;
-  // A try whose answer was lost may stand at the orchestrator until its void goes through, and there a charge is
-  // renewed once: the next try waits for it rather than be refused (which would suspend the resource).
-  const prefix = renewalKey(resourceId, '');
-  const unsettled = tx.sql.exec(`SELECT 1 FROM charge_outbox WHERE action = 'void_by_key' AND substr(saga_id, 1, ?) = ?`, prefix.length, prefix).toArray().length > 0;
-  if (changing || unsettled) {
+  if (changing) {
     tx.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', tx.now + RENEWAL_WAIT_MS, resourceId);
     tx.schedule('renewals', tx.now + RENEWAL_WAIT_MS);
-    return changing
-      ? { ok: false, code: 'plan_change_in_progress', detail: 'a plan change of this resource is in flight' }
-      : { ok: false, code: 'previous_try_unsettled', detail: 'the void of a renewal try whose answer was lost is still owed' };
+    return { ok: false, code: 'plan_change_in_progress', detail: 'a plan change of this resource is in flight' };
   }
   const over = checkLimits(tx.sql, billingPeriod(tx.now), price, [{ scope: 'principal', limit: ownLimit(tx.sql) }]);
   if (over) {
