@@ -19,6 +19,7 @@ import {
   raiseBudgetAlerts,
   type Decline,
   type Hold,
+  voidHold,
 } from './spend';
 
 /** A hold the provider does not capture in this time is voided by the alarm. */
@@ -101,16 +102,16 @@ type DecisionInputs = {
   recent: number;
   /** 1 when the agent signature's single-use value is remembered: the signed request already backs a charge. */
   signature_seen: 0 | 1;
-  /** For a renewal: the resource's latest charge from this provider that is not voided (the one a renewal continues). */
-  latest_of_resource: string | null;
+  /** For a renewal: the other renewals of the same charge that stand, as `id:status` joined by commas (null: none). */
+  sibling_renewals: string | null;
 };
 
 /**
  * Everything the decision reads, in one statement: the charge this may be a
  * retry of, the mandate, the requesting agent, the principal's own limit, what the
  * principal and the mandate have spent this period, the charges of the
- * last hour (velocity), whether the agent's signed request backs a charge already, and for a renewal the
- * resource's latest charge (read only then: it scans the holds). A charge is the ledger's hottest path, and each
+ * last hour (velocity), whether the agent's signed request backs a charge already, and for a renewal the other
+ * renewals of the same charge (read only then: it scans the holds). A charge is the ledger's hottest path, and each
  * statement has a fixed cost.
  */
 function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string, velocitySince: number, now: number): DecisionInputs {
@@ -126,8 +127,9 @@ function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string,
          (SELECT COUNT(*) FROM holds WHERE status IN ('pending', 'captured') AND created >= ?5) AS recent,
          EXISTS (SELECT 1 FROM seen_nonces WHERE nonce = ?7 AND expires_at > ?8) AS signature_seen,
          CASE WHEN ?9 IS NULL THEN NULL ELSE
-           (SELECT id FROM holds WHERE provider = ?1 AND resource_ref IS ?10 AND status != 'voided' ORDER BY created DESC, rowid DESC LIMIT 1)
-         END AS latest_of_resource
+           (SELECT group_concat(id || ':' || status) FROM holds
+             WHERE provider = ?1 AND resource_ref IS ?10 AND status != 'voided' AND json_extract(evidence, '$.renewal_of') = ?9)
+         END AS sibling_renewals
        FROM (SELECT ?3 AS id) wanted
        LEFT JOIN mandates m ON m.id = wanted.id
        LEFT JOIN agents a ON a.id = ?6
@@ -181,10 +183,13 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
     };
   }
 
-  // A renewal continues the resource's latest charge that stands, so one charge is renewed once.
-  if (request.renewal_of && inputs.latest_of_resource !== request.renewal_of) {
-    return refused('invalid_signature', `renewal_of is not the latest charge of ${request.resource_ref ?? 'this resource'} that stands: a charge is renewed once.`);
+  // A charge is renewed once. A renewal of it already captured settles that; one still pending is a try the provider
+  // gave up on (its answer lost, or the provider restarted while it asked), which this try replaces.
+  const siblings = (inputs.sibling_renewals?.split(',') ?? []).map((entry) => entry.split(':') as [string, string]);
+  if (siblings.some(([, status]) => status !== 'pending')) {
+    return refused('invalid_signature', `${request.renewal_of} was renewed already: a charge is renewed once.`);
   }
+  for (const [id] of siblings) voidHold(tx, id, provider, 'superseded_by_a_later_try');
 
   // Not a retry: a new charge on a signed request that already backs one is a replay (checked here, used up with the hold).
   const signature = request.agent_signature ?? null;

@@ -364,17 +364,23 @@ describe('renewals of recurring plans', () => {
     await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {});
     const renewed = await asProvider('cloud', 'POST', '/v1/charges', renewal);
     expect(renewed.status).toBe(201);
-    const renewedId = ((await renewed.json()) as { charge_id: string }).charge_id;
-    // The same renewal retried is the same charge; another one of the same charge is refused, audited: a charge is renewed once.
-    expect(((await (await asProvider('cloud', 'POST', '/v1/charges', renewal)).json()) as { charge_id: string }).charge_id).toBe(renewedId);
+    const tried = ((await renewed.json()) as { charge_id: string }).charge_id;
+    // The same renewal retried is the same charge. Another try while it is pending replaces it (the provider gave up on it).
+    expect(((await (await asProvider('cloud', 'POST', '/v1/charges', renewal)).json()) as { charge_id: string }).charge_id).toBe(tried);
+    const retried = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: `renewal-${crypto.randomUUID()}` });
+    expect(retried.status).toBe(201);
+    const renewedId = ((await retried.json()) as { charge_id: string }).charge_id;
+    expect(await (await asProvider('cloud', 'GET', `/v1/charges/${tried}`)).json()).toMatchObject({ status: 'voided' });
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(2 * first.amount);
+    // Captured, it settles the period: a charge is renewed once, and another try is refused, audited.
+    await asProvider('cloud', 'POST', `/v1/charges/${renewedId}/capture`, {});
     const again = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: `renewal-${crypto.randomUUID()}` });
     expect(await again.json()).toMatchObject({ status: 401, code: 'invalid_signature', detail: expect.stringContaining('renewed once') });
     expect((await refusedAuthorizations(human)).map((e) => e.reason)).toEqual(['invalid_signature', 'invalid_signature']);
     // Another price than the renewed charge is not a renewal.
     expect((await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: 'other', amount: 2000 })).status).toBe(401);
 
-    // The renewal captured, the next period renews it, not the charge it renewed; under a revoked mandate that is declined.
-    await asProvider('cloud', 'POST', `/v1/charges/${renewedId}/capture`, {});
+    // The next period renews the renewal, not the charge it renewed; under a revoked mandate that is declined.
     await call(`/v1/mandates/${mandate_id}/revoke`, { method: 'POST', headers: human.headers() });
     const declined = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: renewedId });
     expect(await declined.json()).toMatchObject({ status: 402, code: 'mandate_inactive' });
