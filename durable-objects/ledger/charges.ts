@@ -102,16 +102,13 @@ type DecisionInputs = {
   recent: number;
   /** 1 when the agent signature's single-use value is remembered: the signed request already backs a charge. */
   signature_seen: 0 | 1;
-  /** For a renewal: the other renewals of the same charge that stand, as `id:status` joined by commas (null: none). */
-  sibling_renewals: string | null;
 };
 
 /**
  * Everything the decision reads, in one statement: the charge this may be a
  * retry of, the mandate, the requesting agent, the principal's own limit, what the
  * principal and the mandate have spent this period, the charges of the
- * last hour (velocity), whether the agent's signed request backs a charge already, and for a renewal the other
- * renewals of the same charge (read only then: it scans the holds). A charge is the ledger's hottest path, and each
+ * last hour (velocity), and whether the agent's signed request backs a charge already. A charge is the ledger's hottest path, and each
  * statement has a fixed cost.
  */
 function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string, velocitySince: number, now: number): DecisionInputs {
@@ -125,11 +122,7 @@ function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string,
          COALESCE((SELECT amount FROM spend_totals WHERE period = ?4 AND scope = 'principal'), 0) AS principal_spent,
          COALESCE((SELECT amount FROM spend_totals WHERE period = ?4 AND scope = 'mandate:' || COALESCE(m.root, m.id)), 0) AS mandate_spent,
          (SELECT COUNT(*) FROM holds WHERE status IN ('pending', 'captured') AND created >= ?5) AS recent,
-         EXISTS (SELECT 1 FROM seen_nonces WHERE nonce = ?7 AND expires_at > ?8) AS signature_seen,
-         CASE WHEN ?9 IS NULL THEN NULL ELSE
-           (SELECT group_concat(id || ':' || status) FROM holds
-             WHERE provider = ?1 AND resource_ref IS ?10 AND status != 'voided' AND json_extract(evidence, '$.renewal_of') = ?9)
-         END AS sibling_renewals
+         EXISTS (SELECT 1 FROM seen_nonces WHERE nonce = ?7 AND expires_at > ?8) AS signature_seen
        FROM (SELECT ?3 AS id) wanted
        LEFT JOIN mandates m ON m.id = wanted.id
        LEFT JOIN agents a ON a.id = ?6
@@ -142,10 +135,29 @@ function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string,
       request.agent_id,
       request.agent_signature?.nonce ?? null,
       now,
-      request.renewal_of ?? null,
-      request.resource_ref,
     )
     .one();
+}
+
+/**
+ * A charge is renewed once. Before a renewal is decided: another renewal of the same charge already captured (or
+ * refunded) refuses it, and one still pending is a try the provider gave up on (its answer lost, or the provider
+ * restarted while it asked), voided in favour of this one. A request under a key already used is left to the replay.
+ * Returns why the renewal is refused, or null. It scans the provider's holds (no index serves it): renewals only.
+ */
+function replaceEarlierTries(tx: LedgerTx, request: ChargeRequest, actor: { type: 'provider'; id: string }): string | null {
+  if (tx.sql.exec('SELECT 1 FROM holds WHERE provider = ? AND idempotency_key = ?', request.provider, request.idempotency_key).toArray().length > 0) return null;
+  const earlier = tx.sql
+    .exec<{ id: string; status: string }>(
+      `SELECT id, status FROM holds WHERE provider = ? AND resource_ref IS ? AND status != 'voided' AND json_extract(evidence, '$.renewal_of') = ?`,
+      request.provider,
+      request.resource_ref,
+      request.renewal_of!,
+    )
+    .toArray();
+  if (earlier.some((hold) => hold.status !== 'pending')) return `${request.renewal_of} was renewed already: a charge is renewed once.`;
+  for (const hold of earlier) voidHold(tx, hold.id, actor, 'superseded_by_a_later_try');
+  return null;
 }
 
 export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorized | Decline {
@@ -159,7 +171,12 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   if (!consumeNonce(tx, `provider:${request.provider}:${request.provider_jti}`, request.provider_jti_expires_ms + 60_000)) {
     return refused('replayed', 'This provider request token was already used.');
   }
+  if (request.renewal_of) {
+    const renewedAlready = replaceEarlierTries(tx, request, provider);
+    if (renewedAlready) return refused('invalid_signature', renewedAlready);
+  }
   const period = billingPeriod(tx.now);
+  // Read after any earlier try was voided, so that the limits no longer count it.
   const inputs = decisionInputs(tx.sql, request, period, tx.now - 60 * 60 * 1000, tx.now);
   const previous = inputs.previous_id === null ? null : getHold(tx.sql, inputs.previous_id);
   if (previous) {
@@ -182,14 +199,6 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
       audit_event_id: null,
     };
   }
-
-  // A charge is renewed once. A renewal of it already captured settles that; one still pending is a try the provider
-  // gave up on (its answer lost, or the provider restarted while it asked), which this try replaces.
-  const siblings = (inputs.sibling_renewals?.split(',') ?? []).map((entry) => entry.split(':') as [string, string]);
-  if (siblings.some(([, status]) => status !== 'pending')) {
-    return refused('invalid_signature', `${request.renewal_of} was renewed already: a charge is renewed once.`);
-  }
-  for (const [id] of siblings) voidHold(tx, id, provider, 'superseded_by_a_later_try');
 
   // Not a retry: a new charge on a signed request that already backs one is a replay (checked here, used up with the hold).
   const signature = request.agent_signature ?? null;

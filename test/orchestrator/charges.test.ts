@@ -391,6 +391,26 @@ describe('renewals of recurring plans', () => {
   });
 });
 
+describe('a renewal try that replaces one the provider gave up on', () => {
+  it('is decided as if the earlier try never counted: room for one renewal is enough, and no alert fires early', async () => {
+    // Room for the charge and one renewal of it (2 × 1044 ≤ 3000), not for a third hold on top.
+    const { human, body } = await setup({ spend_limit: { amount: 3000, currency: 'usd', period: 'month' }, scope: [{ provider: 'cloud', services: ['domain'] }] });
+    const first = { ...(await body()), resource_ref: 'res_renewing' };
+    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
+    await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {});
+    const { agent_request: _signed, ...rest } = first;
+    const renewal = () => ({ ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id });
+    const lost = (await (await asProvider('cloud', 'POST', '/v1/charges', renewal())).json()) as { charge_id: string };
+    const alertsBefore = ((await (await call('/v1/notifications', { headers: { cookie: human.cookie } })).json()) as { data: { type: string }[] }).data.filter((n) => n.type === 'budget.alert').length;
+    const replacing = await asProvider('cloud', 'POST', '/v1/charges', renewal());
+    expect(replacing.status, JSON.stringify(await replacing.clone().json())).toBe(201);
+    expect(await (await asProvider('cloud', 'GET', `/v1/charges/${lost.charge_id}`)).json()).toMatchObject({ status: 'voided' });
+    expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(2 * 1044);
+    const alertsAfter = ((await (await call('/v1/notifications', { headers: { cookie: human.cookie } })).json()) as { data: { type: string }[] }).data.filter((n) => n.type === 'budget.alert').length;
+    expect(alertsAfter).toBe(alertsBefore);
+  });
+});
+
 describe('receipts on capture (§4)', () => {
   it('verifies the provider’s receipt against its published key and keeps it with the charge', async () => {
     const { human, agent, mandate_id, body } = await setup();
