@@ -7,7 +7,7 @@ import { DurableObject } from 'cloudflare:workers';
 import type { JWK } from 'jose';
 import { hashMatches, recordAuditEvent, sealAuditEvent, type AuditEntry, type AuditEvent, type RecordedAuditEvent } from '../workers/lib/audit';
 import { insertAuditEvents, insertSignedHead, listAuditEvents } from '../workers/lib/audit-store';
-import { signAuditHead } from '../workers/lib/audit-heads';
+import { signAuditHead, type SignedHead } from '../workers/lib/audit-heads';
 import { newId } from '../workers/lib/ids';
 import { deliverProviderEvent, type ProviderEventEnv } from '../workers/orchestrator/provider-events';
 import { deliverWebhook } from '../workers/lib/webhooks';
@@ -46,7 +46,6 @@ const TASK_LEASE_MS = 60_000;
 
 export type AuditHead = { principal: string | null; seq: number; hash: string };
 export type AuditSnapshot = { head: AuditHead; pending: AuditEvent[] };
-export type SignedHeadOfChain = { seq: number; hash: string; time: string; jws: string };
 
 export class PrincipalLedger extends DurableObject<LedgerEnv> {
   #sql: SqlStorage;
@@ -723,14 +722,20 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     if (head.principal === null || head.seq === 0) return;
     const last = this.#sql.exec<{ seq: number }>('SELECT MAX(seq) AS seq FROM signed_heads').one().seq;
     if (last !== null && last >= head.seq) return;
-    const signed = await signAuditHead(this.env as never, { principal: head.principal, seq: head.seq, hash: head.hash });
-    this.#sql.exec('INSERT OR IGNORE INTO signed_heads (seq, hash, time, jws) VALUES (?, ?, ?, ?)', head.seq, head.hash, signed.time, signed.jws);
-    await insertSignedHead(this.env.DB, { principal: head.principal, seq: head.seq, hash: head.hash, time: signed.time, jws: signed.jws });
+    await this.#signAt(head.principal, head.seq, head.hash);
+  }
+
+  /** Signs (principal, seq, hash) now, keeps the head, and copies it to D1. */
+  async #signAt(principal: string, seq: number, hash: string): Promise<SignedHead> {
+    const signed = await signAuditHead(this.env as never, { principal, seq, hash });
+    this.#sql.exec('INSERT OR IGNORE INTO signed_heads (seq, hash, time, jws) VALUES (?, ?, ?, ?)', seq, hash, signed.time, signed.jws);
+    await insertSignedHead(this.env.DB, { principal, seq, hash, time: signed.time, jws: signed.jws });
+    return { seq, hash, time: signed.time, jws: signed.jws };
   }
 
   /** Signed heads, newest first. */
   signedHeads(limit = 20) {
-    return this.#sql.exec<{ seq: number; hash: string; time: string; jws: string }>('SELECT seq, hash, time, jws FROM signed_heads ORDER BY seq DESC LIMIT ?', limit).toArray();
+    return this.#sql.exec<SignedHead>('SELECT seq, hash, time, jws FROM signed_heads ORDER BY seq DESC LIMIT ?', limit).toArray();
   }
 
   /**
@@ -739,7 +744,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
    */
   async headCovering(seq: number) {
     const covering = () =>
-      this.#sql.exec<{ seq: number; hash: string; time: string; jws: string }>('SELECT seq, hash, time, jws FROM signed_heads WHERE seq >= ? ORDER BY seq ASC LIMIT 1', seq).toArray()[0] ?? null;
+      this.#sql.exec<SignedHead>('SELECT seq, hash, time, jws FROM signed_heads WHERE seq >= ? ORDER BY seq ASC LIMIT 1', seq).toArray()[0] ?? null;
     const known = covering();
     if (known) return known;
     await this.#signHead();
@@ -751,22 +756,19 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
    * role's key without the events around it): the one signed there already, or one signed now. Only for an
    * event the chain holds with that hash, so a copy edited in D1 (where the caller read it) gets none.
    */
-  async headsAt(events: { seq: number; hash: string }[]): Promise<SignedHeadOfChain[]> {
+  async headsAt(events: { seq: number; hash: string }[]): Promise<SignedHead[]> {
     const head = this.auditHead();
     const principal = head.principal;
     if (principal === null) return [];
-    const heads: SignedHeadOfChain[] = [];
+    const heads: SignedHead[] = [];
     for (const event of events) {
-      const known = this.#sql.exec<SignedHeadOfChain>('SELECT seq, hash, time, jws FROM signed_heads WHERE seq = ?', event.seq).toArray()[0];
+      const known = this.#sql.exec<SignedHead>('SELECT seq, hash, time, jws FROM signed_heads WHERE seq = ?', event.seq).toArray()[0];
       if (known) {
         if (known.hash === event.hash) heads.push(known);
         continue;
       }
       if (!(await this.#chainHolds(event, head))) continue;
-      const signed = await signAuditHead(this.env as never, { principal, seq: event.seq, hash: event.hash });
-      this.#sql.exec('INSERT OR IGNORE INTO signed_heads (seq, hash, time, jws) VALUES (?, ?, ?, ?)', event.seq, event.hash, signed.time, signed.jws);
-      await insertSignedHead(this.env.DB, { principal, seq: event.seq, hash: event.hash, time: signed.time, jws: signed.jws });
-      heads.push({ seq: event.seq, hash: event.hash, time: signed.time, jws: signed.jws });
+      heads.push(await this.#signAt(principal, event.seq, event.hash));
     }
     return heads;
   }
@@ -783,11 +785,12 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     const outbox = this.#sql
       .exec<{ seq: number; event: string }>('SELECT seq, event FROM audit_outbox WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT 1', event.seq, head.seq)
       .toArray()[0];
-    if (outbox?.seq === event.seq) return (JSON.parse(outbox.event) as AuditEvent).hash === event.hash;
+    const first = outbox && (JSON.parse(outbox.event) as AuditEvent);
+    if (first?.seq === event.seq) return first.hash === event.hash;
     const signedAfter = this.#sql.exec<{ seq: number; hash: string }>('SELECT seq, hash FROM signed_heads WHERE seq > ? ORDER BY seq LIMIT 1', event.seq).toArray()[0];
     const candidates = [
       signedAfter,
-      outbox && { seq: outbox.seq - 1, hash: (JSON.parse(outbox.event) as AuditEvent).prev_hash },
+      first && { seq: first.seq - 1, hash: first.prev_hash },
       { seq: head.seq, hash: head.hash },
     ].filter((c): c is { seq: number; hash: string } => !!c);
     const anchor = candidates.reduce((nearest, c) => (c.seq < nearest.seq ? c : nearest));

@@ -111,8 +111,8 @@ type DecisionInputs = {
  * last hour (velocity), and whether the agent's signed request backs a charge already. A charge is the ledger's hottest path, and each
  * statement has a fixed cost.
  */
-function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string, velocitySince: number, now: number): DecisionInputs {
-  return sql
+function decisionInputs(tx: LedgerTx, request: ChargeRequest, period: string): DecisionInputs {
+  return tx.sql
     .exec<DecisionInputs>(
       `SELECT
          (SELECT id FROM holds WHERE provider = ?1 AND idempotency_key = ?2) AS previous_id,
@@ -131,10 +131,10 @@ function decisionInputs(sql: SqlStorage, request: ChargeRequest, period: string,
       request.idempotency_key,
       request.mandate_id,
       period,
-      velocitySince,
+      tx.now - 60 * 60 * 1000,
       request.agent_id,
       request.agent_signature?.nonce ?? null,
-      now,
+      tx.now,
     )
     .one();
 }
@@ -177,7 +177,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   }
   const period = billingPeriod(tx.now);
   // Read after any earlier try was voided, so that the limits no longer count it.
-  const inputs = decisionInputs(tx.sql, request, period, tx.now - 60 * 60 * 1000, tx.now);
+  const inputs = decisionInputs(tx, request, period);
   const previous = inputs.previous_id === null ? null : getHold(tx.sql, inputs.previous_id);
   if (previous) {
     // A retry is the same charge; the same key for another one is the provider's mistake, and changes nothing.

@@ -18,7 +18,6 @@ export function consumeNonce(tx: LedgerTx, nonce: string, expiresAtMs: number): 
   return true;
 }
 
-
 export function sweepNonces(sql: SqlStorage, now: number): number {
   sql.exec('DELETE FROM seen_nonces WHERE expires_at <= ?', now);
   return sql.exec<{ n: number }>('SELECT COUNT(*) AS n FROM seen_nonces').one().n;

@@ -401,13 +401,13 @@ describe('a renewal try that replaces one the provider gave up on', () => {
     const { agent_request: _signed, ...rest } = first;
     const renewal = () => ({ ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id });
     const lost = (await (await asProvider('cloud', 'POST', '/v1/charges', renewal())).json()) as { charge_id: string };
-    const alertsBefore = ((await (await call('/v1/notifications', { headers: { cookie: human.cookie } })).json()) as { data: { type: string }[] }).data.filter((n) => n.type === 'budget.alert').length;
+    const budgetAlerts = async () => ((await (await call('/v1/notifications', { headers: { cookie: human.cookie } })).json()) as { data: { type: string }[] }).data.filter((n) => n.type === 'budget.alert').length;
+    const alertsBefore = await budgetAlerts();
     const replacing = await asProvider('cloud', 'POST', '/v1/charges', renewal());
     expect(replacing.status, JSON.stringify(await replacing.clone().json())).toBe(201);
     expect(await (await asProvider('cloud', 'GET', `/v1/charges/${lost.charge_id}`)).json()).toMatchObject({ status: 'voided' });
     expect(await ledgerOf(human.principal_id).spentThisPeriod()).toBe(2 * 1044);
-    const alertsAfter = ((await (await call('/v1/notifications', { headers: { cookie: human.cookie } })).json()) as { data: { type: string }[] }).data.filter((n) => n.type === 'budget.alert').length;
-    expect(alertsAfter).toBe(alertsBefore);
+    expect(await budgetAlerts()).toBe(alertsBefore);
   });
 });
 

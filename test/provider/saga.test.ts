@@ -697,6 +697,10 @@ describe('the provider’s trail of a charge, for dispute evidence', () => {
   const orchestratorToken = (path: string, claims: Record<string, unknown> = {}) =>
     signCompact({ alg: 'EdDSA', typ: 'oap-orchestrator+jwt', kid: orchestratorKey.kid }, { iss: 'http://127.0.0.1:8787', aud: PROVIDER, iat: now(), exp: now() + 60, htm: 'GET', htu: `${PROVIDER}${path}`, ...claims });
 
+  /** The charge's trail at `path`, asked as the orchestrator asks it, with a token for `path` (its claims changed by `claims`). */
+  const askTrail = async (path: string, sub: string, claims?: Parameters<typeof orchestratorToken>[1]) =>
+    call(`${path}?sub=${sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path, claims)}` } });
+
   it('answers the trusted orchestrator with the events of that charge, and nobody else', async () => {
     const agent = await agentWithToken();
     const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
@@ -721,7 +725,7 @@ describe('the provider’s trail of a charge, for dispute evidence', () => {
     const agent = await agentWithToken();
     const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
     const path = `/v1/charges/${res.body.charge_id}/audit`;
-    const read = async () => (await (await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } })).json()) as { events: Json[]; heads: Json[] };
+    const read = async () => (await (await askTrail(path, agent.sub)).json()) as { events: Json[]; heads: Json[] };
     const body = await read();
     expect(body.heads).toHaveLength(body.events.length);
     const jwks = createLocalJWKSet((await (await call('/.well-known/jwks.json')).json()) as JSONWebKeySet);
@@ -742,7 +746,7 @@ describe('the provider’s trail of a charge, for dispute evidence', () => {
     const ledger = ledgerOf(agent.account);
     await ledger.flushAuditOutbox();
     const path = `/v1/charges/${res.body.charge_id}/audit`;
-    const read = async () => (await (await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } })).json()) as { events: AuditEvent[]; heads: Json[] };
+    const read = async () => (await (await askTrail(path, agent.sub)).json()) as { events: AuditEvent[]; heads: Json[] };
     // Before any head was signed at these events, someone edits the reservation's copy in D1 and recomputes its hash.
     const reserve = (await read()).events.find((e) => e.action === 'charge.reserve')!;
     await runInDurableObject(ledger, (_, s) => void s.storage.sql.exec('DELETE FROM signed_heads'));
@@ -762,7 +766,7 @@ describe('the provider’s trail of a charge, for dispute evidence', () => {
     const agent = await agentWithToken();
     const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
     const path = `/v1/charges/${res.body.charge_id}/audit`;
-    return call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path, times)}` } });
+    return askTrail(path, agent.sub, times);
   };
 
   it('refuses an orchestrator token issued in the future beyond the clock skew', async () => {

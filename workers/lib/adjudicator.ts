@@ -6,10 +6,10 @@
 // verdict, so anyone can rerun it (agent/verify-evidence.ts).
 import { calculateJwkThumbprint, decodeJwt, importJWK, jwtVerify, type JSONWebKeySet, type JWK, type JWTVerifyOptions } from 'jose';
 import type { z } from '@hono/zod-openapi';
-import type { SignedHeadSchema } from './audit-heads';
+import type { SignedHead } from './audit-heads';
 import { canonicalJson, hashMatches, sha256Hex, type AuditEvent } from './audit';
 import { verifyRequestSignature } from './http-signatures';
-import { signedCallMismatch, signedObject } from './signed-call';
+import { signedCallMismatch, signedObject, type SignedPrice } from './signed-call';
 import { ED25519_ALGS } from './jws';
 import { evaluateForProvider, type MandateConstraint } from './mandate-constraints';
 
@@ -75,7 +75,7 @@ export type EvidenceBundle = {
   };
 };
 
-export type SignedHead = z.infer<typeof SignedHeadSchema>;
+export type { SignedHead };
 
 export type Finding = { check: string; result: 'pass' | 'fail' | 'missing'; evidence: string };
 export type Verdict = 'within_scope' | 'outside_scope' | 'insufficient_evidence';
@@ -234,14 +234,14 @@ export async function adjudicate(bundle: EvidenceBundle, pins: PinnedKeys = {}):
       const signed = signedObject(bundle.agent_request.body);
       const mismatch = signedCallMismatch(bundle.agent_request, signed, {
         providerUrl,
-        resourceRef: 'resource_ref' in charge ? charge.resource_ref : undefined,
+        resourceRef: charge.resource_ref,
         service: charge.service,
         plan: charge.plan,
         charged: { amount: charge.amount, currency: charge.currency },
       });
       const keyBound = thumbprint === boundKey && thumbprint === bundle.agent.key_thumbprint;
       verified = keyBound && !mismatch;
-      const price = signed?.expected_price as { amount?: unknown; currency?: unknown } | null | undefined;
+      const price = signed?.expected_price as SignedPrice;
       const named = price == null ? 'no price' : `${String(price.amount)} ${String(price.currency)}`;
       const call = `${bundle.agent_request.method} ${bundle.agent_request.target_uri}`;
       detail = verified

@@ -9,6 +9,8 @@ export const SignedHeadSchema = z
   .object({ seq: z.number().int(), hash: z.string(), time: z.string(), jws: z.string().openapi({ description: 'Compact JWS, typ oap-audit-head+jwt, by the role’s key' }) })
   .openapi('SignedAuditHead');
 
+export type SignedHead = z.infer<typeof SignedHeadSchema>;
+
 export async function signAuditHead(env: { SIGNING_KEYS?: string; PUBLIC_BASE_URL?: string }, head: { principal: string; seq: number; hash: string }) {
   const time = new Date().toISOString();
   const jws = await signJwt(await loadSigningKeys(env.SIGNING_KEYS), 'oap-audit-head+jwt', {

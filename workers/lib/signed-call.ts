@@ -9,7 +9,8 @@
 // new ADJUDICATOR_VERSION.
 import type { Money } from './schemas/money';
 
-type SignedPrice = { amount?: unknown; currency?: unknown } | null | undefined;
+/** An `expected_price` as signed: whatever the agent's body held there. */
+export type SignedPrice = { amount?: unknown; currency?: unknown } | null | undefined;
 
 /** The JSON object an agent signed as a call's body; null when it is not one (which names no service, plan or price). */
 export function signedObject(body: string): Record<string, unknown> | null {
@@ -43,7 +44,7 @@ export function signedCallMismatch(call: { method: string; target_uri: string },
  * Why a signed call is not a paid call at the provider served at `providerUrl`; null when it is. `resourceRef`
  * is the resource a plan change is charged for (undefined: not known, any one resource of the provider's).
  */
-export function signedTargetMismatch(call: { method: string; target_uri: string }, providerUrl: string, resourceRef: string | null | undefined): string | null {
+function signedTargetMismatch(call: { method: string; target_uri: string }, providerUrl: string, resourceRef: string | null | undefined): string | null {
   const resources = `${providerUrl}/v1/resources`;
   if (call.method === 'POST') return call.target_uri === resources ? null : 'the signed request is not a creation at this provider';
   if (call.method === 'PATCH') {
@@ -55,7 +56,7 @@ export function signedTargetMismatch(call: { method: string; target_uri: string 
 }
 
 /** Why `charged` is not what a signed `method` call naming `expected` agreed to; null when it is. */
-export function signedPriceMismatch(method: string, expected: unknown, charged: Money): string | null {
+function signedPriceMismatch(method: string, expected: unknown, charged: Money): string | null {
   const price = expected as SignedPrice;
   if (method === 'PATCH') {
     if (typeof price?.amount !== 'number' || price.currency !== charged.currency) return 'the signed plan change names no price in this currency';

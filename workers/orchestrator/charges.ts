@@ -8,7 +8,7 @@ import { jwtVerify } from 'jose';
 import { newId } from '../lib/ids';
 import { ED25519_ALGS } from '../lib/jws';
 import { SignatureRefused, verifyRequestSignature } from '../lib/http-signatures';
-import { signedCallMismatch, signedObject } from '../lib/signed-call';
+import { signedCallMismatch, signedObject, type SignedPrice } from '../lib/signed-call';
 import { ProblemError, refusalProblem } from '../lib/problem';
 import type { Charge, RefundRequest } from '../lib/schemas/charges';
 import type { ChargeRequestSchema } from '../lib/schemas/charges';
@@ -56,8 +56,6 @@ function decisionOf(hold: Hold): Charge['decision'] {
 export async function chargeRoute(env: OrchestratorBindings, chargeId: string) {
   return env.DB.prepare('SELECT principal_id, provider_id FROM charge_routes WHERE charge_id = ?1').bind(chargeId).first<{ principal_id: string; provider_id: string }>();
 }
-
-type SignedPrice = { amount?: unknown; currency?: unknown } | undefined;
 
 /** A signed PATCH's expected_price: the full price of the new plan, which the agent agreed to and its renewals charge. */
 function signedFullPrice(method: string, signed: Record<string, unknown> | null): { amount: number; currency: string } | null {

@@ -1,12 +1,15 @@
-// The provider account's human on the provider's own pages (linking, limits).
+// The provider account's human: on the provider's own pages (linking, limits), and on the API they post to.
 import type { Context } from 'hono';
-import { requirePageSession } from '../lib/sessions';
+import { requirePageSession, requireSession } from '../lib/sessions';
 import { sessionConfigOf, type ProviderBindings } from './env';
 
 type C = Context<{ Bindings: ProviderBindings }>;
 
+const db = (c: Context) => (c as C).env.DB;
+const config = (c: Context) => sessionConfigOf((c as C).env);
+
 /** The session, or a redirect to sign in and come back here; a form post also proves its CSRF token. */
-export const pageSession = requirePageSession(
-  (c) => (c as C).env.DB,
-  (c) => sessionConfigOf((c as C).env),
-);
+export const pageSession = requirePageSession(db, config);
+
+/** The session, or 401: for the API a page posts to. */
+export const humanSession = requireSession(db, config);

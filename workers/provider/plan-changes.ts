@@ -89,7 +89,7 @@ export async function changePlan(
   if (!begun.ok) throw ledgerRefusal(begun, env);
 
   // The orchestrator decides on the agent's signed PATCH; a downgrade is a $0 charge so that it holds that signature too.
-  const { chargeId, saga } = await authorizeSaga(env, claims, { begun, signed, description: `${resource.service}: ${from.plan} to ${to.plan}, pro rata`, unchanged: 'the plan is unchanged' });
+  const saga = await authorizeSaga(env, claims, { begun, signed, description: `${resource.service}: ${from.plan} to ${to.plan}, pro rata`, unchanged: 'the plan is unchanged' });
 
   let fields: Record<string, unknown>;
   try {
@@ -100,6 +100,7 @@ export async function changePlan(
     await ledger.voidSaga(claims.account_id, sagaId, 'change_failed');
     throw new ProblemError(502, 'internal_error', 'The plan change failed; the plan is unchanged and nothing was charged.');
   }
+  const chargeId = saga.charge_id!;
   const receipt = await signReceipt(env, saga, chargeId);
   const completed = await ledger.completeUpdate(claims.account_id, sagaId, { fields: JSON.stringify(fields), receipt });
   if (!completed) {

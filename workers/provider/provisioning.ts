@@ -131,7 +131,7 @@ export async function provisionResource(
     return { kind: 'accepted', operation_id: sagaId, audit_event_id: started.event_id };
   }
   // A synchronous creation records the authorization with its completion (or its void): one write fewer on the paid path.
-  const { chargeId, saga, authorization } = await askAuthorization(env, claims, ask);
+  const { saga, authorization } = await askAuthorization(env, claims, ask);
   if (Date.now() >= saga.deadline - DEADLINE_MARGIN_MS) {
     // Recovery may take the saga from here on, and would not know of what we provisioned now.
     await ledger.voidSaga(claims.account_id, sagaId, 'deadline_passed', false, authorization);
@@ -139,7 +139,7 @@ export async function provisionResource(
   }
 
   // Step 4: provision; any failure undoes it and voids both holds.
-  const done = await provisionAndComplete(env, claims.account_id, saga, chargeId, false, request.parameters, record, authorization);
+  const done = await provisionAndComplete(env, claims.account_id, saga, false, request.parameters, record, authorization);
   return { kind: 'created', ...done };
 }
 
@@ -163,7 +163,7 @@ export type ChargeAsk = { begun: { saga: Saga; event_id: string }; signed: Signe
  * The authorization is returned, not recorded: the saga as it would read once
  * recorded, and what to record. `unchanged` says what a refusal leaves as it was.
  */
-export async function askAuthorization(env: ProviderBindings, claims: AccessTokenClaims, ask: ChargeAsk): Promise<{ chargeId: string; saga: Saga; authorization: Authorization }> {
+async function askAuthorization(env: ProviderBindings, claims: AccessTokenClaims, ask: ChargeAsk): Promise<{ saga: Saga; authorization: Authorization }> {
   const { begun, signed, description, unchanged } = ask;
   const ledger = ledgerOf(env, claims.account_id);
   const sagaId = begun.saga.id;
@@ -206,7 +206,7 @@ export async function askAuthorization(env: ProviderBindings, claims: AccessToke
   }
   const chargeId = answer.body.charge_id;
   const decision = JSON.stringify({ ...((answer.body.decision ?? {}) as Record<string, unknown>), audit_event_id: answer.body.audit_event_id ?? null });
-  return { chargeId, saga: { ...begun.saga, state: 'authorized', charge_id: chargeId, charge_decision: decision }, authorization: { charge_id: chargeId, decision } };
+  return { saga: { ...begun.saga, state: 'authorized', charge_id: chargeId, charge_decision: decision }, authorization: { charge_id: chargeId, decision } };
 }
 
 /**
@@ -215,11 +215,11 @@ export async function askAuthorization(env: ProviderBindings, claims: AccessToke
  * recovery may have given up on it meanwhile (its charge's void is then owed already).
  * `provisionLater`: an async creation, whose provisioning the alarm is asked for in the same write.
  */
-export async function authorizeSaga(env: ProviderBindings, claims: AccessTokenClaims, ask: ChargeAsk, provisionLater = false): Promise<{ chargeId: string; saga: Saga }> {
-  const { chargeId, authorization } = await askAuthorization(env, claims, ask);
-  const saga = (await ledgerOf(env, claims.account_id).recordAuthorization(claims.account_id, ask.begun.saga.id, chargeId, authorization.decision, provisionLater)) as Saga | null;
+export async function authorizeSaga(env: ProviderBindings, claims: AccessTokenClaims, ask: ChargeAsk, provisionLater = false): Promise<Saga> {
+  const { authorization } = await askAuthorization(env, claims, ask);
+  const saga = (await ledgerOf(env, claims.account_id).recordAuthorization(claims.account_id, ask.begun.saga.id, authorization.charge_id, authorization.decision, provisionLater)) as Saga | null;
   if (saga?.state !== 'authorized') throw new ProblemError(503, 'internal_error', `The paid call timed out; ${ask.unchanged}.`);
-  return { chargeId, saga };
+  return saga;
 }
 
 /**
@@ -253,7 +253,6 @@ async function provisionAndComplete(
   env: ProviderBindings,
   accountId: string,
   saga: Saga,
-  chargeId: string,
   keepCredentials: boolean,
   parameters?: Record<string, unknown>,
   record?: IdempotencyRecord,
@@ -273,7 +272,7 @@ async function provisionAndComplete(
     if (error instanceof ProvisionRefused) throw new ProblemError(error.status, error.code, error.message);
     throw new ProblemError(502, 'internal_error', 'Provisioning failed; nothing was charged.');
   }
-  const receipt = await signReceipt(env, saga, chargeId);
+  const receipt = await signReceipt(env, saga, saga.charge_id!);
   const plan = publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === saga.service)?.plans.find((p) => p.id === saga.plan);
   const completed = await ledger.completeSaga(
     accountId,
@@ -294,7 +293,7 @@ async function provisionAndComplete(
     throw new ProblemError(503, 'internal_error', 'The provisioning timed out; nothing was charged.');
   }
   if (provisioned.supersedes) await retire(env, accountId, { service: saga.service, resource_id: provisioned.supersedes });
-  return { resource: resourceWire(completed.resource as Resource), credentials: provisioned.credentials, charge_id: chargeId, audit_event_id: completed.event.id, receipt, recorded: record !== undefined };
+  return { resource: resourceWire(completed.resource as Resource), credentials: provisioned.credentials, charge_id: saga.charge_id!, audit_event_id: completed.event.id, receipt, recorded: record !== undefined };
 }
 
 /**
@@ -415,7 +414,7 @@ export const isAsync = (env: ProviderBindings, service: string) => publishedCata
 /** An async saga's provisioning step, run by the alarm. A sync saga is its request's to finish, never the alarm's. */
 export async function runAsyncProvision(env: ProviderBindings, accountId: string, saga: Saga): Promise<void> {
   if (saga.state !== 'authorized' || !saga.charge_id || !isAsync(env, saga.service)) return;
-  await provisionAndComplete(env, accountId, saga, saga.charge_id, true).catch(() => undefined);
+  await provisionAndComplete(env, accountId, saga, true).catch(() => undefined);
 }
 
 export type RenewalOutcome = { kind: 'authorized'; charge_id: string } | { kind: 'declined'; code: string } | { kind: 'unreachable' };

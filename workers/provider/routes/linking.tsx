@@ -1,24 +1,18 @@
 // The linking page and its decisions (PROTOCOL.md §2.3). The page is for the
 // provider account's human; the decisions also answer JSON API clients.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import type { Context } from 'hono';
 import type { RoleEnv } from '../../lib/app';
 import { Layout, PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
 import { ProblemError, problemResponses } from '../../lib/problem';
-import { isFormRequest, requireSession, type SessionVariables } from '../../lib/sessions';
-import { providerConfig, sessionConfigOf, type ProviderBindings } from '../env';
+import { isFormRequest, type SessionVariables } from '../../lib/sessions';
+import { providerConfig, type ProviderBindings } from '../env';
 import { confirmLink, declineLink, linkRequestFor } from '../linking';
-import { pageSession } from '../page-session';
+import { humanSession, pageSession } from '../page-session';
 import { accountById } from '../store/accounts';
 
 type Env = RoleEnv<ProviderBindings> & { Variables: SessionVariables };
 const LinkId = z.object({ id: z.string().startsWith('lnk_') });
 const LinkSchema = z.object({ link_id: z.string(), status: z.enum(['pending', 'linked', 'declined', 'expired']), orchestrator: z.string(), account_id: z.string() }).openapi('AccountLink');
-
-const humanSession = requireSession(
-  (c) => (c as Context<{ Bindings: ProviderBindings }>).env.DB,
-  (c) => sessionConfigOf((c as Context<{ Bindings: ProviderBindings }>).env),
-);
 
 export function linkingRoutes() {
   const app = new OpenAPIHono<Env>();
