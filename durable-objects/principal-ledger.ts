@@ -23,7 +23,7 @@ import * as spend from './ledger/spend';
 import * as disputes from './ledger/disputes';
 import * as sagas from './ledger/sagas';
 import * as tokens from './ledger/tokens';
-import { deprovision, isAsync, renewalPrice, renewAtBackend, requestRenewal, resourceWire, revertPlan, runAsyncProvision, settleChargeCall, suspendAtBackend } from '../workers/provider/provisioning';
+import { deprovision, isAsync, renewalPrice, renewAtBackend, requestRenewal, resourceWire, revertPlan, runAsyncProvision, settleChargeCall, signRenewalReceipt, suspendAtBackend } from '../workers/provider/provisioning';
 import * as renewals from './ledger/renewals';
 import * as lifecycle from './ledger/lifecycle';
 import * as planChanges from './ledger/plan-changes';
@@ -827,9 +827,13 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         continue;
       }
       const outcome = await requestRenewal(this.env as never, saga, resource, holdId, price);
+      // The period paid for runs from this boundary to the next, as the receipt states to the orchestrator.
+      const periodEnd = renewals.nextRenewal(resource.renews_at!, resource.billing as 'month' | 'year');
+      const receipt = outcome.kind === 'authorized' ? await signRenewalReceipt(this.env as never, saga, resource, { chargeId: outcome.charge_id, decision: outcome.decision, price, periodEnd }) : null;
       const after = this.#transaction(account, (tx) => {
-        if (outcome.kind === 'authorized') renewals.completeRenewal(tx, resource.id, holdId, outcome.charge_id, saga.orchestrator);
+        if (outcome.kind === 'authorized') renewals.completeRenewal(tx, resource.id, holdId, { chargeId: outcome.charge_id, receipt: receipt!, renewsAt: periodEnd }, saga.orchestrator);
         else if (outcome.kind === 'declined') renewals.declineRenewal(tx, resource.id, holdId, outcome.code);
+        else if (outcome.kind === 'not_due') renewals.deferRenewal(tx, resource.id, holdId, outcome.renews_at);
         else renewals.postponeRenewal(tx, resource.id, holdId, saga);
         return sagas.getResource(tx.sql, resource.id);
       });

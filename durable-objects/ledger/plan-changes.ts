@@ -38,7 +38,8 @@ export type UpdateStart = SagaParties & {
   request_key: string;
 };
 
-export type UpdateBegun = { ok: true; saga: Saga; event_id: string; charge: Money; credit: Money };
+/** `renews_at`: the boundary the difference was priced against, where the period the change pays for ends. */
+export type UpdateBegun = { ok: true; saga: Saga; event_id: string; charge: Money; credit: Money; renews_at: number };
 
 /**
  * Step 2 for a plan change, in one transaction: the resource is the agent's,
@@ -103,7 +104,7 @@ export function beginUpdate(tx: LedgerTx, start: UpdateStart): UpdateBegun | (De
   });
   tx.schedule('saga_recovery', deadline);
   const event = tx.audit({ actor, action: 'charge.reserve', mandate_id: start.mandate_id, target: resource.id, outcome: 'succeeded', amount: charge, related: [start.hold_id, change] });
-  return { ok: true, saga: getSaga(tx.sql, start.saga_id)!, event_id: event.id, charge, credit };
+  return { ok: true, saga: getSaga(tx.sql, start.saga_id)!, event_id: event.id, charge, credit, renews_at: resource.renews_at };
 }
 
 /** The credit a completed change gives: what it owes, within what is left of the previous charge. */

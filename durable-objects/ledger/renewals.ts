@@ -26,12 +26,13 @@ export function previousRenewal(renewsAt: number, billing: 'month' | 'year'): nu
     : Date.UTC(d.getUTCFullYear() - 1, d.getUTCMonth(), d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds());
 }
 
-export function setBilling(tx: LedgerTx, resourceId: string, billing: 'one_time' | 'month' | 'year') {
-  if (billing === 'one_time') {
+/** A recurring plan's first boundary is the end of the period its receipt states (`renewsAt`): they are one instant. */
+export function setBilling(tx: LedgerTx, resourceId: string, billing: 'one_time' | 'month' | 'year', renewsAt: number | null) {
+  if ((billing === 'one_time') !== (renewsAt === null)) throw new Error(`a ${billing} plan ${renewsAt === null ? 'needs' : 'has no'} renewal boundary`);
+  if (renewsAt === null) {
     tx.sql.exec(`UPDATE resources SET billing = 'one_time', renews_at = NULL WHERE id = ?`, resourceId);
     return;
   }
-  const renewsAt = nextRenewal(tx.now, billing);
   tx.sql.exec('UPDATE resources SET billing = ?, renews_at = ? WHERE id = ?', billing, renewsAt, resourceId);
   tx.schedule('renewals', renewsAt);
 }
@@ -67,8 +68,12 @@ export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string,
   return { ok: true };
 }
 
-/** The orchestrator authorized the renewal: capture here, owe the capture there, move the boundary on. */
-export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string, chargeId: string, orchestrator: string) {
+/**
+ * The orchestrator authorized the renewal: capture here with the receipt (which states the period paid for, ending at
+ * `renewsAt`), owe the capture there, move the boundary on to that end.
+ */
+export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string, paid: { chargeId: string; receipt: string; renewsAt: number }, orchestrator: string) {
+  const chargeId = paid.chargeId;
   const resource = getResource(tx.sql, resourceId)!;
   tx.sql.exec('UPDATE holds SET remote_charge_id = ? WHERE id = ?', chargeId, holdId);
   if (resource.status !== 'active') {
@@ -79,12 +84,10 @@ export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string
     tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'refused', reason: `resource_${resource.status}`, related: [chargeId] });
     return;
   }
-  captureHold(tx, holdId, { type: 'system', id: 'renewal' });
-  const billing = resource.billing as 'month' | 'year';
-  const renewsAt = nextRenewal(resource.renews_at ?? tx.now, billing);
-  tx.sql.exec('UPDATE resources SET renews_at = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?', renewsAt, chargeId, holdId, iso(tx.now), resourceId);
+  captureHold(tx, holdId, { type: 'system', id: 'renewal' }, paid.receipt);
+  tx.sql.exec('UPDATE resources SET renews_at = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?', paid.renewsAt, chargeId, holdId, iso(tx.now), resourceId);
   oweCharge(tx, resourceId, holdId, 'capture', chargeId, orchestrator);
-  tx.schedule('renewals', renewsAt);
+  tx.schedule('renewals', paid.renewsAt);
   tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [chargeId], amount: null });
 }
 
@@ -125,6 +128,17 @@ export function postponeRenewal(tx: LedgerTx, resourceId: string, holdId: string
   owe(tx, { id: key, charge_id: null, orchestrator: payer.orchestrator }, 'void_by_key', { principal_sub: payer.principal_sub, idempotency_key: key });
   tx.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', tx.now + RENEWAL_RETRY_MS, resourceId);
   tx.schedule('renewals', tx.now + RENEWAL_RETRY_MS);
+}
+
+/**
+ * The orchestrator holds the period not over yet (its clock is behind ours): release the hold and renew when it
+ * says, a minute from now at the soonest. It held nothing, so nothing is owed to it.
+ */
+export function deferRenewal(tx: LedgerTx, resourceId: string, holdId: string, until: number) {
+  voidHold(tx, holdId, { type: 'system', id: 'renewal' }, 'renewal_not_due');
+  const renewsAt = Math.max(until, tx.now + RENEWAL_WAIT_MS);
+  tx.sql.exec(`UPDATE resources SET renews_at = ? WHERE id = ? AND status = 'active'`, renewsAt, resourceId);
+  tx.schedule('renewals', renewsAt);
 }
 
 function suspend(tx: LedgerTx, resource: Resource, reason: string) {

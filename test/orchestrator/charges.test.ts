@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
 import type { AuditEvent } from '../../workers/lib/audit';
 import { asProvider, chargeBody, PROVIDER_URL, providerReceipt, providerToken, signedAgentRequest, subjectAt } from '../support/fake-provider';
-import { activeMandate, call, mandateBody, newPrincipal, type Human } from '../support/orchestrator-client';
+import { activeMandate, call, chargeMadeDaysAgo, mandateBody, newPrincipal, type Human } from '../support/orchestrator-client';
 import { standInCatalog } from '../support/stand-ins';
 import { forgetProviderCatalogs } from '../../workers/orchestrator/provider-catalogs';
 
@@ -362,6 +362,8 @@ describe('renewals of recurring plans', () => {
     // Not yet captured: nothing to renew.
     expect((await asProvider('cloud', 'POST', '/v1/charges', renewal)).status).toBe(401);
     await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {});
+    // A year on (com-1y is billed yearly), the period it paid for has ended.
+    await chargeMadeDaysAgo(human.principal_id, charge_id, 365);
     const renewed = await asProvider('cloud', 'POST', '/v1/charges', renewal);
     expect(renewed.status).toBe(201);
     const tried = ((await renewed.json()) as { charge_id: string }).charge_id;
@@ -381,6 +383,7 @@ describe('renewals of recurring plans', () => {
     expect((await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: 'other', amount: 2000 })).status).toBe(401);
 
     // The next period renews the renewal, not the charge it renewed; under a revoked mandate that is declined.
+    await chargeMadeDaysAgo(human.principal_id, renewedId, 365);
     await call(`/v1/mandates/${mandate_id}/revoke`, { method: 'POST', headers: human.headers() });
     const declined = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: renewedId });
     expect(await declined.json()).toMatchObject({ status: 402, code: 'mandate_inactive' });
@@ -391,6 +394,94 @@ describe('renewals of recurring plans', () => {
   });
 });
 
+describe('when a renewal is due: not before the period the renewed charge paid for has ended (renewal-periods.ts)', () => {
+  const DAY = 24 * 60 * 60 * 1000;
+  const catalogOf = (billing: Record<string, 'one_time' | 'month' | 'year'>) =>
+    testEnv.PROVIDER_CLOUD.fetch('http://provider/_test/catalog', { method: 'POST', body: JSON.stringify({ status: 200, catalog: standInCatalog({ domain: { 'com-1y': 1044 } }, billing) }) });
+  afterEach(async () => {
+    forgetProviderCatalogs();
+    await catalogOf({});
+  });
+
+  /** A captured charge of the yearly `com-1y`, made `daysAgo` days back, kept with a receipt stating `periodEnd` (or none); and its renewal's body. */
+  async function renewable(daysAgo: number, periodEnd: number | null, human?: Human) {
+    const { human: h, agent, mandate_id, body } = await setup({ spend_limit: { amount: 10_000, currency: 'usd', period: 'month' }, scope: [{ provider: 'cloud', services: ['domain'] }] }, human);
+    const first = { ...(await body()), resource_ref: `res_${crypto.randomUUID()}` };
+    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
+    await chargeMadeDaysAgo(h.principal_id, charge_id, daysAgo);
+    const claims = { charge_id, agent_id: agent.agent_id, mandate_id, amount: 1044, currency: 'usd' };
+    const receipt = periodEnd === null ? {} : { receipt: await providerReceipt('cloud', { ...claims, period_end: new Date(periodEnd).toISOString() }) };
+    expect((await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, receipt)).status).toBe(200);
+    const { agent_request: _signed, ...rest } = first;
+    const renewal = (renewed = charge_id) => ({ ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: renewed });
+    const madeAt = (await ledgerOf(h.principal_id).getCharge(charge_id))!.created;
+    return { human: h, charge_id, madeAt, renewal, claims };
+  }
+  const ask = async (body: Record<string, unknown>) => {
+    const res = await asProvider('cloud', 'POST', '/v1/charges', body);
+    return { status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as { code?: string; renews_at?: string; charge_id?: string } };
+  };
+
+  it('is 409 renewal_not_due a year less a day after a yearly plan’s charge was made (audited, nothing held), and then taken', async () => {
+    const recent = await renewable(100, null);
+    const refused = await ask(recent.renewal());
+    expect(refused).toMatchObject({ status: 409, body: { code: 'renewal_not_due', renews_at: new Date(recent.madeAt + 364 * DAY).toISOString() } });
+    expect(Number(refused.retryAfter)).toBeGreaterThan(263 * 24 * 60 * 60);
+    expect((await refusedAuthorizations(recent.human)).map((e) => e.reason)).toEqual(['renewal_not_due']);
+    expect(await ledgerOf(recent.human.principal_id).spentThisPeriod()).toBe(1044);
+    // A receipt stating an earlier end gains nothing: the period still lasts the shortest a year can.
+    const short = await renewable(100, Date.now() - 50 * DAY);
+    expect((await ask(short.renewal())).body).toMatchObject({ code: 'renewal_not_due', renews_at: new Date(short.madeAt + 364 * DAY).toISOString() });
+    expect((await ask((await renewable(365, null)).renewal())).status).toBe(201);
+  });
+
+  it('waits for a later end the receipt states, give or take a provider’s clock', async () => {
+    const periodEnd = Date.now() + 10 * 60 * 1000;
+    const later = await renewable(365, periodEnd);
+    expect((await ask(later.renewal())).body).toMatchObject({ code: 'renewal_not_due', renews_at: new Date(periodEnd).toISOString() });
+    // Two minutes ahead of the end is within a provider's clock running ahead of ours.
+    const onTime = await renewable(365, Date.now() + 2 * 60 * 1000);
+    expect((await ask(onTime.renewal())).status).toBe(201);
+  });
+
+  it('advances a renewal chain one period per renewal, whatever its receipts state', async () => {
+    const due = await renewable(365, null);
+    const renewed = await ask(due.renewal());
+    expect(renewed.status).toBe(201);
+    const renewalId = renewed.body.charge_id!;
+    // Its receipt says its period is long over; the orchestrator knows the renewal was made just now.
+    const receipt = await providerReceipt('cloud', { ...due.claims, charge_id: renewalId, period_end: new Date(Date.now() - DAY).toISOString() });
+    expect((await asProvider('cloud', 'POST', `/v1/charges/${renewalId}/capture`, { receipt })).status).toBe(200);
+    const madeAt = (await ledgerOf(due.human.principal_id).getCharge(renewalId))!.created;
+    expect((await ask(due.renewal(renewalId))).body).toMatchObject({ code: 'renewal_not_due', renews_at: new Date(madeAt + 364 * DAY).toISOString() });
+  });
+
+  it('holds a monthly plan to 27 days, and renews no one-time plan', async () => {
+    await catalogOf({ 'com-1y': 'month' });
+    const monthly = await renewable(26, null);
+    expect((await ask(monthly.renewal())).body).toMatchObject({ code: 'renewal_not_due', renews_at: new Date(monthly.madeAt + 27 * DAY).toISOString() });
+    expect((await ask((await renewable(28, null)).renewal())).status).toBe(201);
+    forgetProviderCatalogs();
+    await catalogOf({ 'com-1y': 'one_time' });
+    const once = await renewable(400, null);
+    expect((await ask(once.renewal())).body).toMatchObject({ code: 'invalid_signature', detail: expect.stringContaining('not a recurring plan') });
+  });
+
+  it('reads a receipt’s period_end at capture: one that is not an RFC 3339 date-time is 422, the charge still authorized; after a void, the answer is the void', async () => {
+    const { human, agent, mandate_id, body } = await setup({ scope: [{ provider: 'cloud', services: ['domain'] }] });
+    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', await body())).json()) as { charge_id: string };
+    const claims = { charge_id, agent_id: agent.agent_id, mandate_id, amount: 1044, currency: 'usd' };
+    for (const period_end of ['next month', '2027', Date.now() + 365 * DAY]) {
+      const refused = await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, { receipt: await providerReceipt('cloud', { ...claims, period_end }) });
+      expect(await refused.json()).toMatchObject({ status: 422, code: 'invalid_request' });
+    }
+    expect((await ledgerOf(human.principal_id).getCharge(charge_id))!.status).toBe('pending');
+    await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/void`, {});
+    const late = await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, { receipt: await providerReceipt('cloud', { ...claims, period_end: 'never' }) });
+    expect(await late.json()).toMatchObject({ status: 409, code: 'charge_voided' });
+  });
+});
+
 describe('a renewal try that replaces one the provider gave up on', () => {
   it('is decided as if the earlier try never counted: room for one renewal is enough, and no alert fires early', async () => {
     // Room for the charge and one renewal of it (2 × 1044 ≤ 3000), not for a third hold on top.
@@ -398,6 +489,7 @@ describe('a renewal try that replaces one the provider gave up on', () => {
     const first = { ...(await body()), resource_ref: 'res_renewing' };
     const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
     await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {});
+    await chargeMadeDaysAgo(human.principal_id, charge_id, 365);
     const { agent_request: _signed, ...rest } = first;
     const renewal = () => ({ ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id });
     const lost = (await (await asProvider('cloud', 'POST', '/v1/charges', renewal())).json()) as { charge_id: string };

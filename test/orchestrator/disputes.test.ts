@@ -11,7 +11,7 @@ import { signJwt } from '../../workers/lib/jws';
 import { loadSigningKeys } from '../../workers/lib/signing-keys';
 import { newAgentKey } from '../support/agent-keys';
 import { asProvider, captureWithReceipt, chargeBody, providerAuditHead, signedAgentRequest, subjectAt, type AuthorizedCharge } from '../support/fake-provider';
-import { activeMandate, call, newPrincipal, type Human } from '../support/orchestrator-client';
+import { activeMandate, call, chargeMadeDaysAgo, newPrincipal, type Human } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
 const ledgerOf = (id: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(id));
@@ -221,6 +221,7 @@ describe('a renewal disputed', () => {
       return authorized.charge_id;
     };
     const created = await charged(signed);
+    await chargeMadeDaysAgo(human.principal_id, created, 365);
     const { agent_request: _signed, ...unsigned } = signed;
     const renewed = await charged({ ...unsigned, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: created });
     const disputed = await dispute(human, renewed);

@@ -6,7 +6,7 @@ import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { auditEvents } from '../../workers/lib/audit-trail';
 import type { AuditEvent } from '../../workers/lib/audit';
-import { asProvider, chargeBody, PROVIDER_URL, signedAgentRequest, subjectAt } from '../support/fake-provider';
+import { asProvider, chargeBody, PROVIDER_URL, providerReceipt, signedAgentRequest, subjectAt } from '../support/fake-provider';
 import { activeMandate, newPrincipal } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
@@ -151,6 +151,18 @@ describe('a plan change (signed PATCH) and the renewals after it', () => {
     for (const over of [{ amount: 600 }, { plan: 'free', amount: 0 }, { resource_ref: 'res_other' }]) {
       expect(await (await asProvider('cloud', 'POST', '/v1/charges', renewal(over))).json()).toMatchObject({ status: 401, code: 'invalid_signature' });
     }
+  });
+
+  it('a renewal of the change’s charge waits for the end of the period its receipt states (the change paid for the rest of it)', async () => {
+    const { agent, mandate_id, sub } = await setup();
+    const change = await planChangeBody({ agent, mandate_id, sub, resource: 'res_pc4', plan: 'paid', amount: 250, signedPrice: 500 });
+    const chargeId = await authorized(change);
+    const periodEnd = new Date(Date.now() + 10 * 86_400_000).toISOString();
+    const receipt = await providerReceipt('cloud', { charge_id: chargeId, agent_id: agent.agent_id, mandate_id, amount: 250, currency: 'usd', period_end: periodEnd });
+    expect((await asProvider('cloud', 'POST', `/v1/charges/${chargeId}/capture`, { receipt })).status).toBe(200);
+    const { agent_request: _signed, ...rest } = change;
+    const early = await asProvider('cloud', 'POST', '/v1/charges', { ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: chargeId, amount: 500 });
+    expect(await early.json()).toMatchObject({ status: 409, code: 'renewal_not_due', renews_at: periodEnd });
   });
 
   it('a downgrade is a $0 charge whose renewals are $0', async () => {

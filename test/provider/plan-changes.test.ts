@@ -4,6 +4,7 @@
 // set in the ledger so that the pro-rata amounts are known.
 import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
+import { decodeJwt } from 'jose';
 import { describe, expect, it, vi } from 'vitest';
 import { agentWithToken, paidCall, type TokenAgent } from '../support/paid-calls';
 import { useFakeOrchestrator } from '../support/fake-orchestrator';
@@ -99,6 +100,9 @@ describe('PATCH /v1/resources/{id}: upgrade', () => {
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     expect(res.body).toMatchObject({ resource_id: resourceId, plan: 'paid', status: 'active', subscription: 'paid', charged: { amount: expected, currency: 'usd' }, credited: { amount: 0 } });
     expect(res.body.receipt).toEqual(expect.any(String));
+    // It pays for the rest of the period, which ends where the plan renews, as before the change.
+    const renewsAt = await runInDurableObject(ledgerOf(agent.account), (_, s) => s.storage.sql.exec<{ renews_at: number }>('SELECT renews_at FROM resources WHERE id = ?', resourceId).one().renews_at);
+    expect(decodeJwt(res.body.receipt as string)).toMatchObject({ charge_id: res.body.charge_id, period_end: new Date(renewsAt).toISOString() });
 
     const [, upgrade] = await authorizations(agent.sub);
     expect(upgrade).toMatchObject({ service: 'workers-paid', plan: 'paid', amount: expected, resource_ref: resourceId, agent_request: { method: 'PATCH', target_uri: `http://127.0.0.1:8788/v1/resources/${resourceId}` } });

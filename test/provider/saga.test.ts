@@ -391,7 +391,7 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
       );
       expect(sagaStates).toEqual({ [stuck.sagaId]: 'recovering', [other.sagaId]: 'voided' });
       // The request finishing now is refused: the resource is not captured under recovery's feet.
-      expect(await stuck.ledger.completeSaga(agent.account, stuck.sagaId, { fields: '{}', credentials: null, receipt: null, billing: 'one_time' })).toBeNull();
+      expect(await stuck.ledger.completeSaga(agent.account, stuck.sagaId, { fields: '{}', credentials: null, receipt: null, billing: 'one_time', renews_at: null })).toBeNull();
       expect((await state(agent.account)).holds.find((h) => h.status === 'captured')).toBeUndefined();
     } finally {
       await testEnv.DB.exec(`DROP TRIGGER ${trigger}`);
@@ -423,7 +423,7 @@ describe('crashes at each step boundary, recovered by the alarm', () => {
     const completed = async () => {
       const { ledger, sagaId, resourceId } = await begin(agent, domain());
       await ledger.recordAuthorization(agent.account, sagaId, await authorizeAtFake(agent.sub, sagaId), 'null');
-      expect(await ledger.completeSaga(agent.account, sagaId, { fields: '{}', credentials: JSON.stringify({ token: secret }), receipt: null, billing: 'one_time' })).not.toBeNull();
+      expect(await ledger.completeSaga(agent.account, sagaId, { fields: '{}', credentials: JSON.stringify({ token: secret }), receipt: null, billing: 'one_time', renews_at: null })).not.toBeNull();
       return { ledger, sagaId, resourceId };
     };
     const held = () => runInDurableObject(ledgerOf(agent.account), (_, s) => s.storage.sql.exec<{ id: string }>('SELECT id FROM sagas WHERE credentials IS NOT NULL').toArray().map((r) => r.id));
@@ -519,7 +519,7 @@ describe('recurring plans (§3.2)', () => {
     await behave(sub, behaviour);
     const res = await paid(agent, { service: 'workers-paid', plan: 'paid' });
     expect(res.status).toBe(201);
-    return { agent, resourceId: res.body.resource_id as string, chargeId: res.body.charge_id as string };
+    return { agent, resourceId: res.body.resource_id as string, chargeId: res.body.charge_id as string, receipt: res.body.receipt as string };
   }
 
   const resourceRow = (account: string, id: string) =>
@@ -540,11 +540,13 @@ describe('recurring plans (§3.2)', () => {
     );
   }
 
-  it('renews a monthly plan at its boundary through the same charge path', async () => {
-    const { agent, resourceId, chargeId } = await subscribed();
+  it('renews a monthly plan at its boundary through the same charge path, each period’s receipt stating where it ends', async () => {
+    const { agent, resourceId, chargeId, receipt } = await subscribed();
     const before = await resourceRow(agent.account, resourceId);
     expect(before.billing).toBe('month');
     expect(before.renews_at! - Date.now()).toBeGreaterThan(27 * 86_400_000);
+    // The first period ends where the plan renews: the orchestrator takes no renewal of the charge before then.
+    expect(decodeJwt(receipt)).toMatchObject({ charge_id: chargeId, period_end: new Date(before.renews_at!).toISOString() });
     await renewNow(agent.account, resourceId);
     const after = await resourceRow(agent.account, resourceId);
     expect(after.status).toBe('active');
@@ -555,6 +557,20 @@ describe('recurring plans (§3.2)', () => {
     const s = await state(agent.account);
     expect(s.holds.map((h) => h.status)).toEqual(['captured', 'captured']);
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(1000);
+    // The renewal is captured at the orchestrator with its own receipt: the period from this boundary to the next.
+    await vi.waitFor(async () => expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
+    const renewalCapture = (await orchestratorCalls(agent.sub)).find((c) => c.path.endsWith('/capture') && !c.path.includes(chargeId))!;
+    const renewalReceipt = (JSON.parse(renewalCapture.body) as { receipt: string }).receipt;
+    expect(decodeJwt(renewalReceipt)).toMatchObject({
+      charge_id: renewalCapture.path.split('/')[3],
+      renewal_of: chargeId,
+      amount: 500,
+      currency: 'usd',
+      period_end: new Date(after.renews_at!).toISOString(),
+      // What the orchestrator checked when it authorized the renewal, as a creation's receipt says it.
+      mandate_status_at_decision: 'active',
+      constraint_results: [{ type: 'mandate_active', pass: true }],
+    });
   });
 
   it('renews a domain yearly: charged again, and its expiry moves to the next boundary', async () => {
@@ -638,6 +654,19 @@ describe('recurring plans (§3.2)', () => {
     expect((await resourceRow(agent.account, resourceId)).status).toBe('suspended');
     const s = await state(agent.account);
     expect(s.holds.map((h) => h.status)).toEqual(['captured', 'voided']);
+    expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(500);
+  });
+
+  it('renews when the orchestrator says if it holds the period not over yet (409 renewal_not_due): active, nothing charged or owed', async () => {
+    const { agent, resourceId } = await subscribed();
+    await behave(agent.sub, { authorize: 'not_due' });
+    await renewNow(agent.account, resourceId);
+    const row = await resourceRow(agent.account, resourceId);
+    expect(row.status).toBe('active');
+    // The stand-in answers "due in 3 days".
+    expect(Math.abs(row.renews_at! - (Date.now() + 3 * 86_400_000))).toBeLessThan(60_000);
+    expect((await state(agent.account)).holds.map((h) => h.status)).toEqual(['captured', 'voided']);
+    expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]);
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(500);
   });
 

@@ -5,6 +5,7 @@
 // itself (the Worker Loader) is driven end to end in test/e2e/worker-script.test.ts.
 import { createExecutionContext, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
+import { decodeJwt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { backendFor, ProvisionRefused } from '../../workers/provider/services';
 import { checkWorkerModule, MODULE_MAX_BYTES } from '../../workers/provider/services/worker-module';
@@ -122,6 +123,8 @@ describe('deploying through the saga', () => {
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     expect(res.body).toMatchObject({ service: 'worker-script', status: 'active', name, url: `https://workers.oap.example/${name}/`, version: 1, module_bytes: HELLO.length });
     expect(res.body.module_sha256).toMatch(/^[0-9a-f]{64}$/);
+    // A one-time plan's receipt states no period: nothing renews it.
+    expect(decodeJwt(res.body.receipt as string)).not.toHaveProperty('period_end');
     expect(await deployments.serving(name)).toEqual({ resource_id: res.body.resource_id, version: 1, suspended: false });
     expect(await deployments.source(res.body.resource_id, 1)).toBe(HELLO);
     expect(await deployments.serving('-')).toBeNull();

@@ -390,7 +390,7 @@ export class LedgerModel {
   /** §3.1 step 4, success: the provider completes (captures its own hold), then captures at the orchestrator. */
   private async capture(rec: SagaRec) {
     const p = rec.provider;
-    await p.ledger.completeSaga(p.account, rec.id, { fields: '{}', credentials: null, receipt: null, billing: 'one_time', ...(rec.unrecorded ? { authorization: rec.unrecorded } : {}) });
+    await p.ledger.completeSaga(p.account, rec.id, { fields: '{}', credentials: null, receipt: null, billing: 'one_time', renews_at: null, ...(rec.unrecorded ? { authorization: rec.unrecorded } : {}) });
     await this.deliverOwed(rec, 'capture');
   }
 

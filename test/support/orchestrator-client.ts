@@ -1,4 +1,5 @@
 // Drives the orchestrator Worker under test as a human (cookie session) and as agents (DPoP), in workerd.
+import { runInDurableObject } from 'cloudflare:test';
 import { exports } from 'cloudflare:workers';
 import { env } from 'cloudflare:workers';
 import { dpopProof, newAgentKey, type AgentKey } from './agent-keys';
@@ -97,4 +98,15 @@ export async function activeMandate(human: Human, agent?: Agent, overrides: Reco
   const approved = await call(`/v1/mandates/${mandate_id}/approve`, { method: 'POST', headers: human.headers(), body: '{}' });
   if (approved.status !== 200) throw new Error(`approve failed: ${approved.status} ${await approved.text()}`);
   return { agent: a, mandate_id, mandate: (await approved.json()) as Record<string, unknown> };
+}
+
+/**
+ * Moves when a charge was made `days` back in its principal's ledger, as if that much time had passed since: a
+ * renewal is taken only once the period the charge paid for has ended (workers/orchestrator/renewal-periods.ts).
+ */
+export async function chargeMadeDaysAgo(principalId: string, chargeId: string, days: number) {
+  const ledgers = (env as unknown as TestEnv).LEDGER;
+  await runInDurableObject(ledgers.get(ledgers.idFromName(principalId)), (_, state) => {
+    state.storage.sql.exec('UPDATE holds SET created = created - ? WHERE id = ?', days * 24 * 60 * 60 * 1000, chargeId);
+  });
 }

@@ -6,7 +6,8 @@ import { createHash, generateKeyPairSync } from 'node:crypto';
  * The orchestrator's charges API as providers call it, played in Node for the
  * provider's saga tests: each principal (by its pairwise sub) gets the
  * behaviour a test sets (POST /_test/behaviour {sub, authorize, capture, void, refund}:
- * 'ok' | 'decline' | 'error' | 'voided', or for authorize 'busy' (503 with Retry-After), 'held' (answered only once
+ * 'ok' | 'decline' | 'error' | 'voided', or for authorize 'busy' (503 with Retry-After), 'not_due' (409
+ * renewal_not_due, due in 3 days), 'held' (answered only once
  * POST /_test/release {sub} comes) or 'lost' (authorized, but answered 504 as if the
  * answer was lost on its way), and every call is recorded (GET /_test/calls?sub=).
  * A provider finds its charge by key (GET /v1/charges?principal_sub=&idempotency_key=).
@@ -51,6 +52,7 @@ export function fakeChargesApi() {
       if (behaviour.authorize === 'decline') return Response.json({ status: 402, code: 'spend_limit_exceeded', detail: 'over', limit: { amount: 100, currency: 'usd' }, spent: { amount: 100, currency: 'usd' }, requested: { amount: 1044, currency: 'usd' }, step_up_url: 'http://127.0.0.1:8787/dashboard/limits' }, { status: 402 });
       if (behaviour.authorize === 'error') return problem(500, 'internal_error');
       if (behaviour.authorize === 'busy') return problem(503, 'internal_error', { 'retry-after': '30' });
+      if (behaviour.authorize === 'not_due') return Response.json({ status: 409, code: 'renewal_not_due', detail: 'not yet', renews_at: new Date(Date.now() + 3 * 86_400_000).toISOString() }, { status: 409 });
       if (behaviour.authorize === 'held') await new Promise<void>((release) => held.set(sub, release));
       const { idempotency_key } = JSON.parse(body) as { idempotency_key: string };
       const existing = [...charges.entries()].find(([, c]) => c.key === idempotency_key);
@@ -84,8 +86,11 @@ export function testProviderKey() {
   return { privateJwk: { ...jwk, kid }, publicJwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, kid, use: 'sig' } };
 }
 
-/** A valid catalog publishing these prices: `{service: {plan: cents}}` (in usd). */
-export function standInCatalog(prices: Record<string, Record<string, number>>) {
+/** How the real catalog bills the plans tests name; any other plan is one-time unless a test says otherwise. */
+const STAND_IN_BILLING: Record<string, 'one_time' | 'month' | 'year'> = { 'com-1y': 'year', free: 'month', paid: 'month' };
+
+/** A valid catalog publishing these prices: `{service: {plan: cents}}` (in usd), billed as `billing` says (by plan id). */
+export function standInCatalog(prices: Record<string, Record<string, number>>, billing: Record<string, 'one_time' | 'month' | 'year'> = {}) {
   return {
     provider: 'stand-in',
     services: Object.entries(prices).map(([id, plans]) => ({
@@ -96,7 +101,7 @@ export function standInCatalog(prices: Record<string, Record<string, number>>) {
       scopes: [`${id}:write`],
       provisioning: 'sync',
       limits: {},
-      plans: Object.entries(plans).map(([plan, amount]) => ({ id: plan, name: plan, price: { amount, currency: 'usd' }, billing: 'one_time', allowed_updates: [] })),
+      plans: Object.entries(plans).map(([plan, amount]) => ({ id: plan, name: plan, price: { amount, currency: 'usd' }, billing: billing[plan] ?? STAND_IN_BILLING[plan] ?? 'one_time', allowed_updates: [] })),
     })),
   };
 }

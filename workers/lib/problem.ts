@@ -43,6 +43,9 @@ export const problemCodes = [
   // database's rows or bytes). Neither money (402) nor a malformed request:
   // the agent's fix is to delete data or change plan.
   'quota_exceeded',
+  // Not in PROTOCOL.md's list: a renewal asked before the period the renewed
+  // charge paid for has ended (its receipt's period_end). The provider tries later.
+  'renewal_not_due',
 ] as const;
 
 export type ProblemCode = (typeof problemCodes)[number];
@@ -167,6 +170,7 @@ export const statusOfCode: Record<ProblemCode, number> = {
   charge_voided: 409,
   internal_error: 500,
   quota_exceeded: 403,
+  renewal_not_due: 409,
 };
 
 /** Turns a refusal decided inside a ledger object into the problem it answers with. */

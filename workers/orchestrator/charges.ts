@@ -16,7 +16,8 @@ import type { z } from '@hono/zod-openapi';
 import type { ChargeRequest } from '../../durable-objects/ledger/charges';
 import type { Hold } from '../../durable-objects/ledger/spend';
 import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerKeys, providerOf } from './env';
-import { isPublishedPrice } from './provider-catalogs';
+import { isPublishedPrice, planBilling } from './provider-catalogs';
+import { periodEndOf, RENEWAL_CLOCK_SKEW_MS, renewableFrom } from './renewal-periods';
 import type { ProviderCaller } from './provider-auth';
 import { principalOfSubject } from './store/pairwise';
 import { mandateRoute } from './store/routing';
@@ -96,9 +97,9 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   if (!principalId) throw new ProblemError(404, 'not_found', 'principal_sub names no principal at this provider.');
   const route = await mandateRoute(env.DB, body.mandate_id);
   const ledger = ledgerOf(env, principalId);
-  const refuse = async (code: 'invalid_signature' | 'mandate_inactive', status: number, detail: string) => {
+  const refuse = async (code: 'invalid_signature' | 'mandate_inactive' | 'renewal_not_due', status: number, detail: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}) => {
     await ledger.recordRefusal(principalId, { actor: { type: 'provider', id: caller.provider.id }, action: 'charge.authorize', reason: code, mandate_id: body.mandate_id, related: [detail.slice(0, 200)] });
-    return new ProblemError(status, code, detail);
+    return new ProblemError(status, code, detail, extra, headers);
   };
   if (!route || route.principal_id !== principalId) throw await refuse('mandate_inactive', 402, 'This mandate is not this principal’s.');
 
@@ -122,6 +123,16 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
       original.plan === body.plan &&
       priced;
     if (!same) throw await refuse('invalid_signature', 401, 'renewal_of names no captured charge of this agent for this resource, service, plan and price.');
+    // Renewed at the end of the period it paid for, not before: a provider cannot bill a period twice. A plan the
+    // catalog no longer lists is held to the shortest period there is.
+    const billing = await planBilling(env, caller.provider.id, body.service, body.plan);
+    if (billing === 'one_time') throw await refuse('invalid_signature', 401, `${body.service}/${body.plan} is not a recurring plan: nothing renews it.`);
+    const due = renewableFrom(original, billing ?? 'month');
+    if (due !== null && Date.now() < due - RENEWAL_CLOCK_SKEW_MS) {
+      const renewsAt = new Date(due).toISOString();
+      const wait = { 'Retry-After': String(Math.ceil((due - Date.now()) / 1000)) };
+      throw await refuse('renewal_not_due', 409, `${body.renewal_of} paid for a period that ends ${renewsAt}; it renews then, not before.`, { renews_at: renewsAt }, wait);
+    }
     evidence = { renewal_of: body.renewal_of };
   } else {
     const signedCall = body.agent_request!;
@@ -205,7 +216,8 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
 
 /**
  * §4: a receipt is the provider's JWS over what it charged for; it must verify
- * with the provider's published key and name this charge and its amount.
+ * with the provider's published key and name this charge and its amount; the
+ * end of the period it pays for, if it states one, is a date-time.
  */
 async function verifyReceipt(env: OrchestratorBindings, caller: ProviderCaller, hold: Hold, receipt: string): Promise<void> {
   const provider = providerOf(env, caller.provider.id)!;
@@ -217,6 +229,9 @@ async function verifyReceipt(env: OrchestratorBindings, caller: ProviderCaller, 
   }
   if (payload.charge_id !== hold.id || payload.amount !== hold.amount || payload.currency !== hold.currency || payload.agent_id !== hold.agent_id || payload.mandate_id !== hold.mandate_id) {
     throw new ProblemError(422, 'invalid_request', 'The receipt does not describe this charge.');
+  }
+  if (payload.period_end !== undefined && periodEndOf(payload.period_end) === null) {
+    throw new ProblemError(422, 'invalid_request', 'The receipt’s period_end is not an RFC 3339 date-time.');
   }
 }
 
@@ -272,7 +287,8 @@ export async function resolveCharge(
   if (action === 'capture' && detail.receipt) {
     const hold = await ledger.getCharge(chargeId);
     if (!hold) throw new ProblemError(404, 'not_found', 'No such charge.');
-    await verifyReceipt(env, caller, hold, detail.receipt);
+    // Only a pending charge keeps a receipt: a capture retried, or one after a void, is the ledger's to answer.
+    if (hold.status === 'pending' && hold.expires_at > Date.now()) await verifyReceipt(env, caller, hold, detail.receipt);
   }
   const actor = { type: 'provider' as const, id: caller.provider.id };
   const jti = { jti: caller.jti, expiresMs: caller.expiresMs };

@@ -1,7 +1,8 @@
 // The prices each provider publishes (PROTOCOL.md §1: "Prices in the catalog
 // are the prices charged"). An agent that signs a creation without
 // `expected_price` agrees to the published price, so §3.1's "at this price"
-// holds the charge to the provider's catalog. A copy of each catalog is kept
+// holds the charge to the provider's catalog; how a plan is billed bounds how
+// often it renews (renewal-periods.ts). A copy of each catalog is kept
 // for a minute and revalidated with its ETag; a charge that disagrees with the
 // copy is checked once more against a fresh read, so that a price the
 // provider has just changed is not refused for an old copy.
@@ -13,10 +14,14 @@ import { type OrchestratorBindings, providerBinding, providerOf } from './env';
 const MAX_AGE_MS = 60_000;
 const RETRY_AFTER_S = 30;
 
-/** Only what prices a plan is read: a catalog otherwise not to this orchestrator's liking still prices its plans. */
-const PricesSchema = z.object({ services: z.array(z.object({ id: z.string(), plans: z.array(z.object({ id: z.string(), price: MoneySchema })) })) });
+/** Only what prices and bills a plan is read: a catalog otherwise not to this orchestrator's liking still prices its plans. */
+const Billing = z.enum(['one_time', 'month', 'year']);
+const PricesSchema = z.object({
+  services: z.array(z.object({ id: z.string(), plans: z.array(z.object({ id: z.string(), price: MoneySchema, billing: Billing.optional().catch(undefined) })) })),
+});
 
-type Copy = { etag: string | null; fetchedAt: number; prices: Map<string, Money> };
+type Plan = { price: Money; billing: z.infer<typeof Billing> | undefined };
+type Copy = { etag: string | null; fetchedAt: number; plans: Map<string, Plan> };
 const copies = new Map<string, Copy>();
 
 const unavailable = (providerId: string) =>
@@ -44,8 +49,8 @@ async function read(env: OrchestratorBindings, providerId: string, previous: Cop
     const parsed = res.ok ? PricesSchema.safeParse(await res.json().catch(() => null)) : null;
     if (!res.ok) await res.body?.cancel();
     if (!parsed?.success) throw unavailable(providerId);
-    const prices = new Map(parsed.data.services.flatMap((s) => s.plans.map((p) => [`${s.id}/${p.id}`, p.price] as const)));
-    copy = { etag: res.headers.get('etag'), fetchedAt: Date.now(), prices };
+    const plans = new Map(parsed.data.services.flatMap((s) => s.plans.map((p) => [`${s.id}/${p.id}`, { price: p.price, billing: p.billing }] as const)));
+    copy = { etag: res.headers.get('etag'), fetchedAt: Date.now(), plans };
   }
   copies.set(providerId, copy);
   return copy;
@@ -57,7 +62,7 @@ async function read(env: OrchestratorBindings, providerId: string, previous: Cop
  */
 export async function isPublishedPrice(env: OrchestratorBindings, providerId: string, service: string, plan: string, amount: Money): Promise<boolean> {
   const matches = (copy: Copy) => {
-    const price = copy.prices.get(`${service}/${plan}`);
+    const price = copy.plans.get(`${service}/${plan}`)?.price;
     return price !== undefined && price.amount === amount.amount && price.currency === amount.currency;
   };
   const kept = copies.get(providerId);
@@ -66,6 +71,16 @@ export async function isPublishedPrice(env: OrchestratorBindings, providerId: st
   if (matches(copy)) return true;
   // A copy kept from before may predate a price change: a disagreement is settled by the catalog as it is now.
   return fresh ? matches(await read(env, providerId, kept)) : false;
+}
+
+/**
+ * How `providerId` bills `service`/`plan` (null when its catalog does not say, or no longer lists the plan). Throws a
+ * 503 problem when the catalog cannot be read.
+ */
+export async function planBilling(env: OrchestratorBindings, providerId: string, service: string, plan: string): Promise<Plan['billing'] | null> {
+  const kept = copies.get(providerId);
+  const copy = kept && Date.now() - kept.fetchedAt < MAX_AGE_MS ? kept : await read(env, providerId, kept);
+  return copy.plans.get(`${service}/${plan}`)?.billing ?? null;
 }
 
 /** For tests: forget every kept catalog. */

@@ -101,7 +101,8 @@ export async function changePlan(
     throw new ProblemError(502, 'internal_error', 'The plan change failed; the plan is unchanged and nothing was charged.');
   }
   const chargeId = saga.charge_id!;
-  const receipt = await signReceipt(env, saga, chargeId);
+  // A plan change pays for the rest of the current period: it ends where the plan renews, as it was priced.
+  const receipt = await signReceipt(env, saga, chargeId, begun.renews_at);
   const completed = await ledger.completeUpdate(claims.account_id, sagaId, { fields: JSON.stringify(fields), receipt });
   if (!completed) {
     // Recovered by the alarm, or the resource was deleted, while the backend switched: undone, nothing charged.

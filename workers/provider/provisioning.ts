@@ -13,7 +13,7 @@ import type { Service } from '../lib/schemas/catalog';
 import { loadSigningKeys } from '../lib/signing-keys';
 import type { Authorization, Saga, Resource } from '../../durable-objects/ledger/sagas';
 import type { OwedChargeCall } from '../../durable-objects/ledger/sagas';
-import { renewalKey } from '../../durable-objects/ledger/renewals';
+import { nextRenewal, renewalKey } from '../../durable-objects/ledger/renewals';
 import { publishedCatalog } from './catalog';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import type { AccessTokenClaims } from './oauth/access-tokens';
@@ -272,8 +272,11 @@ async function provisionAndComplete(
     if (error instanceof ProvisionRefused) throw new ProblemError(error.status, error.code, error.message);
     throw new ProblemError(502, 'internal_error', 'Provisioning failed; nothing was charged.');
   }
-  const receipt = await signReceipt(env, saga, saga.charge_id!);
   const plan = publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === saga.service)?.plans.find((p) => p.id === saga.plan);
+  const billing = plan?.billing ?? 'one_time';
+  // A recurring plan's first period starts now; the receipt states where it ends, and the plan renews there.
+  const renewsAt = billing === 'one_time' ? null : nextRenewal(Date.now(), billing);
+  const receipt = await signReceipt(env, saga, saga.charge_id!, renewsAt);
   const completed = await ledger.completeSaga(
     accountId,
     saga.id,
@@ -281,7 +284,8 @@ async function provisionAndComplete(
       fields: JSON.stringify(provisioned.fields),
       credentials: keepCredentials && provisioned.credentials ? JSON.stringify(provisioned.credentials) : null,
       receipt,
-      billing: plan?.billing ?? 'one_time',
+      billing,
+      renews_at: renewsAt,
       ...(authorization ? { authorization } : {}),
     },
     record ? { ...record, credentials_shown: provisioned.credentials !== null } : undefined,
@@ -310,28 +314,60 @@ async function retire(env: ProviderBindings, accountId: string, resource: Pick<S
   }
 }
 
-/** §4: the provider's signed account of what was charged, for what, on whose signed request. */
-export async function signReceipt(env: ProviderBindings, saga: Saga, chargeId: string): Promise<string> {
+/** What every receipt says: who charged whom, which charge, on what decision, for how much, until when (recurring plans). */
+type ReceiptCore = {
+  saga: Pick<Saga, 'orchestrator' | 'agent_id' | 'mandate_id'>;
+  chargeId: string;
+  resourceId: string;
+  decision: ChargeDecision | null;
+  amount: Money;
+  periodEnd: number | null;
+};
+
+async function signReceiptClaims(env: ProviderBindings, core: ReceiptCore, claims: Record<string, unknown>): Promise<string> {
   const config = providerConfig(env);
-  const request = JSON.parse(saga.request) as SignedCall & { signature_base: string };
-  const decision = saga.charge_decision ? (JSON.parse(saga.charge_decision) as { mandate_status?: string; constraint_results?: unknown[] } | null) : null;
   return signJwt(await loadSigningKeys(config.SIGNING_KEYS), 'oap-receipt+jwt', {
     iss: config.PUBLIC_BASE_URL,
-    aud: saga.orchestrator,
-    charge_id: chargeId,
-    resource_id: saga.resource_id,
-    request_hash: sha256Hex(canonicalJson({ method: request.method, target_uri: request.target_uri, body: request.body })),
-    agent_signature: { signature_input: request.signature_input, signature: request.signature, content_digest: request.content_digest },
-    agent_id: saga.agent_id,
-    token_jti: saga.token_jti,
-    mandate_id: saga.mandate_id,
-    mandate_status_at_decision: decision?.mandate_status ?? 'active',
-    constraint_results: decision?.constraint_results ?? [],
-    amount: saga.amount,
-    currency: saga.currency,
+    aud: core.saga.orchestrator,
+    charge_id: core.chargeId,
+    resource_id: core.resourceId,
+    ...claims,
+    agent_id: core.saga.agent_id,
+    mandate_id: core.saga.mandate_id,
+    mandate_status_at_decision: core.decision?.mandate_status ?? 'active',
+    constraint_results: core.decision?.constraint_results ?? [],
+    amount: core.amount.amount,
+    currency: core.amount.currency,
+    ...(core.periodEnd === null ? {} : { period_end: new Date(core.periodEnd).toISOString() }),
     time: new Date().toISOString(),
     iat: Math.floor(Date.now() / 1000),
   });
+}
+
+/**
+ * §4: the provider's signed account of what was charged, for what, on whose signed request; for a recurring
+ * plan, also until when it pays (`period_end`): the orchestrator takes no renewal of the charge before then.
+ */
+export async function signReceipt(env: ProviderBindings, saga: Saga, chargeId: string, periodEnd: number | null): Promise<string> {
+  const request = JSON.parse(saga.request) as SignedCall & { signature_base: string };
+  const decision = saga.charge_decision ? (JSON.parse(saga.charge_decision) as ChargeDecision | null) : null;
+  return signReceiptClaims(env, { saga, chargeId, resourceId: saga.resource_id, decision, amount: { amount: saga.amount, currency: saga.currency }, periodEnd }, {
+    request_hash: sha256Hex(canonicalJson({ method: request.method, target_uri: request.target_uri, body: request.body })),
+    agent_signature: { signature_input: request.signature_input, signature: request.signature, content_digest: request.content_digest },
+    token_jti: saga.token_jti,
+  });
+}
+
+/** The charge a renewal renews: the resource's latest (a plan change's, or the last renewal), else its creation's. */
+const renewedCharge = (saga: Saga, resource: Resource) => resource.charge_id ?? saga.charge_id;
+
+/**
+ * A renewal's receipt: the period it pays for, from the boundary it renews at to the next. It rests on the
+ * charge it renews (`renewal_of`) rather than on a request the agent signed, so it names none.
+ */
+export async function signRenewalReceipt(env: ProviderBindings, saga: Saga, resource: Resource, renewal: { chargeId: string; decision: ChargeDecision | null; price: Money; periodEnd: number }): Promise<string> {
+  const core = { saga, chargeId: renewal.chargeId, resourceId: resource.id, decision: renewal.decision, amount: renewal.price, periodEnd: renewal.periodEnd };
+  return signReceiptClaims(env, core, { renewal_of: renewedCharge(saga, resource) });
 }
 
 export function resourceWire(resource: Resource): Record<string, unknown> {
@@ -417,7 +453,12 @@ export async function runAsyncProvision(env: ProviderBindings, accountId: string
   await provisionAndComplete(env, accountId, saga, true).catch(() => undefined);
 }
 
-export type RenewalOutcome = { kind: 'authorized'; charge_id: string } | { kind: 'declined'; code: string } | { kind: 'unreachable' };
+type ChargeDecision = { mandate_status?: string; constraint_results?: unknown[] };
+export type RenewalOutcome =
+  | { kind: 'authorized'; charge_id: string; decision: ChargeDecision | null }
+  | { kind: 'declined'; code: string }
+  | { kind: 'not_due'; renews_at: number }
+  | { kind: 'unreachable' };
 
 /** The catalog price of the plan a resource is on now (after any plan change); null if the plan is gone. */
 export function renewalPrice(env: ProviderBindings, resource: Pick<Resource, 'service' | 'plan'>): Money | null {
@@ -446,13 +487,16 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
       resource_ref: resource.id,
       idempotency_key: renewalKey(resource.id, holdId),
       token_jti: saga.token_jti,
-      renewal_of: resource.charge_id ?? saga.charge_id,
+      renewal_of: renewedCharge(saga, resource),
     });
   } catch {
     return { kind: 'unreachable' };
   }
-  if (result.status === 201 && typeof result.body?.charge_id === 'string') return { kind: 'authorized', charge_id: result.body.charge_id };
+  if (result.status === 201 && typeof result.body?.charge_id === 'string') return { kind: 'authorized', charge_id: result.body.charge_id, decision: (result.body.decision as ChargeDecision | undefined) ?? null };
   if (result.status === 402 || result.status === 401 || result.status === 404) return { kind: 'declined', code: String(result.body?.code ?? result.status) };
+  // Asked before the period ends by the orchestrator's clock (ours runs ahead): renewed when it says.
+  const notBefore = result.status === 409 && result.body?.code === 'renewal_not_due' ? Date.parse(String(result.body.renews_at)) : NaN;
+  if (Number.isFinite(notBefore)) return { kind: 'not_due', renews_at: notBefore };
   return { kind: 'unreachable' };
 }
 

@@ -61,7 +61,8 @@ export function chargeRoutes() {
       responses: {
         201: { description: 'Authorized: a hold on every limit until captured or voided', content: { 'application/json': { schema: ChargeSchema } } },
         ...declined,
-        ...problemResponses(400, 401, 404, 415, 422, 503),
+        // 409 renewal_not_due: a renewal asked before the renewed charge's period ends (Retry-After says when).
+        ...problemResponses(400, 401, 404, 409, 415, 422, 503),
       },
     }),
     async (c) => {
