@@ -815,7 +815,11 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   async #runRenewals(): Promise<void> {
     const account = this.#chainOwner();
     if (account === null) return;
-    for (const resource of renewals.dueRenewals(this.#sql, Date.now())) {
+    for (const due of renewals.dueRenewals(this.#sql, Date.now())) {
+      // Read again: an earlier renewal's awaits let a plan change complete meanwhile, which moves the plan and the
+      // charge a renewal names (the orchestrator refuses to renew a replaced one). From here to the reserve is synchronous.
+      const resource = sagas.getResource(this.#sql, due.id);
+      if (!resource || resource.status !== 'active' || resource.renews_at === null || resource.renews_at > Date.now()) continue;
       // The creation's saga says who pays (mandate, orchestrator, subject); the resource says what: its plan now.
       const saga = this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE resource_id = ? AND kind = 'create' ORDER BY created LIMIT 1`, resource.id).toArray()[0];
       if (!saga) continue;

@@ -9,6 +9,7 @@ import { iso, refuse, type LedgerTx } from './context';
 import type { MandateStatus } from '../../workers/lib/schemas/mandates';
 import { effectiveStatus, type MandateTerms } from './mandates';
 import { consumeNonce } from './nonces';
+import { type RecurringBilling, RENEWAL_CLOCK_SKEW_MS, renewableFrom } from './renewal-periods';
 import {
   billingPeriod,
   DEFAULT_MONTHLY_LIMIT,
@@ -45,6 +46,8 @@ export type ChargeRequest = {
   evidence: string;
   /** A recurring plan's renewal: the charge it renews. A declined renewal is told to the human. */
   renewal_of?: string | null;
+  /** How the renewed plan is billed (month or year): how soon its charge may be renewed (renewal-periods.ts). */
+  renewal_billing?: RecurringBilling | null;
   /**
    * The single-use value of the agent's signature the charge rests on (none for a renewal, which rests on the
    * charge it renews): one signed request backs one charge, so it is used up when the hold is made.
@@ -140,22 +143,42 @@ function decisionInputs(tx: LedgerTx, request: ChargeRequest, period: string): D
 }
 
 /**
- * A charge is renewed once. Before a renewal is decided: another renewal of the same charge already captured (or
- * refunded) refuses it, and one still pending is a try the provider gave up on (its answer lost, or the provider
- * restarted while it asked), voided in favour of this one. A request under a key already used is left to the replay.
- * Returns why the renewal is refused, or null. It scans the provider's holds (no index serves it): renewals only.
+ * What a renewal must hold before it is decided like any other charge. It renews the resource's latest charge, not
+ * one a later captured charge (a plan change, another renewal) replaced; no sooner than that charge's period ends
+ * (renewal-periods.ts); and once: another renewal of the same charge already captured (or refunded) refuses it,
+ * and one still pending is a try the provider gave up on (its answer lost, or the provider restarted while it
+ * asked), voided in favour of this one, after every check. A request under a key already used is left to the
+ * replay. Returns why the renewal is refused, or null. It scans the provider's holds (no index serves it): renewals only.
  */
-function replaceEarlierTries(tx: LedgerTx, request: ChargeRequest, actor: { type: 'provider'; id: string }): string | null {
+function checkRenewal(tx: LedgerTx, request: ChargeRequest, actor: { type: 'provider'; id: string }): Decline | null {
   if (tx.sql.exec('SELECT 1 FROM holds WHERE provider = ? AND idempotency_key = ?', request.provider, request.idempotency_key).toArray().length > 0) return null;
+  const renewed = getHold(tx.sql, request.renewal_of!);
+  if (!renewed) return refuse('invalid_signature', `${request.renewal_of} names no charge.`);
+  const sameResource = `provider = ? AND resource_ref IS ? AND status IN ('captured', 'refunded')`;
+  if (request.resource_ref !== null) {
+    const replacing = tx.sql
+      .exec<{ id: string }>(`SELECT id FROM holds WHERE ${sameResource} AND created > ? AND json_extract(evidence, '$.renewal_of') IS NOT ? LIMIT 1`, request.provider, request.resource_ref, renewed.created, renewed.id)
+      .toArray()[0];
+    if (replacing) return refuse('invalid_signature', `${renewed.id} was replaced on ${request.resource_ref} by ${replacing.id}: a resource renews its latest charge.`);
+  }
+  const before = (charge: Hold) =>
+    tx.sql.exec<{ id: string }>(`SELECT id FROM holds WHERE ${sameResource} AND created < ? ORDER BY created DESC LIMIT 1`, charge.provider, charge.resource_ref, charge.created).toArray()[0]?.id ?? null;
+  const due = renewableFrom(renewed, request.renewal_billing ?? 'month', (charge) => {
+    const id = charge.resource_ref === null ? null : before(charge);
+    return id === null ? null : getHold(tx.sql, id);
+  });
+  if (tx.now < due - RENEWAL_CLOCK_SKEW_MS) {
+    return { ...refuse('renewal_not_due', `${renewed.id} paid for a period that ends ${iso(due)}; it renews then, not before.`), renews_at: iso(due) };
+  }
   const earlier = tx.sql
     .exec<{ id: string; status: string }>(
       `SELECT id, status FROM holds WHERE provider = ? AND resource_ref IS ? AND status != 'voided' AND json_extract(evidence, '$.renewal_of') = ?`,
       request.provider,
       request.resource_ref,
-      request.renewal_of!,
+      renewed.id,
     )
     .toArray();
-  if (earlier.some((hold) => hold.status !== 'pending')) return `${request.renewal_of} was renewed already: a charge is renewed once.`;
+  if (earlier.some((hold) => hold.status !== 'pending')) return refuse('invalid_signature', `${renewed.id} was renewed already: a charge is renewed once.`);
   for (const hold of earlier) voidHold(tx, hold.id, actor, 'superseded_by_a_later_try');
   return null;
 }
@@ -172,8 +195,11 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
     return refused('replayed', 'This provider request token was already used.');
   }
   if (request.renewal_of) {
-    const renewedAlready = replaceEarlierTries(tx, request, provider);
-    if (renewedAlready) return refused('invalid_signature', renewedAlready);
+    const refusal = checkRenewal(tx, request, provider);
+    if (refusal) {
+      refused(refusal.code, refusal.detail);
+      return refusal;
+    }
   }
   const period = billingPeriod(tx.now);
   // Read after any earlier try was voided, so that the limits no longer count it.

@@ -131,8 +131,9 @@ export function postponeRenewal(tx: LedgerTx, resourceId: string, holdId: string
 }
 
 /**
- * The orchestrator holds the period not over yet (its clock is behind ours): release the hold and renew when it
- * says, a minute from now at the soonest. It held nothing, so nothing is owed to it.
+ * The orchestrator holds the period not over yet (its clock behind ours, or the period measured from when it made
+ * the charge, later than our boundary): release the hold and renew when it says, a minute from now at the soonest.
+ * It held nothing, so nothing is owed to it.
  */
 export function deferRenewal(tx: LedgerTx, resourceId: string, holdId: string, until: number) {
   voidHold(tx, holdId, { type: 'system', id: 'renewal' }, 'renewal_not_due');

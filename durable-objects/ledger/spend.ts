@@ -102,7 +102,8 @@ export function setOwnLimit(tx: LedgerTx, limit: Money, actor: { type: 'principa
 }
 
 export type LimitCheck = { scope: string; limit: Money };
-export type Decline = { ok: false; code: string; detail: string; limit?: Money; spent?: Money; requested?: Money; scope?: string };
+/** `renews_at`: when a renewal refused as not due yet is due (RFC 3339). */
+export type Decline = { ok: false; code: string; detail: string; limit?: Money; spent?: Money; requested?: Money; scope?: string; renews_at?: string };
 
 /**
  * Checks every limit against what is already pending or captured in the

@@ -396,8 +396,10 @@ describe('renewals of recurring plans', () => {
 
 describe('when a renewal is due: not before the period the renewed charge paid for has ended (renewal-periods.ts)', () => {
   const DAY = 24 * 60 * 60 * 1000;
-  const catalogOf = (billing: Record<string, 'one_time' | 'month' | 'year'>) =>
-    testEnv.PROVIDER_CLOUD.fetch('http://provider/_test/catalog', { method: 'POST', body: JSON.stringify({ status: 200, catalog: standInCatalog({ domain: { 'com-1y': 1044 } }, billing) }) });
+  const catalogOf = async (billing: Record<string, 'one_time' | 'month' | 'year'>) => {
+    forgetProviderCatalogs();
+    await testEnv.PROVIDER_CLOUD.fetch('http://provider/_test/catalog', { method: 'POST', body: JSON.stringify({ status: 200, catalog: standInCatalog({ domain: { 'com-1y': 1044 } }, billing) }) });
+  };
   afterEach(async () => {
     forgetProviderCatalogs();
     await catalogOf({});
@@ -456,12 +458,17 @@ describe('when a renewal is due: not before the period the renewed charge paid f
     expect((await ask(due.renewal(renewalId))).body).toMatchObject({ code: 'renewal_not_due', renews_at: new Date(madeAt + 364 * DAY).toISOString() });
   });
 
+  it('keeps the billing the plan had when the charge was made: a catalog that says month later does not shorten a year', async () => {
+    const yearly = await renewable(100, null);
+    await catalogOf({ 'com-1y': 'month' });
+    expect((await ask(yearly.renewal())).body).toMatchObject({ code: 'renewal_not_due', renews_at: new Date(yearly.madeAt + 364 * DAY).toISOString() });
+  });
+
   it('holds a monthly plan to 27 days, and renews no one-time plan', async () => {
     await catalogOf({ 'com-1y': 'month' });
     const monthly = await renewable(26, null);
     expect((await ask(monthly.renewal())).body).toMatchObject({ code: 'renewal_not_due', renews_at: new Date(monthly.madeAt + 27 * DAY).toISOString() });
     expect((await ask((await renewable(28, null)).renewal())).status).toBe(201);
-    forgetProviderCatalogs();
     await catalogOf({ 'com-1y': 'one_time' });
     const once = await renewable(400, null);
     expect((await ask(once.renewal())).body).toMatchObject({ code: 'invalid_signature', detail: expect.stringContaining('not a recurring plan') });

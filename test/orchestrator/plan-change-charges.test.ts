@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { auditEvents } from '../../workers/lib/audit-trail';
 import type { AuditEvent } from '../../workers/lib/audit';
 import { asProvider, chargeBody, PROVIDER_URL, providerReceipt, signedAgentRequest, subjectAt } from '../support/fake-provider';
-import { activeMandate, newPrincipal } from '../support/orchestrator-client';
+import { activeMandate, chargeMadeDaysAgo, newPrincipal } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
 const ledgerOf = (id: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(id));
@@ -163,6 +163,24 @@ describe('a plan change (signed PATCH) and the renewals after it', () => {
     const { agent_request: _signed, ...rest } = change;
     const early = await asProvider('cloud', 'POST', '/v1/charges', { ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: chargeId, amount: 500 });
     expect(await early.json()).toMatchObject({ status: 409, code: 'renewal_not_due', renews_at: periodEnd });
+  });
+
+  it('a change is renewed no sooner than the charge it changed would have been, and that charge is no longer renewed', async () => {
+    const { human, agent, mandate_id, sub } = await setup();
+    const subscription = { ...(await chargeBody(agent.key, { provider: 'cloud', mandate_id, agent_id: agent.agent_id, sub, service: 'workers-paid', plan: 'free', amount: 0 })), resource_ref: 'res_pc5' };
+    const subscribed = await captured(subscription);
+    const change = await planChangeBody({ agent, mandate_id, sub, resource: 'res_pc5', plan: 'paid', amount: 250, signedPrice: 500 });
+    const changed = await captured(change);
+    const { agent_request: _signed, ...rest } = change;
+    const renewal = (renewed: string, amount: number, over: Json = {}) => ({ ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: renewed, amount, ...over });
+    // The change paid for the rest of the subscription's first period: a month (27 days at the least) from when it began.
+    const begun = (await ledgerOf(human.principal_id).getCharge(subscribed))!.created;
+    expect(await (await asProvider('cloud', 'POST', '/v1/charges', renewal(changed, 500))).json()).toMatchObject({ status: 409, code: 'renewal_not_due', renews_at: new Date(begun + 27 * 86_400_000).toISOString() });
+    // The subscription's own charge was replaced by the change: renewing it too would bill the resource twice.
+    const twice = await asProvider('cloud', 'POST', '/v1/charges', renewal(subscribed, 0, { plan: 'free' }));
+    expect(await twice.json()).toMatchObject({ status: 401, code: 'invalid_signature', detail: expect.stringContaining('replaced') });
+    await chargeMadeDaysAgo(human.principal_id, subscribed, 28);
+    expect((await asProvider('cloud', 'POST', '/v1/charges', renewal(changed, 500))).status).toBe(201);
   });
 
   it('a downgrade is a $0 charge whose renewals are $0', async () => {

@@ -17,7 +17,7 @@ import type { ChargeRequest } from '../../durable-objects/ledger/charges';
 import type { Hold } from '../../durable-objects/ledger/spend';
 import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerKeys, providerOf } from './env';
 import { isPublishedPrice, planBilling } from './provider-catalogs';
-import { periodEndOf, RENEWAL_CLOCK_SKEW_MS, renewableFrom } from './renewal-periods';
+import { evidenceOf, periodEndOf, type RecurringBilling } from '../../durable-objects/ledger/renewal-periods';
 import type { ProviderCaller } from './provider-auth';
 import { principalOfSubject } from './store/pairwise';
 import { mandateRoute } from './store/routing';
@@ -97,9 +97,9 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   if (!principalId) throw new ProblemError(404, 'not_found', 'principal_sub names no principal at this provider.');
   const route = await mandateRoute(env.DB, body.mandate_id);
   const ledger = ledgerOf(env, principalId);
-  const refuse = async (code: 'invalid_signature' | 'mandate_inactive' | 'renewal_not_due', status: number, detail: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}) => {
+  const refuse = async (code: 'invalid_signature' | 'mandate_inactive', status: number, detail: string) => {
     await ledger.recordRefusal(principalId, { actor: { type: 'provider', id: caller.provider.id }, action: 'charge.authorize', reason: code, mandate_id: body.mandate_id, related: [detail.slice(0, 200)] });
-    return new ProblemError(status, code, detail, extra, headers);
+    return new ProblemError(status, code, detail);
   };
   if (!route || route.principal_id !== principalId) throw await refuse('mandate_inactive', 402, 'This mandate is not this principal’s.');
 
@@ -107,6 +107,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   if (!agent) throw await refuse('invalid_signature', 401, 'The agent is not this principal’s.');
   let evidence: Record<string, unknown>;
   let agentSignature: ChargeRequest['agent_signature'] = null;
+  let renewalBilling: RecurringBilling | null = null;
   if (body.renewal_of) {
     // A renewal rests on the charge it renews, which the agent signed for; the mandate is checked again now.
     // After a plan change the period's charge is that change's pro-rata part: the renewal is at the full price it was signed at.
@@ -123,17 +124,12 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
       original.plan === body.plan &&
       priced;
     if (!same) throw await refuse('invalid_signature', 401, 'renewal_of names no captured charge of this agent for this resource, service, plan and price.');
-    // Renewed at the end of the period it paid for, not before: a provider cannot bill a period twice. A plan the
-    // catalog no longer lists is held to the shortest period there is.
-    const billing = await planBilling(env, caller.provider.id, body.service, body.plan);
+    // How the plan is billed bounds how soon it renews (the ledger decides when): as the charge recorded it when it
+    // was made, else as the catalog says now; a plan the catalog no longer lists is held to a month.
+    const billing = evidenceOf(original).billing ?? (await planBilling(env, caller.provider.id, body.service, body.plan));
     if (billing === 'one_time') throw await refuse('invalid_signature', 401, `${body.service}/${body.plan} is not a recurring plan: nothing renews it.`);
-    const due = renewableFrom(original, billing ?? 'month');
-    if (due !== null && Date.now() < due - RENEWAL_CLOCK_SKEW_MS) {
-      const renewsAt = new Date(due).toISOString();
-      const wait = { 'Retry-After': String(Math.ceil((due - Date.now()) / 1000)) };
-      throw await refuse('renewal_not_due', 409, `${body.renewal_of} paid for a period that ends ${renewsAt}; it renews then, not before.`, { renews_at: renewsAt }, wait);
-    }
-    evidence = { renewal_of: body.renewal_of };
+    renewalBilling = billing ?? null;
+    evidence = { renewal_of: body.renewal_of, ...(billing ? { billing } : {}) };
   } else {
     const signedCall = body.agent_request!;
     let verified;
@@ -167,12 +163,16 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     const priceUnsigned = signedCall.method === 'POST' && signed!.expected_price == null;
     if (priceUnsigned) await checkPublishedPrice(env, caller, body, ledger, refuse);
     const full = signedFullPrice(signedCall.method, signed);
+    // How the plan is billed, as published when the charge is made, so that a later catalog cannot shorten its
+    // renewals' periods; a catalog that cannot be read now leaves that to the catalog at renewal.
+    const billing = await planBilling(env, caller.provider.id, body.service, body.plan).catch(() => null);
     evidence = {
       agent_request: signedCall,
       signature_base: verified.base,
       key_thumbprint: agent.key_thumbprint,
       ...(full ? { plan_change: { full_price: full } } : {}),
       ...(priceUnsigned ? { published_price: { amount: body.amount, currency: body.currency } } : {}),
+      ...(billing === 'month' || billing === 'year' ? { billing } : {}),
     };
     // Remembered while the signature could still verify (it is refused once expired), and a minute beyond.
     agentSignature = { nonce: `sig:${agent.key_thumbprint}:${verified.params.nonce}`, expires_ms: verified.params.expires * 1000 + 60_000 };
@@ -197,6 +197,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     token_jti: body.token_jti,
     evidence: JSON.stringify(evidence),
     renewal_of: body.renewal_of ?? null,
+    renewal_billing: renewalBilling,
     agent_signature: agentSignature,
     provider_event_id: body.provider_audit_event_id ?? null,
   });
@@ -206,6 +207,10 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   if (decision.code === 'replayed') throw new ProblemError(401, 'replayed', decision.detail);
   if (decision.code === 'invalid_signature') throw new ProblemError(401, 'invalid_signature', decision.detail);
   if (decision.code === 'idempotency_key_reused') throw new ProblemError(422, 'idempotency_key_reused', decision.detail);
+  if (decision.code === 'renewal_not_due') {
+    const wait = Math.max(1, Math.ceil((Date.parse(decision.renews_at!) - Date.now()) / 1000));
+    throw new ProblemError(409, 'renewal_not_due', decision.detail, { renews_at: decision.renews_at }, { 'Retry-After': String(wait) });
+  }
   // Where the human can approve more: the dashboard's limits page, or the mandate (whose agent may ask for a larger one).
   const stepUp = decision.scope === 'principal' ? `${config.PUBLIC_BASE_URL}/dashboard/limits` : `${config.PUBLIC_BASE_URL}/mandates/${body.mandate_id}/approval`;
   throw refusalProblem(decision, 402).withExtra({

@@ -494,7 +494,7 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
   }
   if (result.status === 201 && typeof result.body?.charge_id === 'string') return { kind: 'authorized', charge_id: result.body.charge_id, decision: (result.body.decision as ChargeDecision | undefined) ?? null };
   if (result.status === 402 || result.status === 401 || result.status === 404) return { kind: 'declined', code: String(result.body?.code ?? result.status) };
-  // Asked before the period ends by the orchestrator's clock (ours runs ahead): renewed when it says.
+  // Asked before the period ends as the orchestrator counts it: renewed when it says.
   const notBefore = result.status === 409 && result.body?.code === 'renewal_not_due' ? Date.parse(String(result.body.renews_at)) : NaN;
   if (Number.isFinite(notBefore)) return { kind: 'not_due', renews_at: notBefore };
   return { kind: 'unreachable' };
