@@ -45,7 +45,7 @@ export function nextRenewalDue(sql: SqlStorage): number | null {
   return sql.exec<{ due: number | null }>(`SELECT MIN(renews_at) AS due FROM resources WHERE status = 'active' AND renews_at IS NOT NULL`).one().due;
 }
 
-/** A plan change in flight is waited for: renewing the old plan under it would price the new period wrongly. */
+/** A plan change in flight is waited for (renewing the old plan under it would price the new period wrongly), and so is a capture still owed. */
 export const RENEWAL_WAIT_MS = 60_000;
 
 /** Reserves the renewal's price against the account's own limit, or suspends the resource. */
@@ -53,10 +53,14 @@ export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string,
   const resource = getResource(tx.sql, resourceId);
   if (!resource || resource.status !== 'active') return { ok: false, code: 'not_found', detail: 'no active resource' };
   const changing = tx.sql.exec(`SELECT 1 FROM sagas WHERE resource_id = ? AND kind = 'update' AND state IN ('reserved', 'authorized', 'recovering')`, resourceId).toArray().length > 0;
-  if (changing) {
+  // The orchestrator renews only a captured charge: while the capture of the resource's latest charge is still owed
+  // to it (a plan change completed just before the boundary, with the orchestrator out of reach since), asking
+  // would be refused, which suspends.
+  const captureOwed = !changing && resource.charge_id !== null && tx.sql.exec(`SELECT 1 FROM charge_outbox WHERE charge_id = ? AND action = 'capture'`, resource.charge_id).toArray().length > 0;
+  if (changing || captureOwed) {
     tx.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', tx.now + RENEWAL_WAIT_MS, resourceId);
     tx.schedule('renewals', tx.now + RENEWAL_WAIT_MS);
-    return { ok: false, code: 'plan_change_in_progress', detail: 'a plan change of this resource is in flight' };
+    return changing ? { ok: false, code: 'plan_change_in_progress', detail: 'a plan change of this resource is in flight' } : { ok: false, code: 'capture_owed', detail: 'the capture of the charge it renews is still owed' };
   }
   const over = checkLimits(tx.sql, billingPeriod(tx.now), price, [{ scope: 'principal', limit: ownLimit(tx.sql) }]);
   if (over) {

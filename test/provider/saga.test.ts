@@ -670,6 +670,26 @@ describe('recurring plans (§3.2)', () => {
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(500);
   });
 
+  it('waits, active, while the capture of the charge it would renew is still owed (the orchestrator would refuse it), then renews', async () => {
+    const { agent, resourceId, chargeId } = await subscribed({ capture: 'error' });
+    await runAlarmPass(agent.account, (sql) => {
+      sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - 1000, resourceId);
+      sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
+    });
+    const waiting = await resourceRow(agent.account, resourceId);
+    expect(waiting.status).toBe('active');
+    expect(waiting.renews_at! - Date.now()).toBeGreaterThan(30_000);
+    expect(waiting.renews_at! - Date.now()).toBeLessThanOrEqual(60_000);
+    expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(1);
+    // Once the capture is through, the renewal goes ahead, naming that charge.
+    await behave(agent.sub, { capture: 'ok' });
+    await alarmNow(agent.account);
+    await vi.waitFor(async () => expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
+    await renewNow(agent.account, resourceId);
+    const renewal = (await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges').map((c) => JSON.parse(c.body) as Json)[1]!;
+    expect(renewal).toMatchObject({ renewal_of: chargeId });
+  });
+
   it('suspends without asking when the account’s own limit cannot take the renewal', async () => {
     const { agent, resourceId } = await subscribed();
     await ledgerOf(agent.account).setOwnLimit(agent.account, { amount: 600, currency: 'usd' });

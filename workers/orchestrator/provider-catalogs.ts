@@ -25,7 +25,7 @@ type Copy = { etag: string | null; fetchedAt: number; plans: Map<string, Plan> }
 const copies = new Map<string, Copy>();
 
 const unavailable = (providerId: string) =>
-  new ProblemError(503, 'internal_error', `The catalog of provider ${providerId} could not be read, so the price could not be checked; try again later.`, {}, { 'Retry-After': String(RETRY_AFTER_S) });
+  new ProblemError(503, 'internal_error', `The catalog of provider ${providerId} could not be read, so the charge could not be checked against it; try again later.`, {}, { 'Retry-After': String(RETRY_AFTER_S) });
 
 async function read(env: OrchestratorBindings, providerId: string, previous: Copy | undefined): Promise<Copy> {
   const provider = providerOf(env, providerId);
