@@ -148,7 +148,8 @@ function decisionInputs(tx: LedgerTx, request: ChargeRequest, period: string): D
  * (renewal-periods.ts); and once: another renewal of the same charge already captured (or refunded) refuses it,
  * and one still pending is a try the provider gave up on (its answer lost, or the provider restarted while it
  * asked), voided in favour of this one, after every check. A request under a key already used is left to the
- * replay. Returns why the renewal is refused, or null. It scans the provider's holds (no index serves it): renewals only.
+ * replay. Returns why the renewal is refused, or null. It reads the resource's holds through no index of their own
+ * (one more b-tree on every charge's write would cost the hot path): renewals only, about once a period per resource.
  */
 function checkRenewal(tx: LedgerTx, request: ChargeRequest, actor: { type: 'provider'; id: string }): Decline | null {
   if (tx.sql.exec('SELECT 1 FROM holds WHERE provider = ? AND idempotency_key = ?', request.provider, request.idempotency_key).toArray().length > 0) return null;

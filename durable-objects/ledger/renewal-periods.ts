@@ -38,26 +38,31 @@ function statedPeriodEnd(hold: Pick<Hold, 'receipt'>): number | null {
   }
 }
 
-type ChargeEvidence = { agent_request?: { method?: string }; renewal_of?: string; billing?: RecurringBilling };
+type Billing = RecurringBilling | 'one_time';
+type ChargeEvidence = { agent_request?: { method?: string }; plan_change?: { full_price?: { amount: number; currency: string } }; billing?: Billing };
 
 export const evidenceOf = (hold: Pick<Hold, 'evidence'>): ChargeEvidence => (hold.evidence ? (JSON.parse(hold.evidence) as ChargeEvidence) : {});
 
 /** A plan change: the charge an agent's signed PATCH made. */
-export const isPlanChange = (hold: Pick<Hold, 'evidence'>) => evidenceOf(hold).agent_request?.method === 'PATCH';
+const isPlanChange = (hold: Pick<Hold, 'evidence'>) => evidenceOf(hold).agent_request?.method === 'PATCH';
+
+/** Plan changes followed back past this many, in one period, are not followed further (the bound stays, later). */
+const PLAN_CHANGES_FOLLOWED = 12;
 
 /**
  * From when a captured charge may be renewed: the shortest period of its billing after it was made, or the end its
- * receipt states if later. A plan change is renewed no sooner than the charge before it on the resource (`before`
- * reads that one), nor than its own receipt's end.
+ * receipt states if later. A plan change pays for the rest of a period begun by an earlier charge on the resource
+ * (`before` reads the one before a charge): it is renewed no sooner than that charge would have been, nor than its
+ * own receipt's end; with no such charge to be found, it is held to a whole period from when it was made.
  */
 export function renewableFrom(hold: Hold, billing: RecurringBilling, before: (hold: Hold) => Hold | null): number {
   let floor = -Infinity;
-  let charge: Hold | null = hold;
-  // A plan change's period began with an earlier charge: the walk back ends at the creation or renewal that began it.
-  for (let steps = 0; charge && isPlanChange(charge) && steps < 12; steps++) {
+  let charge = hold;
+  for (let steps = 0; isPlanChange(charge); steps++) {
     floor = Math.max(floor, statedPeriodEnd(charge) ?? -Infinity);
-    charge = before(charge);
+    const earlier = steps < PLAN_CHANGES_FOLLOWED ? before(charge) : null;
+    if (!earlier) return Math.max(floor, charge.created + shortestPeriod(billing));
+    charge = earlier;
   }
-  if (!charge || isPlanChange(charge)) return floor === -Infinity ? hold.created : floor;
   return Math.max(floor, statedPeriodEnd(charge) ?? -Infinity, charge.created + shortestPeriod(billing));
 }

@@ -57,7 +57,8 @@ describe('the dashboard in a browser without JavaScript', () => {
     await page.keyboard.press('Tab');
     expect(await page.evaluate('document.activeElement.textContent.trim()')).toBe('Skip to main content');
     await page.keyboard.press('Enter');
-    expect(page.url()).toBe(`${ORCH}/dashboard#main`);
+    // Following the link is the browser's own step after the key press: read once it has happened, not before.
+    await expect.poll(() => page.url()).toBe(`${ORCH}/dashboard#main`);
 
     // Register the agent's key with a proof the agent signed.
     const key = await newAgentKey();

@@ -355,12 +355,14 @@ describe('spend under concurrency', () => {
 describe('renewals of recurring plans', () => {
   it('authorize on the strength of the captured charge they renew, and a declined one is told to the human', async () => {
     const { human, mandate_id, body } = await setup({ scope: [{ provider: 'cloud', services: ['domain'] }] });
-    const first = await body();
+    const first = { ...(await body()), resource_ref: 'res_renewed' };
     const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
     const { agent_request: _signed, ...rest } = first;
     const renewal = { ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id };
-    // Not yet captured: nothing to renew.
+    // Not yet captured: nothing to renew. Nor is a renewal that names no resource: which one is what ties a chain together.
     expect((await asProvider('cloud', 'POST', '/v1/charges', renewal)).status).toBe(401);
+    const unnamed = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, resource_ref: null });
+    expect(await unnamed.json()).toMatchObject({ status: 422, code: 'invalid_request' });
     await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {});
     // A year on (com-1y is billed yearly), the period it paid for has ended.
     await chargeMadeDaysAgo(human.principal_id, charge_id, 365);
@@ -462,6 +464,29 @@ describe('when a renewal is due: not before the period the renewed charge paid f
     const yearly = await renewable(100, null);
     await catalogOf({ 'com-1y': 'month' });
     expect((await ask(yearly.renewal())).body).toMatchObject({ code: 'renewal_not_due', renews_at: new Date(yearly.madeAt + 364 * DAY).toISOString() });
+  });
+
+  it('renews no plan that was one-time when its charge was made, whatever the catalog says later', async () => {
+    await catalogOf({ 'com-1y': 'one_time' });
+    const once = await renewable(400, null);
+    await catalogOf({ 'com-1y': 'month' });
+    expect((await ask(once.renewal())).body).toMatchObject({ code: 'invalid_signature', detail: expect.stringContaining('not a recurring plan') });
+  });
+
+  it('does not slow charges while the catalog is down: a charge is made without its billing, which the catalog says at renewal', async () => {
+    const reads = async () => ((await (await testEnv.PROVIDER_CLOUD.fetch('http://provider/_test/catalog-reads')).json()) as { reads: number }).reads;
+    forgetProviderCatalogs();
+    await testEnv.PROVIDER_CLOUD.fetch('http://provider/_test/catalog', { method: 'POST', body: JSON.stringify({ status: 503, catalog: null }) });
+    const before = await reads();
+    const unknown = await renewable(100, null);
+    await renewable(100, null);
+    // One read failed; the next charge did not wait on another.
+    expect((await reads()) - before).toBe(1);
+    expect(JSON.parse((await ledgerOf(unknown.human.principal_id).getCharge(unknown.charge_id))!.evidence!)).not.toHaveProperty('billing');
+    // At renewal, still down: 503, nothing held; then the catalog's word (yearly) bounds it.
+    expect((await ask(unknown.renewal())).status).toBe(503);
+    await catalogOf({});
+    expect((await ask(unknown.renewal())).body).toMatchObject({ code: 'renewal_not_due', renews_at: new Date(unknown.madeAt + 364 * DAY).toISOString() });
   });
 
   it('holds a monthly plan to 27 days, and renews no one-time plan', async () => {

@@ -128,7 +128,7 @@ describe('a plan change (signed PATCH) and the renewals after it', () => {
   });
 
   it('a renewal of the change’s charge is at the signed full price (or the charge’s own amount), same resource and plan', async () => {
-    const { agent, mandate_id, sub } = await setup();
+    const { human, agent, mandate_id, sub } = await setup();
     const change = await planChangeBody({ agent, mandate_id, sub, resource: 'res_pc2', plan: 'paid', amount: 250, signedPrice: 500 });
     const chargeId = await authorized(change);
     const { agent_request: _signed, ...rest } = change;
@@ -136,6 +136,8 @@ describe('a plan change (signed PATCH) and the renewals after it', () => {
     // Not captured yet: nothing to renew.
     expect((await asProvider('cloud', 'POST', '/v1/charges', renewal())).status).toBe(401);
     await asProvider('cloud', 'POST', `/v1/charges/${chargeId}/capture`, {});
+    // A period on (with no charge before it on the resource, the change is held to a whole one).
+    await chargeMadeDaysAgo(human.principal_id, chargeId, 28);
 
     const renewed = await asProvider('cloud', 'POST', '/v1/charges', renewal());
     expect(renewed.status).toBe(201);
@@ -154,7 +156,10 @@ describe('a plan change (signed PATCH) and the renewals after it', () => {
   });
 
   it('a renewal of the change’s charge waits for the end of the period its receipt states (the change paid for the rest of it)', async () => {
-    const { agent, mandate_id, sub } = await setup();
+    const { human, agent, mandate_id, sub } = await setup();
+    // The subscription began a month ago: its own period would be over, the one the change's receipt states is not.
+    const subscribed = await captured({ ...(await chargeBody(agent.key, { provider: 'cloud', mandate_id, agent_id: agent.agent_id, sub, service: 'workers-paid', plan: 'free', amount: 0 })), resource_ref: 'res_pc4' });
+    await chargeMadeDaysAgo(human.principal_id, subscribed, 30);
     const change = await planChangeBody({ agent, mandate_id, sub, resource: 'res_pc4', plan: 'paid', amount: 250, signedPrice: 500 });
     const chargeId = await authorized(change);
     const periodEnd = new Date(Date.now() + 10 * 86_400_000).toISOString();
@@ -163,6 +168,18 @@ describe('a plan change (signed PATCH) and the renewals after it', () => {
     const { agent_request: _signed, ...rest } = change;
     const early = await asProvider('cloud', 'POST', '/v1/charges', { ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: chargeId, amount: 500 });
     expect(await early.json()).toMatchObject({ status: 409, code: 'renewal_not_due', renews_at: periodEnd });
+  });
+
+  it('a change with no charge before it on its resource is held to a whole period from when it was made', async () => {
+    const { human, agent, mandate_id, sub } = await setup();
+    const change = await planChangeBody({ agent, mandate_id, sub, resource: 'res_pc6', plan: 'paid', amount: 250, signedPrice: 500 });
+    const changed = await captured(change);
+    const { agent_request: _signed, ...rest } = change;
+    const renewal = () => ({ ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: changed, amount: 500 });
+    const madeAt = (await ledgerOf(human.principal_id).getCharge(changed))!.created;
+    expect(await (await asProvider('cloud', 'POST', '/v1/charges', renewal())).json()).toMatchObject({ status: 409, code: 'renewal_not_due', renews_at: new Date(madeAt + 27 * 86_400_000).toISOString() });
+    await chargeMadeDaysAgo(human.principal_id, changed, 28);
+    expect((await asProvider('cloud', 'POST', '/v1/charges', renewal())).status).toBe(201);
   });
 
   it('a change is renewed no sooner than the charge it changed would have been, and that charge is no longer renewed', async () => {
@@ -184,9 +201,10 @@ describe('a plan change (signed PATCH) and the renewals after it', () => {
   });
 
   it('a downgrade is a $0 charge whose renewals are $0', async () => {
-    const { agent, mandate_id, sub } = await setup();
+    const { human, agent, mandate_id, sub } = await setup();
     const change = await planChangeBody({ agent, mandate_id, sub, resource: 'res_pc3', plan: 'free', amount: 0, signedPrice: 0 });
     const chargeId = await captured(change);
+    await chargeMadeDaysAgo(human.principal_id, chargeId, 28);
     const { agent_request: _signed, ...rest } = change;
     const renewal = (amount: number) => ({ ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: chargeId, amount });
     expect((await asProvider('cloud', 'POST', '/v1/charges', renewal(0))).status).toBe(201);

@@ -102,7 +102,7 @@ export async function activeMandate(human: Human, agent?: Agent, overrides: Reco
 
 /**
  * Moves when a charge was made `days` back in its principal's ledger, as if that much time had passed since: a
- * renewal is taken only once the period the charge paid for has ended (workers/orchestrator/renewal-periods.ts).
+ * renewal is taken only once the period the charge paid for has ended (durable-objects/ledger/renewal-periods.ts).
  */
 export async function chargeMadeDaysAgo(principalId: string, chargeId: string, days: number) {
   const ledgers = (env as unknown as TestEnv).LEDGER;

@@ -44,7 +44,8 @@ export const problemCodes = [
   // the agent's fix is to delete data or change plan.
   'quota_exceeded',
   // Not in PROTOCOL.md's list: a renewal asked before the period the renewed
-  // charge paid for has ended (its receipt's period_end). The provider tries later.
+  // charge paid for has ended (the shortest its billing can last since it was
+  // made, or its receipt's later period_end). The provider tries later, at renews_at.
   'renewal_not_due',
 ] as const;
 

@@ -112,7 +112,8 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     // A renewal rests on the charge it renews, which the agent signed for; the mandate is checked again now.
     // After a plan change the period's charge is that change's pro-rata part: the renewal is at the full price it was signed at.
     const original = (await chargeRoute(env, body.renewal_of)) ? await ledger.getCharge(body.renewal_of) : null;
-    const changed = original?.evidence ? (JSON.parse(original.evidence) as { plan_change?: { full_price?: { amount: number; currency: string } } }).plan_change?.full_price : undefined;
+    const recorded = original ? evidenceOf(original) : {};
+    const changed = recorded.plan_change?.full_price;
     const priced = !!original && original.currency === body.currency && (original.amount === body.amount || (changed?.amount === body.amount && changed.currency === body.currency));
     const same =
       original &&
@@ -126,7 +127,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     if (!same) throw await refuse('invalid_signature', 401, 'renewal_of names no captured charge of this agent for this resource, service, plan and price.');
     // How the plan is billed bounds how soon it renews (the ledger decides when): as the charge recorded it when it
     // was made, else as the catalog says now; a plan the catalog no longer lists is held to a month.
-    const billing = evidenceOf(original).billing ?? (await planBilling(env, caller.provider.id, body.service, body.plan));
+    const billing = recorded.billing ?? (await planBilling(env, caller.provider.id, body.service, body.plan));
     if (billing === 'one_time') throw await refuse('invalid_signature', 401, `${body.service}/${body.plan} is not a recurring plan: nothing renews it.`);
     renewalBilling = billing ?? null;
     evidence = { renewal_of: body.renewal_of, ...(billing ? { billing } : {}) };
@@ -164,15 +165,16 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     if (priceUnsigned) await checkPublishedPrice(env, caller, body, ledger, refuse);
     const full = signedFullPrice(signedCall.method, signed);
     // How the plan is billed, as published when the charge is made, so that a later catalog cannot shorten its
-    // renewals' periods; a catalog that cannot be read now leaves that to the catalog at renewal.
-    const billing = await planBilling(env, caller.provider.id, body.service, body.plan).catch(() => null);
+    // renewals' periods or make a one-time plan recurring; a catalog that cannot be read now (not retried for a
+    // while, so that a catalog down slows no charge twice) leaves that to the catalog at renewal.
+    const billing = await planBilling(env, caller.provider.id, body.service, body.plan, { bestEffort: true });
     evidence = {
       agent_request: signedCall,
       signature_base: verified.base,
       key_thumbprint: agent.key_thumbprint,
       ...(full ? { plan_change: { full_price: full } } : {}),
       ...(priceUnsigned ? { published_price: { amount: body.amount, currency: body.currency } } : {}),
-      ...(billing === 'month' || billing === 'year' ? { billing } : {}),
+      ...(billing ? { billing } : {}),
     };
     // Remembered while the signature could still verify (it is refused once expired), and a minute beyond.
     agentSignature = { nonce: `sig:${agent.key_thumbprint}:${verified.params.nonce}`, expires_ms: verified.params.expires * 1000 + 60_000 };
@@ -293,7 +295,7 @@ export async function resolveCharge(
     const hold = await ledger.getCharge(chargeId);
     if (!hold) throw new ProblemError(404, 'not_found', 'No such charge.');
     // Only a pending charge keeps a receipt: a capture retried, or one after a void, is the ledger's to answer.
-    if (hold.status === 'pending' && hold.expires_at > Date.now()) await verifyReceipt(env, caller, hold, detail.receipt);
+    if (hold.status === 'pending') await verifyReceipt(env, caller, hold, detail.receipt);
   }
   const actor = { type: 'provider' as const, id: caller.provider.id };
   const jti = { jti: caller.jti, expiresMs: caller.expiresMs };

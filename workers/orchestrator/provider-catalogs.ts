@@ -23,11 +23,24 @@ const PricesSchema = z.object({
 type Plan = { price: Money; billing: z.infer<typeof Billing> | undefined };
 type Copy = { etag: string | null; fetchedAt: number; plans: Map<string, Plan> };
 const copies = new Map<string, Copy>();
+/** When each provider's catalog last could not be read: a best-effort read does not try again before RETRY_AFTER_S. */
+const failures = new Map<string, number>();
 
 const unavailable = (providerId: string) =>
   new ProblemError(503, 'internal_error', `The catalog of provider ${providerId} could not be read, so the charge could not be checked against it; try again later.`, {}, { 'Retry-After': String(RETRY_AFTER_S) });
 
 async function read(env: OrchestratorBindings, providerId: string, previous: Copy | undefined): Promise<Copy> {
+  try {
+    const copy = await fetchCopy(env, providerId, previous);
+    failures.delete(providerId);
+    return copy;
+  } catch (error) {
+    failures.set(providerId, Date.now());
+    throw error;
+  }
+}
+
+async function fetchCopy(env: OrchestratorBindings, providerId: string, previous: Copy | undefined): Promise<Copy> {
   const provider = providerOf(env, providerId);
   if (!provider) throw unavailable(providerId);
   const binding = providerBinding(env, provider);
@@ -75,15 +88,22 @@ export async function isPublishedPrice(env: OrchestratorBindings, providerId: st
 
 /**
  * How `providerId` bills `service`/`plan` (null when its catalog does not say, or no longer lists the plan). Throws a
- * 503 problem when the catalog cannot be read.
+ * 503 problem when the catalog cannot be read; `bestEffort` answers null instead, at once while a read failed lately.
  */
-export async function planBilling(env: OrchestratorBindings, providerId: string, service: string, plan: string): Promise<Plan['billing'] | null> {
+export async function planBilling(env: OrchestratorBindings, providerId: string, service: string, plan: string, options: { bestEffort?: boolean } = {}): Promise<Plan['billing'] | null> {
   const kept = copies.get(providerId);
-  const copy = kept && Date.now() - kept.fetchedAt < MAX_AGE_MS ? kept : await read(env, providerId, kept);
-  return copy.plans.get(`${service}/${plan}`)?.billing ?? null;
+  if (kept && Date.now() - kept.fetchedAt < MAX_AGE_MS) return kept.plans.get(`${service}/${plan}`)?.billing ?? null;
+  if (options.bestEffort && Date.now() - (failures.get(providerId) ?? -Infinity) < RETRY_AFTER_S * 1000) return null;
+  try {
+    return (await read(env, providerId, kept)).plans.get(`${service}/${plan}`)?.billing ?? null;
+  } catch (error) {
+    if (options.bestEffort) return null;
+    throw error;
+  }
 }
 
 /** For tests: forget every kept catalog. */
 export function forgetProviderCatalogs() {
   copies.clear();
+  failures.clear();
 }

@@ -27,10 +27,12 @@ export const ChargeRequestSchema = z
     idempotency_key: z.string().min(1).max(255),
     token_jti: z.string().min(1),
     agent_request: AgentRequestSchema.optional().openapi({ description: 'The agent’s signed call; required unless renewal_of is given' }),
-    renewal_of: z.string().startsWith('chg_').optional().openapi({ description: 'A recurring plan’s renewal: the captured charge it renews' }),
+    renewal_of: z.string().startsWith('chg_').optional().openapi({ description: 'A recurring plan’s renewal: the captured charge it renews, on the resource named by resource_ref' }),
     provider_audit_event_id: z.string().startsWith('evt_').optional().openapi({ description: 'The provider’s audit event for this charge, cross-referenced in the orchestrator’s' }),
   })
   .refine((b) => (b.agent_request === undefined) !== (b.renewal_of === undefined), { message: 'exactly one of agent_request and renewal_of', path: ['agent_request'] })
+  // A resource renews its latest charge, and only one: which resource is what ties a renewal chain together.
+  .refine((b) => b.renewal_of === undefined || (b.resource_ref ?? null) !== null, { message: 'a renewal names the resource it renews', path: ['resource_ref'] })
   .openapi('ChargeRequest');
 
 /** A provider gives back part of a captured charge (a downgrade's pro-rata credit); applied once per key. */
