@@ -23,7 +23,7 @@ import * as spend from './ledger/spend';
 import * as disputes from './ledger/disputes';
 import * as sagas from './ledger/sagas';
 import * as tokens from './ledger/tokens';
-import { deprovision, isAsync, renewalPrice, renewAtBackend, requestRenewal, resourceWire, revertPlan, runAsyncProvision, settleChargeCall, signRenewalReceipt, suspendAtBackend } from '../workers/provider/provisioning';
+import { deprovision, isAsync, renewalPrice, renewAtBackend, requestRenewal, resourceWire, revertPlan, runAsyncProvision, settleChargeCall, suspendAtBackend } from '../workers/provider/provisioning';
 import * as renewals from './ledger/renewals';
 import * as lifecycle from './ledger/lifecycle';
 import * as planChanges from './ledger/plan-changes';
@@ -815,10 +815,11 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   async #runRenewals(): Promise<void> {
     const account = this.#chainOwner();
     if (account === null) return;
-    for (const due of renewals.dueRenewals(this.#sql, Date.now())) {
-      // Read again: an earlier renewal's awaits let a plan change complete meanwhile, which moves the plan and the
-      // charge a renewal names (the orchestrator refuses to renew a replaced one). From here to the reserve is synchronous.
-      const resource = sagas.getResource(this.#sql, due.id);
+    for (const id of renewals.dueRenewals(this.#sql, Date.now())) {
+      // Read now, not with the list: an earlier renewal's awaits let a plan change complete meanwhile, which moves the
+      // plan and the charge a renewal names (the orchestrator refuses to renew a replaced one). From here to the
+      // reserve is synchronous.
+      const resource = sagas.getResource(this.#sql, id);
       if (!resource || resource.status !== 'active' || resource.renews_at === null || resource.renews_at > Date.now()) continue;
       // The creation's saga says who pays (mandate, orchestrator, subject); the resource says what: its plan now.
       const saga = this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE resource_id = ? AND kind = 'create' ORDER BY created LIMIT 1`, resource.id).toArray()[0];
@@ -831,11 +832,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         continue;
       }
       const outcome = await requestRenewal(this.env as never, saga, resource, holdId, price);
-      // The period paid for runs from this boundary to the next, as the receipt states to the orchestrator.
-      const periodEnd = renewals.nextRenewal(resource.renews_at!, resource.billing as 'month' | 'year');
-      const receipt = outcome.kind === 'authorized' ? await signRenewalReceipt(this.env as never, saga, resource, { chargeId: outcome.charge_id, decision: outcome.decision, price, periodEnd }) : null;
       const after = this.#transaction(account, (tx) => {
-        if (outcome.kind === 'authorized') renewals.completeRenewal(tx, resource.id, holdId, { chargeId: outcome.charge_id, receipt: receipt!, renewsAt: periodEnd }, saga.orchestrator);
+        if (outcome.kind === 'authorized') renewals.completeRenewal(tx, resource.id, holdId, { chargeId: outcome.charge_id, receipt: outcome.receipt, renewsAt: outcome.renews_at }, saga.orchestrator);
         else if (outcome.kind === 'declined') renewals.declineRenewal(tx, resource.id, holdId, outcome.code);
         else if (outcome.kind === 'not_due') renewals.deferRenewal(tx, resource.id, holdId, outcome.renews_at);
         else renewals.postponeRenewal(tx, resource.id, holdId, saga);

@@ -9,8 +9,9 @@ import { iso, refuse, type LedgerTx } from './context';
 import type { MandateStatus } from '../../workers/lib/schemas/mandates';
 import { effectiveStatus, type MandateTerms } from './mandates';
 import { consumeNonce } from './nonces';
-import { type RecurringBilling, RENEWAL_CLOCK_SKEW_MS, renewableFrom } from './renewal-periods';
+import { RENEWAL_CLOCK_SKEW_MS, renewableFrom } from './renewal-periods';
 import {
+  evidenceOf,
   billingPeriod,
   DEFAULT_MONTHLY_LIMIT,
   exceededLimit,
@@ -46,8 +47,6 @@ export type ChargeRequest = {
   evidence: string;
   /** A recurring plan's renewal: the charge it renews. A declined renewal is told to the human. */
   renewal_of?: string | null;
-  /** How the renewed plan is billed (month or year): how soon its charge may be renewed (renewal-periods.ts). */
-  renewal_billing?: RecurringBilling | null;
   /**
    * The single-use value of the agent's signature the charge rests on (none for a renewal, which rests on the
    * charge it renews): one signed request backs one charge, so it is used up when the hold is made.
@@ -153,23 +152,22 @@ function decisionInputs(tx: LedgerTx, request: ChargeRequest, period: string): D
  */
 function checkRenewal(tx: LedgerTx, request: ChargeRequest, actor: { type: 'provider'; id: string }): Decline | null {
   if (tx.sql.exec('SELECT 1 FROM holds WHERE provider = ? AND idempotency_key = ?', request.provider, request.idempotency_key).toArray().length > 0) return null;
-  const renewed = getHold(tx.sql, request.renewal_of!);
-  if (!renewed) return refuse('invalid_signature', `${request.renewal_of} names no charge.`);
-  const sameResource = `provider = ? AND resource_ref IS ? AND status IN ('captured', 'refunded')`;
-  if (request.resource_ref !== null) {
-    const replacing = tx.sql
-      .exec<{ id: string }>(`SELECT id FROM holds WHERE ${sameResource} AND created > ? AND json_extract(evidence, '$.renewal_of') IS NOT ? LIMIT 1`, request.provider, request.resource_ref, renewed.created, renewed.id)
-      .toArray()[0];
-    if (replacing) return refuse('invalid_signature', `${renewed.id} was replaced on ${request.resource_ref} by ${replacing.id}: a resource renews its latest charge.`);
-  }
-  const before = (charge: Hold) =>
-    tx.sql.exec<{ id: string }>(`SELECT id FROM holds WHERE ${sameResource} AND created < ? ORDER BY created DESC LIMIT 1`, charge.provider, charge.resource_ref, charge.created).toArray()[0]?.id ?? null;
-  const due = renewableFrom(renewed, request.renewal_billing ?? 'month', (charge) => {
-    const id = charge.resource_ref === null ? null : before(charge);
-    return id === null ? null : getHold(tx.sql, id);
-  });
+  // The orchestrator found the charge and held the renewal to it (captured, same resource, plan and price) before asking.
+  const renewed = getHold(tx.sql, request.renewal_of!)!;
+  // The resource's captured charges (a renewal names its resource: the request schema requires it).
+  const onResource = `provider = ? AND resource_ref = ? AND status IN ('captured', 'refunded')`;
+  const replacing = tx.sql
+    .exec<{ id: string }>(`SELECT id FROM holds WHERE ${onResource} AND created > ? AND json_extract(evidence, '$.renewal_of') IS NOT ? LIMIT 1`, request.provider, request.resource_ref, renewed.created, renewed.id)
+    .toArray()[0];
+  if (replacing) return refuse('invalid_signature', `${renewed.id} was replaced on ${request.resource_ref} by ${replacing.id}: a resource renews its latest charge.`);
+  const previousOnResource = (charge: Hold) =>
+    tx.sql.exec<Hold>(`SELECT * FROM holds WHERE ${onResource} AND created < ? ORDER BY created DESC LIMIT 1`, request.provider, request.resource_ref, charge.created).toArray()[0] ?? null;
+  // As the plan was billed when the renewed charge was made (carried in this renewal's evidence); a plan the
+  // catalog does not say the billing of is held to the shortest period there is.
+  const billing = evidenceOf({ evidence: request.evidence }).billing;
+  const due = renewableFrom(renewed, billing === 'year' ? 'year' : 'month', previousOnResource);
   if (tx.now < due - RENEWAL_CLOCK_SKEW_MS) {
-    return { ...refuse('renewal_not_due', `${renewed.id} paid for a period that ends ${iso(due)}; it renews then, not before.`), renews_at: iso(due) };
+    return { ...refuse('renewal_not_due', `${renewed.id} paid for a period that ends ${iso(due)}; it renews then, not before.`), renews_at: due };
   }
   const earlier = tx.sql
     .exec<{ id: string; status: string }>(
@@ -187,9 +185,9 @@ function checkRenewal(tx: LedgerTx, request: ChargeRequest, actor: { type: 'prov
 export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorized | Decline {
   const provider = { type: 'provider' as const, id: request.provider };
   /** A refusal before any check of the mandate: said in the trail like every other (§4). */
-  const refused = (code: string, detail: string) => {
+  const refused = (code: string, detail: string, extra: Partial<Decline> = {}): Decline => {
     tx.audit({ actor: provider, action: 'charge.authorize', mandate_id: request.mandate_id, target: request.charge_id, outcome: 'refused', reason: code, amount: request.amount, related: [request.agent_id, `idempotency_key:${request.idempotency_key}`] });
-    return refuse(code, detail);
+    return { ...refuse(code, detail), ...extra };
   };
   // The provider's request JWT is single use; its jti is remembered here, with the decision.
   if (!consumeNonce(tx, `provider:${request.provider}:${request.provider_jti}`, request.provider_jti_expires_ms + 60_000)) {
@@ -197,10 +195,7 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
   }
   if (request.renewal_of) {
     const refusal = checkRenewal(tx, request, provider);
-    if (refusal) {
-      refused(refusal.code, refusal.detail);
-      return refusal;
-    }
+    if (refusal) return refused(refusal.code, refusal.detail, refusal);
   }
   const period = billingPeriod(tx.now);
   // Read after any earlier try was voided, so that the limits no longer count it.

@@ -10,13 +10,12 @@
 // would have been. A renewal chain so advances at most one period per
 // renewal, whatever a provider states, and one that states an end is held to it.
 import { decodeJwt } from 'jose';
-import type { Hold } from './spend';
+import type { RecurringBilling } from '../../workers/lib/schemas/catalog';
+import { evidenceOf, type Hold } from './spend';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** How far ahead of ours a provider's clock may run: a renewal this early is on time. */
 export const RENEWAL_CLOCK_SKEW_MS = 5 * 60 * 1000;
-
-export type RecurringBilling = 'month' | 'year';
 
 /** No month is shorter than 28 days and no year than 365: a day less allows for clocks and a boundary reached late. */
 const shortestPeriod = (billing: RecurringBilling) => (billing === 'year' ? 364 : 27) * DAY_MS;
@@ -38,15 +37,10 @@ function statedPeriodEnd(hold: Pick<Hold, 'receipt'>): number | null {
   }
 }
 
-type Billing = RecurringBilling | 'one_time';
-type ChargeEvidence = { agent_request?: { method?: string }; plan_change?: { full_price?: { amount: number; currency: string } }; billing?: Billing };
-
-export const evidenceOf = (hold: Pick<Hold, 'evidence'>): ChargeEvidence => (hold.evidence ? (JSON.parse(hold.evidence) as ChargeEvidence) : {});
-
 /** A plan change: the charge an agent's signed PATCH made. */
 const isPlanChange = (hold: Pick<Hold, 'evidence'>) => evidenceOf(hold).agent_request?.method === 'PATCH';
 
-/** Plan changes followed back past this many, in one period, are not followed further (the bound stays, later). */
+/** Past this many plan changes back in one period, the oldest reached counts as where the period began. */
 const PLAN_CHANGES_FOLLOWED = 12;
 
 /**

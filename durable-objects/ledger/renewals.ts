@@ -2,6 +2,7 @@
 // the plan renews through the same charge path: the account's own limit here,
 // the principal's limits at the orchestrator. A renewal that does not fit is
 // not forced through: the resource is suspended and the human is told.
+import type { RecurringBilling } from '../../workers/lib/schemas/catalog';
 import { iso, type LedgerTx } from './context';
 import { getResource, owe, type Resource, type Saga } from './sagas';
 import { billingPeriod, captureHold, checkLimits, insertHold, ownLimit, voidHold, type Decline } from './spend';
@@ -11,7 +12,7 @@ export const RENEWAL_HOLD_TTL_MS = 15 * 60_000;
 export const RENEWAL_RETRY_MS = 60 * 60_000;
 
 /** The next boundary of a monthly or yearly plan, from `from`, in UTC calendar terms. */
-export function nextRenewal(from: number, billing: 'month' | 'year'): number {
+export function nextRenewal(from: number, billing: RecurringBilling): number {
   const d = new Date(from);
   return billing === 'month'
     ? Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds())
@@ -19,26 +20,34 @@ export function nextRenewal(from: number, billing: 'month' | 'year'): number {
 }
 
 /** The boundary before `renewsAt`: where the current period began, in the same calendar terms. */
-export function previousRenewal(renewsAt: number, billing: 'month' | 'year'): number {
+export function previousRenewal(renewsAt: number, billing: RecurringBilling): number {
   const d = new Date(renewsAt);
   return billing === 'month'
     ? Date.UTC(d.getUTCFullYear(), d.getUTCMonth() - 1, d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds())
     : Date.UTC(d.getUTCFullYear() - 1, d.getUTCMonth(), d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds());
 }
 
-/** A recurring plan's first boundary is the end of the period its receipt states (`renewsAt`): they are one instant. */
-export function setBilling(tx: LedgerTx, resourceId: string, billing: 'one_time' | 'month' | 'year', renewsAt: number | null) {
-  if ((billing === 'one_time') !== (renewsAt === null)) throw new Error(`a ${billing} plan ${renewsAt === null ? 'needs' : 'has no'} renewal boundary`);
-  if (renewsAt === null) {
+/** How a resource is billed: a recurring plan with its first boundary, the end of the period its receipt states. */
+export type Billed = { billing: 'one_time'; renews_at: null } | { billing: RecurringBilling; renews_at: number };
+
+export function setBilling(tx: LedgerTx, resourceId: string, billed: Billed) {
+  if (billed.renews_at === null) {
     tx.sql.exec(`UPDATE resources SET billing = 'one_time', renews_at = NULL WHERE id = ?`, resourceId);
     return;
   }
-  tx.sql.exec('UPDATE resources SET billing = ?, renews_at = ? WHERE id = ?', billing, renewsAt, resourceId);
-  tx.schedule('renewals', renewsAt);
+  tx.sql.exec('UPDATE resources SET billing = ?, renews_at = ? WHERE id = ?', billed.billing, billed.renews_at, resourceId);
+  tx.schedule('renewals', billed.renews_at);
 }
 
-export function dueRenewals(sql: SqlStorage, now: number): Resource[] {
-  return sql.exec<Resource>(`SELECT * FROM resources WHERE status = 'active' AND renews_at IS NOT NULL AND renews_at <= ? ORDER BY renews_at LIMIT 20`, now).toArray();
+/** The resources due to renew (ids: each is read when its turn comes). */
+export function dueRenewals(sql: SqlStorage, now: number): string[] {
+  return sql.exec<{ id: string }>(`SELECT id FROM resources WHERE status = 'active' AND renews_at IS NOT NULL AND renews_at <= ? ORDER BY renews_at LIMIT 20`, now).toArray().map((r) => r.id);
+}
+
+/** The renewal is tried again at `at`, the resource staying as it is meanwhile. */
+function renewAgainAt(tx: LedgerTx, resourceId: string, at: number) {
+  tx.sql.exec(`UPDATE resources SET renews_at = ? WHERE id = ? AND status = 'active'`, at, resourceId);
+  tx.schedule('renewals', at);
 }
 
 export function nextRenewalDue(sql: SqlStorage): number | null {
@@ -52,15 +61,18 @@ export const RENEWAL_WAIT_MS = 60_000;
 export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string, price: { amount: number; currency: string }): { ok: true } | (Decline & { suspended?: boolean }) {
   const resource = getResource(tx.sql, resourceId);
   if (!resource || resource.status !== 'active') return { ok: false, code: 'not_found', detail: 'no active resource' };
-  const changing = tx.sql.exec(`SELECT 1 FROM sagas WHERE resource_id = ? AND kind = 'update' AND state IN ('reserved', 'authorized', 'recovering')`, resourceId).toArray().length > 0;
+  const wait = (code: string, detail: string) => {
+    renewAgainAt(tx, resourceId, tx.now + RENEWAL_WAIT_MS);
+    return { ok: false as const, code, detail };
+  };
+  if (tx.sql.exec(`SELECT 1 FROM sagas WHERE resource_id = ? AND kind = 'update' AND state IN ('reserved', 'authorized', 'recovering')`, resourceId).toArray().length > 0) {
+    return wait('plan_change_in_progress', 'a plan change of this resource is in flight');
+  }
   // The orchestrator renews only a captured charge: while the capture of the resource's latest charge is still owed
   // to it (a plan change completed just before the boundary, with the orchestrator out of reach since), asking
   // would be refused, which suspends.
-  const captureOwed = !changing && resource.charge_id !== null && tx.sql.exec(`SELECT 1 FROM charge_outbox WHERE charge_id = ? AND action = 'capture'`, resource.charge_id).toArray().length > 0;
-  if (changing || captureOwed) {
-    tx.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', tx.now + RENEWAL_WAIT_MS, resourceId);
-    tx.schedule('renewals', tx.now + RENEWAL_WAIT_MS);
-    return changing ? { ok: false, code: 'plan_change_in_progress', detail: 'a plan change of this resource is in flight' } : { ok: false, code: 'capture_owed', detail: 'the capture of the charge it renews is still owed' };
+  if (resource.charge_id !== null && tx.sql.exec(`SELECT 1 FROM charge_outbox WHERE charge_id = ? AND action = 'capture'`, resource.charge_id).toArray().length > 0) {
+    return wait('capture_owed', 'the capture of the charge it renews is still owed');
   }
   const over = checkLimits(tx.sql, billingPeriod(tx.now), price, [{ scope: 'principal', limit: ownLimit(tx.sql) }]);
   if (over) {
@@ -76,8 +88,7 @@ export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string,
  * The orchestrator authorized the renewal: capture here with the receipt (which states the period paid for, ending at
  * `renewsAt`), owe the capture there, move the boundary on to that end.
  */
-export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string, paid: { chargeId: string; receipt: string; renewsAt: number }, orchestrator: string) {
-  const chargeId = paid.chargeId;
+export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string, { chargeId, receipt, renewsAt }: { chargeId: string; receipt: string; renewsAt: number }, orchestrator: string) {
   const resource = getResource(tx.sql, resourceId)!;
   tx.sql.exec('UPDATE holds SET remote_charge_id = ? WHERE id = ?', chargeId, holdId);
   if (resource.status !== 'active') {
@@ -88,10 +99,10 @@ export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string
     tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'refused', reason: `resource_${resource.status}`, related: [chargeId] });
     return;
   }
-  captureHold(tx, holdId, { type: 'system', id: 'renewal' }, paid.receipt);
-  tx.sql.exec('UPDATE resources SET renews_at = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?', paid.renewsAt, chargeId, holdId, iso(tx.now), resourceId);
+  captureHold(tx, holdId, { type: 'system', id: 'renewal' }, receipt);
+  tx.sql.exec('UPDATE resources SET renews_at = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?', renewsAt, chargeId, holdId, iso(tx.now), resourceId);
   oweCharge(tx, resourceId, holdId, 'capture', chargeId, orchestrator);
-  tx.schedule('renewals', paid.renewsAt);
+  tx.schedule('renewals', renewsAt);
   tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [chargeId], amount: null });
 }
 
@@ -130,8 +141,7 @@ export function postponeRenewal(tx: LedgerTx, resourceId: string, holdId: string
   voidHold(tx, holdId, { type: 'system', id: 'renewal' }, 'renewal_postponed');
   const key = renewalKey(resourceId, holdId);
   owe(tx, { id: key, charge_id: null, orchestrator: payer.orchestrator }, 'void_by_key', { principal_sub: payer.principal_sub, idempotency_key: key });
-  tx.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', tx.now + RENEWAL_RETRY_MS, resourceId);
-  tx.schedule('renewals', tx.now + RENEWAL_RETRY_MS);
+  renewAgainAt(tx, resourceId, tx.now + RENEWAL_RETRY_MS);
 }
 
 /**
@@ -139,11 +149,9 @@ export function postponeRenewal(tx: LedgerTx, resourceId: string, holdId: string
  * the charge, later than our boundary): release the hold and renew when it says, a minute from now at the soonest.
  * It held nothing, so nothing is owed to it.
  */
-export function deferRenewal(tx: LedgerTx, resourceId: string, holdId: string, until: number) {
+export function deferRenewal(tx: LedgerTx, resourceId: string, holdId: string, notBefore: number) {
   voidHold(tx, holdId, { type: 'system', id: 'renewal' }, 'renewal_not_due');
-  const renewsAt = Math.max(until, tx.now + RENEWAL_WAIT_MS);
-  tx.sql.exec(`UPDATE resources SET renews_at = ? WHERE id = ? AND status = 'active'`, renewsAt, resourceId);
-  tx.schedule('renewals', renewsAt);
+  renewAgainAt(tx, resourceId, Math.max(notBefore, tx.now + RENEWAL_WAIT_MS));
 }
 
 function suspend(tx: LedgerTx, resource: Resource, reason: string) {

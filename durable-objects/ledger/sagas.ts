@@ -8,7 +8,7 @@
 import type { Money } from '../../workers/lib/schemas/money';
 import { iso, type LedgerTx } from './context';
 import { TTL_MS as IDEMPOTENCY_TTL_MS } from './idempotency';
-import { setBilling } from './renewals';
+import { type Billed, setBilling } from './renewals';
 import { authorizedSince, billingPeriod, captureHold, checkLimits, insertHold, ownLimit, voidHold, type Decline } from './spend';
 
 /** A saga not finished within this time is recovered by the alarm. */
@@ -232,7 +232,7 @@ export function recordAuthorization(tx: LedgerTx, sagaId: string, chargeId: stri
 export function completeSaga(
   tx: LedgerTx,
   sagaId: string,
-  result: { fields: string; credentials: string | null; receipt: string | null; billing: 'one_time' | 'month' | 'year'; renews_at: number | null; authorization?: Authorization },
+  result: { fields: string; credentials: string | null; receipt: string | null; authorization?: Authorization } & Billed,
 ) {
   const saga = result.authorization ? recordAuthorization(tx, sagaId, result.authorization.charge_id, result.authorization.decision) : getSaga(tx.sql, sagaId);
   if (!saga || saga.state !== 'authorized' || !saga.charge_id) return null;
@@ -241,7 +241,7 @@ export function completeSaga(
   tx.sql.exec(`UPDATE resources SET status = 'active', fields = ?, hold_id = ?, updated = ? WHERE id = ?`, result.fields, saga.hold_id, iso(tx.now), saga.resource_id);
   tx.sql.exec(`UPDATE sagas SET state = 'completed', credentials = ?, updated = ? WHERE id = ?`, result.credentials, tx.now, sagaId);
   if (result.credentials) tx.schedule('unclaimed_credentials', tx.now + UNCLAIMED_CREDENTIALS_MS);
-  setBilling(tx, saga.resource_id, result.billing, result.renews_at);
+  setBilling(tx, saga.resource_id, result);
   owe(tx, saga, 'capture');
   const event = auditCompletion(tx, saga, 'resource.provision', [`${saga.service}/${saga.plan}`]);
   return { saga: getSaga(tx.sql, sagaId)!, event };

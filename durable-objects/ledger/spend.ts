@@ -3,6 +3,7 @@
 // voided, each at most once; a hold nobody resolves is voided by the alarm.
 // Every decision here is one synchronous body: read, compare, write, no await.
 import type { Money } from '../../workers/lib/schemas/money';
+import type { Billing } from '../../workers/lib/schemas/catalog';
 import { iso, refuse, type LedgerTx, type Outcome, type Refusal } from './context';
 
 /** PROTOCOL.md §3.2: $100 a month unless the human says otherwise. */
@@ -37,6 +38,16 @@ export type Hold = {
 };
 
 type HoldRow = Hold;
+
+/** What a charge's evidence says that later decisions read: how it was asked for, what it renews, how its plan is billed. */
+export type ChargeEvidence = {
+  agent_request?: { method?: string };
+  plan_change?: { full_price?: Money };
+  renewal_of?: string;
+  billing?: Billing;
+};
+
+export const evidenceOf = (hold: Pick<Hold, 'evidence'>): ChargeEvidence => (hold.evidence ? (JSON.parse(hold.evidence) as ChargeEvidence) : {});
 
 /** Limits are keyed by (principal, billing period): the calendar month, UTC. */
 export const billingPeriod = (ms: number) => new Date(ms).toISOString().slice(0, 7);
@@ -102,8 +113,8 @@ export function setOwnLimit(tx: LedgerTx, limit: Money, actor: { type: 'principa
 }
 
 export type LimitCheck = { scope: string; limit: Money };
-/** `renews_at`: when a renewal refused as not due yet is due (RFC 3339). */
-export type Decline = { ok: false; code: string; detail: string; limit?: Money; spent?: Money; requested?: Money; scope?: string; renews_at?: string };
+/** `renews_at`: when a renewal refused as not due yet is due (ms). */
+export type Decline = { ok: false; code: string; detail: string; limit?: Money; spent?: Money; requested?: Money; scope?: string; renews_at?: number };
 
 /**
  * Checks every limit against what is already pending or captured in the

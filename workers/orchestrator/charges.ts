@@ -14,10 +14,10 @@ import type { Charge, RefundRequest } from '../lib/schemas/charges';
 import type { ChargeRequestSchema } from '../lib/schemas/charges';
 import type { z } from '@hono/zod-openapi';
 import type { ChargeRequest } from '../../durable-objects/ledger/charges';
-import type { Hold } from '../../durable-objects/ledger/spend';
+import { evidenceOf, type Hold } from '../../durable-objects/ledger/spend';
 import { ledgerOf, type OrchestratorBindings, orchestratorConfig, providerKeys, providerOf } from './env';
 import { isPublishedPrice, planBilling } from './provider-catalogs';
-import { evidenceOf, periodEndOf, type RecurringBilling } from '../../durable-objects/ledger/renewal-periods';
+import { periodEndOf } from '../../durable-objects/ledger/renewal-periods';
 import type { ProviderCaller } from './provider-auth';
 import { principalOfSubject } from './store/pairwise';
 import { mandateRoute } from './store/routing';
@@ -107,7 +107,6 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   if (!agent) throw await refuse('invalid_signature', 401, 'The agent is not this principal’s.');
   let evidence: Record<string, unknown>;
   let agentSignature: ChargeRequest['agent_signature'] = null;
-  let renewalBilling: RecurringBilling | null = null;
   if (body.renewal_of) {
     // A renewal rests on the charge it renews, which the agent signed for; the mandate is checked again now.
     // After a plan change the period's charge is that change's pro-rata part: the renewal is at the full price it was signed at.
@@ -125,11 +124,10 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
       original.plan === body.plan &&
       priced;
     if (!same) throw await refuse('invalid_signature', 401, 'renewal_of names no captured charge of this agent for this resource, service, plan and price.');
-    // How the plan is billed bounds how soon it renews (the ledger decides when): as the charge recorded it when it
-    // was made, else as the catalog says now; a plan the catalog no longer lists is held to a month.
+    // How the plan is billed bounds how soon it renews (the ledger decides when, from this evidence): as the charge
+    // recorded it when it was made, else as the catalog says now.
     const billing = recorded.billing ?? (await planBilling(env, caller.provider.id, body.service, body.plan));
     if (billing === 'one_time') throw await refuse('invalid_signature', 401, `${body.service}/${body.plan} is not a recurring plan: nothing renews it.`);
-    renewalBilling = billing ?? null;
     evidence = { renewal_of: body.renewal_of, ...(billing ? { billing } : {}) };
   } else {
     const signedCall = body.agent_request!;
@@ -199,7 +197,6 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     token_jti: body.token_jti,
     evidence: JSON.stringify(evidence),
     renewal_of: body.renewal_of ?? null,
-    renewal_billing: renewalBilling,
     agent_signature: agentSignature,
     provider_event_id: body.provider_audit_event_id ?? null,
   });
@@ -210,8 +207,8 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   if (decision.code === 'invalid_signature') throw new ProblemError(401, 'invalid_signature', decision.detail);
   if (decision.code === 'idempotency_key_reused') throw new ProblemError(422, 'idempotency_key_reused', decision.detail);
   if (decision.code === 'renewal_not_due') {
-    const wait = Math.max(1, Math.ceil((Date.parse(decision.renews_at!) - Date.now()) / 1000));
-    throw new ProblemError(409, 'renewal_not_due', decision.detail, { renews_at: decision.renews_at }, { 'Retry-After': String(wait) });
+    const wait = Math.max(1, Math.ceil((decision.renews_at! - Date.now()) / 1000));
+    throw new ProblemError(409, 'renewal_not_due', decision.detail, { renews_at: new Date(decision.renews_at!).toISOString() }, { 'Retry-After': String(wait) });
   }
   // Where the human can approve more: the dashboard's limits page, or the mandate (whose agent may ask for a larger one).
   const stepUp = decision.scope === 'principal' ? `${config.PUBLIC_BASE_URL}/dashboard/limits` : `${config.PUBLIC_BASE_URL}/mandates/${body.mandate_id}/approval`;

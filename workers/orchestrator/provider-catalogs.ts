@@ -9,18 +9,18 @@
 import { z } from '@hono/zod-openapi';
 import { ProblemError } from '../lib/problem';
 import { MoneySchema, type Money } from '../lib/schemas/money';
+import { type Billing, PlanSchema } from '../lib/schemas/catalog';
 import { type OrchestratorBindings, providerBinding, providerOf } from './env';
 
 const MAX_AGE_MS = 60_000;
 const RETRY_AFTER_S = 30;
 
 /** Only what prices and bills a plan is read: a catalog otherwise not to this orchestrator's liking still prices its plans. */
-const Billing = z.enum(['one_time', 'month', 'year']);
-const PricesSchema = z.object({
-  services: z.array(z.object({ id: z.string(), plans: z.array(z.object({ id: z.string(), price: MoneySchema, billing: Billing.optional().catch(undefined) })) })),
+const PlansSchema = z.object({
+  services: z.array(z.object({ id: z.string(), plans: z.array(z.object({ id: z.string(), price: MoneySchema, billing: PlanSchema.shape.billing.optional().catch(undefined) })) })),
 });
 
-type Plan = { price: Money; billing: z.infer<typeof Billing> | undefined };
+type Plan = { price: Money; billing: Billing | null };
 type Copy = { etag: string | null; fetchedAt: number; plans: Map<string, Plan> };
 const copies = new Map<string, Copy>();
 /** When each provider's catalog last could not be read: a best-effort read does not try again before RETRY_AFTER_S. */
@@ -59,15 +59,17 @@ async function fetchCopy(env: OrchestratorBindings, providerId: string, previous
     await res.body?.cancel();
     copy = { ...previous, fetchedAt: Date.now() };
   } else {
-    const parsed = res.ok ? PricesSchema.safeParse(await res.json().catch(() => null)) : null;
+    const parsed = res.ok ? PlansSchema.safeParse(await res.json().catch(() => null)) : null;
     if (!res.ok) await res.body?.cancel();
     if (!parsed?.success) throw unavailable(providerId);
-    const plans = new Map(parsed.data.services.flatMap((s) => s.plans.map((p) => [`${s.id}/${p.id}`, { price: p.price, billing: p.billing }] as const)));
+    const plans = new Map(parsed.data.services.flatMap((s) => s.plans.map((p) => [`${s.id}/${p.id}`, { price: p.price, billing: p.billing ?? null }] as const)));
     copy = { etag: res.headers.get('etag'), fetchedAt: Date.now(), plans };
   }
   copies.set(providerId, copy);
   return copy;
 }
+
+const isFresh = (copy: Copy | undefined): copy is Copy => copy !== undefined && Date.now() - copy.fetchedAt < MAX_AGE_MS;
 
 /**
  * Whether `amount` is what `providerId` publishes for `service`/`plan`. Throws
@@ -79,7 +81,7 @@ export async function isPublishedPrice(env: OrchestratorBindings, providerId: st
     return price !== undefined && price.amount === amount.amount && price.currency === amount.currency;
   };
   const kept = copies.get(providerId);
-  const fresh = kept && Date.now() - kept.fetchedAt < MAX_AGE_MS;
+  const fresh = isFresh(kept);
   const copy = fresh ? kept : await read(env, providerId, kept);
   if (matches(copy)) return true;
   // A copy kept from before may predate a price change: a disagreement is settled by the catalog as it is now.
@@ -90,9 +92,9 @@ export async function isPublishedPrice(env: OrchestratorBindings, providerId: st
  * How `providerId` bills `service`/`plan` (null when its catalog does not say, or no longer lists the plan). Throws a
  * 503 problem when the catalog cannot be read; `bestEffort` answers null instead, at once while a read failed lately.
  */
-export async function planBilling(env: OrchestratorBindings, providerId: string, service: string, plan: string, options: { bestEffort?: boolean } = {}): Promise<Plan['billing'] | null> {
+export async function planBilling(env: OrchestratorBindings, providerId: string, service: string, plan: string, options: { bestEffort?: boolean } = {}): Promise<Billing | null> {
   const kept = copies.get(providerId);
-  if (kept && Date.now() - kept.fetchedAt < MAX_AGE_MS) return kept.plans.get(`${service}/${plan}`)?.billing ?? null;
+  if (isFresh(kept)) return kept.plans.get(`${service}/${plan}`)?.billing ?? null;
   if (options.bestEffort && Date.now() - (failures.get(providerId) ?? -Infinity) < RETRY_AFTER_S * 1000) return null;
   try {
     return (await read(env, providerId, kept)).plans.get(`${service}/${plan}`)?.billing ?? null;

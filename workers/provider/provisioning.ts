@@ -9,11 +9,11 @@ import { signJwt } from '../lib/jws';
 import type { IdempotencyRecord } from '../lib/idempotency';
 import { ProblemError } from '../lib/problem';
 import type { Money } from '../lib/schemas/money';
-import type { Service } from '../lib/schemas/catalog';
+import type { RecurringBilling, Service } from '../lib/schemas/catalog';
 import { loadSigningKeys } from '../lib/signing-keys';
 import type { Authorization, Saga, Resource } from '../../durable-objects/ledger/sagas';
 import type { OwedChargeCall } from '../../durable-objects/ledger/sagas';
-import { nextRenewal, renewalKey } from '../../durable-objects/ledger/renewals';
+import { type Billed, nextRenewal, renewalKey } from '../../durable-objects/ledger/renewals';
 import { publishedCatalog } from './catalog';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import type { AccessTokenClaims } from './oauth/access-tokens';
@@ -275,8 +275,8 @@ async function provisionAndComplete(
   const plan = publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === saga.service)?.plans.find((p) => p.id === saga.plan);
   const billing = plan?.billing ?? 'one_time';
   // A recurring plan's first period starts now; the receipt states where it ends, and the plan renews there.
-  const renewsAt = billing === 'one_time' ? null : nextRenewal(Date.now(), billing);
-  const receipt = await signReceipt(env, saga, saga.charge_id!, renewsAt);
+  const billed: Billed = billing === 'one_time' ? { billing, renews_at: null } : { billing, renews_at: nextRenewal(Date.now(), billing) };
+  const receipt = await signReceipt(env, saga, saga.charge_id!, billed.renews_at);
   const completed = await ledger.completeSaga(
     accountId,
     saga.id,
@@ -284,8 +284,7 @@ async function provisionAndComplete(
       fields: JSON.stringify(provisioned.fields),
       credentials: keepCredentials && provisioned.credentials ? JSON.stringify(provisioned.credentials) : null,
       receipt,
-      billing,
-      renews_at: renewsAt,
+      ...billed,
       ...(authorization ? { authorization } : {}),
     },
     record ? { ...record, credentials_shown: provisioned.credentials !== null } : undefined,
@@ -314,11 +313,13 @@ async function retire(env: ProviderBindings, accountId: string, resource: Pick<S
   }
 }
 
-/** What every receipt says: who charged whom, which charge, on what decision, for how much, until when (recurring plans). */
+/** The orchestrator's decision on a charge, as it answered the authorization. */
+type ChargeDecision = { mandate_status?: string; constraint_results?: unknown[] };
+
+/** What every receipt says: who charged whom, which charge of which resource, on what decision, for how much, until when (recurring plans). */
 type ReceiptCore = {
-  saga: Pick<Saga, 'orchestrator' | 'agent_id' | 'mandate_id'>;
+  saga: Pick<Saga, 'orchestrator' | 'agent_id' | 'mandate_id' | 'resource_id'>;
   chargeId: string;
-  resourceId: string;
   decision: ChargeDecision | null;
   amount: Money;
   periodEnd: number | null;
@@ -330,7 +331,7 @@ async function signReceiptClaims(env: ProviderBindings, core: ReceiptCore, claim
     iss: config.PUBLIC_BASE_URL,
     aud: core.saga.orchestrator,
     charge_id: core.chargeId,
-    resource_id: core.resourceId,
+    resource_id: core.saga.resource_id,
     ...claims,
     agent_id: core.saga.agent_id,
     mandate_id: core.saga.mandate_id,
@@ -351,23 +352,11 @@ async function signReceiptClaims(env: ProviderBindings, core: ReceiptCore, claim
 export async function signReceipt(env: ProviderBindings, saga: Saga, chargeId: string, periodEnd: number | null): Promise<string> {
   const request = JSON.parse(saga.request) as SignedCall & { signature_base: string };
   const decision = saga.charge_decision ? (JSON.parse(saga.charge_decision) as ChargeDecision | null) : null;
-  return signReceiptClaims(env, { saga, chargeId, resourceId: saga.resource_id, decision, amount: { amount: saga.amount, currency: saga.currency }, periodEnd }, {
+  return signReceiptClaims(env, { saga, chargeId, decision, amount: { amount: saga.amount, currency: saga.currency }, periodEnd }, {
     request_hash: sha256Hex(canonicalJson({ method: request.method, target_uri: request.target_uri, body: request.body })),
     agent_signature: { signature_input: request.signature_input, signature: request.signature, content_digest: request.content_digest },
     token_jti: saga.token_jti,
   });
-}
-
-/** The charge a renewal renews: the resource's latest (a plan change's, or the last renewal), else its creation's. */
-const renewedCharge = (saga: Saga, resource: Resource) => resource.charge_id ?? saga.charge_id;
-
-/**
- * A renewal's receipt: the period it pays for, from the boundary it renews at to the next. It rests on the
- * charge it renews (`renewal_of`) rather than on a request the agent signed, so it names none.
- */
-export async function signRenewalReceipt(env: ProviderBindings, saga: Saga, resource: Resource, renewal: { chargeId: string; decision: ChargeDecision | null; price: Money; periodEnd: number }): Promise<string> {
-  const core = { saga, chargeId: renewal.chargeId, resourceId: resource.id, decision: renewal.decision, amount: renewal.price, periodEnd: renewal.periodEnd };
-  return signReceiptClaims(env, core, { renewal_of: renewedCharge(saga, resource) });
 }
 
 export function resourceWire(resource: Resource): Record<string, unknown> {
@@ -453,9 +442,9 @@ export async function runAsyncProvision(env: ProviderBindings, accountId: string
   await provisionAndComplete(env, accountId, saga, true).catch(() => undefined);
 }
 
-type ChargeDecision = { mandate_status?: string; constraint_results?: unknown[] };
+/** An authorized renewal comes with its receipt: the period it pays for, from the boundary it renews at to `renews_at`. */
 export type RenewalOutcome =
-  | { kind: 'authorized'; charge_id: string; decision: ChargeDecision | null }
+  | { kind: 'authorized'; charge_id: string; receipt: string; renews_at: number }
   | { kind: 'declined'; code: string }
   | { kind: 'not_due'; renews_at: number }
   | { kind: 'unreachable' };
@@ -473,6 +462,8 @@ export function renewalPrice(env: ProviderBindings, resource: Pick<Resource, 'se
  * plan's price.
  */
 export async function requestRenewal(env: ProviderBindings, saga: Saga, resource: Resource, holdId: string, price: Money): Promise<RenewalOutcome> {
+  // The resource's latest charge (a plan change's, or the last renewal), else its creation's.
+  const renewalOf = resource.charge_id ?? saga.charge_id;
   let result;
   try {
     result = await callOrchestrator(env, saga.orchestrator, 'POST', '/v1/charges', {
@@ -487,12 +478,18 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
       resource_ref: resource.id,
       idempotency_key: renewalKey(resource.id, holdId),
       token_jti: saga.token_jti,
-      renewal_of: renewedCharge(saga, resource),
+      renewal_of: renewalOf,
     });
   } catch {
     return { kind: 'unreachable' };
   }
-  if (result.status === 201 && typeof result.body?.charge_id === 'string') return { kind: 'authorized', charge_id: result.body.charge_id, decision: (result.body.decision as ChargeDecision | undefined) ?? null };
+  if (result.status === 201 && typeof result.body?.charge_id === 'string') {
+    // The receipt rests on the charge it renews (`renewal_of`) rather than on a request the agent signed, so it names none.
+    const renewsAt = nextRenewal(resource.renews_at!, resource.billing as RecurringBilling);
+    const core = { saga, chargeId: result.body.charge_id, decision: (result.body.decision as ChargeDecision | undefined) ?? null, amount: price, periodEnd: renewsAt };
+    const receipt = await signReceiptClaims(env, core, { renewal_of: renewalOf });
+    return { kind: 'authorized', charge_id: result.body.charge_id, receipt, renews_at: renewsAt };
+  }
   if (result.status === 402 || result.status === 401 || result.status === 404) return { kind: 'declined', code: String(result.body?.code ?? result.status) };
   // Asked before the period ends as the orchestrator counts it: renewed when it says.
   const notBefore = result.status === 409 && result.body?.code === 'renewal_not_due' ? Date.parse(String(result.body.renews_at)) : NaN;

@@ -77,3 +77,6 @@ export const CatalogSchema = z.object({ provider: id, services: z.array(ServiceS
 export type Catalog = z.infer<typeof CatalogSchema>;
 export type Service = z.infer<typeof ServiceSchema>;
 export type Plan = z.infer<typeof PlanSchema>;
+/** How a plan is billed; a recurring one renews at each period's end. */
+export type Billing = Plan['billing'];
+export type RecurringBilling = Exclude<Billing, 'one_time'>;
