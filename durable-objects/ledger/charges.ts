@@ -7,7 +7,7 @@ import { evaluateForProvider } from '../../workers/lib/mandate-constraints';
 import type { Money } from '../../workers/lib/schemas/money';
 import { iso, refuse, type LedgerTx } from './context';
 import type { MandateStatus } from '../../workers/lib/schemas/mandates';
-import { effectiveStatus, type MandateTerms } from './mandates';
+import { effectiveStatus, mandateRoot, type MandateTerms } from './mandates';
 import { consumeNonce } from './nonces';
 import { RENEWAL_CLOCK_SKEW_MS, renewableFrom } from './renewal-periods';
 import {
@@ -142,18 +142,26 @@ function decisionInputs(tx: LedgerTx, request: ChargeRequest, period: string): D
 }
 
 /**
- * What a renewal must hold before it is decided like any other charge. It renews the resource's latest charge, not
- * one a later captured charge (a plan change, another renewal) replaced; no sooner than that charge's period ends
- * (renewal-periods.ts); and once: another renewal of the same charge already captured (or refunded) refuses it,
- * and one still pending is a try the provider gave up on (its answer lost, or the provider restarted while it
- * asked), voided in favour of this one, after every check. A request under a key already used is left to the
- * replay. Returns why the renewal is refused, or null. It reads the resource's holds through no index of their own
- * (one more b-tree on every charge's write would cost the hot path): renewals only, about once a period per resource.
+ * What a renewal must hold before it is decided like any other charge, and the mandate it is decided under. That is
+ * the current link of the chain the renewed charge was made under (a human who re-approves a mandate, a successor
+ * superseding it, keeps what it pays for; revoking it stops it), whichever link the provider names, and it must name
+ * one of that chain. It renews the resource's latest charge, not one a later captured charge (a plan change, another
+ * renewal) replaced; no sooner than that charge's period ends (renewal-periods.ts); and once: another renewal of the
+ * same charge already captured (or refunded) refuses it, and one still pending is a try the provider gave up on (its
+ * answer lost, or the provider restarted while it asked), voided in favour of this one, after every check. A request
+ * under a key already used is left to the replay. It reads the resource's holds through no index of their own (one
+ * more b-tree on every charge's write would cost the hot path): renewals only, about once a period per resource.
  */
-function checkRenewal(tx: LedgerTx, request: ChargeRequest, actor: { type: 'provider'; id: string }): Decline | null {
-  if (tx.sql.exec('SELECT 1 FROM holds WHERE provider = ? AND idempotency_key = ?', request.provider, request.idempotency_key).toArray().length > 0) return null;
+function checkRenewal(tx: LedgerTx, request: ChargeRequest, actor: { type: 'provider'; id: string }): Decline | { ok: true; mandate_id: string } {
   // The orchestrator found the charge and held the renewal to it (captured, same resource, plan and price) before asking.
   const renewed = getHold(tx.sql, request.renewal_of!)!;
+  const chain = renewed.mandate_root ?? renewed.mandate_id;
+  if (mandateRoot(tx.sql, request.mandate_id) !== chain) return refuse('invalid_signature', `${renewed.id} was made under another mandate than ${request.mandate_id}.`);
+  const current = tx.sql
+    .exec<{ id: string }>(`SELECT id FROM mandates WHERE COALESCE(root, id) = ? AND approved IS NOT NULL AND status != 'superseded' ORDER BY created DESC LIMIT 1`, chain)
+    .toArray()[0];
+  const decided = { ok: true as const, mandate_id: current?.id ?? request.mandate_id };
+  if (tx.sql.exec('SELECT 1 FROM holds WHERE provider = ? AND idempotency_key = ?', request.provider, request.idempotency_key).toArray().length > 0) return decided;
   // The resource's captured charges (a renewal names its resource: the request schema requires it).
   const onResource = `provider = ? AND resource_ref = ? AND status IN ('captured', 'refunded')`;
   const replacing = tx.sql
@@ -179,10 +187,11 @@ function checkRenewal(tx: LedgerTx, request: ChargeRequest, actor: { type: 'prov
     .toArray();
   if (earlier.some((hold) => hold.status !== 'pending')) return refuse('invalid_signature', `${renewed.id} was renewed already: a charge is renewed once.`);
   for (const hold of earlier) voidHold(tx, hold.id, actor, 'superseded_by_a_later_try');
-  return null;
+  return decided;
 }
 
-export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorized | Decline {
+export function authorizeCharge(tx: LedgerTx, asked: ChargeRequest): Authorized | Decline {
+  let request = asked;
   const provider = { type: 'provider' as const, id: request.provider };
   /** A refusal before any check of the mandate: said in the trail like every other (§4). */
   const refused = (code: string, detail: string, extra: Partial<Decline> = {}): Decline => {
@@ -194,8 +203,9 @@ export function authorizeCharge(tx: LedgerTx, request: ChargeRequest): Authorize
     return refused('replayed', 'This provider request token was already used.');
   }
   if (request.renewal_of) {
-    const refusal = checkRenewal(tx, request, provider);
-    if (refusal) return refused(refusal.code, refusal.detail, refusal);
+    const renewal = checkRenewal(tx, request, provider);
+    if (!renewal.ok) return refused(renewal.code, renewal.detail, renewal);
+    request = { ...request, mandate_id: renewal.mandate_id };
   }
   const period = billingPeriod(tx.now);
   // Read after any earlier try was voided, so that the limits no longer count it.

@@ -489,6 +489,23 @@ describe('when a renewal is due: not before the period the renewed charge paid f
     expect((await ask(unknown.renewal())).body).toMatchObject({ code: 'renewal_not_due', renews_at: new Date(unknown.madeAt + 364 * DAY).toISOString() });
   });
 
+  it('takes a renewal under the mandate the charge was made under after a human re-approved it (the chain’s current link decides)', async () => {
+    const { human, agent, mandate_id, body } = await setup({ scope: [{ provider: 'cloud', services: ['domain'] }] });
+    const first = { ...(await body()), resource_ref: `res_${crypto.randomUUID()}` };
+    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
+    await chargeMadeDaysAgo(human.principal_id, charge_id, 365);
+    expect((await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {})).status).toBe(200);
+    const successor = await activeMandate(human, agent, { supersedes: mandate_id, scope: [{ provider: 'cloud', services: ['domain'] }], spend_limit: { amount: 8000, currency: 'usd', period: 'month' } });
+    const { agent_request: _signed, ...rest } = first;
+    // Another mandate of the same agent, with its own scope and limit, did not agree to pay for this resource.
+    const other = await activeMandate(human, agent, { scope: [{ provider: 'cloud', services: ['domain'] }], spend_limit: { amount: 9000, currency: 'usd', period: 'month' } });
+    const elsewhere = await ask({ ...rest, mandate_id: other.mandate_id, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id });
+    expect(elsewhere).toMatchObject({ status: 401, body: { code: 'invalid_signature' } });
+    const renewed = await ask({ ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id });
+    expect(renewed.status, JSON.stringify(renewed.body)).toBe(201);
+    expect(renewed.body).toMatchObject({ mandate_id: successor.mandate_id });
+  });
+
   it('holds a monthly plan to 27 days', async () => {
     await catalogOf({ 'com-1y': 'month' });
     const monthly = await renewable(26, null);
