@@ -161,7 +161,9 @@ function checkRenewal(tx: LedgerTx, request: ChargeRequest, actor: { type: 'prov
     .exec<{ id: string }>(`SELECT id FROM mandates WHERE COALESCE(root, id) = ? AND approved IS NOT NULL AND status != 'superseded' ORDER BY created DESC LIMIT 1`, chain)
     .toArray()[0];
   const decided = { ok: true as const, mandate_id: current?.id ?? request.mandate_id };
-  if (tx.sql.exec('SELECT 1 FROM holds WHERE provider = ? AND idempotency_key = ?', request.provider, request.idempotency_key).toArray().length > 0) return decided;
+  // A retry is replayed as it was decided, under the link it was decided under, even if the chain moved on since.
+  const tried = tx.sql.exec<{ mandate_id: string }>('SELECT mandate_id FROM holds WHERE provider = ? AND idempotency_key = ?', request.provider, request.idempotency_key).toArray()[0];
+  if (tried) return { ok: true, mandate_id: tried.mandate_id };
   // The resource's captured charges (a renewal names its resource: the request schema requires it).
   const onResource = `provider = ? AND resource_ref = ? AND status IN ('captured', 'refunded')`;
   const replacing = tx.sql

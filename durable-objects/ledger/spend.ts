@@ -44,6 +44,8 @@ export type ChargeEvidence = {
   agent_request?: { method?: string };
   plan_change?: { full_price?: Money };
   renewal_of?: string;
+  /** A renewal's mandate as the provider named it: it is decided under the chain's current link, which may be another. */
+  named_mandate_id?: string;
   billing?: Billing;
 };
 

@@ -501,9 +501,19 @@ describe('when a renewal is due: not before the period the renewed charge paid f
     const other = await activeMandate(human, agent, { scope: [{ provider: 'cloud', services: ['domain'] }], spend_limit: { amount: 9000, currency: 'usd', period: 'month' } });
     const elsewhere = await ask({ ...rest, mandate_id: other.mandate_id, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id });
     expect(elsewhere).toMatchObject({ status: 401, body: { code: 'invalid_signature' } });
-    const renewed = await ask({ ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id });
+    const key = `renewal-${crypto.randomUUID()}`;
+    const renewed = await ask({ ...rest, idempotency_key: key, renewal_of: charge_id });
     expect(renewed.status, JSON.stringify(renewed.body)).toBe(201);
     expect(renewed.body).toMatchObject({ mandate_id: successor.mandate_id });
+    // Its receipt may name the link it was decided under or the one the provider asked under; no other.
+    const claims = { charge_id: renewed.body.charge_id, agent_id: agent.agent_id, amount: 1044, currency: 'usd' };
+    const capture = async (mandate: string) => (await asProvider('cloud', 'POST', `/v1/charges/${renewed.body.charge_id}/capture`, { receipt: await providerReceipt('cloud', { ...claims, mandate_id: mandate }) })).status;
+    expect(await capture(other.mandate_id)).toBe(422);
+    expect(await capture(mandate_id)).toBe(200);
+    // Retried under its key after the chain moved on again, it is the same charge, replayed.
+    await activeMandate(human, agent, { supersedes: successor.mandate_id, scope: [{ provider: 'cloud', services: ['domain'] }] });
+    const retried = await ask({ ...rest, idempotency_key: key, renewal_of: charge_id });
+    expect(retried).toMatchObject({ status: 201, body: { charge_id: renewed.body.charge_id, mandate_id: successor.mandate_id } });
   });
 
   it('holds a monthly plan to 27 days', async () => {

@@ -128,7 +128,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     // recorded it when it was made, else as the catalog says now.
     const billing = recorded.billing ?? (await planBilling(env, caller.provider.id, body.service, body.plan));
     if (billing === 'one_time') throw await refuse('invalid_signature', 401, `${body.service}/${body.plan} is not a recurring plan: nothing renews it.`);
-    evidence = { renewal_of: body.renewal_of, ...(billing ? { billing } : {}) };
+    evidence = { renewal_of: body.renewal_of, named_mandate_id: body.mandate_id, ...(billing ? { billing } : {}) };
   } else {
     const signedCall = body.agent_request!;
     let verified;
@@ -231,7 +231,9 @@ async function verifyReceipt(env: OrchestratorBindings, caller: ProviderCaller, 
   } catch {
     throw new ProblemError(422, 'invalid_request', 'The receipt does not verify with the provider’s published keys.');
   }
-  if (payload.charge_id !== hold.id || payload.amount !== hold.amount || payload.currency !== hold.currency || payload.agent_id !== hold.agent_id || payload.mandate_id !== hold.mandate_id) {
+  // A renewal is decided under its mandate chain's current link: a receipt may name that one or the one the provider asked under.
+  const mandates = [hold.mandate_id, evidenceOf(hold).named_mandate_id].filter((id) => typeof id === 'string');
+  if (payload.charge_id !== hold.id || payload.amount !== hold.amount || payload.currency !== hold.currency || payload.agent_id !== hold.agent_id || !mandates.includes(payload.mandate_id as string)) {
     throw new ProblemError(422, 'invalid_request', 'The receipt does not describe this charge.');
   }
   if (payload.period_end !== undefined && periodEndOf(payload.period_end) === null) {

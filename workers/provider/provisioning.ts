@@ -486,7 +486,9 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
   if (result.status === 201 && typeof result.body?.charge_id === 'string') {
     // The receipt rests on the charge it renews (`renewal_of`) rather than on a request the agent signed, so it names none.
     const renewsAt = nextRenewal(resource.renews_at!, resource.billing as RecurringBilling);
-    const core = { saga, chargeId: result.body.charge_id, decision: (result.body.decision as ChargeDecision | undefined) ?? null, amount: price, periodEnd: renewsAt };
+    // Decided under the current link of the mandate chain (a human may have re-approved since): the receipt names it.
+    const mandateId = typeof result.body.mandate_id === 'string' ? result.body.mandate_id : saga.mandate_id;
+    const core = { saga: { ...saga, mandate_id: mandateId }, chargeId: result.body.charge_id, decision: (result.body.decision as ChargeDecision | undefined) ?? null, amount: price, periodEnd: renewsAt };
     const receipt = await signReceiptClaims(env, core, { renewal_of: renewalOf });
     return { kind: 'authorized', charge_id: result.body.charge_id, receipt, renews_at: renewsAt };
   }
