@@ -257,7 +257,8 @@ export function authorizeCharge(tx: LedgerTx, asked: ChargeRequest): Authorized 
       amount: request.amount,
       related: [request.agent_id, `${request.service}/${request.plan}`, ...(request.provider_event_id ? [request.provider_event_id] : [])],
     });
-    return { ok: false, code, detail, ...extra };
+    // The mandate it was decided under (a renewal's may be a successor of the one the provider named): where the human steps up.
+    return { ok: false, code, detail, mandate_id: request.mandate_id, ...extra };
   };
 
   const approved = inputs.approved === null ? null : mandateTerms(inputs.approved);

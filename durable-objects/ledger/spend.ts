@@ -115,8 +115,8 @@ export function setOwnLimit(tx: LedgerTx, limit: Money, actor: { type: 'principa
 }
 
 export type LimitCheck = { scope: string; limit: Money };
-/** `renews_at`: when a renewal refused as not due yet is due (ms). */
-export type Decline = { ok: false; code: string; detail: string; limit?: Money; spent?: Money; requested?: Money; scope?: string; renews_at?: number };
+/** `renews_at`: when a renewal refused as not due yet is due (ms); `mandate_id`: the mandate a charge was declined under. */
+export type Decline = { ok: false; code: string; detail: string; limit?: Money; spent?: Money; requested?: Money; scope?: string; renews_at?: number; mandate_id?: string };
 
 /**
  * Checks every limit against what is already pending or captured in the

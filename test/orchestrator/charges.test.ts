@@ -516,6 +516,19 @@ describe('when a renewal is due: not before the period the renewed charge paid f
     expect(retried).toMatchObject({ status: 201, body: { charge_id: renewed.body.charge_id, mandate_id: successor.mandate_id } });
   });
 
+  it('declines a renewal under the successor’s limit, and sends the human to step up on the successor, not the mandate it superseded', async () => {
+    const { human, agent, mandate_id, body } = await setup({ scope: [{ provider: 'cloud', services: ['domain'] }] });
+    const first = { ...(await body()), resource_ref: `res_${crypto.randomUUID()}` };
+    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
+    await chargeMadeDaysAgo(human.principal_id, charge_id, 365);
+    expect((await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {})).status).toBe(200);
+    // The human re-approves with a lower limit than this period's spend plus a renewal.
+    const successor = await activeMandate(human, agent, { supersedes: mandate_id, scope: [{ provider: 'cloud', services: ['domain'] }], spend_limit: { amount: 2000, currency: 'usd', period: 'month' } });
+    const { agent_request: _signed, ...rest } = first;
+    const declined = await asProvider('cloud', 'POST', '/v1/charges', { ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id });
+    expect(await declined.json()).toMatchObject({ status: 402, code: 'spend_limit_exceeded', step_up_url: expect.stringContaining(`/mandates/${successor.mandate_id}/approval`) });
+  });
+
   it('holds a monthly plan to 27 days', async () => {
     await catalogOf({ 'com-1y': 'month' });
     const monthly = await renewable(26, null);

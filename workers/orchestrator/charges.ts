@@ -211,7 +211,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
     throw new ProblemError(409, 'renewal_not_due', decision.detail, { renews_at: new Date(decision.renews_at!).toISOString() }, { 'Retry-After': String(wait) });
   }
   // Where the human can approve more: the dashboard's limits page, or the mandate (whose agent may ask for a larger one).
-  const stepUp = decision.scope === 'principal' ? `${config.PUBLIC_BASE_URL}/dashboard/limits` : `${config.PUBLIC_BASE_URL}/mandates/${body.mandate_id}/approval`;
+  const stepUp = decision.scope === 'principal' ? `${config.PUBLIC_BASE_URL}/dashboard/limits` : `${config.PUBLIC_BASE_URL}/mandates/${decision.mandate_id ?? body.mandate_id}/approval`;
   throw refusalProblem(decision, 402).withExtra({
     ...(decision.limit ? { limit: decision.limit, spent: decision.spent, requested: decision.requested } : {}),
     step_up_url: stepUp,
