@@ -157,13 +157,13 @@ function checkRenewal(tx: LedgerTx, request: ChargeRequest, actor: { type: 'prov
   const renewed = getHold(tx.sql, request.renewal_of!)!;
   const chain = renewed.mandate_root ?? renewed.mandate_id;
   if (mandateRoot(tx.sql, request.mandate_id) !== chain) return refuse('invalid_signature', `${renewed.id} was made under another mandate than ${request.mandate_id}.`);
+  // A retry is replayed as it was decided, under the link it was decided under, even if the chain moved on since.
+  const tried = tx.sql.exec<{ mandate_id: string }>('SELECT mandate_id FROM holds WHERE provider = ? AND idempotency_key = ?', request.provider, request.idempotency_key).toArray()[0];
+  if (tried) return { ok: true, mandate_id: tried.mandate_id };
   const current = tx.sql
     .exec<{ id: string }>(`SELECT id FROM mandates WHERE COALESCE(root, id) = ? AND approved IS NOT NULL AND status != 'superseded' ORDER BY created DESC LIMIT 1`, chain)
     .toArray()[0];
   const decided = { ok: true as const, mandate_id: current?.id ?? request.mandate_id };
-  // A retry is replayed as it was decided, under the link it was decided under, even if the chain moved on since.
-  const tried = tx.sql.exec<{ mandate_id: string }>('SELECT mandate_id FROM holds WHERE provider = ? AND idempotency_key = ?', request.provider, request.idempotency_key).toArray()[0];
-  if (tried) return { ok: true, mandate_id: tried.mandate_id };
   // The resource's captured charges (a renewal names its resource: the request schema requires it).
   const onResource = `provider = ? AND resource_ref = ? AND status IN ('captured', 'refunded')`;
   const replacing = tx.sql

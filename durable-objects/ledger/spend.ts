@@ -40,7 +40,7 @@ export type Hold = {
 type HoldRow = Hold;
 
 /** What a charge's evidence says that later decisions read: how it was asked for, what it renews, how its plan is billed. */
-export type ChargeEvidence = {
+type ChargeEvidence = {
   agent_request?: { method?: string };
   plan_change?: { full_price?: Money };
   renewal_of?: string;

@@ -417,9 +417,9 @@ describe('when a renewal is due: not before the period the renewed charge paid f
     const receipt = periodEnd === null ? {} : { receipt: await providerReceipt('cloud', { ...claims, period_end: new Date(periodEnd).toISOString() }) };
     expect((await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, receipt)).status).toBe(200);
     const { agent_request: _signed, ...rest } = first;
-    const renewal = (renewed = charge_id) => ({ ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: renewed });
+    const renewal = (renewed = charge_id, over: Record<string, unknown> = {}) => ({ ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: renewed, ...over });
     const madeAt = (await ledgerOf(h.principal_id).getCharge(charge_id))!.created;
-    return { human: h, charge_id, madeAt, renewal, claims };
+    return { human: h, agent, mandate_id, charge_id, madeAt, renewal, claims };
   }
   const ask = async (body: Record<string, unknown>) => {
     const res = await asProvider('cloud', 'POST', '/v1/charges', body);
@@ -490,42 +490,31 @@ describe('when a renewal is due: not before the period the renewed charge paid f
   });
 
   it('takes a renewal under the mandate the charge was made under after a human re-approved it (the chain’s current link decides)', async () => {
-    const { human, agent, mandate_id, body } = await setup({ scope: [{ provider: 'cloud', services: ['domain'] }] });
-    const first = { ...(await body()), resource_ref: `res_${crypto.randomUUID()}` };
-    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
-    await chargeMadeDaysAgo(human.principal_id, charge_id, 365);
-    expect((await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {})).status).toBe(200);
-    const successor = await activeMandate(human, agent, { supersedes: mandate_id, scope: [{ provider: 'cloud', services: ['domain'] }], spend_limit: { amount: 8000, currency: 'usd', period: 'month' } });
-    const { agent_request: _signed, ...rest } = first;
+    const due = await renewable(365, null);
+    const scope = [{ provider: 'cloud', services: ['domain'] }];
+    const successor = await activeMandate(due.human, due.agent, { supersedes: due.mandate_id, scope, spend_limit: { amount: 8000, currency: 'usd', period: 'month' } });
     // Another mandate of the same agent, with its own scope and limit, did not agree to pay for this resource.
-    const other = await activeMandate(human, agent, { scope: [{ provider: 'cloud', services: ['domain'] }], spend_limit: { amount: 9000, currency: 'usd', period: 'month' } });
-    const elsewhere = await ask({ ...rest, mandate_id: other.mandate_id, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id });
-    expect(elsewhere).toMatchObject({ status: 401, body: { code: 'invalid_signature' } });
-    const key = `renewal-${crypto.randomUUID()}`;
-    const renewed = await ask({ ...rest, idempotency_key: key, renewal_of: charge_id });
+    const other = await activeMandate(due.human, due.agent, { scope, spend_limit: { amount: 9000, currency: 'usd', period: 'month' } });
+    expect(await ask(due.renewal(due.charge_id, { mandate_id: other.mandate_id }))).toMatchObject({ status: 401, body: { code: 'invalid_signature' } });
+    const renewal = due.renewal();
+    const renewed = await ask(renewal);
     expect(renewed.status, JSON.stringify(renewed.body)).toBe(201);
     expect(renewed.body).toMatchObject({ mandate_id: successor.mandate_id });
     // Its receipt may name the link it was decided under or the one the provider asked under; no other.
-    const claims = { charge_id: renewed.body.charge_id, agent_id: agent.agent_id, amount: 1044, currency: 'usd' };
+    const claims = { ...due.claims, charge_id: renewed.body.charge_id };
     const capture = async (mandate: string) => (await asProvider('cloud', 'POST', `/v1/charges/${renewed.body.charge_id}/capture`, { receipt: await providerReceipt('cloud', { ...claims, mandate_id: mandate }) })).status;
     expect(await capture(other.mandate_id)).toBe(422);
-    expect(await capture(mandate_id)).toBe(200);
+    expect(await capture(due.mandate_id)).toBe(200);
     // Retried under its key after the chain moved on again, it is the same charge, replayed.
-    await activeMandate(human, agent, { supersedes: successor.mandate_id, scope: [{ provider: 'cloud', services: ['domain'] }] });
-    const retried = await ask({ ...rest, idempotency_key: key, renewal_of: charge_id });
-    expect(retried).toMatchObject({ status: 201, body: { charge_id: renewed.body.charge_id, mandate_id: successor.mandate_id } });
+    await activeMandate(due.human, due.agent, { supersedes: successor.mandate_id, scope });
+    expect(await ask(renewal)).toMatchObject({ status: 201, body: { charge_id: renewed.body.charge_id, mandate_id: successor.mandate_id } });
   });
 
   it('declines a renewal under the successor’s limit, and sends the human to step up on the successor, not the mandate it superseded', async () => {
-    const { human, agent, mandate_id, body } = await setup({ scope: [{ provider: 'cloud', services: ['domain'] }] });
-    const first = { ...(await body()), resource_ref: `res_${crypto.randomUUID()}` };
-    const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
-    await chargeMadeDaysAgo(human.principal_id, charge_id, 365);
-    expect((await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, {})).status).toBe(200);
+    const due = await renewable(365, null);
     // The human re-approves with a lower limit than this period's spend plus a renewal.
-    const successor = await activeMandate(human, agent, { supersedes: mandate_id, scope: [{ provider: 'cloud', services: ['domain'] }], spend_limit: { amount: 2000, currency: 'usd', period: 'month' } });
-    const { agent_request: _signed, ...rest } = first;
-    const declined = await asProvider('cloud', 'POST', '/v1/charges', { ...rest, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: charge_id });
+    const successor = await activeMandate(due.human, due.agent, { supersedes: due.mandate_id, scope: [{ provider: 'cloud', services: ['domain'] }], spend_limit: { amount: 2000, currency: 'usd', period: 'month' } });
+    const declined = await asProvider('cloud', 'POST', '/v1/charges', due.renewal());
     expect(await declined.json()).toMatchObject({ status: 402, code: 'spend_limit_exceeded', step_up_url: expect.stringContaining(`/mandates/${successor.mandate_id}/approval`) });
   });
 

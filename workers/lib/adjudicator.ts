@@ -75,7 +75,6 @@ export type EvidenceBundle = {
   };
 };
 
-export type { SignedHead };
 
 export type Finding = { check: string; result: 'pass' | 'fail' | 'missing'; evidence: string };
 export type Verdict = 'within_scope' | 'outside_scope' | 'insufficient_evidence';

@@ -23,7 +23,7 @@ export function signedObject(body: string): Record<string, unknown> | null {
 }
 
 /** The charge a signed call is held to: where the provider serves its API, what was charged, and for which resource. */
-export type ChargedCall = { providerUrl: string; resourceRef: string | null | undefined; service: string; plan: string; charged: Money };
+type ChargedCall = { providerUrl: string; resourceRef: string | null | undefined; service: string; plan: string; charged: Money };
 
 /**
  * Why a signed call (its method, target and parsed body) does not back `charge`; null when it does. A creation

@@ -110,7 +110,7 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   if (body.renewal_of) {
     // A renewal rests on the charge it renews, which the agent signed for; the mandate is checked again now.
     // After a plan change the period's charge is that change's pro-rata part: the renewal is at the full price it was signed at.
-    const original = (await chargeRoute(env, body.renewal_of)) ? await ledger.getCharge(body.renewal_of) : null;
+    const original = await ledger.getCharge(body.renewal_of);
     const recorded = original ? evidenceOf(original) : {};
     const changed = recorded.plan_change?.full_price;
     const priced = !!original && original.currency === body.currency && (original.amount === body.amount || (changed?.amount === body.amount && changed.currency === body.currency));
@@ -203,9 +203,8 @@ export async function authorizeCharge(env: OrchestratorBindings, caller: Provide
   // A refusal, or a retry answered with the charge made the first time, leaves nothing behind: not even the route.
   if (!decision.ok || decision.hold.id !== chargeId) await env.DB.prepare('DELETE FROM charge_routes WHERE charge_id = ?1').bind(chargeId).run();
   if (decision.ok) return { ...toChargeWire(decision.hold), decision: decision.decision, audit_event_id: decision.audit_event_id };
-  if (decision.code === 'replayed') throw new ProblemError(401, 'replayed', decision.detail);
-  if (decision.code === 'invalid_signature') throw new ProblemError(401, 'invalid_signature', decision.detail);
-  if (decision.code === 'idempotency_key_reused') throw new ProblemError(422, 'idempotency_key_reused', decision.detail);
+  // Refusals that are not declines answer with their code's status (401, 401, 422).
+  if (['replayed', 'invalid_signature', 'idempotency_key_reused'].includes(decision.code)) throw refusalProblem(decision);
   if (decision.code === 'renewal_not_due') {
     const wait = Math.max(1, Math.ceil((decision.renews_at! - Date.now()) / 1000));
     throw new ProblemError(409, 'renewal_not_due', decision.detail, { renews_at: new Date(decision.renews_at!).toISOString() }, { 'Retry-After': String(wait) });
@@ -232,8 +231,8 @@ async function verifyReceipt(env: OrchestratorBindings, caller: ProviderCaller, 
     throw new ProblemError(422, 'invalid_request', 'The receipt does not verify with the provider’s published keys.');
   }
   // A renewal is decided under its mandate chain's current link: a receipt may name that one or the one the provider asked under.
-  const mandates = [hold.mandate_id, evidenceOf(hold).named_mandate_id].filter((id) => typeof id === 'string');
-  if (payload.charge_id !== hold.id || payload.amount !== hold.amount || payload.currency !== hold.currency || payload.agent_id !== hold.agent_id || !mandates.includes(payload.mandate_id as string)) {
+  const mandateNamed = payload.mandate_id === hold.mandate_id || (typeof payload.mandate_id === 'string' && payload.mandate_id === evidenceOf(hold).named_mandate_id);
+  if (payload.charge_id !== hold.id || payload.amount !== hold.amount || payload.currency !== hold.currency || payload.agent_id !== hold.agent_id || !mandateNamed) {
     throw new ProblemError(422, 'invalid_request', 'The receipt does not describe this charge.');
   }
   if (payload.period_end !== undefined && periodEndOf(payload.period_end) === null) {

@@ -2,7 +2,8 @@
 // orchestrator gathers the evidence into one bundle, the adjudicator decides
 // from it alone, and the verdict, its findings and the bundle are kept.
 import type { JSONWebKeySet } from 'jose';
-import { adjudicate, EVIDENCE_FORMAT, type EvidenceBundle, type SignedHead } from '../lib/adjudicator';
+import { adjudicate, EVIDENCE_FORMAT, type EvidenceBundle } from '../lib/adjudicator';
+import type { SignedHead } from '../lib/audit-heads';
 import type { AuditEvent } from '../lib/audit';
 import { auditEvents } from '../lib/audit-trail';
 import { newId } from '../lib/ids';
