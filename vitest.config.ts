@@ -1,8 +1,11 @@
-// Four test projects: one per Worker role running inside workerd (real D1 and
-// Durable Objects through @cloudflare/vitest-plugin), and an end-to-end project
-// in Node that starts the three Workers with wrangler dev and drives them over HTTP.
+// Five test projects: one per Worker role running inside workerd (real D1 and
+// Durable Objects through @cloudflare/vitest-plugin), one with the orchestrator
+// and a provider together in workerd (a clock both share, which a test can
+// move), and an end-to-end project in Node that starts the three Workers with
+// wrangler dev and drives them over HTTP.
 import { cloudflareTest, readD1Migrations } from '@cloudflare/vitest-plugin';
 import { defineConfig } from 'vitest/config';
+import { unstable_readConfig } from 'wrangler';
 import { generateSigningKeys } from './scripts/signing-key.mjs';
 import { fakeChargesApi, recordingProvider, testProviderKey } from './test/support/stand-ins';
 
@@ -77,6 +80,37 @@ export default defineConfig({
           }),
         ],
         test: { name: 'orchestrator', include: ['test/orchestrator/**/*.test.ts'], setupFiles: ['test/setup/migrations.ts'] },
+      },
+      {
+        // The orchestrator and the provider "cloud" in one workerd (test/integration/both-roles.ts): what only
+        // both real roles together show, with one clock a test can move for both (a subscription's renewals).
+        plugins: [
+          cloudflareTest({
+            main: './test/integration/both-roles.ts',
+            wrangler: { configPath: './workers/orchestrator/wrangler.toml' },
+            miniflare: {
+              bindings: {
+                TEST_MIGRATIONS: orchestratorMigrations,
+                PROVIDER_MIGRATIONS: providerMigrations,
+                ...testSecrets(),
+                PUBLIC_BASE_URL: LOCAL.orchestrator,
+                PROVIDERS: JSON.stringify([{ id: 'cloud', name: 'OAP Cloud', url: LOCAL.cloud, binding: 'PROVIDER_CLOUD' }]),
+                PROVIDER_VARS: {
+                  ...unstable_readConfig({ config: './wrangler.toml' }).vars,
+                  ...testSecrets(),
+                  PUBLIC_BASE_URL: LOCAL.cloud,
+                  TRUSTED_ORCHESTRATORS: JSON.stringify([LOCAL.orchestrator]),
+                  ORCHESTRATOR_BINDINGS: JSON.stringify({ [LOCAL.orchestrator]: 'ORCHESTRATOR' }),
+                },
+              },
+              d1Databases: ['PROVIDER_DB'],
+              durableObjects: { PROVIDER_LEDGER: { className: 'ProviderLedger', useSQLite: true } },
+              // Each role reaches the other through this Worker, which serves both by port.
+              serviceBindings: { ORCHESTRATOR: 'oap-orchestrator', PROVIDER_CLOUD: 'oap-orchestrator' },
+            },
+          }),
+        ],
+        test: { name: 'integration', include: ['test/integration/**/*.test.ts'], setupFiles: ['test/integration/migrations.ts'] },
       },
       {
         test: {
