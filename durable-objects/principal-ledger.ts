@@ -820,7 +820,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       // plan and the charge a renewal names (the orchestrator refuses to renew a replaced one). From here to the
       // reserve is synchronous.
       const resource = sagas.getResource(this.#sql, id);
-      if (!resource || resource.status !== 'active' || resource.renews_at === null || resource.renews_at > Date.now()) continue;
+      if (!resource || !renewals.renewable(resource) || resource.renews_at === null || resource.renews_at > Date.now()) continue;
       // The creation's saga says who pays (mandate, orchestrator, subject); the resource says what: its plan now.
       const saga = this.#sql.exec<sagas.Saga>(`SELECT * FROM sagas WHERE resource_id = ? AND kind = 'create' ORDER BY created LIMIT 1`, resource.id).toArray()[0];
       if (!saga) continue;
@@ -833,14 +833,16 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       }
       const outcome = await requestRenewal(this.env as never, saga, resource, holdId, price);
       const after = this.#transaction(account, (tx) => {
+        let suspended = false;
         if (outcome.kind === 'authorized') renewals.completeRenewal(tx, resource.id, holdId, { chargeId: outcome.charge_id, receipt: outcome.receipt, renewsAt: outcome.renews_at }, saga.orchestrator);
-        else if (outcome.kind === 'declined') renewals.declineRenewal(tx, resource.id, holdId, outcome.code);
+        else if (outcome.kind === 'declined') suspended = renewals.declineRenewal(tx, resource.id, holdId, outcome.code);
         else if (outcome.kind === 'not_due') renewals.deferRenewal(tx, resource.id, holdId, outcome.renews_at);
         else renewals.postponeRenewal(tx, resource.id, holdId, saga);
-        return sagas.getResource(tx.sql, resource.id);
+        return { resource: sagas.getResource(tx.sql, resource.id), suspended };
       });
-      if (outcome.kind === 'declined' && after?.status === 'suspended') await this.#suspendAtBackend(account, after);
-      if (outcome.kind === 'authorized' && after?.status === 'active') await this.#renewAtBackend(account, after);
+      if (after.suspended) await this.#suspendAtBackend(account, after.resource!);
+      // A paid renewal extends what the backend keeps, and lifts a suspension.
+      if (outcome.kind === 'authorized' && after.resource?.status === 'active') await this.#renewAtBackend(account, after.resource);
     }
     const next = renewals.nextRenewalDue(this.#sql);
     if (next !== null) this.#scheduleRow('renewals', next);

@@ -1,7 +1,9 @@
 // Recurring plans at a provider (PROTOCOL.md §3.2): at the period boundary
 // the plan renews through the same charge path: the account's own limit here,
 // the principal's limits at the orchestrator. A renewal that does not fit is
-// not forced through: the resource is suspended and the human is told.
+// not forced through: the resource is suspended and the human is told. It is
+// tried again, less and less often, for a grace period: a human who raises the
+// limit (only a human can) gets the resource back, for a whole period from then.
 import type { RecurringBilling } from '../../workers/lib/schemas/catalog';
 import { iso, type LedgerTx } from './context';
 import { getResource, owe, type Resource, type Saga } from './sagas';
@@ -10,6 +12,15 @@ import { billingPeriod, captureHold, checkLimits, insertHold, ownLimit, voidHold
 export const RENEWAL_HOLD_TTL_MS = 15 * 60_000;
 /** When the orchestrator cannot be reached, try again in an hour; the resource stays active meanwhile. */
 export const RENEWAL_RETRY_MS = 60 * 60_000;
+/** A suspended resource's renewal is tried again for this long after it was suspended, then no more. */
+export const RENEWAL_GRACE_MS = 30 * 24 * 60 * 60_000;
+/** Between tries: as long as it has been suspended, an hour at least and a day at most (1 h, 2 h, 4 h, … then daily). */
+const retryAfter = (suspendedFor: number) => Math.min(24 * 60 * 60_000, Math.max(RENEWAL_RETRY_MS, suspendedFor));
+/**
+ * Refusals a human can lift (by raising a limit) or time does (the hour a velocity limit counts): a resource suspended
+ * for one of these is tried again. Others (a mandate revoked or expired, an agent revoked) no try will change.
+ */
+const LIFTABLE = new Set(['spend_limit_exceeded', 'velocity_limited']);
 
 /** The next boundary of a monthly or yearly plan, from `from`, in UTC calendar terms. */
 export function nextRenewal(from: number, billing: RecurringBilling): number {
@@ -39,28 +50,34 @@ export function setBilling(tx: LedgerTx, resourceId: string, billed: Billed) {
   tx.schedule('renewals', billed.renews_at);
 }
 
+/** What renews: an active resource at its boundary, a suspended one at its next try. */
+export const renewable = (resource: Pick<Resource, 'status'>) => resource.status === 'active' || resource.status === 'suspended';
+
 /** The resources due to renew (ids: each is read when its turn comes). */
 export function dueRenewals(sql: SqlStorage, now: number): string[] {
-  return sql.exec<{ id: string }>(`SELECT id FROM resources WHERE status = 'active' AND renews_at IS NOT NULL AND renews_at <= ? ORDER BY renews_at LIMIT 20`, now).toArray().map((r) => r.id);
+  return sql
+    .exec<{ id: string }>(`SELECT id FROM resources WHERE status IN ('active', 'suspended') AND renews_at IS NOT NULL AND renews_at <= ? ORDER BY renews_at LIMIT 20`, now)
+    .toArray()
+    .map((r) => r.id);
 }
 
 /** The renewal is tried again at `at`, the resource staying as it is meanwhile. */
 function renewAgainAt(tx: LedgerTx, resourceId: string, at: number) {
-  tx.sql.exec(`UPDATE resources SET renews_at = ? WHERE id = ? AND status = 'active'`, at, resourceId);
+  tx.sql.exec(`UPDATE resources SET renews_at = ? WHERE id = ? AND status IN ('active', 'suspended')`, at, resourceId);
   tx.schedule('renewals', at);
 }
 
 export function nextRenewalDue(sql: SqlStorage): number | null {
-  return sql.exec<{ due: number | null }>(`SELECT MIN(renews_at) AS due FROM resources WHERE status = 'active' AND renews_at IS NOT NULL`).one().due;
+  return sql.exec<{ due: number | null }>(`SELECT MIN(renews_at) AS due FROM resources WHERE status IN ('active', 'suspended') AND renews_at IS NOT NULL`).one().due;
 }
 
 /** A plan change in flight is waited for (renewing the old plan under it would price the new period wrongly), and so is a capture still owed. */
 export const RENEWAL_WAIT_MS = 60_000;
 
-/** Reserves the renewal's price against the account's own limit, or suspends the resource. */
+/** Reserves the renewal's price against the account's own limit, or suspends the resource (`suspended`: just now). */
 export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string, price: { amount: number; currency: string }): { ok: true } | (Decline & { suspended?: boolean }) {
   const resource = getResource(tx.sql, resourceId);
-  if (!resource || resource.status !== 'active') return { ok: false, code: 'not_found', detail: 'no active resource' };
+  if (!resource || !renewable(resource)) return { ok: false, code: 'not_found', detail: 'no active or suspended resource' };
   const wait = (code: string, detail: string) => {
     renewAgainAt(tx, resourceId, tx.now + RENEWAL_WAIT_MS);
     return { ok: false as const, code, detail };
@@ -75,10 +92,7 @@ export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string,
     return wait('capture_owed', 'the capture of the charge it renews is still owed');
   }
   const over = checkLimits(tx.sql, billingPeriod(tx.now), price, [{ scope: 'principal', limit: ownLimit(tx.sql) }]);
-  if (over) {
-    suspend(tx, resource, over.code);
-    return { ...over, suspended: true };
-  }
+  if (over) return { ...over, suspended: lapse(tx, resource, over.code) };
   insertHold(tx, { id: holdId, mandate_id: resource.mandate_id, service: resource.service, plan: resource.plan, agent_id: resource.agent_id, amount: price, resource_ref: resourceId, ttl_ms: RENEWAL_HOLD_TTL_MS, scopes: ['principal', `service:${resource.service}`], kind: 'renewal' });
   tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'charge.reserve', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', amount: price, related: [holdId, 'renewal'] });
   return { ok: true };
@@ -86,13 +100,13 @@ export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string,
 
 /**
  * The orchestrator authorized the renewal: capture here with the receipt (which states the period paid for, ending at
- * `renewsAt`), owe the capture there, move the boundary on to that end.
+ * `renewsAt`), owe the capture there, move the boundary on to that end. A suspended resource is active again.
  */
 export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string, { chargeId, receipt, renewsAt }: { chargeId: string; receipt: string; renewsAt: number }, orchestrator: string) {
   const resource = getResource(tx.sql, resourceId)!;
   tx.sql.exec('UPDATE holds SET remote_charge_id = ? WHERE id = ?', chargeId, holdId);
-  if (resource.status !== 'active') {
-    // Deleted (or suspended) while the orchestrator was asked: there is nothing to renew, so
+  if (!renewable(resource)) {
+    // Deleted while the orchestrator was asked: there is nothing to renew, so
     // the authorization is given back on both sides rather than charging for a period not served.
     voidHold(tx, holdId, { type: 'system', id: 'renewal' }, `renewal_of_${resource.status}`);
     oweCharge(tx, resourceId, holdId, 'void', chargeId, orchestrator);
@@ -100,7 +114,17 @@ export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string
     return;
   }
   captureHold(tx, holdId, { type: 'system', id: 'renewal' }, receipt);
-  tx.sql.exec('UPDATE resources SET renews_at = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?', renewsAt, chargeId, holdId, iso(tx.now), resourceId);
+  tx.sql.exec(
+    `UPDATE resources SET status = 'active', suspended_at = NULL, renews_at = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?`,
+    renewsAt,
+    chargeId,
+    holdId,
+    iso(tx.now),
+    resourceId,
+  );
+  if (resource.status === 'suspended') {
+    tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.resume', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [chargeId] });
+  }
   oweCharge(tx, resourceId, holdId, 'capture', chargeId, orchestrator);
   tx.schedule('renewals', renewsAt);
   tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [chargeId], amount: null });
@@ -125,12 +149,12 @@ function oweCharge(tx: LedgerTx, resourceId: string, holdId: string, action: 'ca
   tx.schedule('charge_outbox', tx.now);
 }
 
-/** The orchestrator declined: release the local hold and suspend rather than overspend. */
-export function declineRenewal(tx: LedgerTx, resourceId: string, holdId: string, code: string) {
+/** The orchestrator declined: release the local hold and suspend rather than overspend; true when suspended just now. */
+export function declineRenewal(tx: LedgerTx, resourceId: string, holdId: string, code: string): boolean {
   voidHold(tx, holdId, { type: 'system', id: 'renewal' }, `renewal_declined:${code}`);
   const resource = getResource(tx.sql, resourceId);
   // Deleted while the orchestrator was asked: it stays deleted.
-  if (resource?.status === 'active') suspend(tx, resource, code);
+  return resource !== null && renewable(resource) && lapse(tx, resource, code);
 }
 
 /**
@@ -154,9 +178,27 @@ export function deferRenewal(tx: LedgerTx, resourceId: string, holdId: string, n
   renewAgainAt(tx, resourceId, Math.max(notBefore, tx.now + RENEWAL_WAIT_MS));
 }
 
-function suspend(tx: LedgerTx, resource: Resource, reason: string) {
-  tx.sql.exec(`UPDATE resources SET status = 'suspended', updated = ? WHERE id = ?`, iso(tx.now), resource.id);
-  tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.suspend', mandate_id: resource.mandate_id, target: resource.id, outcome: 'succeeded', reason });
+/**
+ * A renewal refused (`reason`): an active resource is suspended; either way its renewal is tried again later if a
+ * human can lift the refusal, until the grace period since it was suspended has run out. True when it was suspended
+ * just now (its backend is to be told).
+ */
+function lapse(tx: LedgerTx, resource: Resource, reason: string): boolean {
+  const suspendedAt = resource.status === 'suspended' ? (resource.suspended_at ?? tx.now) : tx.now;
+  if (resource.status === 'active') {
+    tx.sql.exec(`UPDATE resources SET status = 'suspended', suspended_at = ?, updated = ? WHERE id = ?`, tx.now, iso(tx.now), resource.id);
+    tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.suspend', mandate_id: resource.mandate_id, target: resource.id, outcome: 'succeeded', reason });
+  }
+  const next = tx.now + retryAfter(tx.now - suspendedAt);
+  if (LIFTABLE.has(reason) && next - suspendedAt <= RENEWAL_GRACE_MS) renewAgainAt(tx, resource.id, next);
+  else {
+    tx.sql.exec('UPDATE resources SET renews_at = NULL WHERE id = ?', resource.id);
+    // The suspension's own event says a refusal nobody can lift; the end of the tries is said when they run out.
+    if (LIFTABLE.has(reason)) {
+      tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resource.id, outcome: 'refused', reason: 'grace_period_ended' });
+    }
+  }
+  return resource.status === 'active';
 }
 
 /** What the backend reports after a paid renewal (a domain's new expiry); the renewal itself is already audited. */

@@ -72,7 +72,10 @@ export type Resource = {
   created: string;
   updated: string;
   billing: string | null;
+  /** The next boundary; for a suspended resource, the next try of its renewal (null: no more tries). */
   renews_at: number | null;
+  /** When a declined renewal suspended it (null while active). */
+  suspended_at: number | null;
 };
 
 export function getSaga(sql: SqlStorage, id: string): Saga | null {

@@ -113,4 +113,8 @@ export const LEDGER_MIGRATIONS: string[] = [
    INSERT INTO seen_nonces_keyed (nonce, expires_at) SELECT nonce, expires_at FROM seen_nonces;
    DROP TABLE seen_nonces;
    ALTER TABLE seen_nonces_keyed RENAME TO seen_nonces;`,
+  // 14: a resource a declined renewal suspended is tried again for a grace period, counted from when it was
+  // suspended; one suspended before this counts from the boundary it missed.
+  `ALTER TABLE resources ADD COLUMN suspended_at INTEGER;
+   UPDATE resources SET suspended_at = renews_at WHERE status = 'suspended';`,
 ];

@@ -3,7 +3,8 @@
 // provider renews at the boundary its receipt stated, through the
 // orchestrator's charges; the orchestrator takes it only then, and decides it
 // under the mandate chain's current link; a renewal a limit does not fit
-// suspends the subscription, charges nothing, and the human hears of it.
+// suspends the subscription, charges nothing, and the human hears of it; a
+// later try, once the human has raised the limit, resumes it.
 import { runDurableObjectAlarm } from 'cloudflare:test';
 import { env, exports } from 'cloudflare:workers';
 import { decodeJwt } from 'jose';
@@ -133,18 +134,37 @@ describe('a subscription renewed through both roles', () => {
     expect(await atProvider(agent, successor.mandate_id, resource.resource_id)).toMatchObject({ status: 'active', plan: 'paid' });
   });
 
-  it('suspends the subscription when its renewal does not fit the limit the human lowered, charges nothing, and tells the human', async () => {
+  it('suspends the subscription when its renewal does not fit the limit the human lowered, charges nothing, tells the human once, and resumes once the human raises it', async () => {
     const { human, agent, mandate_id, account, resource } = await subscribed();
-    const lowered = await call('/v1/limits', { method: 'POST', headers: human.headers({ 'idempotency-key': crypto.randomUUID() }), body: JSON.stringify({ amount: 300, currency: 'usd' }) });
-    expect(lowered.status, await lowered.clone().text()).toBe(200);
+    const setLimit = (session: Human, amount: number) =>
+      call('/v1/limits', { method: 'POST', headers: session.headers({ 'idempotency-key': crypto.randomUUID() }), body: JSON.stringify({ amount, currency: 'usd' }) });
+    expect((await setLimit(human, 300)).status).toBe(200);
 
-    clockAt(Date.parse(resource.renews_at) + 1000);
+    const boundary = Date.parse(resource.renews_at);
+    clockAt(boundary + 1000);
     await providerWorksUntil(account, async () => (await atProvider(agent, mandate_id, resource.resource_id)).status === 'suspended');
+    // Tried again in an hour, and declined again.
+    const suspended = await atProvider(agent, mandate_id, resource.resource_id);
+    expect(Date.parse(suspended.renews_at) - (boundary + 1000)).toBeGreaterThanOrEqual(3_600_000);
+    clockAt(Date.parse(suspended.renews_at) + 1000);
+    await providerWorksUntil(account, async () => Date.parse((await atProvider(agent, mandate_id, resource.resource_id)).renews_at) > Date.now());
     const session = await signIn(human.email, human.password, human.principal_id);
     expect((await charges(session)).map((c) => c.charge_id)).toEqual([resource.charge_id]);
-    const notes = ((await (await call('/v1/notifications?limit=100', { headers: { cookie: session.cookie } })).json()) as { data: Json[] }).data;
-    expect(notes.filter((n) => n.type === 'renewal.declined')).toEqual([
+    const declinedNotes = async (as: Human) =>
+      (((await (await call('/v1/notifications?limit=100', { headers: { cookie: as.cookie } })).json()) as { data: Json[] }).data).filter((n) => n.type === 'renewal.declined');
+    expect(await declinedNotes(session)).toEqual([
       expect.objectContaining({ data: expect.objectContaining({ renewal_of: resource.charge_id, resource_ref: resource.resource_id, code: 'spend_limit_exceeded' }) }),
     ]);
+
+    // The human raises the limit again: the next try renews it, for a whole period from then.
+    expect((await setLimit(session, 10_000)).status).toBe(200);
+    const nextTry = Date.parse((await atProvider(agent, mandate_id, resource.resource_id)).renews_at);
+    clockAt(nextTry + 1000);
+    const later = await signIn(human.email, human.password, human.principal_id);
+    await providerWorksUntil(account, async () => renewalsOf(await charges(later), resource.charge_id).some((c) => c.status === 'captured'));
+    const resumed = await atProvider(agent, mandate_id, resource.resource_id);
+    expect(resumed).toMatchObject({ status: 'active', plan: 'paid' });
+    expect(Date.parse(resumed.renews_at) - nextTry).toBeGreaterThanOrEqual(28 * 86_400_000);
+    expect(await declinedNotes(later)).toHaveLength(1);
   });
 });

@@ -389,10 +389,16 @@ describe('renewals of recurring plans', () => {
     await call(`/v1/mandates/${mandate_id}/revoke`, { method: 'POST', headers: human.headers() });
     const declined = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: renewedId });
     expect(await declined.json()).toMatchObject({ status: 402, code: 'mandate_inactive' });
+    // The provider tries the suspended renewal again: declined again, and audited, but the human is told once.
+    const triedAgain = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: renewedId });
+    expect(triedAgain.status).toBe(402);
     const notes = (await (await call('/v1/notifications', { headers: { cookie: human.cookie } })).json()) as { data: { type: string; data: Record<string, unknown> }[] };
     expect(notes.data.filter((n) => n.type === 'renewal.declined')).toEqual([
       expect.objectContaining({ data: expect.objectContaining({ renewal_of: renewedId, code: 'mandate_inactive', service: 'domain' }) }),
     ]);
+    const audit = await (await call('/v1/audit', { headers: { cookie: human.cookie } })).text();
+    const refusals = audit.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { action: string; outcome: string; reason: string | null });
+    expect(refusals.filter((e) => e.action === 'charge.authorize' && e.reason === 'mandate_inactive')).toHaveLength(2);
   });
 });
 

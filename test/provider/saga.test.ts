@@ -523,7 +523,9 @@ describe('recurring plans (§3.2)', () => {
   }
 
   const resourceRow = (account: string, id: string) =>
-    runInDurableObject(ledgerOf(account), (_, s) => s.storage.sql.exec<{ status: string; renews_at: number | null; billing: string }>('SELECT status, renews_at, billing FROM resources WHERE id = ?', id).one());
+    runInDurableObject(ledgerOf(account), (_, s) =>
+      s.storage.sql.exec<{ status: string; renews_at: number | null; billing: string; suspended_at: number | null }>('SELECT status, renews_at, billing, suspended_at FROM resources WHERE id = ?', id).one(),
+    );
 
   async function renewNow(account: string, id: string) {
     // Let the capture of the subscription settle first, so that what follows is about the renewal alone.
@@ -533,8 +535,9 @@ describe('recurring plans (§3.2)', () => {
     await vi.waitFor(
       async () => {
         await runAlarmPass(account, (sql) => sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`));
+        // Every try moves the next one on (or, past a suspension's grace period, ends them).
         const row = await resourceRow(account, id);
-        expect(row.status !== 'active' || row.renews_at! > Date.now()).toBe(true);
+        expect(row.renews_at === null || row.renews_at > Date.now()).toBe(true);
       },
       { timeout: 10_000, interval: 50 },
     );
@@ -657,6 +660,52 @@ describe('recurring plans (§3.2)', () => {
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(500);
   });
 
+  it('tries a suspended subscription again, less and less often, and resumes it for a whole period once a try is authorized', async () => {
+    const { agent, resourceId, chargeId } = await subscribed();
+    await behave(agent.sub, { authorize: 'decline' });
+    await renewNow(agent.account, resourceId);
+    const suspended = await resourceRow(agent.account, resourceId);
+    expect(suspended).toMatchObject({ status: 'suspended', suspended_at: expect.any(Number) });
+    expect(Math.abs(suspended.renews_at! - (Date.now() + 3_600_000))).toBeLessThan(60_000);
+    // Suspended five hours ago and declined again: the next try waits as long again, and it stays suspended.
+    await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('UPDATE resources SET suspended_at = ? WHERE id = ?', Date.now() - 5 * 3_600_000, resourceId));
+    await renewNow(agent.account, resourceId);
+    const again = await resourceRow(agent.account, resourceId);
+    expect(again.status).toBe('suspended');
+    expect(Math.abs(again.renews_at! - (Date.now() + 5 * 3_600_000))).toBeLessThan(60_000);
+    // The human raised the limit: the next try is authorized, and the resource is active for a period from now.
+    await behave(agent.sub, { authorize: 'ok' });
+    await renewNow(agent.account, resourceId);
+    const resumed = await resourceRow(agent.account, resourceId);
+    expect(resumed).toMatchObject({ status: 'active', suspended_at: null });
+    expect(resumed.renews_at! - Date.now()).toBeGreaterThan(27 * 86_400_000);
+    expect((await state(agent.account)).holds.map((h) => h.status)).toEqual(['captured', 'voided', 'voided', 'captured']);
+    // Each try renewed the same charge, the one the subscription was bought with.
+    const tries = (await orchestratorCalls(agent.sub)).filter((c) => c.method === 'POST' && c.path === '/v1/charges').slice(1);
+    expect(tries.map((c) => (JSON.parse(c.body) as Json).renewal_of)).toEqual([chargeId, chargeId, chargeId]);
+    await vi.waitFor(async () => expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
+    expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(1000);
+  });
+
+  it('stops trying once the suspension is older than its grace period: suspended, nothing renews it', async () => {
+    const { agent, resourceId } = await subscribed();
+    await behave(agent.sub, { authorize: 'decline' });
+    await renewNow(agent.account, resourceId);
+    await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('UPDATE resources SET suspended_at = ? WHERE id = ?', Date.now() - 30 * 86_400_000, resourceId));
+    await renewNow(agent.account, resourceId);
+    expect(await resourceRow(agent.account, resourceId)).toMatchObject({ status: 'suspended', renews_at: null });
+    const asked = (await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges').length;
+    await runAlarmPass(agent.account, (sql) => sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`));
+    expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(asked);
+  });
+
+  it('does not try again a renewal no human can lift (the mandate revoked): suspended, nothing renews it', async () => {
+    const { agent, resourceId } = await subscribed();
+    await behave(agent.sub, { authorize: 'inactive' });
+    await renewNow(agent.account, resourceId);
+    expect(await resourceRow(agent.account, resourceId)).toMatchObject({ status: 'suspended', renews_at: null });
+  });
+
   it('renews when the orchestrator says if it holds the period not over yet (409 renewal_not_due): active, nothing charged or owed', async () => {
     const { agent, resourceId } = await subscribed();
     await behave(agent.sub, { authorize: 'not_due' });
@@ -690,12 +739,16 @@ describe('recurring plans (§3.2)', () => {
     expect(renewal).toMatchObject({ renewal_of: chargeId });
   });
 
-  it('suspends without asking when the account’s own limit cannot take the renewal', async () => {
+  it('suspends without asking when the account’s own limit cannot take the renewal, and resumes once it can', async () => {
     const { agent, resourceId } = await subscribed();
     await ledgerOf(agent.account).setOwnLimit(agent.account, { amount: 600, currency: 'usd' });
     await renewNow(agent.account, resourceId);
     expect((await resourceRow(agent.account, resourceId)).status).toBe('suspended');
     expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(1);
+    await ledgerOf(agent.account).setOwnLimit(agent.account, { amount: 2000, currency: 'usd' });
+    await renewNow(agent.account, resourceId);
+    expect((await resourceRow(agent.account, resourceId)).status).toBe('active');
+    expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(2);
   });
 });
 

@@ -6,7 +6,7 @@ import { createHash, generateKeyPairSync } from 'node:crypto';
  * The orchestrator's charges API as providers call it, played in Node for the
  * provider's saga tests: each principal (by its pairwise sub) gets the
  * behaviour a test sets (POST /_test/behaviour {sub, authorize, capture, void, refund}:
- * 'ok' | 'decline' | 'error' | 'voided', or for authorize 'busy' (503 with Retry-After), 'not_due' (409
+ * 'ok' | 'decline' | 'error' | 'voided', or for authorize 'inactive' (402 mandate_inactive), 'busy' (503 with Retry-After), 'not_due' (409
  * renewal_not_due, due in 3 days), 'held' (answered only once
  * POST /_test/release {sub} comes) or 'lost' (authorized, but answered 504 as if the
  * answer was lost on its way), and every call is recorded (GET /_test/calls?sub=).
@@ -50,6 +50,7 @@ export function fakeChargesApi() {
       Response.json({ type: 'about:blank', title: code, status, code, detail: code }, { status, headers: { 'content-type': 'application/problem+json', ...headers } });
     if (!chargeId) {
       if (behaviour.authorize === 'decline') return Response.json({ status: 402, code: 'spend_limit_exceeded', detail: 'over', limit: { amount: 100, currency: 'usd' }, spent: { amount: 100, currency: 'usd' }, requested: { amount: 1044, currency: 'usd' }, step_up_url: 'http://127.0.0.1:8787/dashboard/limits' }, { status: 402 });
+      if (behaviour.authorize === 'inactive') return Response.json({ status: 402, code: 'mandate_inactive', detail: 'The mandate is revoked.', step_up_url: 'http://127.0.0.1:8787/dashboard' }, { status: 402 });
       if (behaviour.authorize === 'error') return problem(500, 'internal_error');
       if (behaviour.authorize === 'busy') return problem(503, 'internal_error', { 'retry-after': '30' });
       if (behaviour.authorize === 'not_due') return Response.json({ status: 409, code: 'renewal_not_due', detail: 'not yet', renews_at: new Date(Date.now() + 3 * 86_400_000).toISOString() }, { status: 409 });

@@ -366,7 +366,8 @@ export function resourceWire(resource: Resource): Record<string, unknown> {
     plan: resource.plan,
     status: resource.status,
     created: resource.created,
-    ...(resource.renews_at !== null && resource.status === 'active' ? { renews_at: new Date(resource.renews_at).toISOString() } : {}),
+    // For a suspended resource, when its renewal is tried next.
+    ...(resource.renews_at !== null && (resource.status === 'active' || resource.status === 'suspended') ? { renews_at: new Date(resource.renews_at).toISOString() } : {}),
     ...(resource.fields ? (JSON.parse(resource.fields) as Record<string, unknown>) : {}),
   };
 }
@@ -485,7 +486,8 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
   }
   if (result.status === 201 && typeof result.body?.charge_id === 'string') {
     // The receipt rests on the charge it renews (`renewal_of`) rather than on a request the agent signed, so it names none.
-    const renewsAt = nextRenewal(resource.renews_at!, resource.billing as RecurringBilling);
+    // The period runs from the boundary; for a suspended resource, from now, when it is served again.
+    const renewsAt = nextRenewal(resource.status === 'suspended' ? Date.now() : resource.renews_at!, resource.billing as RecurringBilling);
     // Decided under the current link of the mandate chain (a human may have re-approved since): the receipt names it.
     const mandateId = typeof result.body.mandate_id === 'string' ? result.body.mandate_id : saga.mandate_id;
     const core = { saga: { ...saga, mandate_id: mandateId }, chargeId: result.body.charge_id, decision: (result.body.decision as ChargeDecision | undefined) ?? null, amount: price, periodEnd: renewsAt };
@@ -511,14 +513,14 @@ export async function revertPlan(env: ProviderBindings, accountId: string, saga:
   return backend.changePlan(env, refOf(accountId, resource), saga.previous_plan);
 }
 
-/** §3.2: a renewal refused by a limit suspends the resource; the backend stops what it costs to run. */
-/** After a paid renewal: the backend's new fields for the resource (a domain's next expiry), or null if it keeps none. */
+/** After a paid renewal (which lifts a suspension): the backend's new fields (a domain's next expiry), or null if it keeps none. */
 export async function renewAtBackend(env: ProviderBindings, accountId: string, resource: Resource): Promise<Record<string, unknown> | null> {
   const backend = backendFor(resource.service);
   if (!backend?.renew || resource.renews_at === null) return null;
   return backend.renew(env, refOf(accountId, resource), new Date(resource.renews_at));
 }
 
+/** §3.2: a renewal refused by a limit suspends the resource; the backend stops what it costs to run. */
 export async function suspendAtBackend(env: ProviderBindings, accountId: string, resource: Resource): Promise<void> {
   await backendFor(resource.service)?.suspend?.(env, refOf(accountId, resource));
 }

@@ -18,6 +18,9 @@ export const ResourceSchema = z
     plan: z.string(),
     status: z.enum(['provisioning', 'active', 'failed', 'deleted', 'suspended']),
     created: z.string(),
+    renews_at: z.string().optional().openapi({
+      description: 'A recurring plan: when it renews next; while suspended by a declined renewal, when that renewal is tried again (absent once the tries have ended)',
+    }),
     credentials: z.record(z.string(), z.unknown()).nullable().optional(),
     credentials_redacted: z.boolean().optional(),
   })

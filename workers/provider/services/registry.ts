@@ -55,11 +55,11 @@ export type ServiceBackend = {
   deprovision(env: ProviderBindings, ref: Pick<ResourceRef, 'resource_id' | 'account_id'>): Promise<void>;
   /** New credentials; the old ones stop working at once. Absent when the service issues none. */
   rotate?(env: ProviderBindings, ref: ResourceRef): Promise<Provisioned>;
-  /** After a paid renewal: the resource's new fields (a domain's next expiry). */
+  /** After a paid renewal: the resource's new fields (a domain's next expiry). It lifts a suspension, if any. */
   renew?(env: ProviderBindings, ref: ResourceRef, until: Date): Promise<Record<string, unknown>>;
   /** After a paid plan change along `allowed_updates`: the resource's new fields. */
   changePlan?(env: ProviderBindings, ref: ResourceRef, plan: string): Promise<Record<string, unknown>>;
-  /** A renewal the limits refused: keep the resource, stop what it costs to run (serving, writes). */
+  /** A renewal the limits refused: keep the resource, stop what it costs to run (serving, writes) until `renew`. */
   suspend?(env: ProviderBindings, ref: ResourceRef): Promise<void>;
 };
 

@@ -5,7 +5,7 @@
 // the next version. The name's row in worker_deployments is the one record of
 // who holds it and what it serves.
 import { providerConfig, type ProviderBindings } from '../env';
-import { deployModule, deploymentByName, removeDeployment, suspendDeployment } from '../store/worker-deployments';
+import { deployModule, deploymentByName, removeDeployment, resumeDeployment, suspendDeployment } from '../store/worker-deployments';
 import { checkWorkerModule, measureModule, MODULE_MAX_BYTES } from './worker-module';
 import { ProvisionRefused, registerBackend, type ProvisionContext } from './registry';
 
@@ -67,5 +67,10 @@ registerBackend('worker-script', {
   },
   async suspend(env, ref) {
     await suspendDeployment(env.DB, ref.resource_id);
+  },
+  /** Sold one-time as published; a catalog that bills it monthly renews it, and a paid renewal serves it again. */
+  async renew(env, ref) {
+    await resumeDeployment(env.DB, ref.resource_id);
+    return ref.fields;
   },
 });

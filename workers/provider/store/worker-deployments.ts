@@ -84,3 +84,7 @@ export async function removeDeployment(db: D1Database, resourceId: string) {
 export async function suspendDeployment(db: D1Database, resourceId: string) {
   await db.prepare('UPDATE worker_deployments SET suspended_at = ?2 WHERE resource_id = ?1 AND suspended_at IS NULL').bind(resourceId, new Date().toISOString()).run();
 }
+
+export async function resumeDeployment(db: D1Database, resourceId: string) {
+  await db.prepare('UPDATE worker_deployments SET suspended_at = NULL WHERE resource_id = ?1').bind(resourceId).run();
+}
