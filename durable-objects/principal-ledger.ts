@@ -657,15 +657,13 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         const receipt = holdId ? (spend.getHold(this.#sql, holdId)?.receipt ?? null) : null;
         const outcome = await settleChargeCall(this.env as never, account, call, { receipt, eventId: call.action === 'capture' ? (saga?.audit_event_id ?? null) : null });
         if (outcome === 'voided_remotely' && call.saga_id.startsWith('renewal:')) {
-          // A renewal the orchestrator voided before it was captured: refund here and suspend.
+          // A renewal the orchestrator voided before it was captured: refund here, suspend, and try it again.
           const [, resourceId, holdId] = call.saga_id.split(':') as [string, string, string];
           const suspended = this.#transaction(account, (tx) => {
-            spend.refundHold(tx, holdId, { type: 'system', id: 'renewal' }, 'charge_voided_at_orchestrator');
-            tx.sql.exec(`UPDATE resources SET status = 'suspended', updated = ? WHERE id = ? AND status = 'active'`, new Date(tx.now).toISOString(), resourceId);
             tx.sql.exec('DELETE FROM charge_outbox WHERE id = ?', call.id);
-            return sagas.getResource(tx.sql, resourceId);
+            return renewals.renewalVoided(tx, resourceId, holdId) ? sagas.getResource(tx.sql, resourceId) : null;
           });
-          if (suspended?.status === 'suspended') await this.#suspendAtBackend(account, suspended);
+          if (suspended) await this.#suspendAtBackend(account, suspended);
         } else if (outcome === 'voided_remotely' && saga?.kind === 'update') {
           // A plan change whose capture came too late: the resource goes back to its old plan, nothing is charged or credited.
           const resource = sagas.getResource(this.#sql, saga.resource_id);

@@ -242,9 +242,10 @@ export function authorizeCharge(tx: LedgerTx, asked: ChargeRequest): Authorized 
   const decline = (code: string, detail: string, extra: Partial<Decline> = {}): Decline => {
     if (request.renewal_of) {
       // §3.2: a renewal that does not fit suspends the resource instead of overspending, and the human hears of it,
-      // once for the charge it renews: the provider tries the renewal again while it is suspended (each try audited).
+      // once for the charge it renews and the reason: the provider tries the renewal again while it is suspended
+      // (each try audited), and a new reason (a velocity limit, then the monthly one) is news.
       const data = { provider: request.provider, service: request.service, plan: request.plan, resource_ref: request.resource_ref, renewal_of: request.renewal_of, code, amount: request.amount };
-      const id = `ntf_renewal_${request.renewal_of.slice(4)}`;
+      const id = `ntf_renewal_${code}_${request.renewal_of.slice(4)}`;
       const told = tx.sql.exec('INSERT OR IGNORE INTO notifications (id, type, created, data) VALUES (?, ?, ?, ?)', id, 'renewal.declined', iso(tx.now), JSON.stringify(data)).rowsWritten;
       if (told) queueWebhook(tx, { id, type: 'renewal.declined', created: iso(tx.now), data });
     }

@@ -4,10 +4,11 @@
 // not forced through: the resource is suspended and the human is told. It is
 // tried again, less and less often, for a grace period: a human who raises the
 // limit (only a human can) gets the resource back, for a whole period from then.
+import { decodeJwt } from 'jose';
 import type { RecurringBilling } from '../../workers/lib/schemas/catalog';
 import { iso, type LedgerTx } from './context';
 import { getResource, owe, type Resource, type Saga } from './sagas';
-import { billingPeriod, captureHold, checkLimits, insertHold, ownLimit, voidHold, type Decline } from './spend';
+import { billingPeriod, captureHold, checkLimits, getHold, insertHold, ownLimit, refundHold, voidHold, type Decline } from './spend';
 
 export const RENEWAL_HOLD_TTL_MS = 15 * 60_000;
 /** When the orchestrator cannot be reached, try again in an hour; the resource stays active meanwhile. */
@@ -17,10 +18,11 @@ export const RENEWAL_GRACE_MS = 30 * 24 * 60 * 60_000;
 /** Between tries: as long as it has been suspended, an hour at least and a day at most (1 h, 2 h, 4 h, … then daily). */
 const retryAfter = (suspendedFor: number) => Math.min(24 * 60 * 60_000, Math.max(RENEWAL_RETRY_MS, suspendedFor));
 /**
- * Refusals a human can lift (by raising a limit) or time does (the hour a velocity limit counts): a resource suspended
- * for one of these is tried again. Others (a mandate revoked or expired, an agent revoked) no try will change.
+ * Why a renewal failed that a later try can get past: a limit a human raises (or a new month resets), the hour a
+ * velocity limit counts, a renewal voided before its capture reached the orchestrator. A resource suspended for one of
+ * these is tried again; others (a mandate revoked or expired, an agent revoked) no try will change.
  */
-const LIFTABLE = new Set(['spend_limit_exceeded', 'velocity_limited']);
+const RETRIED = new Set(['spend_limit_exceeded', 'velocity_limited', 'charge_voided']);
 
 /** The next boundary of a monthly or yearly plan, from `from`, in UTC calendar terms. */
 export function nextRenewal(from: number, billing: RecurringBilling): number {
@@ -61,9 +63,16 @@ export function dueRenewals(sql: SqlStorage, now: number): string[] {
     .map((r) => r.id);
 }
 
-/** The renewal is tried again at `at`, the resource staying as it is meanwhile. */
+/** The renewal is tried again at `at`, the resource staying as it is meanwhile; a suspended one, within its grace period only. */
 function renewAgainAt(tx: LedgerTx, resourceId: string, at: number) {
-  tx.sql.exec(`UPDATE resources SET renews_at = ? WHERE id = ? AND status IN ('active', 'suspended')`, at, resourceId);
+  const resource = getResource(tx.sql, resourceId);
+  if (!resource || !renewable(resource)) return;
+  if (resource.status === 'suspended' && at - (resource.suspended_at ?? tx.now) > RENEWAL_GRACE_MS) {
+    tx.sql.exec('UPDATE resources SET renews_at = NULL WHERE id = ?', resourceId);
+    tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'refused', reason: 'grace_period_ended' });
+    return;
+  }
+  tx.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', at, resourceId);
   tx.schedule('renewals', at);
 }
 
@@ -180,25 +189,40 @@ export function deferRenewal(tx: LedgerTx, resourceId: string, holdId: string, n
 
 /**
  * A renewal refused (`reason`): an active resource is suspended; either way its renewal is tried again later if a
- * human can lift the refusal, until the grace period since it was suspended has run out. True when it was suspended
- * just now (its backend is to be told).
+ * try can get past the refusal, until the grace period since it was suspended has run out. True when it was
+ * suspended just now (its backend is to be told).
  */
 function lapse(tx: LedgerTx, resource: Resource, reason: string): boolean {
   const suspendedAt = resource.status === 'suspended' ? (resource.suspended_at ?? tx.now) : tx.now;
   if (resource.status === 'active') {
-    tx.sql.exec(`UPDATE resources SET status = 'suspended', suspended_at = ?, updated = ? WHERE id = ?`, tx.now, iso(tx.now), resource.id);
     tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.suspend', mandate_id: resource.mandate_id, target: resource.id, outcome: 'succeeded', reason });
   }
-  const next = tx.now + retryAfter(tx.now - suspendedAt);
-  if (LIFTABLE.has(reason) && next - suspendedAt <= RENEWAL_GRACE_MS) renewAgainAt(tx, resource.id, next);
-  else {
-    tx.sql.exec('UPDATE resources SET renews_at = NULL WHERE id = ?', resource.id);
-    // The suspension's own event says a refusal nobody can lift; the end of the tries is said when they run out.
-    if (LIFTABLE.has(reason)) {
-      tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resource.id, outcome: 'refused', reason: 'grace_period_ended' });
-    }
-  }
+  tx.sql.exec(`UPDATE resources SET status = 'suspended', suspended_at = ?, updated = ? WHERE id = ?`, suspendedAt, iso(tx.now), resource.id);
+  // The suspension's own event says a refusal no try will change: no more tries, nothing else to say.
+  if (RETRIED.has(reason)) renewAgainAt(tx, resource.id, tx.now + retryAfter(tx.now - suspendedAt));
+  else tx.sql.exec('UPDATE resources SET renews_at = NULL WHERE id = ?', resource.id);
   return resource.status === 'active';
+}
+
+/**
+ * A renewal the orchestrator voided before its capture reached it (its hold there ran out while it could not be
+ * reached): the period is not paid. The local hold is given back, the resource is on the charge the renewal renewed
+ * again, and it is suspended, its renewal tried again like a declined one. True when it was suspended just now.
+ */
+export function renewalVoided(tx: LedgerTx, resourceId: string, holdId: string): boolean {
+  refundHold(tx, holdId, { type: 'system', id: 'renewal' }, 'charge_voided_at_orchestrator');
+  const resource = getResource(tx.sql, resourceId);
+  if (!resource || !renewable(resource)) return false;
+  const receipt = getHold(tx.sql, holdId)?.receipt;
+  const renewed = receipt ? decodeJwt(receipt).renewal_of : undefined;
+  if (resource.hold_id === holdId && typeof renewed === 'string') {
+    // The local hold mirroring that charge: a renewal's (by its charge), or the creation's or plan change's (its saga's).
+    const mirror = tx.sql
+      .exec<{ id: string }>('SELECT id FROM holds WHERE remote_charge_id = ?1 UNION ALL SELECT hold_id AS id FROM sagas WHERE charge_id = ?1 LIMIT 1', renewed)
+      .toArray()[0];
+    tx.sql.exec('UPDATE resources SET charge_id = ?, hold_id = ? WHERE id = ?', renewed, mirror?.id ?? null, resourceId);
+  }
+  return lapse(tx, resource, 'charge_voided');
 }
 
 /** What the backend reports after a paid renewal (a domain's new expiry); the renewal itself is already audited. */

@@ -114,7 +114,7 @@ export const LEDGER_MIGRATIONS: string[] = [
    DROP TABLE seen_nonces;
    ALTER TABLE seen_nonces_keyed RENAME TO seen_nonces;`,
   // 14: a resource a declined renewal suspended is tried again for a grace period, counted from when it was
-  // suspended; one suspended before this counts from the boundary it missed.
+  // suspended. One suspended before this stays as it was, final: no try charges for what its human took as ended.
   `ALTER TABLE resources ADD COLUMN suspended_at INTEGER;
-   UPDATE resources SET suspended_at = renews_at WHERE status = 'suspended';`,
+   UPDATE resources SET suspended_at = renews_at, renews_at = NULL WHERE status = 'suspended';`,
 ];

@@ -527,10 +527,11 @@ describe('recurring plans (§3.2)', () => {
       s.storage.sql.exec<{ status: string; renews_at: number | null; billing: string; suspended_at: number | null }>('SELECT status, renews_at, billing, suspended_at FROM resources WHERE id = ?', id).one(),
     );
 
-  async function renewNow(account: string, id: string) {
+  /** The resource's renewal (or its next try) made due `dueFor` ms ago, and run. */
+  async function renewNow(account: string, id: string, dueFor = 1000) {
     // Let the capture of the subscription settle first, so that what follows is about the renewal alone.
     await vi.waitFor(async () => expect(await ledgerOf(account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
-    await runInDurableObject(ledgerOf(account), (_, s) => void s.storage.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - 1000, id));
+    await runInDurableObject(ledgerOf(account), (_, s) => void s.storage.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - dueFor, id));
     // Passes until the renewal has happened one way or the other (the object's own alarm may be mid-task).
     await vi.waitFor(
       async () => {
@@ -673,9 +674,10 @@ describe('recurring plans (§3.2)', () => {
     const again = await resourceRow(agent.account, resourceId);
     expect(again.status).toBe('suspended');
     expect(Math.abs(again.renews_at! - (Date.now() + 5 * 3_600_000))).toBeLessThan(60_000);
-    // The human raised the limit: the next try is authorized, and the resource is active for a period from now.
+    // The human raised the limit: the next try (run ten days late) is authorized, and the resource is active for a
+    // period from now, not from when the try was due.
     await behave(agent.sub, { authorize: 'ok' });
-    await renewNow(agent.account, resourceId);
+    await renewNow(agent.account, resourceId, 10 * 86_400_000);
     const resumed = await resourceRow(agent.account, resourceId);
     expect(resumed).toMatchObject({ status: 'active', suspended_at: null });
     expect(resumed.renews_at! - Date.now()).toBeGreaterThan(27 * 86_400_000);
@@ -685,19 +687,44 @@ describe('recurring plans (§3.2)', () => {
     expect(tries.map((c) => (JSON.parse(c.body) as Json).renewal_of)).toEqual([chargeId, chargeId, chargeId]);
     await vi.waitFor(async () => expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(1000);
-  });
+  }, 20_000);
 
-  it('stops trying once the suspension is older than its grace period: suspended, nothing renews it', async () => {
+  it('stops trying once the suspension is older than its grace period, an orchestrator out of reach included: suspended, nothing renews it', async () => {
     const { agent, resourceId } = await subscribed();
     await behave(agent.sub, { authorize: 'decline' });
     await renewNow(agent.account, resourceId);
+    // Half an hour of grace left, and the orchestrator cannot be reached: the try it would put off an hour is not made.
+    await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('UPDATE resources SET suspended_at = ? WHERE id = ?', Date.now() - 30 * 86_400_000 + 1_800_000, resourceId));
+    await behave(agent.sub, { authorize: 'busy' });
+    await renewNow(agent.account, resourceId);
+    expect(await resourceRow(agent.account, resourceId)).toMatchObject({ status: 'suspended', renews_at: null });
+    // Nor when declined past it (the charge the lost try may have made found and voided first).
+    await behave(agent.sub, { authorize: 'decline' });
+    await settles(agent.account, async () => expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]));
     await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('UPDATE resources SET suspended_at = ? WHERE id = ?', Date.now() - 30 * 86_400_000, resourceId));
     await renewNow(agent.account, resourceId);
     expect(await resourceRow(agent.account, resourceId)).toMatchObject({ status: 'suspended', renews_at: null });
     const asked = (await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges').length;
     await runAlarmPass(agent.account, (sql) => sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`));
     expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(asked);
-  });
+  }, 20_000);
+
+  it('a renewal the orchestrator voided before its capture reached it is not paid: suspended, then tried again of the charge it renewed', async () => {
+    const { agent, resourceId, chargeId } = await subscribed();
+    // The subscription's own capture through first: the renewal's is the one the orchestrator refuses.
+    await vi.waitFor(async () => expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
+    await behave(agent.sub, { capture: 'voided' });
+    await renewNow(agent.account, resourceId);
+    await settles(agent.account, async () => expect((await resourceRow(agent.account, resourceId)).status).toBe('suspended'));
+    const suspended = await resourceRow(agent.account, resourceId);
+    expect(Math.abs(suspended.renews_at! - (Date.now() + 3_600_000))).toBeLessThan(60_000);
+    expect((await state(agent.account)).holds.map((h) => h.status)).toEqual(['captured', 'refunded']);
+    await behave(agent.sub, { capture: 'ok' });
+    await renewNow(agent.account, resourceId);
+    expect((await resourceRow(agent.account, resourceId)).status).toBe('active');
+    const tries = (await orchestratorCalls(agent.sub)).filter((c) => c.method === 'POST' && c.path === '/v1/charges').slice(1);
+    expect(tries.map((c) => (JSON.parse(c.body) as Json).renewal_of)).toEqual([chargeId, chargeId]);
+  }, 20_000);
 
   it('does not try again a renewal no human can lift (the mandate revoked): suspended, nothing renews it', async () => {
     const { agent, resourceId } = await subscribed();
