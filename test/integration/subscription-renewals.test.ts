@@ -1,11 +1,13 @@
-// A Workers Paid subscription through both real roles (both-roles.ts), its
-// clock moved a period at a time (PROTOCOL.md §3.2, issue 4 point 6): the
-// provider renews at the boundary its receipt stated, through the
-// orchestrator's charges; the orchestrator takes it only then, and decides it
-// under the mandate chain's current link; a renewal a limit does not fit
-// suspends the subscription, charges nothing, and the human hears of it; a
-// later try, once the human has raised the limit, resumes it.
-import { runDurableObjectAlarm } from 'cloudflare:test';
+// Recurring plans through both real roles (both-roles.ts), the clock moved a
+// period at a time (PROTOCOL.md §3.2, issue 4 point 6): the provider renews a
+// Workers Paid subscription or a domain at the boundary its receipt stated,
+// through the orchestrator's charges, after plan changes too; the orchestrator
+// takes it only then, and decides it under the mandate chain's current link
+// (a mandate lasts a year at most: a domain renews under the one the human
+// re-approved, and not after the chain has expired); a renewal a limit does
+// not fit suspends the subscription, charges nothing, and the human hears of
+// it; a later try, once the human has raised the limit, resumes it.
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env, exports } from 'cloudflare:workers';
 import { decodeJwt } from 'jose';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -48,12 +50,12 @@ async function providerToken(agent: Agent, mandateId: string) {
   return { key: agent.key, token: token.access_token, account: token.account_id };
 }
 
-/** A human with an agent whose mandate allows Workers Paid, and the subscription it bought, its first charge captured. */
-async function subscribed() {
+/** A human with an agent whose mandate allows the service, and what it bought (Workers Paid unless told), its first charge captured. */
+async function subscribed(bought: { service: string; plan: string; parameters: Json; expected_price: typeof PAID } = { service: 'workers-paid', plan: 'paid', parameters: {}, expected_price: PAID }) {
   const human = await newPrincipal();
-  const { agent, mandate_id } = await activeMandate(human, undefined, { scope: [{ provider: 'cloud', services: ['workers-paid'] }] });
+  const { agent, mandate_id } = await activeMandate(human, undefined, { scope: [{ provider: 'cloud', services: [bought.service] }] });
   const atProvider = await providerToken(agent, mandate_id);
-  const created = await paidCall(atProvider, 'POST', '/v1/resources', { service: 'workers-paid', plan: 'paid', parameters: {}, expected_price: PAID });
+  const created = await paidCall(atProvider, 'POST', '/v1/resources', bought);
   expect(created.status, JSON.stringify(created.body)).toBe(201);
   // Captured off the request's path, by the provider's outbox (its alarm, on the real clock still).
   await vi.waitFor(async () => expect((await charges(human)).find((c) => c.charge_id === created.body.charge_id)?.status).toBe('captured'), { timeout: 10_000, interval: 100 });
@@ -75,20 +77,22 @@ async function atProvider(agent: Agent, mandateId: string, resourceId: string) {
 
 /**
  * Runs the provider account's due work (its alarm: the renewal pass, then the captures it owes) until `done`
- * holds. Alarms are set on the real clock, which the moved one has left behind, so they are run here.
+ * holds, the moved clock going on 5 s after each run (work put off a few seconds comes due). Alarms are set on
+ * the real clock, which the moved one has left behind, so they are run here.
  */
 async function providerWorksUntil(account: string, done: () => Promise<boolean>) {
   const ledger = both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account));
   for (let run = 0; run < 10; run++) {
     if (await done()) return;
     await runDurableObjectAlarm(ledger);
+    vi.setSystemTime(Date.now() + 5000);
   }
   expect(await done(), 'the provider’s due work did not get there').toBe(true);
 }
 
 const renewalsOf = (all: Json[], chargeId: string) => all.filter((c) => c.receipt && decodeJwt(c.receipt).renewal_of === chargeId);
 
-describe('a subscription renewed through both roles', () => {
+describe('recurring plans renewed through both roles', () => {
   it('renews at the boundary its receipt stated, not before, and again a period later, each charge captured with its receipt', async () => {
     const { human, agent, mandate_id, account, resource } = await subscribed();
     const firstCharge = (await charges(human)).find((c) => c.charge_id === resource.charge_id)!;
@@ -119,6 +123,70 @@ describe('a subscription renewed through both roles', () => {
     // Each renewal counted once, in the period it was made in.
     const limits = ((await (await call('/v1/limits', { headers: { cookie: later.cookie } })).json()) as { data: Json[] }).data;
     expect(limits.find((l) => l.scope === 'principal')?.spent).toEqual(PAID);
+  });
+
+  it('renews a domain a year on under the mandate the human re-approved before the first expired, its expiry moved with it', async () => {
+    const name = `renewed-${crypto.randomUUID().slice(0, 8)}.com`;
+    const com = { service: 'domain', plan: 'com-1y', parameters: { name }, expected_price: { amount: 1044, currency: 'usd' } };
+    const { human, agent, mandate_id, account, resource } = await subscribed(com);
+    const boundary = Date.parse(resource.renews_at);
+    expect(boundary - Date.parse(resource.created)).toBeGreaterThan(364 * 86_400_000);
+
+    // A mandate lasts a year at most (this one 300 days), so the human re-approves it (a successor, good for a year
+    // from then) before it ends. A month before the domain's year is up, nothing renews it yet.
+    clockAt(Date.parse(resource.created) + 250 * 86_400_000);
+    const session = await signIn(human.email, human.password, human.principal_id);
+    const successor = await activeMandate(session, agent, { supersedes: mandate_id, scope: [{ provider: 'cloud', services: ['domain'] }] });
+    clockAt(boundary - 30 * 86_400_000);
+    await runDurableObjectAlarm(both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account)));
+    expect(await charges(await signIn(human.email, human.password, human.principal_id))).toHaveLength(1);
+
+    clockAt(boundary + 1000);
+    const later = await signIn(human.email, human.password, human.principal_id);
+    await providerWorksUntil(account, async () => renewalsOf(await charges(later), resource.charge_id).some((c) => c.status === 'captured'));
+    const [renewal] = renewalsOf(await charges(later), resource.charge_id);
+    expect(renewal).toMatchObject({ amount: 1044, plan: 'com-1y', resource_ref: resource.resource_id, mandate_id: successor.mandate_id });
+    const renewedUntil = decodeJwt(renewal!.receipt).period_end as string;
+    expect(Date.parse(renewedUntil) - boundary).toBeGreaterThanOrEqual(365 * 86_400_000);
+    expect(await atProvider(agent, successor.mandate_id, resource.resource_id)).toMatchObject({ status: 'active', name, renews_at: renewedUntil, expires_at: renewedUntil });
+  });
+
+  it('does not renew under a mandate that has expired: the domain is suspended for good, and the human is told', async () => {
+    const name = `lapsed-${crypto.randomUUID().slice(0, 8)}.com`;
+    const { human, account, resource } = await subscribed({ service: 'domain', plan: 'com-1y', parameters: { name }, expected_price: { amount: 1044, currency: 'usd' } });
+    clockAt(Date.parse(resource.renews_at) + 1000);
+    const session = await signIn(human.email, human.password, human.principal_id);
+    const ledger = both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account));
+    await runDurableObjectAlarm(ledger);
+    expect((await charges(session)).map((c) => c.charge_id)).toEqual([resource.charge_id]);
+    const notes = ((await (await call('/v1/notifications?limit=100', { headers: { cookie: session.cookie } })).json()) as { data: Json[] }).data;
+    expect(notes.filter((n) => n.type === 'renewal.declined').map((n) => n.data.code)).toEqual(['mandate_inactive']);
+    // The agent's mandate is over, so it reads its resource no more; the provider's ledger says it.
+    const row = await runInDurableObject(ledger, (_, s) => s.storage.sql.exec<{ status: string; renews_at: number | null }>('SELECT status, renews_at FROM resources WHERE id = ?', resource.resource_id).one());
+    expect(row).toEqual({ status: 'suspended', renews_at: null });
+  });
+
+  it('after plan changes mid-period, renews at the same boundary, at the new plan’s full price, naming the last change’s charge', async () => {
+    const { human, agent, mandate_id, account, resource } = await subscribed();
+    // A week into the period: down to free (a credit), then back to paid (the pro-rata rest of the period).
+    clockAt(Date.parse(resource.created) + 7 * 86_400_000);
+    const down = await paidCall(await providerToken(agent, mandate_id), 'PATCH', `/v1/resources/${resource.resource_id}`, { plan: 'free', expected_price: { amount: 0, currency: 'usd' } });
+    expect(down.status, JSON.stringify(down.body)).toBe(200);
+    const up = await paidCall(await providerToken(agent, mandate_id), 'PATCH', `/v1/resources/${resource.resource_id}`, { plan: 'paid', expected_price: PAID });
+    expect(up.status, JSON.stringify(up.body)).toBe(200);
+    expect(up.body.charged.amount).toBeLessThan(500);
+    // Both changes captured before the boundary (the provider's outbox, run here: its alarm is on the real clock).
+    const session = await signIn(human.email, human.password, human.principal_id);
+    await providerWorksUntil(account, async () => (await charges(session)).filter((c) => c.status === 'captured' || c.status === 'refunded').length === 3);
+    // The period's end did not move: the changes paid for the rest of it.
+    expect((await atProvider(agent, mandate_id, resource.resource_id)).renews_at).toBe(resource.renews_at);
+
+    clockAt(Date.parse(resource.renews_at) + 1000);
+    const later = await signIn(human.email, human.password, human.principal_id);
+    await providerWorksUntil(account, async () => renewalsOf(await charges(later), up.body.charge_id).some((c) => c.status === 'captured'));
+    const [renewal] = renewalsOf(await charges(later), up.body.charge_id);
+    expect(renewal).toMatchObject({ amount: 500, plan: 'paid', resource_ref: resource.resource_id });
+    expect(await atProvider(agent, mandate_id, resource.resource_id)).toMatchObject({ status: 'active', plan: 'paid', renews_at: decodeJwt(renewal!.receipt).period_end });
   });
 
   it('after the human re-approved the mandate, renews under the successor, and the subscription stays active', async () => {
