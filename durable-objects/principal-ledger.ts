@@ -15,6 +15,7 @@ import type { IdempotencyRecord } from '../workers/lib/idempotency';
 import type { LedgerTask, LedgerTx } from './ledger/context';
 import * as idempotency from './ledger/idempotency';
 import * as mandates from './ledger/mandates';
+import { noticeExpiringMandates } from './ledger/mandate-expiry';
 import { consumeNonce, NONCE_SWEEP_MS, sweepNonces } from './ledger/nonces';
 import { LEDGER_MIGRATIONS } from './ledger/schema';
 import * as charges from './ledger/charges';
@@ -236,7 +237,10 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   captureCharge(principal: string, chargeId: string, actor: { type: 'provider' | 'system' | 'orchestrator'; id: string }, providerJti?: { jti: string; expiresMs: number }, receipt?: string, related: string[] = []) {
     return this.#transaction(principal, (tx) => {
       if (providerJti && !consumeNonce(tx, `provider:${actor.id}:${providerJti.jti}`, providerJti.expiresMs + 60_000)) return refuse('replayed', 'This provider request token was already used.');
-      return spend.captureHold(tx, chargeId, actor, receipt, related);
+      const captured = spend.captureHold(tx, chargeId, actor, receipt, related);
+      // A recurring plan now paid for under a mandate that may end before it renews: the notice is looked at again.
+      if (captured.ok && ['month', 'year'].includes(spend.evidenceOf(captured.hold).billing ?? '')) tx.schedule('mandate_expiry', tx.now);
+      return captured;
     });
   }
 
@@ -549,6 +553,9 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         return;
       case 'renewals':
         await this.#runRenewals();
+        return;
+      case 'mandate_expiry':
+        this.#noticeExpiringMandates();
         return;
       case 'sign_head':
         await this.#signHead();
@@ -886,6 +893,16 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   }
 
   /** Pending holds past their deadline are voided (alarms run at least once: voiding twice is a no-op). */
+  /** The human told of recurring plans that will not renew past their mandate's end (mandate-expiry.ts). */
+  #noticeExpiringMandates(): void {
+    const principal = this.#chainOwner();
+    if (principal === null) return;
+    this.#transaction(principal, (tx) => {
+      const next = noticeExpiringMandates(tx);
+      if (next !== null) tx.schedule('mandate_expiry', next);
+    });
+  }
+
   #expireHolds(): void {
     const principal = this.#chainOwner();
     if (principal === null) return;

@@ -6,6 +6,7 @@ import { evaluateForProvider } from '../../workers/lib/mandate-constraints';
 import type { Money } from '../../workers/lib/schemas/money';
 import type { MandateScope, MandateStatus } from '../../workers/lib/schemas/mandates';
 import { iso, refuse, type LedgerTx, type Outcome } from './context';
+import { scheduleExpiryNotice } from './mandate-expiry';
 import { consumeNonce } from './nonces';
 
 export type StoredAgent = {
@@ -274,6 +275,7 @@ export function approveMandate(tx: LedgerTx, mandateId: string, approval: Approv
 }
 
 function setApproved(tx: LedgerTx, mandateId: string, approval: Approval) {
+  scheduleExpiryNotice(tx, approval.approved.expires_at);
   tx.sql.exec(
     `UPDATE mandates SET status = 'active', approved = ?, decided_at = ?, approver_email_hint = ?, display_hash = ?, mandate_jws = ?, display_document = ? WHERE id = ?`,
     JSON.stringify(approval.approved),

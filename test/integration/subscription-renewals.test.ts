@@ -151,9 +151,20 @@ describe('recurring plans renewed through both roles', () => {
     expect(await atProvider(agent, successor.mandate_id, resource.resource_id)).toMatchObject({ status: 'active', name, renews_at: renewedUntil, expires_at: renewedUntil });
   });
 
-  it('does not renew under a mandate that has expired: the domain is suspended for good, and the human is told', async () => {
+  it('does not renew under a mandate that has expired: the human is warned two weeks before it ends, then the domain is suspended for good, and the human is told', async () => {
     const name = `lapsed-${crypto.randomUUID().slice(0, 8)}.com`;
-    const { human, account, resource } = await subscribed({ service: 'domain', plan: 'com-1y', parameters: { name }, expected_price: { amount: 1044, currency: 'usd' } });
+    const { human, mandate_id, account, resource } = await subscribed({ service: 'domain', plan: 'com-1y', parameters: { name }, expected_price: { amount: 1044, currency: 'usd' } });
+    const { expires_at } = (await (await call(`/v1/mandates/${mandate_id}`, { headers: { cookie: human.cookie } })).json()) as { expires_at: string };
+    // Thirteen days before the mandate ends, the orchestrator's due work tells the human what will not renew.
+    clockAt(Date.parse(expires_at) - 13 * 86_400_000);
+    await runDurableObjectAlarm(both.LEDGER.get(both.LEDGER.idFromName(human.principal_id)));
+    const warned = await signIn(human.email, human.password, human.principal_id);
+    const expiring = ((await (await call('/v1/notifications?limit=100', { headers: { cookie: warned.cookie } })).json()) as { data: Json[] }).data.filter((n) => n.type === 'mandate.expiring');
+    expect(expiring.map((n) => n.data)).toEqual([{ mandate_id, expires_at, resources: [{ provider: 'cloud', service: 'domain', plan: 'com-1y', resource_ref: resource.resource_id }] }]);
+    const page = await (await call('/dashboard/notifications', { headers: { cookie: warned.cookie, accept: 'text/html' } })).text();
+    expect(page).toContain('Mandate ending:');
+    expect(page).toContain('domain com-1y at OAP Cloud');
+
     clockAt(Date.parse(resource.renews_at) + 1000);
     const session = await signIn(human.email, human.password, human.principal_id);
     const ledger = both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account));

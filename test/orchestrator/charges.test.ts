@@ -1,11 +1,11 @@
 // The charges API (PROTOCOL.md §3.1 step 3, §3.2) as providers call it.
-import { runInDurableObject } from 'cloudflare:test';
+import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
 import type { AuditEvent } from '../../workers/lib/audit';
 import { asProvider, chargeBody, PROVIDER_URL, providerReceipt, providerToken, signedAgentRequest, subjectAt } from '../support/fake-provider';
-import { activeMandate, call, chargeMadeDaysAgo, mandateBody, newPrincipal, type Human } from '../support/orchestrator-client';
+import { activeMandate, call, chargeMadeDaysAgo, mandateBody, newPrincipal, signIn, type Human } from '../support/orchestrator-client';
 import { standInCatalog } from '../support/stand-ins';
 import { forgetProviderCatalogs } from '../../workers/orchestrator/provider-catalogs';
 
@@ -543,6 +543,41 @@ describe('when a renewal is due: not before the period the renewed charge paid f
     await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/void`, {});
     const late = await asProvider('cloud', 'POST', `/v1/charges/${charge_id}/capture`, { receipt: await providerReceipt('cloud', { ...claims, period_end: 'never' }) });
     expect(await late.json()).toMatchObject({ status: 409, code: 'charge_voided' });
+  });
+
+  it('tells the human, once, two weeks before a mandate ends, of the recurring plans it pays for that will not renew after it', async () => {
+    const paying = await renewable(10, null);
+    // A mandate that pays for nothing recurring is not worth a notice.
+    const { human: idle } = await setup({ scope: [{ provider: 'cloud', services: ['domain'] }] });
+    const { expires_at } = (await (await call(`/v1/mandates/${paying.mandate_id}`, { headers: { cookie: paying.human.cookie } })).json()) as { expires_at: string };
+    const expiring = async (human: Human) => {
+      const again = await signIn(human.email, human.password, human.principal_id);
+      const notes = (await (await call('/v1/notifications', { headers: { cookie: again.cookie } })).json()) as { data: { type: string; data: Record<string, unknown> }[] };
+      return notes.data.filter((n) => n.type === 'mandate.expiring');
+    };
+    const runTasks = (human: Human) => runDurableObjectAlarm(ledgerOf(human.principal_id));
+    try {
+      vi.useFakeTimers({ toFake: ['Date'] });
+      // Three weeks before: not yet.
+      vi.setSystemTime(Date.parse(expires_at) - 21 * DAY);
+      await runTasks(paying.human);
+      expect(await expiring(paying.human)).toEqual([]);
+      vi.setSystemTime(Date.parse(expires_at) - 13 * DAY);
+      await runTasks(paying.human);
+      await runTasks(paying.human);
+      await runTasks(idle);
+      const told = await expiring(paying.human);
+      expect(told).toEqual([
+        expect.objectContaining({
+          data: { mandate_id: paying.mandate_id, expires_at, resources: [{ provider: 'cloud', service: 'domain', plan: 'com-1y', resource_ref: (await ledgerOf(paying.human.principal_id).getCharge(paying.charge_id))!.resource_ref }] },
+        }),
+      ]);
+      expect(await expiring(idle)).toEqual([]);
+      const trail = await (await call('/v1/audit', { headers: { cookie: (await signIn(paying.human.email, paying.human.password, paying.human.principal_id)).cookie } })).text();
+      expect(trail.split('\n').filter((line) => line.includes('"mandate.expiring"'))).toHaveLength(1);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 

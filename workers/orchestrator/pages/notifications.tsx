@@ -37,10 +37,29 @@ function Notice(props: { n: NotificationView; names: Names }) {
     );
   }
   if (n.type === 'renewal.declined') {
+    const where = `${n.data.service} (${n.data.plan}) at ${names.providers[n.data.provider] ?? n.data.provider}`;
+    if (n.data.code === 'mandate_inactive') {
+      return (
+        <>
+          <strong>Renewal declined:</strong> {where} was bought under a mandate that has ended (expired or revoked), so it is suspended and will not renew.
+        </>
+      );
+    }
     return (
       <>
-        <strong>Renewal declined:</strong> renewing {n.data.service} ({n.data.plan}) at {names.providers[n.data.provider] ?? n.data.provider} did not fit a limit ({n.data.code}), so the
-        resource is suspended.
+        <strong>Renewal declined:</strong> renewing {where} did not fit a limit ({n.data.code}), so it is suspended. It is tried again for 30 days: once a{' '}
+        <a href="/dashboard/limits">limit</a> has room, it is renewed and served again.
+      </>
+    );
+  }
+  if (n.type === 'mandate.expiring') {
+    const resources = n.data.resources as { provider: string; service: string; plan: string }[];
+    return (
+      <>
+        <strong>Mandate ending:</strong> mandate “{names.mandates[n.data.mandate_id] ?? n.data.mandate_id}” ends on {formatDate(String(n.data.expires_at))}, and{' '}
+        {resources.length === 1 ? 'a recurring plan it pays for' : `${resources.length} recurring plans it pays for`} (
+        {resources.map((r) => `${r.service} ${r.plan} at ${names.providers[r.provider] ?? r.provider}`).join(', ')}) will not renew after that. Ask its agent to request a new mandate
+        that supersedes it, and <a href="/dashboard/mandates">approve it</a> before then.
       </>
     );
   }

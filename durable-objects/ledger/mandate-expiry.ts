@@ -1,0 +1,74 @@
+// A mandate ends at its expires_at (a year at most), and nothing bought under
+// its chain renews after that: the renewal is declined `mandate_inactive` and
+// the resource suspended for good, since a mandate that has ended can no
+// longer be superseded. So the human hears beforehand, once per mandate, of
+// the recurring plans its chain pays for, while the agent can still ask for a
+// successor (`supersedes`) for the human to approve.
+import { iso, type LedgerTx } from './context';
+import type { MandateTerms } from './mandates';
+import { queueWebhook } from './spend';
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+/** How long before a mandate ends the human is told of what will not renew. */
+export const EXPIRY_NOTICE_MS = 14 * DAY_MS;
+/** A resource charged no later than a period of its billing ago (and a little) still renews; one charged before is gone. */
+const STILL_RENEWING_MS = { month: 40 * DAY_MS, year: 370 * DAY_MS } as const;
+
+export type ExpiringResource = { provider: string; service: string; plan: string; resource_ref: string };
+
+/** The notice for a mandate is due this long before it ends (now, if that is past). */
+export function scheduleExpiryNotice(tx: LedgerTx, expiresAt: string) {
+  tx.schedule('mandate_expiry', Math.max(tx.now, Date.parse(expiresAt) - EXPIRY_NOTICE_MS));
+}
+
+/** The recurring plans a mandate chain pays for and that still renew: each resource's latest captured charge, recent enough. */
+function recurringResources(tx: LedgerTx, root: string): ExpiringResource[] {
+  return tx.sql
+    .exec<ExpiringResource & { billing: 'month' | 'year'; last: number }>(
+      `SELECT provider, service, plan, resource_ref, json_extract(evidence, '$.billing') AS billing, MAX(created) AS last FROM holds
+       WHERE COALESCE(mandate_root, mandate_id) = ? AND status IN ('captured', 'refunded') AND resource_ref IS NOT NULL
+         AND json_extract(evidence, '$.billing') IN ('month', 'year')
+       GROUP BY provider, resource_ref ORDER BY last`,
+      root,
+    )
+    .toArray()
+    .filter((r) => r.last >= tx.now - STILL_RENEWING_MS[r.billing])
+    .map(({ provider, service, plan, resource_ref }) => ({ provider, service, plan, resource_ref }));
+}
+
+/**
+ * Tells the human of every active mandate ending within the notice period whose chain pays for recurring plans:
+ * a `mandate.expiring` notification (and webhook) naming them, and an audit event; once per mandate. Returns when
+ * the next notice is due, or null.
+ */
+export function noticeExpiringMandates(tx: LedgerTx): number | null {
+  const active = tx.sql
+    .exec<{ id: string; root: string; approved: string }>(`SELECT id, COALESCE(root, id) AS root, approved FROM mandates WHERE status = 'active' AND approved IS NOT NULL`)
+    .toArray();
+  let next: number | null = null;
+  for (const mandate of active) {
+    const expiresAt = (JSON.parse(mandate.approved) as MandateTerms).expires_at;
+    const ends = Date.parse(expiresAt);
+    if (ends <= tx.now) continue;
+    if (ends - EXPIRY_NOTICE_MS > tx.now) {
+      next = Math.min(next ?? Infinity, ends - EXPIRY_NOTICE_MS);
+      continue;
+    }
+    const resources = recurringResources(tx, mandate.root);
+    if (resources.length === 0) continue;
+    const id = `ntf_expiring_${mandate.id.slice(4)}`;
+    const data = { mandate_id: mandate.id, expires_at: expiresAt, resources };
+    const told = tx.sql.exec('INSERT OR IGNORE INTO notifications (id, type, created, data) VALUES (?, ?, ?, ?)', id, 'mandate.expiring', iso(tx.now), JSON.stringify(data)).rowsWritten;
+    if (!told) continue;
+    queueWebhook(tx, { id, type: 'mandate.expiring', created: iso(tx.now), data });
+    tx.audit({
+      actor: { type: 'system', id: 'mandate-expiry' },
+      action: 'mandate.expiring',
+      mandate_id: mandate.id,
+      target: mandate.id,
+      outcome: 'succeeded',
+      related: resources.map((r) => r.resource_ref),
+    });
+  }
+  return next;
+}
