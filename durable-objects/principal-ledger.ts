@@ -68,7 +68,10 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   constructor(ctx: DurableObjectState, env: LedgerEnv) {
     super(ctx, env);
     this.#sql = ctx.storage.sql;
-    void ctx.blockConcurrencyWhile(async () => this.#migrate());
+    void ctx.blockConcurrencyWhile(async () => {
+      // A migration may leave work due (a task to run once over old data): the alarm is pointed at it.
+      if (this.#migrate()) await this.#armAlarm();
+    });
   }
 
   // ── Audit chain ───────────────────────────────────────────────────────────
@@ -557,6 +560,9 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       case 'mandate_expiry':
         this.#noticeExpiringMandates();
         return;
+      case 'backend_renewals':
+        await this.#runBackendRenewals();
+        return;
       case 'sign_head':
         await this.#signHead();
         return;
@@ -853,14 +859,32 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     if (next !== null) this.#scheduleRow('renewals', next);
   }
 
-  /** The renewal is paid: the backend extends what it keeps (a domain's expiry); a failure is said in the trail. */
+  /**
+   * The renewal is paid: the backend extends what it keeps (a domain's expiry) and lifts a suspension. Owed until it
+   * confirms: a failure is said in the trail and tried again (`backend_renewals`).
+   */
   async #renewAtBackend(account: string, resource: sagas.Resource): Promise<void> {
+    const owed = this.#sql.exec<renewals.OwedBackendRenewal>('SELECT resource_id, attempts FROM backend_renewals WHERE resource_id = ?', resource.id).toArray()[0];
+    if (!owed) return;
     try {
       const fields = await renewAtBackend(this.env as never, account, resource);
-      if (fields) this.#transaction(account, (tx) => renewals.recordRenewedFields(tx, resource.id, JSON.stringify(fields)));
+      this.#transaction(account, (tx) => renewals.backendRenewed(tx, resource.id, fields));
     } catch (error) {
-      this.#transaction(account, (tx) => tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', target: resource.id, outcome: 'failed', reason: String(error).slice(0, 200) }));
+      this.#transaction(account, (tx) => renewals.backendRenewalFailed(tx, owed, String(error)));
     }
+  }
+
+  /** Paid renewals still owed to their backends, tried again; a resource no longer active is owed nothing. */
+  async #runBackendRenewals(): Promise<void> {
+    const account = this.#chainOwner();
+    if (account === null) return;
+    for (const owed of renewals.dueBackendRenewals(this.#sql, Date.now())) {
+      const resource = sagas.getResource(this.#sql, owed.resource_id);
+      if (resource?.status === 'active') await this.#renewAtBackend(account, resource);
+      else this.#transaction(account, (tx) => renewals.backendRenewed(tx, owed.resource_id, null));
+    }
+    const next = renewals.nextBackendRenewalDue(this.#sql);
+    if (next !== null) this.#scheduleRow('backend_renewals', next);
   }
 
   /**
@@ -892,7 +916,6 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     });
   }
 
-  /** Pending holds past their deadline are voided (alarms run at least once: voiding twice is a no-op). */
   /** The human told of recurring plans that will not renew past their mandate's end (mandate-expiry.ts). */
   #noticeExpiringMandates(): void {
     const principal = this.#chainOwner();
@@ -903,6 +926,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     });
   }
 
+  /** Pending holds past their deadline are voided (alarms run at least once: voiding twice is a no-op). */
   #expireHolds(): void {
     const principal = this.#chainOwner();
     if (principal === null) return;
@@ -1066,7 +1090,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     this.#sql.exec('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', key, value);
   }
 
-  #migrate(): void {
+  /** Brings the schema up to date; true when a ledger that existed before was migrated. */
+  #migrate(): boolean {
     this.#sql.exec('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)');
     const version = Number(this.#getMeta('schema_version') ?? '0');
     for (let v = version; v < LEDGER_MIGRATIONS.length; v++) {
@@ -1075,5 +1100,6 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         this.#setMeta('schema_version', String(v + 1));
       });
     }
+    return version > 0 && version < LEDGER_MIGRATIONS.length;
   }
 }

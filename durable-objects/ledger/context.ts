@@ -2,7 +2,7 @@
 // SQLite storage, the audit chain, and the schedule of the object's one alarm.
 import type { AuditEntry, RecordedAuditEvent } from '../../workers/lib/audit';
 
-export type LedgerTask = 'audit_outbox' | 'idempotency_sweep' | 'nonce_sweep' | 'provider_events' | 'hold_expiry' | 'webhooks' | 'saga_recovery' | 'charge_outbox' | 'async_provision' | 'renewals' | 'sign_head' | 'deprovisions' | 'unclaimed_credentials' | 'mandate_expiry';
+export type LedgerTask = 'audit_outbox' | 'idempotency_sweep' | 'nonce_sweep' | 'provider_events' | 'hold_expiry' | 'webhooks' | 'saga_recovery' | 'charge_outbox' | 'async_provision' | 'renewals' | 'sign_head' | 'deprovisions' | 'unclaimed_credentials' | 'mandate_expiry' | 'backend_renewals';
 
 export type LedgerTx = {
   sql: SqlStorage;

@@ -11,7 +11,10 @@ import { queueWebhook } from './spend';
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** How long before a mandate ends the human is told of what will not renew. */
 export const EXPIRY_NOTICE_MS = 14 * DAY_MS;
-/** A resource charged no later than a period of its billing ago (and a little) still renews; one charged before is gone. */
+/**
+ * How recently a resource's latest charge was made if it still renews: a period of its billing and a little (a renewal
+ * comes once a period, tried again for up to 30 days while suspended); one charged before that is gone.
+ */
 const STILL_RENEWING_MS = { month: 40 * DAY_MS, year: 370 * DAY_MS } as const;
 
 export type ExpiringResource = { provider: string; service: string; plan: string; resource_ref: string };
@@ -21,18 +24,21 @@ export function scheduleExpiryNotice(tx: LedgerTx, expiresAt: string) {
   tx.schedule('mandate_expiry', Math.max(tx.now, Date.parse(expiresAt) - EXPIRY_NOTICE_MS));
 }
 
-/** The recurring plans a mandate chain pays for and that still renew: each resource's latest captured charge, recent enough. */
+/**
+ * The recurring plans a mandate chain pays for that still renew: resources whose latest charge (voided tries aside) is
+ * captured or about to be, of a plan billed monthly or yearly, and recent enough. One whose latest charge was refunded
+ * (a dispute) cannot be renewed, nor one whose billing is not known.
+ */
 function recurringResources(tx: LedgerTx, root: string): ExpiringResource[] {
   return tx.sql
-    .exec<ExpiringResource & { billing: 'month' | 'year'; last: number }>(
-      `SELECT provider, service, plan, resource_ref, json_extract(evidence, '$.billing') AS billing, MAX(created) AS last FROM holds
-       WHERE COALESCE(mandate_root, mandate_id) = ? AND status IN ('captured', 'refunded') AND resource_ref IS NOT NULL
-         AND json_extract(evidence, '$.billing') IN ('month', 'year')
+    .exec<ExpiringResource & { status: string; billing: string | null; last: number }>(
+      `SELECT provider, service, plan, resource_ref, status, json_extract(evidence, '$.billing') AS billing, MAX(created) AS last FROM holds
+       WHERE COALESCE(mandate_root, mandate_id) = ? AND resource_ref IS NOT NULL AND status != 'voided'
        GROUP BY provider, resource_ref ORDER BY last`,
       root,
     )
     .toArray()
-    .filter((r) => r.last >= tx.now - STILL_RENEWING_MS[r.billing])
+    .filter((r) => (r.status === 'captured' || r.status === 'pending') && (r.billing === 'month' || r.billing === 'year') && r.last >= tx.now - STILL_RENEWING_MS[r.billing])
     .map(({ provider, service, plan, resource_ref }) => ({ provider, service, plan, resource_ref }));
 }
 

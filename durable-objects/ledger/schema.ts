@@ -117,4 +117,10 @@ export const LEDGER_MIGRATIONS: string[] = [
   // suspended. One suspended before this stays as it was, final: no try charges for what its human took as ended.
   `ALTER TABLE resources ADD COLUMN suspended_at INTEGER;
    UPDATE resources SET suspended_at = renews_at, renews_at = NULL WHERE status = 'suspended';`,
+  // 15: what a paid renewal owes the service backend (a domain's expiry moved on, a suspension lifted), retried
+  // until it confirms: the renewal is paid for, so its backend must not be left behind by one failure.
+  `CREATE TABLE backend_renewals (resource_id TEXT PRIMARY KEY, attempts INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL);`,
+  // 16: mandates approved before their end was looked at ahead (mandate-expiry.ts) are looked at once now.
+  `INSERT INTO schedule (task, due_at) SELECT 'mandate_expiry', 0 WHERE EXISTS (SELECT 1 FROM mandates WHERE status = 'active')
+     ON CONFLICT (task) DO UPDATE SET due_at = 0;`,
 ];

@@ -547,30 +547,39 @@ describe('when a renewal is due: not before the period the renewed charge paid f
 
   it('tells the human, once, two weeks before a mandate ends, of the recurring plans it pays for that will not renew after it', async () => {
     const paying = await renewable(10, null);
-    // A mandate that pays for nothing recurring is not worth a notice.
-    const { human: idle } = await setup({ scope: [{ provider: 'cloud', services: ['domain'] }] });
+    // A mandate that pays for nothing recurring (a plan sold one time) is not worth a notice.
+    await catalogOf({ 'com-1y': 'one_time' });
+    const { human: idle, body } = await setup({ scope: [{ provider: 'cloud', services: ['domain'] }] });
+    const { charge_id: once } = (await (await asProvider('cloud', 'POST', '/v1/charges', { ...(await body()), resource_ref: `res_${crypto.randomUUID()}` })).json()) as { charge_id: string };
+    expect((await asProvider('cloud', 'POST', `/v1/charges/${once}/capture`, {})).status).toBe(200);
     const { expires_at } = (await (await call(`/v1/mandates/${paying.mandate_id}`, { headers: { cookie: paying.human.cookie } })).json()) as { expires_at: string };
     const expiring = async (human: Human) => {
       const again = await signIn(human.email, human.password, human.principal_id);
       const notes = (await (await call('/v1/notifications', { headers: { cookie: again.cookie } })).json()) as { data: { type: string; data: Record<string, unknown> }[] };
       return notes.data.filter((n) => n.type === 'mandate.expiring');
     };
-    const runTasks = (human: Human) => runDurableObjectAlarm(ledgerOf(human.principal_id));
+    /** The notice task run now, whenever it is due. */
+    const lookNow = async (human: Human) => {
+      const ledger = ledgerOf(human.principal_id);
+      await runInDurableObject(ledger, async (_, s) => {
+        s.storage.sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('mandate_expiry', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
+        await s.storage.setAlarm(Date.now());
+      });
+      await runDurableObjectAlarm(ledger);
+    };
     try {
       vi.useFakeTimers({ toFake: ['Date'] });
       // Three weeks before: not yet.
       vi.setSystemTime(Date.parse(expires_at) - 21 * DAY);
-      await runTasks(paying.human);
+      await lookNow(paying.human);
       expect(await expiring(paying.human)).toEqual([]);
       vi.setSystemTime(Date.parse(expires_at) - 13 * DAY);
-      await runTasks(paying.human);
-      await runTasks(paying.human);
-      await runTasks(idle);
-      const told = await expiring(paying.human);
-      expect(told).toEqual([
-        expect.objectContaining({
-          data: { mandate_id: paying.mandate_id, expires_at, resources: [{ provider: 'cloud', service: 'domain', plan: 'com-1y', resource_ref: (await ledgerOf(paying.human.principal_id).getCharge(paying.charge_id))!.resource_ref }] },
-        }),
+      await lookNow(paying.human);
+      await lookNow(paying.human);
+      await lookNow(idle);
+      const resource_ref = (await ledgerOf(paying.human.principal_id).getCharge(paying.charge_id))!.resource_ref;
+      expect(await expiring(paying.human)).toEqual([
+        expect.objectContaining({ data: { mandate_id: paying.mandate_id, expires_at, resources: [{ provider: 'cloud', service: 'domain', plan: 'com-1y', resource_ref }] } }),
       ]);
       expect(await expiring(idle)).toEqual([]);
       const trail = await (await call('/v1/audit', { headers: { cookie: (await signIn(paying.human.email, paying.human.password, paying.human.principal_id)).cookie } })).text();

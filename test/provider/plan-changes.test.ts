@@ -298,6 +298,46 @@ describe('a renewal the limits refuse (§3.2)', () => {
   });
 });
 
+describe('a paid renewal its backend fails to take', () => {
+  it('stays owed to the backend, tried again until it takes it; the renewal is paid and the resource active meanwhile', async () => {
+    const { agent, resourceId } = await subscriber('paid');
+    const ledger = ledgerOf(agent.account);
+    const backend = backendFor('workers-paid')!;
+    let failures = 1;
+    const renewed: string[] = [];
+    backend.renew = async (_env, ref) => {
+      if (failures-- > 0) throw new Error('backend unreachable');
+      renewed.push(ref.resource_id);
+      return { ...ref.fields, renewed_until: 'next period' };
+    };
+    const owed = () => runInDurableObject(ledger, (_, s) => s.storage.sql.exec<{ attempts: number }>('SELECT attempts FROM backend_renewals WHERE resource_id = ?', resourceId).toArray());
+    try {
+      await renewNow(agent.account, resourceId);
+      expect(renewed).toEqual([]);
+      expect(await owed()).toEqual([{ attempts: 1 }]);
+      expect((await ledgerState(agent.account, resourceId)).resource.status).toBe('active');
+      // The retry, brought forward.
+      await vi.waitFor(
+        async () => {
+          await runInDurableObject(ledger, async (_, s) => {
+            s.storage.sql.exec('UPDATE backend_renewals SET next_attempt_at = 0');
+            s.storage.sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('backend_renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
+            await s.storage.setAlarm(Date.now());
+          });
+          await runDurableObjectAlarm(ledger);
+          expect(await owed()).toEqual([]);
+        },
+        { timeout: 10_000, interval: 50 },
+      );
+    } finally {
+      delete backend.renew;
+    }
+    expect(renewed).toEqual([resourceId]);
+    const fields = await runInDurableObject(ledger, (_, s) => s.storage.sql.exec<{ fields: string }>('SELECT fields FROM resources WHERE id = ?', resourceId).one().fields);
+    expect(JSON.parse(fields)).toMatchObject({ renewed_until: 'next period' });
+  });
+});
+
 describe('a resource deleted while its renewal is being authorized', () => {
   it('is not charged for the period: the renewal is voided on both sides and the boundary stays put', async () => {
     const { agent, resourceId } = await subscriber('paid');

@@ -45,10 +45,17 @@ function Notice(props: { n: NotificationView; names: Names }) {
         </>
       );
     }
+    if (n.data.code === 'spend_limit_exceeded' || n.data.code === 'velocity_limited') {
+      return (
+        <>
+          <strong>Renewal declined:</strong> renewing {where} did not fit a limit ({n.data.code}), so it is suspended. A provider that tries again (OAP’s providers do, for 30
+          days) renews it once a <a href="/dashboard/limits">limit</a> has room.
+        </>
+      );
+    }
     return (
       <>
-        <strong>Renewal declined:</strong> renewing {where} did not fit a limit ({n.data.code}), so it is suspended. It is tried again for 30 days: once a{' '}
-        <a href="/dashboard/limits">limit</a> has room, it is renewed and served again.
+        <strong>Renewal declined:</strong> renewing {where} was refused ({n.data.code}), so it is suspended.
       </>
     );
   }
