@@ -11,7 +11,8 @@ import { mcpServer } from './mcp';
 import { formatMoney } from '../workers/lib/pages/format';
 import { describe as describeEvidence, pinsFrom, verifyEvidence } from './verify-evidence';
 
-type State = { orchestrator: string; private_jwk: Record<string, unknown>; name: string; mandate_id?: string };
+/** The agent's key, its orchestrator, the mandate in force, and one asked for to supersede it (until the human decides). */
+type State = { orchestrator: string; private_jwk: Record<string, unknown>; name: string; mandate_id?: string; pending_successor?: string };
 
 const HELP = `oap — provision infrastructure as an agent, paid through your human's orchestrator
 
@@ -24,6 +25,8 @@ Commands
   catalog [filter]                            services and prices at every provider
   mandate request --scope <p:s,s> [--scope …] --limit <dollars> [--days N] [--description …] [--no-wait]
                                               ask the human; prints the approval URL and code, waits for the decision
+  mandate extend [--days N] [--no-wait]       ask for the same mandate for another N days (a year unless told),
+                                              superseding it, so that recurring plans renew past its end
   mandate wait                                wait for the pending mandate's decision
   add <provider>/<service> --plan <id> [--config '<json>']
                                               provision a resource (paid, signed, idempotent)
@@ -150,6 +153,12 @@ function scopeOf(specs: string[]) {
   });
 }
 
+const days = (text: string | undefined, fallback: number) => {
+  if (text === undefined) return fallback;
+  if (!/^[1-9]\d{0,2}$/.test(text) || Number(text) > 365) throw new UsageError('--days takes a whole number of days, 1 to 365');
+  return Number(text);
+};
+
 const dollars = (text: string | undefined, flag: string) => {
   if (!text || !/^\d+(\.\d{1,2})?$/.test(text)) throw new UsageError(`${flag} takes an amount in dollars, such as 50 or 12.50`);
   return Math.round(Number(text) * 100);
@@ -176,7 +185,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       name: { type: 'string' },
       scope: { type: 'string', multiple: true },
       limit: { type: 'string' },
-      days: { type: 'string', default: '30' },
+      days: { type: 'string' },
       description: { type: 'string' },
       'no-wait': { type: 'boolean', default: false },
       plan: { type: 'string' },
@@ -228,13 +237,28 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
           description: values.description ?? 'Provisioning for my project',
           scope: scopeOf(values.scope ?? []),
           spend_limit: { amount: dollars(values.limit, '--limit'), currency: 'usd', period: 'month' },
-          expires_at: new Date(Date.now() + Number(values.days) * 86_400_000).toISOString(),
+          expires_at: new Date(Date.now() + days(values.days, 30) * 86_400_000).toISOString(),
         });
         await saveState(dir, { ...state, mandate_id: pending.mandate_id });
         if (!values.json) process.stderr.write(`Ask your human to open ${pending.approval_url}\nand type the code ${pending.user_code}\n`);
         if (values['no-wait']) return { code: 0, data: pending, text: `Mandate ${pending.mandate_id} is pending.` };
-      } else if (sub !== 'wait') throw new UsageError('mandate takes request or wait');
-      const decided = await client.waitForDecision(mandateOf(await loadState(dir)), { onPoll: (m) => tick(`waiting for the human (${m.status})`) });
+      } else if (sub === 'extend') {
+        // The same terms for another --days (a year unless told). The mandate in force stays so until the human approves.
+        const pending = await client.extendMandate(mandateOf(state), { days: days(values.days, 365), ...(values.description ? { description: values.description } : {}) });
+        await saveState(dir, { ...state, pending_successor: pending.mandate_id });
+        if (!values.json) process.stderr.write(`Ask your human to open ${pending.approval_url}\nand type the code ${pending.user_code}\n`);
+        if (values['no-wait']) return { code: 0, data: pending, text: `Mandate ${pending.mandate_id}, superseding ${mandateOf(state)}, is pending.` };
+      } else if (sub !== 'wait') throw new UsageError('mandate takes request, extend or wait');
+      const current = await loadState(dir);
+      const successor = current.pending_successor;
+      const decided = await client.waitForDecision(successor ?? mandateOf(current), { onPoll: (m) => tick(`waiting for the human (${m.status})`) });
+      if (successor) {
+        // Approved, it is the mandate in force; otherwise the one it would have superseded still is.
+        const { pending_successor: _decided, ...rest } = current;
+        await saveState(dir, decided.status === 'active' ? { ...rest, mandate_id: successor } : rest);
+        if (decided.status !== 'active') return { code: 3, data: decided, text: `The new mandate is ${decided.status}; ${mandateOf(current)} stays in force.` };
+        return { code: 0, data: decided, text: `Mandate ${decided.mandate_id} is active until ${decided.expires_at}, superseding ${mandateOf(current)}.` };
+      }
       if (decided.status !== 'active') return { code: 3, data: decided, text: `The mandate is ${decided.status}.` };
       return { code: 0, data: decided, text: `Mandate ${decided.mandate_id} is active: up to $${(decided.spend_limit.amount / 100).toFixed(2)} a month.` };
     }

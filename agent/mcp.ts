@@ -32,7 +32,18 @@ export async function mcpServer(client: OapClient, mandate: { get(): string | un
   /** The price this tool's description states for a plan: the one the model chose by, and so the one it signs. */
   const statedPrice = (provider: string, service: string, plan: string) => plans.find((p) => p.key === `${provider}/${service} ${plan}`)?.price;
 
+  /** A mandate asked for to supersede the one in force: it takes over once the human approves it. */
+  let successor: string | undefined;
+  /** The successor, once decided: in force if approved, forgotten either way; while pending, what it is. */
+  const decideSuccessor = async () => {
+    if (!successor) return undefined;
+    const next = await client.mandate(successor);
+    if (next.status === 'active') await mandate.set(next.mandate_id);
+    if (next.status !== 'pending') successor = undefined;
+    return next.status === 'pending' ? next : undefined;
+  };
   const activeMandate = async () => {
+    await decideSuccessor();
     const id = mandate.get();
     if (!id) throw new OapError(403, 'mandate_inactive', 'No mandate yet: call request_mandate and let the human approve it.');
     const m = await client.mandate(id);
@@ -67,12 +78,33 @@ export async function mcpServer(client: OapClient, mandate: { get(): string | un
       }),
   );
 
-  server.registerTool('mandate_status', { description: 'The current mandate: pending, active, denied, revoked or expired.', inputSchema: {} }, () =>
-    guard(async () => {
-      const id = mandate.get();
-      if (!id) throw new OapError(404, 'not_found', 'No mandate yet.');
-      return client.mandate(id);
-    }),
+  server.registerTool(
+    'extend_mandate',
+    {
+      description:
+        'Ask the human for the current mandate again for another `days` (a year at most), superseding it. Recurring plans (a domain, a subscription) renew only while the mandate they were bought under, or one superseding it, is in force. Returns the approval URL and the code to show the human.',
+      inputSchema: { days: z.number().int().positive().max(365).default(365) },
+    },
+    (args) =>
+      guard(async () => {
+        const m = await activeMandate();
+        const pending = await client.extendMandate(m.mandate_id, { days: args.days });
+        // The mandate in force stays so (paid tools go on under it) until the human approves this one.
+        successor = pending.mandate_id;
+        return { mandate_id: pending.mandate_id, supersedes: m.mandate_id, approval_url: pending.approval_url, user_code: pending.user_code, status: pending.status };
+      }),
+  );
+
+  server.registerTool(
+    'mandate_status',
+    { description: 'The current mandate: pending, active, denied, revoked or expired; and one asked for to supersede it, while the human has not decided.', inputSchema: {} },
+    () =>
+      guard(async () => {
+        const pending = await decideSuccessor();
+        const id = mandate.get();
+        if (!id) throw new OapError(404, 'not_found', 'No mandate yet.');
+        return { ...(await client.mandate(id)), ...(pending ? { pending_successor: pending } : {}) };
+      }),
   );
 
   server.registerTool(

@@ -152,6 +152,27 @@ export class OapClient {
     return (await this.#orchestrator('GET', `/v1/mandates/${id}`)) as Mandate;
   }
 
+  /**
+   * Asks for a mandate that supersedes an active one: the same terms, ending `days` from now (at most a year, the
+   * longest a mandate lasts). Recurring plans bought under a mandate renew only while its chain has an active link,
+   * and one that has ended can no longer be superseded: this is how they go on past its end. The human approves it
+   * like any request; until then the one it supersedes stays in force.
+   */
+  async extendMandate(id: string, options: { days?: number; description?: string } = {}): Promise<Mandate> {
+    const current = await this.mandate(id);
+    if (current.status !== 'active') throw new OapError(409, 'mandate_inactive', `Mandate ${id} is ${current.status}: only an active mandate can be extended.`);
+    const days = Math.min(options.days ?? 365, 365);
+    return this.requestMandate({
+      description: options.description ?? current.description,
+      scope: current.scope,
+      spend_limit: current.spend_limit,
+      // A minute short of the year, so that it is still within a year when the orchestrator reads it.
+      expires_at: new Date(Date.now() + days * 86_400_000 - 60_000).toISOString(),
+      share_email: current.share_email,
+      supersedes: id,
+    });
+  }
+
   /** Polls a pending mandate at its interval until the human decides; `onPoll` sees each read. */
   async waitForDecision(id: string, options: { timeoutMs?: number; onPoll?: (m: Mandate) => void; sleep?: (ms: number) => Promise<void> } = {}): Promise<Mandate> {
     const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
@@ -305,16 +326,18 @@ export class OapClient {
   }
 
   /**
-   * Removes everything this agent provisioned under the mandate, at every
-   * provider in its scope; returns what was removed and what could not be.
+   * Removes everything this agent provisioned under the mandate (or one it
+   * supersedes), at every provider in its scope; returns what was removed and
+   * what could not be.
    */
   async teardown(mandateId: string, options: { onProgress?: (step: string) => void } = {}) {
     const mandate = await this.mandate(mandateId);
+    const chain = await this.#chainOf(mandate);
     const providers = [...new Set((mandate.scope as { provider: string }[]).map((s) => s.provider))];
     const removed: Record<string, any>[] = [];
     const failed: { provider: string; resource_id: string; code: string; message: string }[] = [];
     for (const provider of providers) {
-      const live = (await this.resources(mandateId, provider, { mandate_id: mandateId })).filter((r) => r.status === 'active' || r.status === 'suspended');
+      const live = (await this.resources(mandateId, provider)).filter((r) => chain.has(String(r.mandate_id)) && (r.status === 'active' || r.status === 'suspended'));
       for (const resource of live) {
         options.onProgress?.(`removing ${provider}/${resource.service} ${resource.resource_id}`);
         try {
@@ -326,6 +349,16 @@ export class OapClient {
       }
     }
     return { removed, failed };
+  }
+
+  /** A mandate and those it supersedes, back to the first: what was bought under any of them goes on under it. */
+  async #chainOf(mandate: Mandate): Promise<Set<string>> {
+    const ids = new Set([mandate.mandate_id]);
+    for (let link = mandate; typeof link.supersedes === 'string' && !ids.has(link.supersedes) && ids.size < 100; ) {
+      ids.add(link.supersedes);
+      link = await this.mandate(link.supersedes);
+    }
+    return ids;
   }
 
   async usage(mandateId: string, provider: string) {

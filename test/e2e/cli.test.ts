@@ -62,6 +62,17 @@ describe('oap', () => {
       const audit = oap(dir, 'audit', '--json').json();
       expect(audit.data.map((e: { action: string }) => e.action)).toEqual(expect.arrayContaining(['mandate.request', 'attestation.issue']));
       expect(oap(dir, 'spend').stdout).toContain('$10.44');
+
+      // The yearly domain outlives the 30-day mandate unless it is extended: the same terms for a year, superseding it.
+      expect(oap(dir, 'mandate', 'extend', '--days', '0', '--json').status).toBe(2);
+      const extended = oap(dir, 'mandate', 'extend', '--no-wait', '--json');
+      expect(extended.status, extended.stdout + extended.stderr).toBe(0);
+      const extension = extended.json().data;
+      expect(extension).toMatchObject({ status: 'pending', supersedes: pending.mandate_id, spend_limit: { amount: 1200 } });
+      expect((await asHuman(human, 'POST', `/v1/mandates/${extension.mandate_id}/approve`, { json: { user_code: extension.user_code } })).status).toBe(200);
+      expect(oap(dir, 'mandate', 'wait', '--json').json()).toMatchObject({ ok: true, data: { mandate_id: extension.mandate_id, status: 'active' } });
+      // Its resources and spend carry over: the chain is one mandate to its limit.
+      expect(oap(dir, 'ls', '--json').json().data).toContainEqual(expect.objectContaining({ name }));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

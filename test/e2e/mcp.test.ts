@@ -20,7 +20,7 @@ describe('oap mcp', () => {
     await client.connect(new StdioClientTransport({ command: process.execPath, args: ['agent/bin/oap.mjs', 'mcp', '--dir', dir], stderr: 'pipe' }));
     try {
       const { tools } = await client.listTools();
-      expect(tools.map((t) => t.name).sort()).toEqual(['audit', 'catalog', 'list_resources', 'mandate_status', 'provision', 'remove_resource', 'request_mandate', 'spend', 'teardown']);
+      expect(tools.map((t) => t.name).sort()).toEqual(['audit', 'catalog', 'extend_mandate', 'list_resources', 'mandate_status', 'provision', 'remove_resource', 'request_mandate', 'spend', 'teardown']);
       const provision = tools.find((t) => t.name === 'provision')!;
       expect(provision.description).toContain('PAID');
       expect(provision.description).toContain('cloud/domain com-1y: $10.44');
@@ -47,6 +47,16 @@ describe('oap mcp', () => {
       expect((done.structuredContent as { data: Record<string, unknown> }).data).toMatchObject({ status: 'active', name });
       const spend = await client.callTool({ name: 'spend', arguments: {} });
       expect(JSON.stringify(spend.structuredContent)).toContain('"amount":1044');
+
+      // A yearly domain outlives a 30-day mandate: extended, the same terms for a year, in force once the human approves.
+      const extended = await client.callTool({ name: 'extend_mandate', arguments: {} });
+      const successor = (extended.structuredContent as { data: { mandate_id: string; user_code: string; supersedes: string } }).data;
+      expect(successor.supersedes).toBe(pending.mandate_id);
+      const meanwhile = await client.callTool({ name: 'mandate_status', arguments: {} });
+      expect((meanwhile.structuredContent as { data: Record<string, any> }).data).toMatchObject({ mandate_id: pending.mandate_id, status: 'active', pending_successor: { mandate_id: successor.mandate_id } });
+      expect((await asHuman(human, 'POST', `/v1/mandates/${successor.mandate_id}/approve`, { json: { user_code: successor.user_code } })).status).toBe(200);
+      const after = await client.callTool({ name: 'mandate_status', arguments: {} });
+      expect((after.structuredContent as { data: Record<string, any> }).data).toMatchObject({ mandate_id: successor.mandate_id, status: 'active' });
 
       const torn = await client.callTool({ name: 'teardown', arguments: {} });
       expect(torn.isError ?? false).toBe(false);

@@ -200,6 +200,30 @@ describe('recurring plans renewed through both roles', () => {
     expect(await atProvider(agent, mandate_id, resource.resource_id)).toMatchObject({ status: 'active', plan: 'paid', renews_at: decodeJwt(renewal!.receipt).period_end });
   });
 
+  it('a renewal whose capture came after the orchestrator’s hold ran out is not paid: suspended, tried again of the charge it renewed, resumed', async () => {
+    const { human, agent, mandate_id, account, resource } = await subscribed();
+    const provider = both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account));
+    const orchestrator = both.LEDGER.get(both.LEDGER.idFromName(human.principal_id));
+    // The renewal is authorized, and its capture is not sent before the hold at the orchestrator has run out.
+    clockAt(Date.parse(resource.renews_at) + 1000);
+    await runDurableObjectAlarm(provider);
+    const session = await signIn(human.email, human.password, human.principal_id);
+    // Authorized, not captured: no receipt names what it renews yet.
+    const tried = (await charges(session)).find((c) => c.charge_id !== resource.charge_id);
+    expect(tried).toMatchObject({ status: 'authorized', resource_ref: resource.resource_id });
+    clockAt(Date.now() + 11 * 60_000);
+    await runDurableObjectAlarm(orchestrator);
+    expect((await charges(session)).find((c) => c.charge_id === tried!.charge_id)?.status).toBe('voided');
+    await providerWorksUntil(account, async () => (await atProvider(agent, mandate_id, resource.resource_id)).status === 'suspended');
+
+    // The next try renews the charge the voided one renewed, and the orchestrator takes it.
+    clockAt(Date.parse((await atProvider(agent, mandate_id, resource.resource_id)).renews_at) + 1000);
+    const later = await signIn(human.email, human.password, human.principal_id);
+    await providerWorksUntil(account, async () => renewalsOf(await charges(later), resource.charge_id).some((c) => c.status === 'captured'));
+    expect(await atProvider(agent, mandate_id, resource.resource_id)).toMatchObject({ status: 'active', plan: 'paid' });
+    expect((await charges(later)).filter((c) => c.resource_ref === resource.resource_id).map((c) => c.status).sort()).toEqual(['captured', 'captured', 'voided']);
+  });
+
   it('after the human re-approved the mandate, renews under the successor, and the subscription stays active', async () => {
     const { human, agent, mandate_id, account, resource } = await subscribed();
     const successor = await activeMandate(human, agent, { supersedes: mandate_id, scope: [{ provider: 'cloud', services: ['workers-paid'] }], spend_limit: { amount: 8000, currency: 'usd', period: 'month' } });

@@ -1,7 +1,8 @@
 // The agent SDK runs inside a Worker too (issue: "usable from Node and from a
 // Worker"): here, in workerd, an agent made with agent/sdk.ts makes first
-// contact, waits for its human's approval, reads its own trail, and meets a
-// refusal as a typed OapError, all against the orchestrator under test.
+// contact, waits for its human's approval, reads its own trail, meets a
+// refusal as a typed OapError, and extends its mandate before it ends, all
+// against the orchestrator under test.
 import { exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { generateAgentKey, OapClient, OapError } from '../../agent/sdk';
@@ -39,5 +40,15 @@ describe('the SDK inside workerd', () => {
     const refused = await client.mandate('mdt_nobodys').catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(OapError);
     expect((refused as OapError).code).toBe('not_found');
+
+    // Extended before it ends: the same terms for a year, superseding it once the human approves.
+    const extension = await client.extendMandate(decided.mandate_id);
+    expect(extension).toMatchObject({ status: 'pending', supersedes: decided.mandate_id, scope: decided.scope, spend_limit: decided.spend_limit, description: 'From inside a Worker' });
+    expect(Date.parse(extension.expires_at) - Date.now()).toBeGreaterThan(364 * 86_400_000);
+    expect((await call(`/v1/mandates/${extension.mandate_id}/approve`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ user_code: extension.user_code }) })).status).toBe(200);
+    expect(await client.mandate(decided.mandate_id)).toMatchObject({ status: 'superseded' });
+    expect(await client.mandate(extension.mandate_id)).toMatchObject({ status: 'active' });
+    // Only an active mandate can be extended.
+    expect(((await client.extendMandate(decided.mandate_id).catch((e: unknown) => e)) as OapError).code).toBe('mandate_inactive');
   });
 });
