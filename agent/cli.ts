@@ -232,6 +232,9 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
     case 'mandate': {
       const state = await loadState(dir);
       const client = await clientOf(state);
+      const askHuman = (pending: { approval_url: string; user_code?: string }) => {
+        if (!values.json) process.stderr.write(`Ask your human to open ${pending.approval_url}\nand type the code ${pending.user_code}\n`);
+      };
       if (sub === 'request') {
         const pending = await client.requestMandate({
           description: values.description ?? 'Provisioning for my project',
@@ -239,14 +242,16 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
           spend_limit: { amount: dollars(values.limit, '--limit'), currency: 'usd', period: 'month' },
           expires_at: new Date(Date.now() + days(values.days, 30) * 86_400_000).toISOString(),
         });
-        await saveState(dir, { ...state, mandate_id: pending.mandate_id });
-        if (!values.json) process.stderr.write(`Ask your human to open ${pending.approval_url}\nand type the code ${pending.user_code}\n`);
+        // A new mandate, not a successor: one asked for to supersede the old is forgotten.
+        const { pending_successor: _forgotten, ...rest } = state;
+        await saveState(dir, { ...rest, mandate_id: pending.mandate_id });
+        askHuman(pending);
         if (values['no-wait']) return { code: 0, data: pending, text: `Mandate ${pending.mandate_id} is pending.` };
       } else if (sub === 'extend') {
         // The same terms for another --days (a year unless told). The mandate in force stays so until the human approves.
         const pending = await client.extendMandate(mandateOf(state), { days: days(values.days, 365), ...(values.description ? { description: values.description } : {}) });
         await saveState(dir, { ...state, pending_successor: pending.mandate_id });
-        if (!values.json) process.stderr.write(`Ask your human to open ${pending.approval_url}\nand type the code ${pending.user_code}\n`);
+        askHuman(pending);
         if (values['no-wait']) return { code: 0, data: pending, text: `Mandate ${pending.mandate_id}, superseding ${mandateOf(state)}, is pending.` };
       } else if (sub !== 'wait') throw new UsageError('mandate takes request, extend or wait');
       const current = await loadState(dir);
@@ -362,6 +367,12 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
         get: () => state.mandate_id,
         set: async (id) => {
           state.mandate_id = id;
+          await saveState(dir, state);
+        },
+        successor: () => state.pending_successor,
+        setSuccessor: async (id) => {
+          if (id === undefined) delete state.pending_successor;
+          else state.pending_successor = id;
           await saveState(dir, state);
         },
       });

@@ -23,7 +23,10 @@ const refused = (error: unknown): Result => ({
   content: [{ type: 'text', text: JSON.stringify(error instanceof OapError ? { code: error.code, message: error.message, ...(error.body.step_up_url ? { step_up_url: error.body.step_up_url } : {}) } : { code: 'failure', message: String((error as Error).message) }) }],
 });
 
-export async function mcpServer(client: OapClient, mandate: { get(): string | undefined; set(id: string): Promise<void> }) {
+/** Where the server keeps the mandate in force, and one asked for to supersede it until the human decides (kept across restarts). */
+export type MandateStore = { get(): string | undefined; set(id: string): Promise<void>; successor(): string | undefined; setSuccessor(id: string | undefined): Promise<void> };
+
+export async function mcpServer(client: OapClient, mandate: MandateStore) {
   const server = new McpServer({ name: 'oap', version: '2026.11.0' });
   const plans = (await client.catalogs()).flatMap((c) =>
     c.services.flatMap((s) => (s.plans as { id: string; price: { amount: number; currency: string }; billing: string }[]).map((p) => ({ key: `${c.provider}/${s.id} ${p.id}`, ...p }))),
@@ -32,14 +35,13 @@ export async function mcpServer(client: OapClient, mandate: { get(): string | un
   /** The price this tool's description states for a plan: the one the model chose by, and so the one it signs. */
   const statedPrice = (provider: string, service: string, plan: string) => plans.find((p) => p.key === `${provider}/${service} ${plan}`)?.price;
 
-  /** A mandate asked for to supersede the one in force: it takes over once the human approves it. */
-  let successor: string | undefined;
-  /** The successor, once decided: in force if approved, forgotten either way; while pending, what it is. */
+  /** A mandate asked for to supersede the one in force, once decided: in force if approved, forgotten either way; while pending, what it is. */
   const decideSuccessor = async () => {
+    const successor = mandate.successor();
     if (!successor) return undefined;
     const next = await client.mandate(successor);
     if (next.status === 'active') await mandate.set(next.mandate_id);
-    if (next.status !== 'pending') successor = undefined;
+    if (next.status !== 'pending') await mandate.setSuccessor(undefined);
     return next.status === 'pending' ? next : undefined;
   };
   const activeMandate = async () => {
@@ -74,6 +76,8 @@ export async function mcpServer(client: OapClient, mandate: { get(): string | un
           expires_at: new Date(Date.now() + args.days * 86_400_000).toISOString(),
         });
         await mandate.set(pending.mandate_id);
+        // A new mandate, not a successor: one asked for to supersede the old is forgotten.
+        await mandate.setSuccessor(undefined);
         return { mandate_id: pending.mandate_id, approval_url: pending.approval_url, user_code: pending.user_code, status: pending.status };
       }),
   );
@@ -90,7 +94,7 @@ export async function mcpServer(client: OapClient, mandate: { get(): string | un
         const m = await activeMandate();
         const pending = await client.extendMandate(m.mandate_id, { days: args.days });
         // The mandate in force stays so (paid tools go on under it) until the human approves this one.
-        successor = pending.mandate_id;
+        await mandate.setSuccessor(pending.mandate_id);
         return { mandate_id: pending.mandate_id, supersedes: m.mandate_id, approval_url: pending.approval_url, user_code: pending.user_code, status: pending.status };
       }),
   );

@@ -166,7 +166,7 @@ export class OapClient {
       description: options.description ?? current.description,
       scope: current.scope,
       spend_limit: current.spend_limit,
-      // A minute short of the year, so that it is still within a year when the orchestrator reads it.
+      // A minute short, so that a year is still within a year when the orchestrator reads it.
       expires_at: new Date(Date.now() + days * 86_400_000 - 60_000).toISOString(),
       share_email: current.share_email,
       supersedes: id,

@@ -15,7 +15,7 @@ import type { IdempotencyRecord } from '../workers/lib/idempotency';
 import type { LedgerTask, LedgerTx } from './ledger/context';
 import * as idempotency from './ledger/idempotency';
 import * as mandates from './ledger/mandates';
-import { noticeExpiringMandates } from './ledger/mandate-expiry';
+import { noticeAfterCapture, noticeExpiringMandates } from './ledger/mandate-expiry';
 import { consumeNonce, NONCE_SWEEP_MS, sweepNonces } from './ledger/nonces';
 import { LEDGER_MIGRATIONS } from './ledger/schema';
 import * as charges from './ledger/charges';
@@ -241,8 +241,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return this.#transaction(principal, (tx) => {
       if (providerJti && !consumeNonce(tx, `provider:${actor.id}:${providerJti.jti}`, providerJti.expiresMs + 60_000)) return refuse('replayed', 'This provider request token was already used.');
       const captured = spend.captureHold(tx, chargeId, actor, receipt, related);
-      // A recurring plan now paid for under a mandate that may end before it renews: the notice is looked at again.
-      if (captured.ok && ['month', 'year'].includes(spend.evidenceOf(captured.hold).billing ?? '')) tx.schedule('mandate_expiry', tx.now);
+      if (captured.ok) noticeAfterCapture(tx, captured.hold);
       return captured;
     });
   }
@@ -864,7 +863,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
    * confirms: a failure is said in the trail and tried again (`backend_renewals`).
    */
   async #renewAtBackend(account: string, resource: sagas.Resource): Promise<void> {
-    const owed = this.#sql.exec<renewals.OwedBackendRenewal>('SELECT resource_id, attempts FROM backend_renewals WHERE resource_id = ?', resource.id).toArray()[0];
+    const owed = renewals.owedBackendRenewal(this.#sql, resource.id);
     if (!owed) return;
     try {
       const fields = await renewAtBackend(this.env as never, account, resource);
@@ -881,7 +880,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     for (const owed of renewals.dueBackendRenewals(this.#sql, Date.now())) {
       const resource = sagas.getResource(this.#sql, owed.resource_id);
       if (resource?.status === 'active') await this.#renewAtBackend(account, resource);
-      else this.#transaction(account, (tx) => renewals.backendRenewed(tx, owed.resource_id, null));
+      else this.#transaction(account, (tx) => renewals.forgetBackendRenewal(tx, owed.resource_id));
     }
     const next = renewals.nextBackendRenewalDue(this.#sql);
     if (next !== null) this.#scheduleRow('backend_renewals', next);

@@ -17,7 +17,7 @@ import {
   exceededLimit,
   getHold,
   insertHold,
-  queueWebhook,
+  notifyOnce,
   raiseBudgetAlerts,
   type Decline,
   type Hold,
@@ -245,9 +245,7 @@ export function authorizeCharge(tx: LedgerTx, asked: ChargeRequest): Authorized 
       // once for the charge it renews and the reason: the provider tries the renewal again while it is suspended
       // (each try audited), and a new reason (a velocity limit, then the monthly one) is news.
       const data = { provider: request.provider, service: request.service, plan: request.plan, resource_ref: request.resource_ref, renewal_of: request.renewal_of, code, amount: request.amount };
-      const id = `ntf_renewal_${code}_${request.renewal_of.slice(4)}`;
-      const told = tx.sql.exec('INSERT OR IGNORE INTO notifications (id, type, created, data) VALUES (?, ?, ?, ?)', id, 'renewal.declined', iso(tx.now), JSON.stringify(data)).rowsWritten;
-      if (told) queueWebhook(tx, { id, type: 'renewal.declined', created: iso(tx.now), data });
+      notifyOnce(tx, `ntf_renewal_${code}_${request.renewal_of.slice(4)}`, 'renewal.declined', data);
     }
     tx.audit({
       actor: provider,

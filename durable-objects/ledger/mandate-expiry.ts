@@ -4,24 +4,31 @@
 // longer be superseded. So the human hears beforehand, once per mandate, of
 // the recurring plans its chain pays for, while the agent can still ask for a
 // successor (`supersedes`) for the human to approve.
-import { iso, type LedgerTx } from './context';
+import type { LedgerTx } from './context';
 import type { MandateTerms } from './mandates';
-import { queueWebhook } from './spend';
+import { DAY_MS } from './renewal-periods';
+import { evidenceOf, notifyOnce, type Hold } from './spend';
 
-const DAY_MS = 24 * 60 * 60 * 1000;
 /** How long before a mandate ends the human is told of what will not renew. */
-export const EXPIRY_NOTICE_MS = 14 * DAY_MS;
+const EXPIRY_NOTICE_MS = 14 * DAY_MS;
 /**
  * How recently a resource's latest charge was made if it still renews: a period of its billing and a little (a renewal
  * comes once a period, tried again for up to 30 days while suspended); one charged before that is gone.
  */
 const STILL_RENEWING_MS = { month: 40 * DAY_MS, year: 370 * DAY_MS } as const;
 
-export type ExpiringResource = { provider: string; service: string; plan: string; resource_ref: string };
+type ExpiringResource = { provider: string; service: string; plan: string; resource_ref: string };
+
+const isRecurring = (billing: unknown): billing is 'month' | 'year' => billing === 'month' || billing === 'year';
 
 /** The notice for a mandate is due this long before it ends (now, if that is past). */
 export function scheduleExpiryNotice(tx: LedgerTx, expiresAt: string) {
   tx.schedule('mandate_expiry', Math.max(tx.now, Date.parse(expiresAt) - EXPIRY_NOTICE_MS));
+}
+
+/** A recurring plan now paid for, under a mandate that may end before it renews: the notice is looked at again. */
+export function noticeAfterCapture(tx: LedgerTx, hold: Hold) {
+  if (isRecurring(evidenceOf(hold).billing)) tx.schedule('mandate_expiry', tx.now);
 }
 
 /**
@@ -38,7 +45,7 @@ function recurringResources(tx: LedgerTx, root: string): ExpiringResource[] {
       root,
     )
     .toArray()
-    .filter((r) => (r.status === 'captured' || r.status === 'pending') && (r.billing === 'month' || r.billing === 'year') && r.last >= tx.now - STILL_RENEWING_MS[r.billing])
+    .filter((r) => (r.status === 'captured' || r.status === 'pending') && isRecurring(r.billing) && r.last >= tx.now - STILL_RENEWING_MS[r.billing])
     .map(({ provider, service, plan, resource_ref }) => ({ provider, service, plan, resource_ref }));
 }
 
@@ -62,11 +69,7 @@ export function noticeExpiringMandates(tx: LedgerTx): number | null {
     }
     const resources = recurringResources(tx, mandate.root);
     if (resources.length === 0) continue;
-    const id = `ntf_expiring_${mandate.id.slice(4)}`;
-    const data = { mandate_id: mandate.id, expires_at: expiresAt, resources };
-    const told = tx.sql.exec('INSERT OR IGNORE INTO notifications (id, type, created, data) VALUES (?, ?, ?, ?)', id, 'mandate.expiring', iso(tx.now), JSON.stringify(data)).rowsWritten;
-    if (!told) continue;
-    queueWebhook(tx, { id, type: 'mandate.expiring', created: iso(tx.now), data });
+    if (!notifyOnce(tx, `ntf_expiring_${mandate.id.slice(4)}`, 'mandate.expiring', { mandate_id: mandate.id, expires_at: expiresAt, resources })) continue;
     tx.audit({
       actor: { type: 'system', id: 'mandate-expiry' },
       action: 'mandate.expiring',

@@ -13,7 +13,7 @@ import { decodeJwt } from 'jose';
 import type { RecurringBilling } from '../../workers/lib/schemas/catalog';
 import { evidenceOf, type Hold } from './spend';
 
-const DAY_MS = 24 * 60 * 60 * 1000;
+export const DAY_MS = 24 * 60 * 60 * 1000;
 /** How far ahead of ours a provider's clock may run: a renewal this early is on time. */
 export const RENEWAL_CLOCK_SKEW_MS = 5 * 60 * 1000;
 

@@ -11,10 +11,13 @@ import { getResource, owe, type Resource, type Saga } from './sagas';
 import { billingPeriod, captureHold, checkLimits, getHold, insertHold, ownLimit, refundHold, voidHold, type Decline } from './spend';
 
 export const RENEWAL_HOLD_TTL_MS = 15 * 60_000;
-/** When the orchestrator cannot be reached, try again in an hour; the resource stays active meanwhile. */
+/**
+ * When the orchestrator cannot be reached, try again in an hour (an active resource stays active meanwhile); and the
+ * shortest wait between tries of a suspended one.
+ */
 export const RENEWAL_RETRY_MS = 60 * 60_000;
 /** A suspended resource's renewal is tried again for this long after it was suspended, then no more. */
-export const RENEWAL_GRACE_MS = 30 * 24 * 60 * 60_000;
+const RENEWAL_GRACE_MS = 30 * 24 * 60 * 60_000;
 /** Between tries: as long as it has been suspended, an hour at least and a day at most (1 h, 2 h, 4 h, … then daily). */
 const retryAfter = (suspendedFor: number) => Math.min(24 * 60 * 60_000, Math.max(RENEWAL_RETRY_MS, suspendedFor));
 /**
@@ -147,6 +150,10 @@ const BACKEND_RETRY_MAX_MS = 60 * 60_000;
 
 export type OwedBackendRenewal = { resource_id: string; attempts: number };
 
+export function owedBackendRenewal(sql: SqlStorage, resourceId: string): OwedBackendRenewal | undefined {
+  return sql.exec<OwedBackendRenewal>('SELECT resource_id, attempts FROM backend_renewals WHERE resource_id = ?', resourceId).toArray()[0];
+}
+
 export function dueBackendRenewals(sql: SqlStorage, now: number): OwedBackendRenewal[] {
   return sql.exec<OwedBackendRenewal>('SELECT resource_id, attempts FROM backend_renewals WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT 20', now).toArray();
 }
@@ -155,17 +162,19 @@ export function nextBackendRenewalDue(sql: SqlStorage): number | null {
   return sql.exec<{ due: number | null }>('SELECT MIN(next_attempt_at) AS due FROM backend_renewals').one().due;
 }
 
-/**
- * The backend took the renewal: its new fields (a domain's expiry) are kept, and nothing is owed any more. One that
- * is no longer active (deleted, or suspended by a later renewal) is owed nothing either. Said in the trail after failures.
- */
+/** The backend took the renewal: its new fields (a domain's expiry) are kept, and nothing is owed any more. Said in the trail after failures. */
 export function backendRenewed(tx: LedgerTx, resourceId: string, fields: Record<string, unknown> | null) {
-  const owed = tx.sql.exec<{ attempts: number }>('SELECT attempts FROM backend_renewals WHERE resource_id = ?', resourceId).toArray()[0];
-  tx.sql.exec('DELETE FROM backend_renewals WHERE resource_id = ?', resourceId);
+  const owed = owedBackendRenewal(tx.sql, resourceId);
+  forgetBackendRenewal(tx, resourceId);
   if (fields) tx.sql.exec(`UPDATE resources SET fields = ?, updated = ? WHERE id = ? AND status = 'active'`, JSON.stringify(fields), iso(tx.now), resourceId);
   if (owed && owed.attempts > 0) {
     tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', target: resourceId, outcome: 'succeeded', related: [`backend, after ${owed.attempts} failed attempts`] });
   }
+}
+
+/** A resource no longer active (deleted, or suspended by a later renewal) is owed nothing. */
+export function forgetBackendRenewal(tx: LedgerTx, resourceId: string) {
+  tx.sql.exec('DELETE FROM backend_renewals WHERE resource_id = ?', resourceId);
 }
 
 /** The backend failed: tried again with backoff (an hour apart at most), and said in the trail. */

@@ -350,6 +350,13 @@ export function raiseBudgetAlerts(tx: LedgerTx, period: string, scope: string, l
 
 export type WebhookEvent = { id: string; type: string; created: string; data: unknown };
 
+/** A notification the human reads (GET /v1/notifications) and its webhook, once per `id`; false if it was told already. */
+export function notifyOnce(tx: LedgerTx, id: string, type: string, data: unknown): boolean {
+  const told = tx.sql.exec('INSERT OR IGNORE INTO notifications (id, type, created, data) VALUES (?, ?, ?, ?)', id, type, iso(tx.now), JSON.stringify(data)).rowsWritten > 0;
+  if (told) queueWebhook(tx, { id, type, created: iso(tx.now), data });
+  return told;
+}
+
 export function queueWebhook(tx: LedgerTx, event: WebhookEvent) {
   const endpoints = tx.sql.exec<{ id: string }>('SELECT id FROM webhook_endpoints').toArray();
   for (const endpoint of endpoints) {

@@ -14,7 +14,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { tokenRequest } from '../support/fake-orchestrator';
 import { activeMandate, call, newPrincipal, signIn, type Agent, type Human } from '../support/orchestrator-client';
 import { paidCall, tokenRead, type Json } from '../support/paid-calls';
-import type { BothRoles } from './both-roles';
+import { PROVIDER_PORT, type BothRoles } from './both-roles';
 
 const both = env as unknown as BothRoles;
 const PAID = { amount: 500, currency: 'usd' };
@@ -24,7 +24,7 @@ beforeEach(() => {
   const original = globalThis.fetch;
   vi.spyOn(globalThis, 'fetch').mockImplementation((input, init) => {
     const request = new Request(input, init);
-    return ['8787', '8788'].includes(new URL(request.url).port) ? exports.default.fetch(request) : original(input, init);
+    return ['8787', PROVIDER_PORT].includes(new URL(request.url).port) ? exports.default.fetch(request) : original(input, init);
   });
 });
 
@@ -62,6 +62,17 @@ async function subscribed(bought: { service: string; plan: string; parameters: J
   return { human, agent, mandate_id, account: atProvider.account, resource: created.body as Json };
 }
 
+/** The human signed in again, now (a session does not outlast a clock moved by weeks). */
+const signedIn = (human: Human) => signIn(human.email, human.password, human.principal_id);
+
+const providerLedger = (account: string) => both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account));
+
+/** The human's notifications of one type. */
+async function notifications(session: Human, type: string): Promise<Json[]> {
+  const res = await call('/v1/notifications?limit=100', { headers: { cookie: session.cookie } });
+  return ((await res.json()) as { data: Json[] }).data.filter((n) => n.type === type);
+}
+
 async function charges(human: Human): Promise<Json[]> {
   const res = await call('/v1/charges?limit=100', { headers: { cookie: human.cookie } });
   expect(res.status).toBe(200);
@@ -81,7 +92,7 @@ async function atProvider(agent: Agent, mandateId: string, resourceId: string) {
  * the real clock, which the moved one has left behind, so they are run here.
  */
 async function providerWorksUntil(account: string, done: () => Promise<boolean>) {
-  const ledger = both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account));
+  const ledger = providerLedger(account);
   for (let run = 0; run < 10; run++) {
     if (await done()) return;
     await runDurableObjectAlarm(ledger);
@@ -101,12 +112,12 @@ describe('recurring plans renewed through both roles', () => {
 
     // An hour before the boundary the provider's due work renews nothing.
     clockAt(boundary - 3_600_000);
-    await runDurableObjectAlarm(both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account)));
-    const again = await signIn(human.email, human.password, human.principal_id);
+    await runDurableObjectAlarm(providerLedger(account));
+    const again = await signedIn(human);
     expect(await charges(again)).toHaveLength(1);
 
     clockAt(boundary + 1000);
-    const session = await signIn(human.email, human.password, human.principal_id);
+    const session = await signedIn(human);
     await providerWorksUntil(account, async () => renewalsOf(await charges(session), resource.charge_id).some((c) => c.status === 'captured'));
     const [renewal] = renewalsOf(await charges(session), resource.charge_id);
     expect(renewal).toMatchObject({ status: 'captured', amount: 500, plan: 'paid', resource_ref: resource.resource_id, mandate_id });
@@ -116,7 +127,7 @@ describe('recurring plans renewed through both roles', () => {
 
     // The next period renews the renewal, at the end its receipt stated.
     clockAt(Date.parse(renewedUntil) + 1000);
-    const later = await signIn(human.email, human.password, human.principal_id);
+    const later = await signedIn(human);
     await providerWorksUntil(account, async () => renewalsOf(await charges(later), renewal!.charge_id).some((c) => c.status === 'captured'));
     const all = await charges(later);
     expect(all.filter((c) => c.resource_ref === resource.resource_id && c.status === 'captured')).toHaveLength(3);
@@ -135,14 +146,14 @@ describe('recurring plans renewed through both roles', () => {
     // A mandate lasts a year at most (this one 300 days), so the human re-approves it (a successor, good for a year
     // from then) before it ends. A month before the domain's year is up, nothing renews it yet.
     clockAt(Date.parse(resource.created) + 250 * 86_400_000);
-    const session = await signIn(human.email, human.password, human.principal_id);
+    const session = await signedIn(human);
     const successor = await activeMandate(session, agent, { supersedes: mandate_id, scope: [{ provider: 'cloud', services: ['domain'] }] });
     clockAt(boundary - 30 * 86_400_000);
-    await runDurableObjectAlarm(both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account)));
-    expect(await charges(await signIn(human.email, human.password, human.principal_id))).toHaveLength(1);
+    await runDurableObjectAlarm(providerLedger(account));
+    expect(await charges(await signedIn(human))).toHaveLength(1);
 
     clockAt(boundary + 1000);
-    const later = await signIn(human.email, human.password, human.principal_id);
+    const later = await signedIn(human);
     await providerWorksUntil(account, async () => renewalsOf(await charges(later), resource.charge_id).some((c) => c.status === 'captured'));
     const [renewal] = renewalsOf(await charges(later), resource.charge_id);
     expect(renewal).toMatchObject({ amount: 1044, plan: 'com-1y', resource_ref: resource.resource_id, mandate_id: successor.mandate_id });
@@ -158,20 +169,19 @@ describe('recurring plans renewed through both roles', () => {
     // Thirteen days before the mandate ends, the orchestrator's due work tells the human what will not renew.
     clockAt(Date.parse(expires_at) - 13 * 86_400_000);
     await runDurableObjectAlarm(both.LEDGER.get(both.LEDGER.idFromName(human.principal_id)));
-    const warned = await signIn(human.email, human.password, human.principal_id);
-    const expiring = ((await (await call('/v1/notifications?limit=100', { headers: { cookie: warned.cookie } })).json()) as { data: Json[] }).data.filter((n) => n.type === 'mandate.expiring');
+    const warned = await signedIn(human);
+    const expiring = await notifications(warned, 'mandate.expiring');
     expect(expiring.map((n) => n.data)).toEqual([{ mandate_id, expires_at, resources: [{ provider: 'cloud', service: 'domain', plan: 'com-1y', resource_ref: resource.resource_id }] }]);
     const page = await (await call('/dashboard/notifications', { headers: { cookie: warned.cookie, accept: 'text/html' } })).text();
     expect(page).toContain('Mandate ending:');
     expect(page).toContain('domain com-1y at OAP Cloud');
 
     clockAt(Date.parse(resource.renews_at) + 1000);
-    const session = await signIn(human.email, human.password, human.principal_id);
-    const ledger = both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account));
+    const session = await signedIn(human);
+    const ledger = providerLedger(account);
     await runDurableObjectAlarm(ledger);
     expect((await charges(session)).map((c) => c.charge_id)).toEqual([resource.charge_id]);
-    const notes = ((await (await call('/v1/notifications?limit=100', { headers: { cookie: session.cookie } })).json()) as { data: Json[] }).data;
-    expect(notes.filter((n) => n.type === 'renewal.declined').map((n) => n.data.code)).toEqual(['mandate_inactive']);
+    expect((await notifications(session, 'renewal.declined')).map((n) => n.data.code)).toEqual(['mandate_inactive']);
     // The agent's mandate is over, so it reads its resource no more; the provider's ledger says it.
     const row = await runInDurableObject(ledger, (_, s) => s.storage.sql.exec<{ status: string; renews_at: number | null }>('SELECT status, renews_at FROM resources WHERE id = ?', resource.resource_id).one());
     expect(row).toEqual({ status: 'suspended', renews_at: null });
@@ -187,13 +197,13 @@ describe('recurring plans renewed through both roles', () => {
     expect(up.status, JSON.stringify(up.body)).toBe(200);
     expect(up.body.charged.amount).toBeLessThan(500);
     // Both changes captured before the boundary (the provider's outbox, run here: its alarm is on the real clock).
-    const session = await signIn(human.email, human.password, human.principal_id);
+    const session = await signedIn(human);
     await providerWorksUntil(account, async () => (await charges(session)).filter((c) => c.status === 'captured' || c.status === 'refunded').length === 3);
     // The period's end did not move: the changes paid for the rest of it.
     expect((await atProvider(agent, mandate_id, resource.resource_id)).renews_at).toBe(resource.renews_at);
 
     clockAt(Date.parse(resource.renews_at) + 1000);
-    const later = await signIn(human.email, human.password, human.principal_id);
+    const later = await signedIn(human);
     await providerWorksUntil(account, async () => renewalsOf(await charges(later), up.body.charge_id).some((c) => c.status === 'captured'));
     const [renewal] = renewalsOf(await charges(later), up.body.charge_id);
     expect(renewal).toMatchObject({ amount: 500, plan: 'paid', resource_ref: resource.resource_id });
@@ -202,12 +212,12 @@ describe('recurring plans renewed through both roles', () => {
 
   it('a renewal whose capture came after the orchestrator’s hold ran out is not paid: suspended, tried again of the charge it renewed, resumed', async () => {
     const { human, agent, mandate_id, account, resource } = await subscribed();
-    const provider = both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account));
+    const provider = providerLedger(account);
     const orchestrator = both.LEDGER.get(both.LEDGER.idFromName(human.principal_id));
     // The renewal is authorized, and its capture is not sent before the hold at the orchestrator has run out.
     clockAt(Date.parse(resource.renews_at) + 1000);
     await runDurableObjectAlarm(provider);
-    const session = await signIn(human.email, human.password, human.principal_id);
+    const session = await signedIn(human);
     // Authorized, not captured: no receipt names what it renews yet.
     const tried = (await charges(session)).find((c) => c.charge_id !== resource.charge_id);
     expect(tried).toMatchObject({ status: 'authorized', resource_ref: resource.resource_id });
@@ -218,7 +228,7 @@ describe('recurring plans renewed through both roles', () => {
 
     // The next try renews the charge the voided one renewed, and the orchestrator takes it.
     clockAt(Date.parse((await atProvider(agent, mandate_id, resource.resource_id)).renews_at) + 1000);
-    const later = await signIn(human.email, human.password, human.principal_id);
+    const later = await signedIn(human);
     await providerWorksUntil(account, async () => renewalsOf(await charges(later), resource.charge_id).some((c) => c.status === 'captured'));
     expect(await atProvider(agent, mandate_id, resource.resource_id)).toMatchObject({ status: 'active', plan: 'paid' });
     expect((await charges(later)).filter((c) => c.resource_ref === resource.resource_id).map((c) => c.status).sort()).toEqual(['captured', 'captured', 'voided']);
@@ -229,7 +239,7 @@ describe('recurring plans renewed through both roles', () => {
     const successor = await activeMandate(human, agent, { supersedes: mandate_id, scope: [{ provider: 'cloud', services: ['workers-paid'] }], spend_limit: { amount: 8000, currency: 'usd', period: 'month' } });
 
     clockAt(Date.parse(resource.renews_at) + 1000);
-    const session = await signIn(human.email, human.password, human.principal_id);
+    const session = await signedIn(human);
     await providerWorksUntil(account, async () => renewalsOf(await charges(session), resource.charge_id).some((c) => c.status === 'captured'));
     const [renewal] = renewalsOf(await charges(session), resource.charge_id);
     expect(renewal).toMatchObject({ status: 'captured', mandate_id: successor.mandate_id });
@@ -251,11 +261,9 @@ describe('recurring plans renewed through both roles', () => {
     expect(Date.parse(suspended.renews_at)).toBe(boundary + 1000 + 3_600_000);
     clockAt(Date.parse(suspended.renews_at) + 1000);
     await providerWorksUntil(account, async () => Date.parse((await atProvider(agent, mandate_id, resource.resource_id)).renews_at) > Date.now());
-    const session = await signIn(human.email, human.password, human.principal_id);
+    const session = await signedIn(human);
     expect((await charges(session)).map((c) => c.charge_id)).toEqual([resource.charge_id]);
-    const declinedNotes = async (as: Human) =>
-      (((await (await call('/v1/notifications?limit=100', { headers: { cookie: as.cookie } })).json()) as { data: Json[] }).data).filter((n) => n.type === 'renewal.declined');
-    expect(await declinedNotes(session)).toEqual([
+    expect(await notifications(session, 'renewal.declined')).toEqual([
       expect.objectContaining({ data: expect.objectContaining({ renewal_of: resource.charge_id, resource_ref: resource.resource_id, code: 'spend_limit_exceeded' }) }),
     ]);
 
@@ -263,7 +271,7 @@ describe('recurring plans renewed through both roles', () => {
     expect((await setLimit(session, 10_000)).status).toBe(200);
     const nextTry = Date.parse((await atProvider(agent, mandate_id, resource.resource_id)).renews_at);
     clockAt(nextTry + 1000);
-    const later = await signIn(human.email, human.password, human.principal_id);
+    const later = await signedIn(human);
     await providerWorksUntil(account, async () => renewalsOf(await charges(later), resource.charge_id).some((c) => c.status === 'captured'));
     const resumed = await atProvider(agent, mandate_id, resource.resource_id);
     expect(resumed).toMatchObject({ status: 'active', plan: 'paid' });
@@ -271,6 +279,6 @@ describe('recurring plans renewed through both roles', () => {
     const resumedAt = new Date(nextTry + 1000);
     const monthLater = Date.UTC(resumedAt.getUTCFullYear(), resumedAt.getUTCMonth() + 1, resumedAt.getUTCDate(), resumedAt.getUTCHours(), resumedAt.getUTCMinutes(), resumedAt.getUTCSeconds());
     expect(resumed.renews_at).toBe(new Date(monthLater).toISOString());
-    expect(await declinedNotes(later)).toHaveLength(1);
+    expect(await notifications(later, 'renewal.declined')).toHaveLength(1);
   });
 });

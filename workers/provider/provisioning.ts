@@ -13,7 +13,7 @@ import type { RecurringBilling, Service } from '../lib/schemas/catalog';
 import { loadSigningKeys } from '../lib/signing-keys';
 import type { Authorization, Saga, Resource } from '../../durable-objects/ledger/sagas';
 import type { OwedChargeCall } from '../../durable-objects/ledger/sagas';
-import { type Billed, nextRenewal, renewalKey } from '../../durable-objects/ledger/renewals';
+import { type Billed, nextRenewal, renewable, renewalKey } from '../../durable-objects/ledger/renewals';
 import { publishedCatalog } from './catalog';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import type { AccessTokenClaims } from './oauth/access-tokens';
@@ -367,7 +367,7 @@ export function resourceWire(resource: Resource): Record<string, unknown> {
     status: resource.status,
     created: resource.created,
     // For a suspended resource, when its renewal is tried next.
-    ...(resource.renews_at !== null && (resource.status === 'active' || resource.status === 'suspended') ? { renews_at: new Date(resource.renews_at).toISOString() } : {}),
+    ...(resource.renews_at !== null && renewable(resource) ? { renews_at: new Date(resource.renews_at).toISOString() } : {}),
     ...(resource.fields ? (JSON.parse(resource.fields) as Record<string, unknown>) : {}),
   };
 }

@@ -65,7 +65,7 @@ export function resourceRoutes() {
       request: {
         headers: tokenHeaders,
         query: ListQuerySchema.extend({
-          mandate_id: z.string().optional().openapi({ description: 'Only what was provisioned under this mandate (teardown)' }),
+          mandate_id: z.string().optional().openapi({ description: 'Only what was provisioned under this mandate' }),
           status: z.enum(['active', 'suspended', 'deleted', 'provisioning']).optional(),
         }),
       },
