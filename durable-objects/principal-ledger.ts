@@ -27,6 +27,7 @@ import * as tokens from './ledger/tokens';
 import { deprovision, isAsync, renewalPrice, renewAtBackend, requestRenewal, resourceWire, revertPlan, runAsyncProvision, settleChargeCall, suspendAtBackend } from '../workers/provider/provisioning';
 import * as renewals from './ledger/renewals';
 import * as lifecycle from './ledger/lifecycle';
+import * as outbox from './ledger/backend-outbox';
 import * as planChanges from './ledger/plan-changes';
 
 export type LedgerEnv = { DB: D1Database } & Partial<ProviderEventEnv>;
@@ -448,14 +449,14 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   /** The backend confirmed the delete the request made at once; the alarm owes nothing more. */
   confirmDeprovision(account: string, resourceId: string) {
-    this.#transaction(account, (tx) => lifecycle.deprovisioned(tx, resourceId));
+    this.#transaction(account, (tx) => outbox.settledWith(tx, outbox.DEPROVISIONS, resourceId, true));
   }
 
   /** The request's own deprovision failed: audited, and left to the alarm's retries. */
   deprovisionDeferred(account: string, resourceId: string, error: string) {
     this.#transaction(account, (tx) => {
-      const owed = tx.sql.exec<lifecycle.OwedDeprovision>('SELECT resource_id, service, attempts FROM deprovision_outbox WHERE resource_id = ?', resourceId).toArray()[0];
-      if (owed) lifecycle.deprovisionFailed(tx, owed, error);
+      const owed = outbox.owedTo(tx.sql, outbox.DEPROVISIONS, resourceId);
+      if (owed) outbox.failedAt(tx, outbox.DEPROVISIONS, owed, error);
     });
   }
 
@@ -645,17 +646,17 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   async #runDeprovisions(): Promise<void> {
     const account = this.#chainOwner();
     if (account === null) return;
-    for (const owed of lifecycle.dueDeprovisions(this.#sql, Date.now())) {
+    for (const owed of outbox.dueTo<lifecycle.OwedDeprovision>(this.#sql, outbox.DEPROVISIONS, Date.now())) {
       let error: string | null = null;
       try {
         await deprovision(this.env as never, account, owed);
       } catch (e) {
         error = String(e);
       }
-      this.#transaction(account, (tx) => (error === null ? lifecycle.deprovisioned(tx, owed.resource_id) : lifecycle.deprovisionFailed(tx, owed, error)));
+      this.#transaction(account, (tx) => (error === null ? outbox.settledWith(tx, outbox.DEPROVISIONS, owed.resource_id, true) : outbox.failedAt(tx, outbox.DEPROVISIONS, owed, error)));
     }
-    const next = lifecycle.nextDeprovisionDue(this.#sql);
-    if (next !== null) this.#scheduleRow('deprovisions', next);
+    const next = outbox.nextDueTo(this.#sql, outbox.DEPROVISIONS);
+    if (next !== null) this.#scheduleRow(outbox.DEPROVISIONS.task, next);
   }
 
   /** Captures and voids owed to the orchestrator, retried with backoff until it answers. */
@@ -863,13 +864,13 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
    * confirms: a failure is said in the trail and tried again (`backend_renewals`).
    */
   async #renewAtBackend(account: string, resource: sagas.Resource): Promise<void> {
-    const owed = renewals.owedBackendRenewal(this.#sql, resource.id);
+    const owed = outbox.owedTo(this.#sql, outbox.BACKEND_RENEWALS, resource.id);
     if (!owed) return;
     try {
       const fields = await renewAtBackend(this.env as never, account, resource);
       this.#transaction(account, (tx) => renewals.backendRenewed(tx, resource.id, fields));
     } catch (error) {
-      this.#transaction(account, (tx) => renewals.backendRenewalFailed(tx, owed, String(error)));
+      this.#transaction(account, (tx) => outbox.failedAt(tx, outbox.BACKEND_RENEWALS, owed, String(error)));
     }
   }
 
@@ -877,13 +878,13 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   async #runBackendRenewals(): Promise<void> {
     const account = this.#chainOwner();
     if (account === null) return;
-    for (const owed of renewals.dueBackendRenewals(this.#sql, Date.now())) {
+    for (const owed of outbox.dueTo(this.#sql, outbox.BACKEND_RENEWALS, Date.now())) {
       const resource = sagas.getResource(this.#sql, owed.resource_id);
       if (resource?.status === 'active') await this.#renewAtBackend(account, resource);
-      else this.#transaction(account, (tx) => renewals.forgetBackendRenewal(tx, owed.resource_id));
+      else this.#transaction(account, (tx) => outbox.settledWith(tx, outbox.BACKEND_RENEWALS, owed.resource_id, false));
     }
-    const next = renewals.nextBackendRenewalDue(this.#sql);
-    if (next !== null) this.#scheduleRow('backend_renewals', next);
+    const next = outbox.nextDueTo(this.#sql, outbox.BACKEND_RENEWALS);
+    if (next !== null) this.#scheduleRow(outbox.BACKEND_RENEWALS.task, next);
   }
 
   /**

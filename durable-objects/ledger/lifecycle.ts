@@ -3,12 +3,11 @@
 // acts outside the transaction. A delete is owed to the backend through an
 // outbox, so a crash or a backend fault between the two still ends with the
 // resource gone: the alarm retries until the backend confirms.
+import { DEPROVISIONS, type Owed } from './backend-outbox';
 import { iso, refuse, type LedgerTx, type Outcome } from './context';
 import { forgetCredentials, getResource, type Resource } from './sagas';
 
 export type Actor = { type: 'agent' | 'principal' | 'system'; id: string };
-
-const RETRY_MAX_MS = 10 * 60_000;
 
 /** The resource as its agent may act on it: its own, and not already gone. */
 function ownLive(tx: LedgerTx, resourceId: string, actor: Actor): Outcome<{ resource: Resource }> {
@@ -37,36 +36,13 @@ export function beginDeprovision(tx: LedgerTx, resourceId: string, actor: Actor,
   forgetCredentials(tx, resourceId);
   tx.sql.exec('INSERT OR IGNORE INTO deprovision_outbox (resource_id, service, attempts, next_attempt_at) VALUES (?, ?, 0, ?)', resourceId, live.resource.service, tx.now + 5_000);
   // The request itself calls the backend at once; the alarm is the safety net.
-  tx.schedule('deprovisions', tx.now + 5_000);
+  tx.schedule(DEPROVISIONS.task, tx.now + 5_000);
   const event = tx.audit({ actor, action: 'resource.deprovision', mandate_id: live.resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [`${live.resource.service}/${live.resource.plan}`, ...(live.resource.renews_at ? ['billing_stopped'] : [])] });
   return { ok: true, resource: getResource(tx.sql, resourceId)!, already: false, event_id: event.id };
 }
 
-export type OwedDeprovision = { resource_id: string; service: string; attempts: number };
-
-export function dueDeprovisions(sql: SqlStorage, now: number): OwedDeprovision[] {
-  return sql.exec<OwedDeprovision>('SELECT resource_id, service, attempts FROM deprovision_outbox WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT 20', now).toArray();
-}
-
-export function nextDeprovisionDue(sql: SqlStorage): number | null {
-  return sql.exec<{ due: number | null }>('SELECT MIN(next_attempt_at) AS due FROM deprovision_outbox').one().due;
-}
-
-/** The backend confirmed: nothing is owed any more. A confirmation after failures is audited too. */
-export function deprovisioned(tx: LedgerTx, resourceId: string) {
-  const owed = tx.sql.exec<{ attempts: number }>('SELECT attempts FROM deprovision_outbox WHERE resource_id = ?', resourceId).toArray()[0];
-  if (!owed) return;
-  tx.sql.exec('DELETE FROM deprovision_outbox WHERE resource_id = ?', resourceId);
-  if (owed.attempts > 0) tx.audit({ actor: { type: 'system', id: 'deprovision' }, action: 'resource.deprovision', target: resourceId, outcome: 'succeeded', related: [`after ${owed.attempts} failed attempts`] });
-}
-
-/** The backend failed: try again with backoff, and say so in the trail. */
-export function deprovisionFailed(tx: LedgerTx, owed: OwedDeprovision, error: string) {
-  const next = tx.now + Math.min(RETRY_MAX_MS, 1000 * 2 ** Math.min(owed.attempts, 10));
-  tx.sql.exec('UPDATE deprovision_outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE resource_id = ?', next, owed.resource_id);
-  tx.schedule('deprovisions', next);
-  tx.audit({ actor: { type: 'system', id: 'deprovision' }, action: 'resource.deprovision', target: owed.resource_id, outcome: 'failed', reason: error.slice(0, 200) });
-}
+/** A delete owed to the backend (backend-outbox.ts): the row names its service, since the resource is gone. */
+export type OwedDeprovision = Owed & { service: string };
 
 /** Rotation is allowed on the agent's own live resource; the backend makes the new credentials. */
 export function checkRotatable(tx: LedgerTx, resourceId: string, actor: Actor): Outcome<{ resource: Resource }> {

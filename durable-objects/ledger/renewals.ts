@@ -6,6 +6,7 @@
 // limit (only a human can) gets the resource back, for a whole period from then.
 import { decodeJwt } from 'jose';
 import type { RecurringBilling } from '../../workers/lib/schemas/catalog';
+import { BACKEND_RENEWALS, settledWith } from './backend-outbox';
 import { iso, type LedgerTx } from './context';
 import { getResource, owe, type Resource, type Saga } from './sagas';
 import { billingPeriod, captureHold, checkLimits, getHold, insertHold, ownLimit, refundHold, voidHold, type Decline } from './spend';
@@ -140,49 +141,15 @@ export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string
   oweCharge(tx, resourceId, holdId, 'capture', chargeId, orchestrator);
   tx.schedule('renewals', renewsAt);
   // The backend is owed the renewal too (the pass tells it at once; the alarm is the safety net).
-  tx.sql.exec('INSERT OR REPLACE INTO backend_renewals (resource_id, attempts, next_attempt_at) VALUES (?, 0, ?)', resourceId, tx.now + BACKEND_RETRY_FIRST_MS);
-  tx.schedule('backend_renewals', tx.now + BACKEND_RETRY_FIRST_MS);
+  tx.sql.exec('INSERT OR REPLACE INTO backend_renewals (resource_id, attempts, next_attempt_at) VALUES (?, 0, ?)', resourceId, tx.now + BACKEND_RENEWALS.firstRetryMs);
+  tx.schedule(BACKEND_RENEWALS.task, tx.now + BACKEND_RENEWALS.firstRetryMs);
   tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [chargeId], amount: null });
 }
 
-const BACKEND_RETRY_FIRST_MS = 5_000;
-const BACKEND_RETRY_MAX_MS = 60 * 60_000;
-
-export type OwedBackendRenewal = { resource_id: string; attempts: number };
-
-export function owedBackendRenewal(sql: SqlStorage, resourceId: string): OwedBackendRenewal | undefined {
-  return sql.exec<OwedBackendRenewal>('SELECT resource_id, attempts FROM backend_renewals WHERE resource_id = ?', resourceId).toArray()[0];
-}
-
-export function dueBackendRenewals(sql: SqlStorage, now: number): OwedBackendRenewal[] {
-  return sql.exec<OwedBackendRenewal>('SELECT resource_id, attempts FROM backend_renewals WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT 20', now).toArray();
-}
-
-export function nextBackendRenewalDue(sql: SqlStorage): number | null {
-  return sql.exec<{ due: number | null }>('SELECT MIN(next_attempt_at) AS due FROM backend_renewals').one().due;
-}
-
-/** The backend took the renewal: its new fields (a domain's expiry) are kept, and nothing is owed any more. Said in the trail after failures. */
+/** The backend took the renewal (backend-outbox.ts): its new fields (a domain's expiry) are kept, and nothing is owed any more. */
 export function backendRenewed(tx: LedgerTx, resourceId: string, fields: Record<string, unknown> | null) {
-  const owed = owedBackendRenewal(tx.sql, resourceId);
-  forgetBackendRenewal(tx, resourceId);
+  settledWith(tx, BACKEND_RENEWALS, resourceId, true);
   if (fields) tx.sql.exec(`UPDATE resources SET fields = ?, updated = ? WHERE id = ? AND status = 'active'`, JSON.stringify(fields), iso(tx.now), resourceId);
-  if (owed && owed.attempts > 0) {
-    tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', target: resourceId, outcome: 'succeeded', related: [`backend, after ${owed.attempts} failed attempts`] });
-  }
-}
-
-/** A resource no longer active (deleted, or suspended by a later renewal) is owed nothing. */
-export function forgetBackendRenewal(tx: LedgerTx, resourceId: string) {
-  tx.sql.exec('DELETE FROM backend_renewals WHERE resource_id = ?', resourceId);
-}
-
-/** The backend failed: tried again with backoff (an hour apart at most), and said in the trail. */
-export function backendRenewalFailed(tx: LedgerTx, owed: OwedBackendRenewal, error: string) {
-  const next = tx.now + Math.min(BACKEND_RETRY_MAX_MS, BACKEND_RETRY_FIRST_MS * 2 ** Math.min(owed.attempts, 12));
-  tx.sql.exec('UPDATE backend_renewals SET attempts = attempts + 1, next_attempt_at = ? WHERE resource_id = ?', next, owed.resource_id);
-  tx.schedule('backend_renewals', next);
-  tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', target: owed.resource_id, outcome: 'failed', reason: error.slice(0, 200) });
 }
 
 /**
