@@ -23,6 +23,14 @@ const LOCAL = {
   data: 'http://127.0.0.1:8789',
 };
 
+/** The provider "cloud" at its local URL, trusting the local orchestrator, which it reaches through the ORCHESTRATOR binding. */
+const cloudBindings = () => ({
+  ...testSecrets(),
+  PUBLIC_BASE_URL: LOCAL.cloud,
+  TRUSTED_ORCHESTRATORS: JSON.stringify([LOCAL.orchestrator]),
+  ORCHESTRATOR_BINDINGS: JSON.stringify({ [LOCAL.orchestrator]: 'ORCHESTRATOR' }),
+});
+
 export default defineConfig({
   test: {
     projects: [
@@ -31,13 +39,7 @@ export default defineConfig({
           cloudflareTest({
             wrangler: { configPath: './wrangler.toml' },
             miniflare: {
-              bindings: {
-                TEST_MIGRATIONS: providerMigrations,
-                ...testSecrets(),
-                PUBLIC_BASE_URL: LOCAL.cloud,
-                TRUSTED_ORCHESTRATORS: JSON.stringify([LOCAL.orchestrator]),
-                ORCHESTRATOR_BINDINGS: JSON.stringify({ [LOCAL.orchestrator]: 'ORCHESTRATOR' }),
-              },
+              bindings: { TEST_MIGRATIONS: providerMigrations, ...cloudBindings() },
               serviceBindings: { ORCHESTRATOR: fakeChargesApi() },
             },
           }),
@@ -95,13 +97,7 @@ export default defineConfig({
                 ...testSecrets(),
                 PUBLIC_BASE_URL: LOCAL.orchestrator,
                 PROVIDERS: JSON.stringify([{ id: 'cloud', name: 'OAP Cloud', url: LOCAL.cloud, binding: 'PROVIDER_CLOUD' }]),
-                PROVIDER_VARS: {
-                  ...unstable_readConfig({ config: './wrangler.toml' }).vars,
-                  ...testSecrets(),
-                  PUBLIC_BASE_URL: LOCAL.cloud,
-                  TRUSTED_ORCHESTRATORS: JSON.stringify([LOCAL.orchestrator]),
-                  ORCHESTRATOR_BINDINGS: JSON.stringify({ [LOCAL.orchestrator]: 'ORCHESTRATOR' }),
-                },
+                PROVIDER_VARS: { ...unstable_readConfig({ config: './wrangler.toml' }).vars, ...cloudBindings() },
               },
               d1Databases: ['PROVIDER_DB'],
               durableObjects: { PROVIDER_LEDGER: { className: 'ProviderLedger', useSQLite: true } },
@@ -110,7 +106,7 @@ export default defineConfig({
             },
           }),
         ],
-        test: { name: 'integration', include: ['test/integration/**/*.test.ts'], setupFiles: ['test/integration/migrations.ts'] },
+        test: { name: 'integration', include: ['test/integration/**/*.test.ts'], setupFiles: ['test/setup/migrations.ts', 'test/integration/migrations.ts'] },
       },
       {
         test: {

@@ -92,7 +92,7 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
     (args) =>
       guard(async () => {
         const m = await activeMandate();
-        const pending = await client.extendMandate(m.mandate_id, { days: args.days });
+        const pending = await client.extendMandate(m, { days: args.days });
         // The mandate in force stays so (paid tools go on under it) until the human approves this one.
         await mandate.setSuccessor(pending.mandate_id);
         return { mandate_id: pending.mandate_id, supersedes: m.mandate_id, approval_url: pending.approval_url, user_code: pending.user_code, status: pending.status };

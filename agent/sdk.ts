@@ -158,8 +158,10 @@ export class OapClient {
    * and one that has ended can no longer be superseded: this is how they go on past its end. The human approves it
    * like any request; until then the one it supersedes stays in force.
    */
-  async extendMandate(id: string, options: { days?: number; description?: string } = {}): Promise<Mandate> {
-    const current = await this.mandate(id);
+  async extendMandate(mandate: string | Mandate, options: { days?: number; description?: string } = {}): Promise<Mandate> {
+    // A mandate the caller has just read is not read again.
+    const current = typeof mandate === 'string' ? await this.mandate(mandate) : mandate;
+    const id = current.mandate_id;
     if (current.status !== 'active') throw new OapError(409, 'mandate_inactive', `Mandate ${id} is ${current.status}: only an active mandate can be extended.`);
     const days = Math.min(options.days ?? 365, 365);
     return this.requestMandate({

@@ -449,7 +449,10 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   /** The backend confirmed the delete the request made at once; the alarm owes nothing more. */
   confirmDeprovision(account: string, resourceId: string) {
-    this.#transaction(account, (tx) => outbox.settledWith(tx, outbox.DEPROVISIONS, resourceId, true));
+    this.#transaction(account, (tx) => {
+      const owed = outbox.owedTo(tx.sql, outbox.DEPROVISIONS, resourceId);
+      if (owed) outbox.settledWith(tx, outbox.DEPROVISIONS, owed, true);
+    });
   }
 
   /** The request's own deprovision failed: audited, and left to the alarm's retries. */
@@ -561,13 +564,13 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         this.#noticeExpiringMandates();
         return;
       case 'backend_renewals':
-        await this.#runBackendRenewals();
+        await this.#drainOutbox(outbox.BACKEND_RENEWALS, this.#renewAtBackend);
         return;
       case 'sign_head':
         await this.#signHead();
         return;
       case 'deprovisions':
-        await this.#runDeprovisions();
+        await this.#drainOutbox(outbox.DEPROVISIONS, this.#deprovisionAtBackend);
         return;
       case 'unclaimed_credentials':
         this.#dropUnclaimedCredentials();
@@ -642,22 +645,46 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     if (next !== null) this.#scheduleRow('saga_recovery', next);
   }
 
-  /** Deletes a request could not finish with the backend: retried until it confirms. */
-  async #runDeprovisions(): Promise<void> {
+  /**
+   * One piece of work owed to a service backend (backend-outbox.ts), done now. `act` returns what to record as it is
+   * settled, or null when there was nothing left to do; if it throws, the work is tried again later.
+   */
+  async #doOwed<T extends outbox.Owed>(account: string, box: outbox.BackendOutbox, owed: T, act: (account: string, owed: T) => Promise<((tx: LedgerTx) => void) | null>) {
+    let done: ((tx: LedgerTx) => void) | null;
+    try {
+      done = await act(account, owed);
+    } catch (error) {
+      this.#transaction(account, (tx) => outbox.failedAt(tx, box, owed, String(error)));
+      return;
+    }
+    this.#transaction(account, (tx) => {
+      outbox.settledWith(tx, box, owed, done !== null);
+      done?.(tx);
+    });
+  }
+
+  /** The work owed to service backends that is due, tried again until each backend confirms. */
+  async #drainOutbox<T extends outbox.Owed>(box: outbox.BackendOutbox, act: (account: string, owed: T) => Promise<((tx: LedgerTx) => void) | null>) {
     const account = this.#chainOwner();
     if (account === null) return;
-    for (const owed of outbox.dueTo<lifecycle.OwedDeprovision>(this.#sql, outbox.DEPROVISIONS, Date.now())) {
-      let error: string | null = null;
-      try {
-        await deprovision(this.env as never, account, owed);
-      } catch (e) {
-        error = String(e);
-      }
-      this.#transaction(account, (tx) => (error === null ? outbox.settledWith(tx, outbox.DEPROVISIONS, owed.resource_id, true) : outbox.failedAt(tx, outbox.DEPROVISIONS, owed, error)));
-    }
-    const next = outbox.nextDueTo(this.#sql, outbox.DEPROVISIONS);
-    if (next !== null) this.#scheduleRow(outbox.DEPROVISIONS.task, next);
+    for (const owed of outbox.dueTo<T>(this.#sql, box, Date.now())) await this.#doOwed(account, box, owed, act);
+    const next = outbox.nextDueTo(this.#sql, box);
+    if (next !== null) this.#scheduleRow(box.task, next);
   }
+
+  /** A delete a request could not finish with the backend. */
+  #deprovisionAtBackend = async (account: string, owed: lifecycle.OwedDeprovision) => {
+    await deprovision(this.env as never, account, owed);
+    return () => {};
+  };
+
+  /** A paid renewal at its backend: it extends what it keeps (a domain's expiry) and lifts a suspension; a resource no longer active is owed nothing. */
+  #renewAtBackend = async (account: string, owed: outbox.Owed) => {
+    const resource = sagas.getResource(this.#sql, owed.resource_id);
+    if (resource?.status !== 'active') return null;
+    const fields = await renewAtBackend(this.env as never, account, resource);
+    return (tx: LedgerTx) => renewals.recordRenewedFields(tx, resource.id, fields);
+  };
 
   /** Captures and voids owed to the orchestrator, retried with backoff until it answers. */
   async #settleChargeCalls(): Promise<void> {
@@ -852,40 +879,14 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
         return { resource: sagas.getResource(tx.sql, resource.id), suspended };
       });
       if (after.suspended) await this.#suspendAtBackend(account, after.resource!);
-      // A paid renewal extends what the backend keeps, and lifts a suspension.
-      if (outcome.kind === 'authorized' && after.resource?.status === 'active') await this.#renewAtBackend(account, after.resource);
+      // A paid renewal extends what the backend keeps, and lifts a suspension: owed to it (completeRenewal), done now.
+      const owed = outcome.kind === 'authorized' ? outbox.owedTo(this.#sql, outbox.BACKEND_RENEWALS, resource.id) : undefined;
+      if (owed) await this.#doOwed(account, outbox.BACKEND_RENEWALS, owed, this.#renewAtBackend);
     }
     const next = renewals.nextRenewalDue(this.#sql);
     if (next !== null) this.#scheduleRow('renewals', next);
   }
 
-  /**
-   * The renewal is paid: the backend extends what it keeps (a domain's expiry) and lifts a suspension. Owed until it
-   * confirms: a failure is said in the trail and tried again (`backend_renewals`).
-   */
-  async #renewAtBackend(account: string, resource: sagas.Resource): Promise<void> {
-    const owed = outbox.owedTo(this.#sql, outbox.BACKEND_RENEWALS, resource.id);
-    if (!owed) return;
-    try {
-      const fields = await renewAtBackend(this.env as never, account, resource);
-      this.#transaction(account, (tx) => renewals.backendRenewed(tx, resource.id, fields));
-    } catch (error) {
-      this.#transaction(account, (tx) => outbox.failedAt(tx, outbox.BACKEND_RENEWALS, owed, String(error)));
-    }
-  }
-
-  /** Paid renewals still owed to their backends, tried again; a resource no longer active is owed nothing. */
-  async #runBackendRenewals(): Promise<void> {
-    const account = this.#chainOwner();
-    if (account === null) return;
-    for (const owed of outbox.dueTo(this.#sql, outbox.BACKEND_RENEWALS, Date.now())) {
-      const resource = sagas.getResource(this.#sql, owed.resource_id);
-      if (resource?.status === 'active') await this.#renewAtBackend(account, resource);
-      else this.#transaction(account, (tx) => outbox.settledWith(tx, outbox.BACKEND_RENEWALS, owed.resource_id, false));
-    }
-    const next = outbox.nextDueTo(this.#sql, outbox.BACKEND_RENEWALS);
-    if (next !== null) this.#scheduleRow(outbox.BACKEND_RENEWALS.task, next);
-  }
 
   /**
    * §3.2: a suspended resource keeps its data but stops costing (serving, writes): the backend is told.

@@ -34,11 +34,10 @@ export function nextDueTo(sql: SqlStorage, box: BackendOutbox): number | null {
 }
 
 /** Nothing is owed any more: the backend confirmed (said in the trail after failures), or there is nothing left to do. */
-export function settledWith(tx: LedgerTx, box: BackendOutbox, resourceId: string, confirmed: boolean) {
-  const owed = owedTo(tx.sql, box, resourceId);
-  tx.sql.exec(`DELETE FROM ${box.table} WHERE resource_id = ?`, resourceId);
-  if (confirmed && owed && owed.attempts > 0) {
-    tx.audit({ actor: { type: 'system', id: box.actor }, action: box.action, target: resourceId, outcome: 'succeeded', related: [`after ${owed.attempts} failed attempts`] });
+export function settledWith(tx: LedgerTx, box: BackendOutbox, owed: Owed, confirmed: boolean) {
+  tx.sql.exec(`DELETE FROM ${box.table} WHERE resource_id = ?`, owed.resource_id);
+  if (confirmed && owed.attempts > 0) {
+    tx.audit({ actor: { type: 'system', id: box.actor }, action: box.action, target: owed.resource_id, outcome: 'succeeded', related: [`after ${owed.attempts} failed attempts`] });
   }
 }
 

@@ -181,9 +181,11 @@ function checkRenewal(tx: LedgerTx, request: ChargeRequest, actor: { type: 'prov
   }
   const earlier = tx.sql
     .exec<{ id: string; status: string }>(
-      `SELECT id, status FROM holds WHERE provider = ? AND resource_ref IS ? AND status != 'voided' AND json_extract(evidence, '$.renewal_of') = ?`,
+      `SELECT id, status FROM holds WHERE provider = ? AND resource_ref IS ? AND status != 'voided' AND created > ? AND json_extract(evidence, '$.renewal_of') = ?`,
       request.provider,
       request.resource_ref,
+      // A renewal is made after the charge it renews.
+      renewed.created,
       renewed.id,
     )
     .toArray();
@@ -224,7 +226,7 @@ export function authorizeCharge(tx: LedgerTx, asked: ChargeRequest): Authorized 
       previous.currency === request.amount.currency &&
       previous.resource_ref === request.resource_ref;
     if (!same) return refused('idempotency_key_reused', 'This idempotency_key was used for another charge.');
-    const evidence = previous.evidence ? (JSON.parse(previous.evidence) as { mandate_status_at_decision?: string; constraint_results?: { type: string; pass: boolean }[] }) : {};
+    const evidence = evidenceOf(previous);
     return {
       ok: true,
       hold: { ...previous, evidence: null },

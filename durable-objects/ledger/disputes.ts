@@ -4,7 +4,7 @@
 // by a signed event and the human by a notification and a webhook.
 import { iso, refuse, type LedgerTx, type Outcome } from './context';
 import { queueProviderEvent } from './mandates';
-import { getHold, queueWebhook, refundHold } from './spend';
+import { getHold, notifyOnce, refundHold } from './spend';
 
 export type DisputeRecord = {
   id: string;
@@ -74,8 +74,6 @@ export function recordDispute(tx: LedgerTx, principal: string, dispute: Omit<Dis
     if (hold.provider) queueProviderEvent(tx, hold.provider, 'charge.refunded', { charge_id: dispute.charge_id, dispute_id: dispute.id, verdict: dispute.verdict });
   }
   const data = { dispute_id: dispute.id, charge_id: dispute.charge_id, verdict: dispute.verdict, failing_party: dispute.failing_party };
-  const id = `ntf_${dispute.id.slice(4)}`;
-  tx.sql.exec('INSERT INTO notifications (id, type, created, data) VALUES (?, ?, ?, ?)', id, 'dispute.decided', iso(tx.now), JSON.stringify(data));
-  queueWebhook(tx, { id, type: 'dispute.decided', created: iso(tx.now), data });
+  notifyOnce(tx, `ntf_${dispute.id.slice(4)}`, 'dispute.decided', data);
   return { ok: true, dispute: getDispute(tx.sql, dispute.id)! };
 }

@@ -67,9 +67,12 @@ export function noticeExpiringMandates(tx: LedgerTx): number | null {
       next = Math.min(next ?? Infinity, ends - EXPIRY_NOTICE_MS);
       continue;
     }
+    // Told already: no scan of its chain's charges.
+    const id = `ntf_expiring_${mandate.id.slice(4)}`;
+    if (tx.sql.exec('SELECT 1 FROM notifications WHERE id = ?', id).toArray().length > 0) continue;
     const resources = recurringResources(tx, mandate.root);
     if (resources.length === 0) continue;
-    if (!notifyOnce(tx, `ntf_expiring_${mandate.id.slice(4)}`, 'mandate.expiring', { mandate_id: mandate.id, expires_at: expiresAt, resources })) continue;
+    notifyOnce(tx, id, 'mandate.expiring', { mandate_id: mandate.id, expires_at: expiresAt, resources });
     tx.audit({
       actor: { type: 'system', id: 'mandate-expiry' },
       action: 'mandate.expiring',

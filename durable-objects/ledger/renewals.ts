@@ -6,7 +6,7 @@
 // limit (only a human can) gets the resource back, for a whole period from then.
 import { decodeJwt } from 'jose';
 import type { RecurringBilling } from '../../workers/lib/schemas/catalog';
-import { BACKEND_RENEWALS, settledWith } from './backend-outbox';
+import { BACKEND_RENEWALS } from './backend-outbox';
 import { iso, type LedgerTx } from './context';
 import { getResource, owe, type Resource, type Saga } from './sagas';
 import { billingPeriod, captureHold, checkLimits, getHold, insertHold, ownLimit, refundHold, voidHold, type Decline } from './spend';
@@ -146,9 +146,8 @@ export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string
   tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.renew', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', related: [chargeId], amount: null });
 }
 
-/** The backend took the renewal (backend-outbox.ts): its new fields (a domain's expiry) are kept, and nothing is owed any more. */
-export function backendRenewed(tx: LedgerTx, resourceId: string, fields: Record<string, unknown> | null) {
-  settledWith(tx, BACKEND_RENEWALS, resourceId, true);
+/** What the backend reports after a paid renewal (a domain's new expiry); the renewal itself is already audited. */
+export function recordRenewedFields(tx: LedgerTx, resourceId: string, fields: Record<string, unknown> | null) {
   if (fields) tx.sql.exec(`UPDATE resources SET fields = ?, updated = ? WHERE id = ? AND status = 'active'`, JSON.stringify(fields), iso(tx.now), resourceId);
 }
 

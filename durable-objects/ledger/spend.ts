@@ -47,6 +47,9 @@ type ChargeEvidence = {
   /** A renewal's mandate as the provider named it: it is decided under the chain's current link, which may be another. */
   named_mandate_id?: string;
   billing?: Billing;
+  /** What the decision checked, as recorded with the hold. */
+  mandate_status_at_decision?: string;
+  constraint_results?: { type: string; pass: boolean }[];
 };
 
 export const evidenceOf = (hold: Pick<Hold, 'evidence'>): ChargeEvidence => (hold.evidence ? (JSON.parse(hold.evidence) as ChargeEvidence) : {});
@@ -342,9 +345,7 @@ export function raiseBudgetAlerts(tx: LedgerTx, period: string, scope: string, l
     if (!inserted) continue;
     const data = { period, scope: scope.split(':')[0], id: scope.split(':')[1] ?? null, threshold, limit, spent: { amount: after, currency: limit.currency } };
     const event = tx.audit({ actor: { type: 'system', id: 'budget' }, action: 'budget.alert', target: scope, outcome: 'succeeded', reason: `${threshold}%`, amount: data.spent });
-    const id = `ntf_${event.id.slice(4)}`;
-    tx.sql.exec('INSERT INTO notifications (id, type, created, data) VALUES (?, ?, ?, ?)', id, 'budget.alert', iso(tx.now), JSON.stringify(data));
-    queueWebhook(tx, { id, type: 'budget.alert', created: iso(tx.now), data });
+    notifyOnce(tx, `ntf_${event.id.slice(4)}`, 'budget.alert', data);
   }
 }
 

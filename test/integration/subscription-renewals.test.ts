@@ -12,7 +12,7 @@ import { env, exports } from 'cloudflare:workers';
 import { decodeJwt } from 'jose';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { tokenRequest } from '../support/fake-orchestrator';
-import { activeMandate, call, newPrincipal, signIn, type Agent, type Human } from '../support/orchestrator-client';
+import { activeMandate, call, newPrincipal, notificationsOf, signedIn, type Agent, type Human } from '../support/orchestrator-client';
 import { paidCall, tokenRead, type Json } from '../support/paid-calls';
 import { PROVIDER_PORT, type BothRoles } from './both-roles';
 
@@ -54,24 +54,16 @@ async function providerToken(agent: Agent, mandateId: string) {
 async function subscribed(bought: { service: string; plan: string; parameters: Json; expected_price: typeof PAID } = { service: 'workers-paid', plan: 'paid', parameters: {}, expected_price: PAID }) {
   const human = await newPrincipal();
   const { agent, mandate_id } = await activeMandate(human, undefined, { scope: [{ provider: 'cloud', services: [bought.service] }] });
-  const atProvider = await providerToken(agent, mandate_id);
-  const created = await paidCall(atProvider, 'POST', '/v1/resources', bought);
+  const token = await providerToken(agent, mandate_id);
+  const created = await paidCall(token, 'POST', '/v1/resources', bought);
   expect(created.status, JSON.stringify(created.body)).toBe(201);
   // Captured off the request's path, by the provider's outbox (its alarm, on the real clock still).
   await vi.waitFor(async () => expect((await charges(human)).find((c) => c.charge_id === created.body.charge_id)?.status).toBe('captured'), { timeout: 10_000, interval: 100 });
-  return { human, agent, mandate_id, account: atProvider.account, resource: created.body as Json };
+  return { human, agent, mandate_id, account: token.account, resource: created.body as Json };
 }
-
-/** The human signed in again, now (a session does not outlast a clock moved by weeks). */
-const signedIn = (human: Human) => signIn(human.email, human.password, human.principal_id);
 
 const providerLedger = (account: string) => both.PROVIDER_LEDGER.get(both.PROVIDER_LEDGER.idFromName(account));
-
-/** The human's notifications of one type. */
-async function notifications(session: Human, type: string): Promise<Json[]> {
-  const res = await call('/v1/notifications?limit=100', { headers: { cookie: session.cookie } });
-  return ((await res.json()) as { data: Json[] }).data.filter((n) => n.type === type);
-}
+const principalLedger = (human: Human) => both.LEDGER.get(both.LEDGER.idFromName(human.principal_id));
 
 async function charges(human: Human): Promise<Json[]> {
   const res = await call('/v1/charges?limit=100', { headers: { cookie: human.cookie } });
@@ -103,6 +95,12 @@ async function providerWorksUntil(account: string, done: () => Promise<boolean>)
 
 const renewalsOf = (all: Json[], chargeId: string) => all.filter((c) => c.receipt && decodeJwt(c.receipt).renewal_of === chargeId);
 
+/** Runs the provider's due work until a renewal of `chargeId` is captured at the orchestrator; that renewal. */
+async function capturedRenewal(account: string, session: Human, chargeId: string): Promise<Json> {
+  await providerWorksUntil(account, async () => renewalsOf(await charges(session), chargeId).some((c) => c.status === 'captured'));
+  return renewalsOf(await charges(session), chargeId)[0]!;
+}
+
 describe('recurring plans renewed through both roles', () => {
   it('renews at the boundary its receipt stated, not before, and again a period later, each charge captured with its receipt', async () => {
     const { human, agent, mandate_id, account, resource } = await subscribed();
@@ -118,17 +116,16 @@ describe('recurring plans renewed through both roles', () => {
 
     clockAt(boundary + 1000);
     const session = await signedIn(human);
-    await providerWorksUntil(account, async () => renewalsOf(await charges(session), resource.charge_id).some((c) => c.status === 'captured'));
-    const [renewal] = renewalsOf(await charges(session), resource.charge_id);
+    const renewal = await capturedRenewal(account, session, resource.charge_id);
     expect(renewal).toMatchObject({ status: 'captured', amount: 500, plan: 'paid', resource_ref: resource.resource_id, mandate_id });
-    const renewedUntil = decodeJwt(renewal!.receipt).period_end as string;
+    const renewedUntil = decodeJwt(renewal.receipt).period_end as string;
     expect(Date.parse(renewedUntil) - boundary).toBeGreaterThanOrEqual(28 * 86_400_000);
     expect(await atProvider(agent, mandate_id, resource.resource_id)).toMatchObject({ status: 'active', plan: 'paid', renews_at: renewedUntil });
 
     // The next period renews the renewal, at the end its receipt stated.
     clockAt(Date.parse(renewedUntil) + 1000);
     const later = await signedIn(human);
-    await providerWorksUntil(account, async () => renewalsOf(await charges(later), renewal!.charge_id).some((c) => c.status === 'captured'));
+    await capturedRenewal(account, later, renewal.charge_id);
     const all = await charges(later);
     expect(all.filter((c) => c.resource_ref === resource.resource_id && c.status === 'captured')).toHaveLength(3);
     // Each renewal counted once, in the period it was made in.
@@ -154,10 +151,9 @@ describe('recurring plans renewed through both roles', () => {
 
     clockAt(boundary + 1000);
     const later = await signedIn(human);
-    await providerWorksUntil(account, async () => renewalsOf(await charges(later), resource.charge_id).some((c) => c.status === 'captured'));
-    const [renewal] = renewalsOf(await charges(later), resource.charge_id);
+    const renewal = await capturedRenewal(account, later, resource.charge_id);
     expect(renewal).toMatchObject({ amount: 1044, plan: 'com-1y', resource_ref: resource.resource_id, mandate_id: successor.mandate_id });
-    const renewedUntil = decodeJwt(renewal!.receipt).period_end as string;
+    const renewedUntil = decodeJwt(renewal.receipt).period_end as string;
     expect(Date.parse(renewedUntil) - boundary).toBeGreaterThanOrEqual(365 * 86_400_000);
     expect(await atProvider(agent, successor.mandate_id, resource.resource_id)).toMatchObject({ status: 'active', name, renews_at: renewedUntil, expires_at: renewedUntil });
   });
@@ -168,9 +164,9 @@ describe('recurring plans renewed through both roles', () => {
     const { expires_at } = (await (await call(`/v1/mandates/${mandate_id}`, { headers: { cookie: human.cookie } })).json()) as { expires_at: string };
     // Thirteen days before the mandate ends, the orchestrator's due work tells the human what will not renew.
     clockAt(Date.parse(expires_at) - 13 * 86_400_000);
-    await runDurableObjectAlarm(both.LEDGER.get(both.LEDGER.idFromName(human.principal_id)));
+    await runDurableObjectAlarm(principalLedger(human));
     const warned = await signedIn(human);
-    const expiring = await notifications(warned, 'mandate.expiring');
+    const expiring = await notificationsOf(warned, 'mandate.expiring');
     expect(expiring.map((n) => n.data)).toEqual([{ mandate_id, expires_at, resources: [{ provider: 'cloud', service: 'domain', plan: 'com-1y', resource_ref: resource.resource_id }] }]);
     const page = await (await call('/dashboard/notifications', { headers: { cookie: warned.cookie, accept: 'text/html' } })).text();
     expect(page).toContain('Mandate ending:');
@@ -181,7 +177,7 @@ describe('recurring plans renewed through both roles', () => {
     const ledger = providerLedger(account);
     await runDurableObjectAlarm(ledger);
     expect((await charges(session)).map((c) => c.charge_id)).toEqual([resource.charge_id]);
-    expect((await notifications(session, 'renewal.declined')).map((n) => n.data.code)).toEqual(['mandate_inactive']);
+    expect((await notificationsOf(session, 'renewal.declined')).map((n) => n.data.code)).toEqual(['mandate_inactive']);
     // The agent's mandate is over, so it reads its resource no more; the provider's ledger says it.
     const row = await runInDurableObject(ledger, (_, s) => s.storage.sql.exec<{ status: string; renews_at: number | null }>('SELECT status, renews_at FROM resources WHERE id = ?', resource.resource_id).one());
     expect(row).toEqual({ status: 'suspended', renews_at: null });
@@ -204,16 +200,15 @@ describe('recurring plans renewed through both roles', () => {
 
     clockAt(Date.parse(resource.renews_at) + 1000);
     const later = await signedIn(human);
-    await providerWorksUntil(account, async () => renewalsOf(await charges(later), up.body.charge_id).some((c) => c.status === 'captured'));
-    const [renewal] = renewalsOf(await charges(later), up.body.charge_id);
+    const renewal = await capturedRenewal(account, later, up.body.charge_id);
     expect(renewal).toMatchObject({ amount: 500, plan: 'paid', resource_ref: resource.resource_id });
-    expect(await atProvider(agent, mandate_id, resource.resource_id)).toMatchObject({ status: 'active', plan: 'paid', renews_at: decodeJwt(renewal!.receipt).period_end });
+    expect(await atProvider(agent, mandate_id, resource.resource_id)).toMatchObject({ status: 'active', plan: 'paid', renews_at: decodeJwt(renewal.receipt).period_end });
   });
 
   it('a renewal whose capture came after the orchestrator’s hold ran out is not paid: suspended, tried again of the charge it renewed, resumed', async () => {
     const { human, agent, mandate_id, account, resource } = await subscribed();
     const provider = providerLedger(account);
-    const orchestrator = both.LEDGER.get(both.LEDGER.idFromName(human.principal_id));
+    const orchestrator = principalLedger(human);
     // The renewal is authorized, and its capture is not sent before the hold at the orchestrator has run out.
     clockAt(Date.parse(resource.renews_at) + 1000);
     await runDurableObjectAlarm(provider);
@@ -229,7 +224,7 @@ describe('recurring plans renewed through both roles', () => {
     // The next try renews the charge the voided one renewed, and the orchestrator takes it.
     clockAt(Date.parse((await atProvider(agent, mandate_id, resource.resource_id)).renews_at) + 1000);
     const later = await signedIn(human);
-    await providerWorksUntil(account, async () => renewalsOf(await charges(later), resource.charge_id).some((c) => c.status === 'captured'));
+    await capturedRenewal(account, later, resource.charge_id);
     expect(await atProvider(agent, mandate_id, resource.resource_id)).toMatchObject({ status: 'active', plan: 'paid' });
     expect((await charges(later)).filter((c) => c.resource_ref === resource.resource_id).map((c) => c.status).sort()).toEqual(['captured', 'captured', 'voided']);
   });
@@ -240,10 +235,9 @@ describe('recurring plans renewed through both roles', () => {
 
     clockAt(Date.parse(resource.renews_at) + 1000);
     const session = await signedIn(human);
-    await providerWorksUntil(account, async () => renewalsOf(await charges(session), resource.charge_id).some((c) => c.status === 'captured'));
-    const [renewal] = renewalsOf(await charges(session), resource.charge_id);
+    const renewal = await capturedRenewal(account, session, resource.charge_id);
     expect(renewal).toMatchObject({ status: 'captured', mandate_id: successor.mandate_id });
-    expect(decodeJwt(renewal!.receipt).mandate_id).toBe(successor.mandate_id);
+    expect(decodeJwt(renewal.receipt).mandate_id).toBe(successor.mandate_id);
     expect(await atProvider(agent, successor.mandate_id, resource.resource_id)).toMatchObject({ status: 'active', plan: 'paid' });
   });
 
@@ -263,7 +257,7 @@ describe('recurring plans renewed through both roles', () => {
     await providerWorksUntil(account, async () => Date.parse((await atProvider(agent, mandate_id, resource.resource_id)).renews_at) > Date.now());
     const session = await signedIn(human);
     expect((await charges(session)).map((c) => c.charge_id)).toEqual([resource.charge_id]);
-    expect(await notifications(session, 'renewal.declined')).toEqual([
+    expect(await notificationsOf(session, 'renewal.declined')).toEqual([
       expect.objectContaining({ data: expect.objectContaining({ renewal_of: resource.charge_id, resource_ref: resource.resource_id, code: 'spend_limit_exceeded' }) }),
     ]);
 
@@ -272,13 +266,13 @@ describe('recurring plans renewed through both roles', () => {
     const nextTry = Date.parse((await atProvider(agent, mandate_id, resource.resource_id)).renews_at);
     clockAt(nextTry + 1000);
     const later = await signedIn(human);
-    await providerWorksUntil(account, async () => renewalsOf(await charges(later), resource.charge_id).some((c) => c.status === 'captured'));
+    await capturedRenewal(account, later, resource.charge_id);
     const resumed = await atProvider(agent, mandate_id, resource.resource_id);
     expect(resumed).toMatchObject({ status: 'active', plan: 'paid' });
     // A month from the try that resumed it, not from the boundary it missed.
     const resumedAt = new Date(nextTry + 1000);
     const monthLater = Date.UTC(resumedAt.getUTCFullYear(), resumedAt.getUTCMonth() + 1, resumedAt.getUTCDate(), resumedAt.getUTCHours(), resumedAt.getUTCMinutes(), resumedAt.getUTCSeconds());
     expect(resumed.renews_at).toBe(new Date(monthLater).toISOString());
-    expect(await notifications(later, 'renewal.declined')).toHaveLength(1);
+    expect(await notificationsOf(later, 'renewal.declined')).toHaveLength(1);
   });
 });

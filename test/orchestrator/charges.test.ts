@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { auditEvents, verifyAuditTrail } from '../../workers/lib/audit-trail';
 import type { AuditEvent } from '../../workers/lib/audit';
 import { asProvider, chargeBody, PROVIDER_URL, providerReceipt, providerToken, signedAgentRequest, subjectAt } from '../support/fake-provider';
-import { activeMandate, call, chargeMadeDaysAgo, mandateBody, newPrincipal, signIn, type Human } from '../support/orchestrator-client';
+import { activeMandate, call, chargeMadeDaysAgo, mandateBody, newPrincipal, notificationsOf, signedIn, type Human } from '../support/orchestrator-client';
 import { standInCatalog } from '../support/stand-ins';
 import { forgetProviderCatalogs } from '../../workers/orchestrator/provider-catalogs';
 
@@ -392,13 +392,10 @@ describe('renewals of recurring plans', () => {
     // The provider tries the suspended renewal again: declined again, and audited, but the human is told once.
     const triedAgain = await asProvider('cloud', 'POST', '/v1/charges', { ...renewal, idempotency_key: `renewal-${crypto.randomUUID()}`, renewal_of: renewedId });
     expect(triedAgain.status).toBe(402);
-    const notes = (await (await call('/v1/notifications', { headers: { cookie: human.cookie } })).json()) as { data: { type: string; data: Record<string, unknown> }[] };
-    expect(notes.data.filter((n) => n.type === 'renewal.declined')).toEqual([
+    expect(await notificationsOf(human, 'renewal.declined')).toEqual([
       expect.objectContaining({ data: expect.objectContaining({ renewal_of: renewedId, code: 'mandate_inactive', service: 'domain' }) }),
     ]);
-    const audit = await (await call('/v1/audit', { headers: { cookie: human.cookie } })).text();
-    const refusals = audit.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { action: string; outcome: string; reason: string | null });
-    expect(refusals.filter((e) => e.action === 'charge.authorize' && e.reason === 'mandate_inactive')).toHaveLength(2);
+    expect((await refusedAuthorizations(human)).filter((e) => e.reason === 'mandate_inactive')).toHaveLength(2);
   });
 });
 
@@ -408,14 +405,11 @@ describe('when a renewal is due: not before the period the renewed charge paid f
     forgetProviderCatalogs();
     await testEnv.PROVIDER_CLOUD.fetch('http://provider/_test/catalog', { method: 'POST', body: JSON.stringify({ status: 200, catalog: standInCatalog({ domain: { 'com-1y': 1044 } }, billing) }) });
   };
-  afterEach(async () => {
-    forgetProviderCatalogs();
-    await catalogOf({});
-  });
+  afterEach(() => catalogOf({}));
 
   /** A captured charge of the yearly `com-1y`, made `daysAgo` days back, kept with a receipt stating `periodEnd` (or none); and its renewal's body. */
-  async function renewable(daysAgo: number, periodEnd: number | null, human?: Human) {
-    const { human: h, agent, mandate_id, body } = await setup({ spend_limit: { amount: 10_000, currency: 'usd', period: 'month' }, scope: [{ provider: 'cloud', services: ['domain'] }] }, human);
+  async function renewable(daysAgo: number, periodEnd: number | null) {
+    const { human: h, agent, mandate_id, body } = await setup({ spend_limit: { amount: 10_000, currency: 'usd', period: 'month' }, scope: [{ provider: 'cloud', services: ['domain'] }] });
     const first = { ...(await body()), resource_ref: `res_${crypto.randomUUID()}` };
     const { charge_id } = (await (await asProvider('cloud', 'POST', '/v1/charges', first)).json()) as { charge_id: string };
     await chargeMadeDaysAgo(h.principal_id, charge_id, daysAgo);
@@ -553,11 +547,7 @@ describe('when a renewal is due: not before the period the renewed charge paid f
     const { charge_id: once } = (await (await asProvider('cloud', 'POST', '/v1/charges', { ...(await body()), resource_ref: `res_${crypto.randomUUID()}` })).json()) as { charge_id: string };
     expect((await asProvider('cloud', 'POST', `/v1/charges/${once}/capture`, {})).status).toBe(200);
     const { expires_at } = (await (await call(`/v1/mandates/${paying.mandate_id}`, { headers: { cookie: paying.human.cookie } })).json()) as { expires_at: string };
-    const expiring = async (human: Human) => {
-      const again = await signIn(human.email, human.password, human.principal_id);
-      const notes = (await (await call('/v1/notifications', { headers: { cookie: again.cookie } })).json()) as { data: { type: string; data: Record<string, unknown> }[] };
-      return notes.data.filter((n) => n.type === 'mandate.expiring');
-    };
+    const expiring = async (human: Human) => notificationsOf(await signedIn(human), 'mandate.expiring');
     /** The notice task run now, whenever it is due. */
     const lookNow = async (human: Human) => {
       const ledger = ledgerOf(human.principal_id);
@@ -582,7 +572,7 @@ describe('when a renewal is due: not before the period the renewed charge paid f
         expect.objectContaining({ data: { mandate_id: paying.mandate_id, expires_at, resources: [{ provider: 'cloud', service: 'domain', plan: 'com-1y', resource_ref }] } }),
       ]);
       expect(await expiring(idle)).toEqual([]);
-      const trail = await (await call('/v1/audit', { headers: { cookie: (await signIn(paying.human.email, paying.human.password, paying.human.principal_id)).cookie } })).text();
+      const trail = await (await call('/v1/audit', { headers: { cookie: (await signedIn(paying.human)).cookie } })).text();
       expect(trail.split('\n').filter((line) => line.includes('"mandate.expiring"'))).toHaveLength(1);
     } finally {
       vi.useRealTimers();

@@ -73,15 +73,13 @@ async function ledgerState(account: string, resourceId: string) {
   });
 }
 
-/** Alarm passes, every owed call and deadline brought forward, until `check` holds (the object's own alarm may be mid-task). */
-async function settles(account: string, check: () => Promise<void>) {
+/** Alarm passes, each after `prepare` has brought work forward, until `check` holds (the object's own alarm may be mid-task). */
+async function passesUntil(account: string, prepare: (sql: SqlStorage) => void, check: () => Promise<void>) {
   const ledger = ledgerOf(account);
   await vi.waitFor(
     async () => {
       await runInDurableObject(ledger, async (_, s) => {
-        s.storage.sql.exec(`UPDATE sagas SET deadline = 0 WHERE state IN ('reserved', 'authorized')`);
-        s.storage.sql.exec('UPDATE charge_outbox SET next_attempt_at = 0');
-        s.storage.sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('saga_recovery', 0), ('charge_outbox', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
+        prepare(s.storage.sql);
         await s.storage.setAlarm(Date.now());
       });
       await runDurableObjectAlarm(ledger);
@@ -90,6 +88,22 @@ async function settles(account: string, check: () => Promise<void>) {
     { timeout: 10_000, interval: 50 },
   );
 }
+
+/** Makes `tasks` of the ledger's alarm due now. */
+const dueNow = (sql: SqlStorage, ...tasks: string[]) =>
+  sql.exec(`INSERT INTO schedule (task, due_at) VALUES ${tasks.map(() => '(?, 0)').join(', ')} ON CONFLICT (task) DO UPDATE SET due_at = 0`, ...tasks);
+
+/** Alarm passes, every owed call and deadline brought forward, until `check` holds. */
+const settles = (account: string, check: () => Promise<void>) =>
+  passesUntil(
+    account,
+    (sql) => {
+      sql.exec(`UPDATE sagas SET deadline = 0 WHERE state IN ('reserved', 'authorized')`);
+      sql.exec('UPDATE charge_outbox SET next_attempt_at = 0');
+      dueNow(sql, 'saga_recovery', 'charge_outbox');
+    },
+    check,
+  );
 
 describe('PATCH /v1/resources/{id}: upgrade', () => {
   it('free → paid mid-period charges the pro-rata difference, captured at the orchestrator; the resource is on paid', async () => {
@@ -101,7 +115,7 @@ describe('PATCH /v1/resources/{id}: upgrade', () => {
     expect(res.body).toMatchObject({ resource_id: resourceId, plan: 'paid', status: 'active', subscription: 'paid', charged: { amount: expected, currency: 'usd' }, credited: { amount: 0 } });
     expect(res.body.receipt).toEqual(expect.any(String));
     // It pays for the rest of the period, which ends where the plan renews, as before the change.
-    const renewsAt = await runInDurableObject(ledgerOf(agent.account), (_, s) => s.storage.sql.exec<{ renews_at: number }>('SELECT renews_at FROM resources WHERE id = ?', resourceId).one().renews_at);
+    const renewsAt = (await ledgerState(agent.account, resourceId)).resource.renews_at;
     expect(decodeJwt(res.body.receipt as string)).toMatchObject({ charge_id: res.body.charge_id, period_end: new Date(renewsAt).toISOString() });
 
     const [, upgrade] = await authorizations(agent.sub);
@@ -233,20 +247,15 @@ describe('PATCH /v1/resources/{id}: refusals', () => {
 
 /** Alarm passes until the resource's renewal has happened one way or the other. */
 async function renewNow(account: string, resourceId: string) {
-  const ledger = ledgerOf(account);
-  await runInDurableObject(ledger, (_, s) => void s.storage.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - 1000, resourceId));
-  await vi.waitFor(
+  await runInDurableObject(ledgerOf(account), (_, s) => void s.storage.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - 1000, resourceId));
+  await passesUntil(
+    account,
+    (sql) => dueNow(sql, 'renewals'),
     async () => {
-      await runInDurableObject(ledger, async (_, s) => {
-        s.storage.sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
-        await s.storage.setAlarm(Date.now());
-      });
-      await runDurableObjectAlarm(ledger);
       // Every try moves the next one on.
       const { resource } = await ledgerState(account, resourceId);
       expect(resource.renews_at > Date.now()).toBe(true);
     },
-    { timeout: 10_000, interval: 50 },
   );
 }
 
@@ -317,17 +326,13 @@ describe('a paid renewal its backend fails to take', () => {
       expect(await owed()).toEqual([{ attempts: 1 }]);
       expect((await ledgerState(agent.account, resourceId)).resource.status).toBe('active');
       // The retry, brought forward.
-      await vi.waitFor(
-        async () => {
-          await runInDurableObject(ledger, async (_, s) => {
-            s.storage.sql.exec('UPDATE backend_renewals SET next_attempt_at = 0');
-            s.storage.sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('backend_renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
-            await s.storage.setAlarm(Date.now());
-          });
-          await runDurableObjectAlarm(ledger);
-          expect(await owed()).toEqual([]);
+      await passesUntil(
+        agent.account,
+        (sql) => {
+          sql.exec('UPDATE backend_renewals SET next_attempt_at = 0');
+          dueNow(sql, 'backend_renewals');
         },
-        { timeout: 10_000, interval: 50 },
+        async () => expect(await owed()).toEqual([]),
       );
     } finally {
       delete backend.renew;

@@ -527,15 +527,25 @@ describe('recurring plans (§3.2)', () => {
       s.storage.sql.exec<{ status: string; renews_at: number | null; billing: string; suspended_at: number | null }>('SELECT status, renews_at, billing, suspended_at FROM resources WHERE id = ?', id).one(),
     );
 
+  /** Every call owed to the orchestrator answered. */
+  const chargeCallsSettled = (account: string) => vi.waitFor(async () => expect(await ledgerOf(account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
+
+  /** The renewals task of the ledger's alarm due now. */
+  const renewalsDue = (sql: SqlStorage) => sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
+
+  /** The resource as if a declined renewal had suspended it `ago` ms back. */
+  const suspendedFor = (account: string, id: string, ago: number) =>
+    runInDurableObject(ledgerOf(account), (_, s) => void s.storage.sql.exec('UPDATE resources SET suspended_at = ? WHERE id = ?', Date.now() - ago, id));
+
   /** The resource's renewal (or its next try) made due `dueFor` ms ago, and run. */
   async function renewNow(account: string, id: string, dueFor = 1000) {
     // Let the capture of the subscription settle first, so that what follows is about the renewal alone.
-    await vi.waitFor(async () => expect(await ledgerOf(account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
+    await chargeCallsSettled(account);
     await runInDurableObject(ledgerOf(account), (_, s) => void s.storage.sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - dueFor, id));
     // Passes until the renewal has happened one way or the other (the object's own alarm may be mid-task).
     await vi.waitFor(
       async () => {
-        await runAlarmPass(account, (sql) => sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`));
+        await runAlarmPass(account, renewalsDue);
         // Every try moves the next one on (or, past a suspension's grace period, ends them).
         const row = await resourceRow(account, id);
         expect(row.renews_at === null || row.renews_at > Date.now()).toBe(true);
@@ -562,7 +572,7 @@ describe('recurring plans (§3.2)', () => {
     expect(s.holds.map((h) => h.status)).toEqual(['captured', 'captured']);
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(1000);
     // The renewal is captured at the orchestrator with its own receipt: the period from this boundary to the next.
-    await vi.waitFor(async () => expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
+    await chargeCallsSettled(agent.account);
     const renewalCapture = (await orchestratorCalls(agent.sub)).find((c) => c.path.endsWith('/capture') && !c.path.includes(chargeId))!;
     const renewalReceipt = (JSON.parse(renewalCapture.body) as { receipt: string }).receipt;
     expect(decodeJwt(renewalReceipt)).toMatchObject({
@@ -669,7 +679,7 @@ describe('recurring plans (§3.2)', () => {
     expect(suspended).toMatchObject({ status: 'suspended', suspended_at: expect.any(Number) });
     expect(Math.abs(suspended.renews_at! - (Date.now() + 3_600_000))).toBeLessThan(60_000);
     // Suspended five hours ago and declined again: the next try waits as long again, and it stays suspended.
-    await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('UPDATE resources SET suspended_at = ? WHERE id = ?', Date.now() - 5 * 3_600_000, resourceId));
+    await suspendedFor(agent.account, resourceId, 5 * 3_600_000);
     await renewNow(agent.account, resourceId);
     const again = await resourceRow(agent.account, resourceId);
     expect(again.status).toBe('suspended');
@@ -685,7 +695,7 @@ describe('recurring plans (§3.2)', () => {
     // Each try renewed the same charge, the one the subscription was bought with.
     const tries = (await orchestratorCalls(agent.sub)).filter((c) => c.method === 'POST' && c.path === '/v1/charges').slice(1);
     expect(tries.map((c) => (JSON.parse(c.body) as Json).renewal_of)).toEqual([chargeId, chargeId, chargeId]);
-    await vi.waitFor(async () => expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
+    await chargeCallsSettled(agent.account);
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(1000);
   }, 20_000);
 
@@ -694,25 +704,25 @@ describe('recurring plans (§3.2)', () => {
     await behave(agent.sub, { authorize: 'decline' });
     await renewNow(agent.account, resourceId);
     // Half an hour of grace left, and the orchestrator cannot be reached: the try it would put off an hour is not made.
-    await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('UPDATE resources SET suspended_at = ? WHERE id = ?', Date.now() - 30 * 86_400_000 + 1_800_000, resourceId));
+    await suspendedFor(agent.account, resourceId, 30 * 86_400_000 - 1_800_000);
     await behave(agent.sub, { authorize: 'busy' });
     await renewNow(agent.account, resourceId);
     expect(await resourceRow(agent.account, resourceId)).toMatchObject({ status: 'suspended', renews_at: null });
     // Nor when declined past it (the charge the lost try may have made found and voided first).
     await behave(agent.sub, { authorize: 'decline' });
     await settles(agent.account, async () => expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]));
-    await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('UPDATE resources SET suspended_at = ? WHERE id = ?', Date.now() - 30 * 86_400_000, resourceId));
+    await suspendedFor(agent.account, resourceId, 30 * 86_400_000);
     await renewNow(agent.account, resourceId);
     expect(await resourceRow(agent.account, resourceId)).toMatchObject({ status: 'suspended', renews_at: null });
     const asked = (await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges').length;
-    await runAlarmPass(agent.account, (sql) => sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`));
+    await runAlarmPass(agent.account, renewalsDue);
     expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(asked);
   }, 20_000);
 
   it('a renewal the orchestrator voided before its capture reached it is not paid: suspended, then tried again of the charge it renewed', async () => {
     const { agent, resourceId, chargeId } = await subscribed();
     // The subscription's own capture through first: the renewal's is the one the orchestrator refuses.
-    await vi.waitFor(async () => expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
+    await chargeCallsSettled(agent.account);
     await behave(agent.sub, { capture: 'voided' });
     await renewNow(agent.account, resourceId);
     await settles(agent.account, async () => expect((await resourceRow(agent.account, resourceId)).status).toBe('suspended'));
@@ -750,7 +760,7 @@ describe('recurring plans (§3.2)', () => {
     const { agent, resourceId, chargeId } = await subscribed({ capture: 'error' });
     await runAlarmPass(agent.account, (sql) => {
       sql.exec('UPDATE resources SET renews_at = ? WHERE id = ?', Date.now() - 1000, resourceId);
-      sql.exec(`INSERT INTO schedule (task, due_at) VALUES ('renewals', 0) ON CONFLICT (task) DO UPDATE SET due_at = 0`);
+      renewalsDue(sql);
     });
     const waiting = await resourceRow(agent.account, resourceId);
     expect(waiting.status).toBe('active');
@@ -760,7 +770,6 @@ describe('recurring plans (§3.2)', () => {
     // Once the capture is through, the renewal goes ahead, naming that charge.
     await behave(agent.sub, { capture: 'ok' });
     await alarmNow(agent.account);
-    await vi.waitFor(async () => expect(await ledgerOf(agent.account).pendingChargeCalls()).toEqual([]), { timeout: 5000 });
     await renewNow(agent.account, resourceId);
     const renewal = (await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges').map((c) => JSON.parse(c.body) as Json)[1]!;
     expect(renewal).toMatchObject({ renewal_of: chargeId });

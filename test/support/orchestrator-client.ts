@@ -45,6 +45,15 @@ export async function signIn(email: string, password: string, principal_id: stri
   };
 }
 
+/** The human signed in again, now (a session does not outlast a clock moved by weeks). */
+export const signedIn = (human: Human) => signIn(human.email, human.password, human.principal_id);
+
+/** The human's notifications of one type, newest first. */
+export async function notificationsOf(human: Human, type: string): Promise<{ id: string; type: string; created: string; data: Record<string, any> }[]> {
+  const res = await call('/v1/notifications?limit=100', { headers: { cookie: human.cookie } });
+  return ((await res.json()) as { data: { id: string; type: string; created: string; data: Record<string, any> }[] }).data.filter((n) => n.type === type);
+}
+
 export type Agent = { key: AgentKey; agent_id: string; request: (method: string, path: string, body?: unknown, proof?: Parameters<typeof dpopProof>[3]) => Promise<Response> };
 
 /** An agent as an agent acts: every request carries a fresh DPoP proof by its key. */

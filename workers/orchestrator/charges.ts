@@ -49,8 +49,7 @@ export function toChargeWire(hold: Hold): Charge {
 }
 
 function decisionOf(hold: Hold): Charge['decision'] {
-  if (!hold.evidence) return null;
-  const evidence = JSON.parse(hold.evidence) as { mandate_status_at_decision?: string; constraint_results?: { type: string; pass: boolean }[] };
+  const evidence = evidenceOf(hold);
   return evidence.constraint_results ? { mandate_status: evidence.mandate_status_at_decision ?? 'unknown', constraint_results: evidence.constraint_results } : null;
 }
 
