@@ -13,7 +13,7 @@ import { dpopProof, newAgentKey } from '../test/support/agent-keys';
 import { JWT_BEARER, PROVIDER, serveJwks, signAttestation, useFakeOrchestrator } from '../test/support/fake-orchestrator';
 import providerWorker from '../workers/provider/index';
 
-const N = 200;
+const N = 400;
 
 /** The baseline's identity provider: an ES256 key, its JWKS served by the fake orchestrator's fetch mock. */
 async function issuerKey() {
@@ -102,7 +102,7 @@ it('token issuance: ours / workers-oauth-provider', async () => {
   const account = await issue(ourRequests[N]!);
   await theirIssue(theirRequests[N]!);
   const ledger = (env as unknown as TestEnv).LEDGER.get((env as unknown as TestEnv).LEDGER.idFromName(account));
-  const ROUNDS = 10;
+  const ROUNDS = 20;
   const PER_ROUND = N / ROUNDS;
   const ratios: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {

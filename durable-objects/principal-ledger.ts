@@ -61,6 +61,12 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
    * when a transaction fails (its writes were rolled back) and when a task runs.
    */
   #knownSchedule = new Map<LedgerTask, number>();
+  /**
+   * The chain's owner and its last recorded seq, once read: every event after the first in this
+   * instance's life is numbered without reading the chain again. Forgotten with the schedule when a
+   * transaction fails, since the events it recorded were rolled back.
+   */
+  #chainTip: { principal: string; seq: number } | null = null;
   /** Tasks running now: a task's awaits let other work in, and no task may run twice at once. */
   #running = new Set<LedgerTask>();
   /** For each running task, the earliest time anyone asked it to run again while it ran (Infinity: nobody). */
@@ -186,8 +192,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return mandates.listAgents(this.#sql);
   }
 
-  createMandate(principal: string, input: Parameters<typeof mandates.createMandate>[1]) {
-    return this.#transaction(principal, (tx) => mandates.createMandate(tx, input));
+  createMandate(principal: string, input: Parameters<typeof mandates.createMandate>[1], actor?: mandates.Actor) {
+    return this.#transaction(principal, (tx) => mandates.createMandate(tx, input, actor));
   }
 
   getMandate(mandateId: string) {
@@ -999,6 +1005,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       });
     } catch (error) {
       this.#knownSchedule.clear();
+      this.#chainTip = null;
       throw error;
     }
     // The alarm only moves when this transaction scheduled something earlier than it is set for.
@@ -1012,14 +1019,21 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
    * state change pays for one row, not for hashing and a second write to the head.
    */
   #append(principal: string, entry: AuditEntry): RecordedAuditEvent {
+    this.#chainTip ??= this.#readChainTip(principal);
+    if (this.#chainTip.principal !== principal) throw new Error(`ledger of ${this.#chainTip.principal} asked to record for ${principal}`);
+    const event = recordAuditEvent(entry, { seq: this.#chainTip.seq + 1, principal, id: newId('evt'), time: new Date().toISOString() });
+    this.#sql.exec('INSERT INTO audit_outbox (seq, event) VALUES (?, ?)', event.seq, JSON.stringify(event));
+    this.#chainTip.seq = event.seq;
+    return event;
+  }
+
+  /** The chain's last seq (sealed or not), claiming the chain for `principal` if no one owns it yet. */
+  #readChainTip(principal: string): { principal: string; seq: number } {
     const last = this.#sql
       .exec<{ principal: string | null; seq: number }>('SELECT principal, MAX(seq, COALESCE((SELECT MAX(seq) FROM audit_outbox), 0)) AS seq FROM audit_head')
       .one();
     if (last.principal === null) this.#sql.exec('UPDATE audit_head SET principal = ?', principal);
-    else if (last.principal !== principal) throw new Error(`ledger of ${last.principal} asked to record for ${principal}`);
-    const event = recordAuditEvent(entry, { seq: last.seq + 1, principal, id: newId('evt'), time: new Date().toISOString() });
-    this.#sql.exec('INSERT INTO audit_outbox (seq, event) VALUES (?, ?)', event.seq, JSON.stringify(event));
-    return event;
+    return { principal: last.principal ?? principal, seq: last.seq };
   }
 
   /** Chains the events recorded since the head, in seq order, and moves the head past them (inside a transaction). */
