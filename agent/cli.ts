@@ -6,7 +6,7 @@
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { agentKeyFromJwk, dpopProof, generateAgentKey, OapClient, OapError } from './sdk';
+import { agentKeyFromJwk, dpopProof, generateAgentKey, OapClient, OapError, type Mandate } from './sdk';
 import { mcpServer } from './mcp';
 import { formatMoney } from '../workers/lib/pages/format';
 import { describe as describeEvidence, pinsFrom, verifyEvidence } from './verify-evidence';
@@ -135,6 +135,21 @@ function mandateOf(state: State): string {
   return state.mandate_id;
 }
 
+/**
+ * The mandate in force (OapClient.mandateInForce), kept as the state's if the one kept was superseded meanwhile (an
+ * extension the human asked for from the dashboard): a successor still pending superseded the same mandate, and so
+ * can no longer be approved.
+ */
+async function mandateInForce(dir: string, state: State, client: OapClient): Promise<Mandate> {
+  const kept = mandateOf(state);
+  const mandate = await client.mandateInForce(kept);
+  if (mandate.mandate_id !== kept) {
+    const { pending_successor: _moot, ...rest } = state;
+    await saveState(dir, { ...rest, mandate_id: mandate.mandate_id });
+  }
+  return mandate;
+}
+
 /** A spinner on stderr while something waits (never on stdout, which may be JSON). */
 function progress(json: boolean) {
   const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -249,10 +264,11 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
         if (values['no-wait']) return { code: 0, data: pending, text: `Mandate ${pending.mandate_id} is pending.` };
       } else if (sub === 'extend') {
         // The same terms for another --days (a year unless told). The mandate in force stays so until the human approves.
-        const pending = await client.extendMandate(mandateOf(state), { days: days(values.days, 365), ...(values.description ? { description: values.description } : {}) });
-        await saveState(dir, { ...state, pending_successor: pending.mandate_id });
+        const extended = await mandateInForce(dir, state, client);
+        const pending = await client.extendMandate(extended, { days: days(values.days, 365), ...(values.description ? { description: values.description } : {}) });
+        await saveState(dir, { ...state, mandate_id: extended.mandate_id, pending_successor: pending.mandate_id });
         askHuman(pending);
-        if (values['no-wait']) return { code: 0, data: pending, text: `Mandate ${pending.mandate_id}, superseding ${mandateOf(state)}, is pending.` };
+        if (values['no-wait']) return { code: 0, data: pending, text: `Mandate ${pending.mandate_id}, superseding ${extended.mandate_id}, is pending.` };
       } else if (sub !== 'wait') throw new UsageError('mandate takes request, extend or wait');
       const current = await loadState(dir);
       const successor = current.pending_successor;
@@ -278,7 +294,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
         throw new UsageError('--config takes a JSON object');
       }
       const client = await clientOf(state);
-      const provisioned = await client.provision(mandateOf(state), provider, { service, plan: values.plan, parameters }, { onProgress: (s) => tick(`provisioning (${s})`) });
+      const provisioned = await client.provision((await mandateInForce(dir, state, client)).mandate_id, provider, { service, plan: values.plan, parameters }, { onProgress: (s) => tick(`provisioning (${s})`) });
       const resource = await keepCredentials(dir, provider, provisioned);
       const where = typeof resource.url === 'string' ? ` at ${resource.url}` : '';
       const secret = resource.credentials_redacted ? '\nCredentials kept in .oap/credentials.json: run `oap env pull` to write them to .env.' : '';
@@ -290,7 +306,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       const client = await clientOf(state);
       const stored = await loadCredentials(dir);
       // Only resources that still exist: a deleted database's old token is no use to anyone.
-      const mandate = await client.mandate(mandateOf(state));
+      const mandate = await mandateInForce(dir, state, client);
       const providers = [...new Set((mandate.scope as { provider: string }[]).map((s) => s.provider))];
       const live = new Set((await Promise.all(providers.map((p) => client.resources(mandate.mandate_id, p)))).flat().filter((r) => r.status === 'active' || r.status === 'suspended').map((r) => String(r.resource_id)));
       const variables: { name: string; resource_id: string }[] = [];
@@ -314,7 +330,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       if (!sub?.startsWith('res_')) throw new UsageError(`${command} takes a resource id (res_…); see oap ls`);
       const state = await loadState(dir);
       const client = await clientOf(state);
-      const mandateId = mandateOf(state);
+      const mandateId = (await mandateInForce(dir, state, client)).mandate_id;
       const stored = await loadCredentials(dir);
       const provider = stored[sub]?.provider ?? (await providerOf(client, mandateId, sub));
       if (command === 'rm') {
@@ -329,7 +345,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
     case 'down': {
       const state = await loadState(dir);
       const client = await clientOf(state);
-      const { removed, failed } = await client.teardown(mandateOf(state), { onProgress: (step) => tick(step) });
+      const { removed, failed } = await client.teardown((await mandateInForce(dir, state, client)).mandate_id, { onProgress: (step) => tick(step) });
       const stored = await loadCredentials(dir);
       for (const r of removed) delete stored[String(r.resource_id)];
       await saveCredentials(dir, stored);
@@ -344,7 +360,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
     case 'spend': {
       const state = await loadState(dir);
       const client = await clientOf(state);
-      const mandate = await client.mandate(mandateOf(state));
+      const mandate = await mandateInForce(dir, state, client);
       const providers = (mandate.scope as { provider: string }[]).map((s) => s.provider);
       if (command === 'ls') {
         const rows: Record<string, any>[] = (await Promise.all(providers.map(async (p) => (await client.resources(mandate.mandate_id, p)).map((r) => ({ provider: p, ...r }))))).flat();

@@ -44,11 +44,23 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
     if (next.status !== 'pending') await mandate.setSuccessor(undefined);
     return next.status === 'pending' ? next : undefined;
   };
+  /**
+   * The mandate in force, adopted if the one kept was superseded meanwhile (an extension its human asked for from the
+   * dashboard): a successor still pending superseded the same mandate, and so can no longer be approved.
+   */
+  const mandateInForce = async (id: string) => {
+    const m = await client.mandateInForce(id);
+    if (m.mandate_id !== id) {
+      await mandate.set(m.mandate_id);
+      await mandate.setSuccessor(undefined);
+    }
+    return m;
+  };
   const activeMandate = async () => {
     await decideSuccessor();
     const id = mandate.get();
     if (!id) throw new OapError(403, 'mandate_inactive', 'No mandate yet: call request_mandate and let the human approve it.');
-    const m = await client.mandate(id);
+    const m = await mandateInForce(id);
     if (m.status !== 'active') throw new OapError(403, 'mandate_inactive', `The mandate is ${m.status}; a paid tool needs an active one.`);
     return m;
   };
@@ -107,7 +119,7 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
         const pending = await decideSuccessor();
         const id = mandate.get();
         if (!id) throw new OapError(404, 'not_found', 'No mandate yet.');
-        return { ...(await client.mandate(id)), ...(pending ? { pending_successor: pending } : {}) };
+        return { ...(await mandateInForce(id)), ...(pending ? { pending_successor: pending } : {}) };
       }),
   );
 

@@ -153,6 +153,18 @@ export class OapClient {
   }
 
   /**
+   * The mandate in force of `id`'s chain: `id` itself, or, once it has been superseded (an extension or a re-approval,
+   * asked for by this agent or by its human from the dashboard), the approved mandate at the end of its
+   * `superseded_by` links. Whatever its status: a revoked or expired end of the chain is what is in force.
+   */
+  async mandateInForce(id: string): Promise<Mandate> {
+    let current = await this.mandate(id);
+    // A chain grows by one link per approval; the bound only guards against a cycle no orchestrator should serve.
+    for (let links = 0; current.status === 'superseded' && current.superseded_by && links < 1000; links++) current = await this.mandate(current.superseded_by);
+    return current;
+  }
+
+  /**
    * Asks for a mandate that supersedes an active one: the same terms, ending `days` from now (at most a year, the
    * longest a mandate lasts). Recurring plans bought under a mandate renew only while its chain has an active link,
    * and one that has ended can no longer be superseded: this is how they go on past its end. The human approves it

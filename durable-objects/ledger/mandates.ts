@@ -48,6 +48,8 @@ export type StoredMandate = {
   display_document: string | null;
   /** The first mandate of a chain of supersessions: its spend is the chain's. */
   root: string;
+  /** For a superseded mandate, the approved mandate that superseded it: the chain's next link. */
+  superseded_by: string | null;
 };
 
 export type Actor = { type: 'principal' | 'agent' | 'system'; id: string };
@@ -69,7 +71,15 @@ type MandateRow = {
   revoked_at: string | null;
   display_document: string | null;
   root: string | null;
+  superseded_by: string | null;
 };
+
+/**
+ * A mandate's row and the approved mandate that superseded it, if any (only one can be: a mandate is superseded
+ * once, when its successor is approved). The chain is read forward by agents that follow it (agent/sdk.ts).
+ */
+const MANDATE_COLUMNS = `m.*, CASE WHEN m.status = 'superseded' THEN
+  (SELECT s.id FROM mandates s WHERE s.approved IS NOT NULL AND json_extract(s.approved, '$.supersedes') = m.id LIMIT 1) END AS superseded_by`;
 
 type AgentRow = { id: string; name: string; public_jwk: string; jkt: string; status: 'active' | 'revoked'; via: StoredAgent['registered_via']; created: string; revoked_at: string | null };
 
@@ -110,6 +120,7 @@ function mandateFromRow(r: MandateRow, now: number): StoredMandate {
     revoked_at: r.revoked_at,
     display_document: r.display_document,
     root: r.root ?? r.id,
+    superseded_by: r.superseded_by,
   };
 }
 
@@ -123,14 +134,14 @@ export function listAgents(sql: SqlStorage): StoredAgent[] {
 }
 
 export function getMandate(sql: SqlStorage, mandateId: string, now: number): StoredMandate | null {
-  const row = sql.exec<MandateRow>('SELECT * FROM mandates WHERE id = ?', mandateId).toArray()[0];
+  const row = sql.exec<MandateRow>(`SELECT ${MANDATE_COLUMNS} FROM mandates m WHERE m.id = ?`, mandateId).toArray()[0];
   return row ? mandateFromRow(row, now) : null;
 }
 
 export function listMandates(sql: SqlStorage, now: number, agentId?: string): StoredMandate[] {
   const rows = agentId
-    ? sql.exec<MandateRow>('SELECT * FROM mandates WHERE agent_id = ? ORDER BY rowid DESC', agentId).toArray()
-    : sql.exec<MandateRow>('SELECT * FROM mandates ORDER BY rowid DESC').toArray();
+    ? sql.exec<MandateRow>(`SELECT ${MANDATE_COLUMNS} FROM mandates m WHERE m.agent_id = ? ORDER BY m.rowid DESC`, agentId).toArray()
+    : sql.exec<MandateRow>(`SELECT ${MANDATE_COLUMNS} FROM mandates m ORDER BY m.rowid DESC`).toArray();
   return rows.map((r) => mandateFromRow(r, now));
 }
 
@@ -193,8 +204,9 @@ export function revokeAgent(tx: LedgerTx, agentId: string, actor: Actor): Outcom
 export function createMandate(
   tx: LedgerTx,
   input: { mandate_id: string; agent_id: string; terms: MandateTerms; pending_until: number; first_contact: boolean },
+  // The agent asks, or its human asks on its behalf (an extension from the dashboard, approved like any request).
+  actor: Actor = { type: 'agent', id: input.agent_id },
 ): Outcome<{ mandate: StoredMandate }> {
-  const actor = { type: 'agent' as const, id: input.agent_id };
   if (input.terms.supersedes) {
     const previous = getMandate(tx.sql, input.terms.supersedes, tx.now);
     if (!previous || previous.agent_id !== input.agent_id || previous.status !== 'active') {
@@ -230,7 +242,7 @@ export function mandateRoot(sql: SqlStorage, mandateId: string): string | null {
 
 /** §2.1: between polls of a pending mandate the agent waits `interval`; the first poll and reads of a decided one never wait. */
 export function pollMandate(tx: LedgerTx, mandateId: string, agentId: string, intervalS: number): Outcome<{ mandate: StoredMandate }> {
-  const row = tx.sql.exec<MandateRow>('SELECT * FROM mandates WHERE id = ?', mandateId).toArray()[0];
+  const row = tx.sql.exec<MandateRow>(`SELECT ${MANDATE_COLUMNS} FROM mandates m WHERE m.id = ?`, mandateId).toArray()[0];
   if (!row || row.agent_id !== agentId) return refuse('not_found', 'No such mandate.');
   const mandate = mandateFromRow(row, tx.now);
   if (mandate.status === 'pending') {

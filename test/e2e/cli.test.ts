@@ -73,6 +73,11 @@ describe('oap', () => {
       expect(oap(dir, 'mandate', 'wait', '--json').json()).toMatchObject({ ok: true, data: { mandate_id: extension.mandate_id, status: 'active' } });
       // Its resources and spend carry over: the chain is one mandate to its limit.
       expect(oap(dir, 'ls', '--json').json().data).toContainEqual(expect.objectContaining({ name }));
+      // Extended again by the human, from the dashboard (its API here): the next command takes it as the mandate in force.
+      const byHuman = (await (await asHuman(human, 'POST', `/v1/mandates/${extension.mandate_id}/extend`, { json: { days: 90 } })).json()) as { mandate_id: string };
+      expect((await asHuman(human, 'POST', `/v1/mandates/${byHuman.mandate_id}/approve`, { json: {} })).status).toBe(200);
+      expect(oap(dir, 'ls', '--json').json().data).toContainEqual(expect.objectContaining({ name }));
+      expect(JSON.parse(readFileSync(join(dir, '.oap', 'agent.json'), 'utf8'))).toMatchObject({ mandate_id: byHuman.mandate_id });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

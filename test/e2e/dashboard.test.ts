@@ -151,12 +151,26 @@ describe('the dashboard in a browser without JavaScript', () => {
     expect(await page.getByRole('row', { name: /The mandate was active when the charge was made/ }).textContent()).toContain('yes');
     await look(page, '12-dispute-verdict');
 
+    // Extend the mandate for 90 days: a request for the same terms, approved on the same page, then in force.
+    await page.goto(`${ORCH}/dashboard/mandates`);
+    await page.getByLabel('Extend the mandate “Register a domain for the launch” until').selectOption({ label: '90 days from now' });
+    await page.getByRole('button', { name: 'Extend the mandate “Register a domain for the launch”' }).click();
+    expect(page.url()).toMatch(new RegExp(`^${ORCH}/mandates/mdt_\\w+/approval$`));
+    expect(await page.locator('main').textContent()).toContain(mandate.mandate_id);
+    await look(page, '13-extension-approval');
+    await page.getByRole('button', { name: 'Approve' }).click();
+    expect(await page.locator('main').textContent()).toContain('You approved up to $20.00 a month');
+    await page.goto(`${ORCH}/dashboard/mandates`);
+    expect(await page.getByRole('row', { name: /Register a domain for the launch.*superseded/ }).count()).toBe(1);
+    expect(await page.getByRole('button', { name: 'Extend the mandate “Register a domain for the launch”' }).count()).toBe(1);
+    await look(page, '14-mandates-extended');
+
     // Revoke the agent: its next call is refused.
     await page.goto(`${ORCH}/dashboard/agents`);
     await page.getByRole('button', { name: 'Revoke browser agent' }).click();
     expect(await page.getByRole('status').first().textContent()).toContain('The agent is revoked');
     expect(await page.getByRole('row', { name: /browser agent/ }).textContent()).toContain('revoked');
-    await look(page, '13-agents-revoked');
+    await look(page, '15-agents-revoked');
     await expectProblem(await asAgent(key, ORCH, 'POST', '/v1/attestations', { mandate_id: mandate.mandate_id, provider: 'cloud' }), 401, 'agent_revoked');
     const afterRevoke = await signedPaidCall(urls.cloud, key, token, 'POST', '/v1/resources', { service: 'domain', plan: 'com-1y', parameters: { name: `x${name}` } }, 'dash-2');
     expect(afterRevoke.status).not.toBe(201);

@@ -57,6 +57,11 @@ describe('oap mcp', () => {
       expect((await asHuman(human, 'POST', `/v1/mandates/${successor.mandate_id}/approve`, { json: { user_code: successor.user_code } })).status).toBe(200);
       const after = await client.callTool({ name: 'mandate_status', arguments: {} });
       expect((after.structuredContent as { data: Record<string, any> }).data).toMatchObject({ mandate_id: successor.mandate_id, status: 'active' });
+      // Extended by the human from the dashboard (its API here): the next paid tool adopts the extension as the mandate in force.
+      const byHuman = (await (await asHuman(human, 'POST', `/v1/mandates/${successor.mandate_id}/extend`, { json: { days: 90 } })).json()) as { mandate_id: string };
+      expect((await asHuman(human, 'POST', `/v1/mandates/${byHuman.mandate_id}/approve`, { json: {} })).status).toBe(200);
+      const adopted = await client.callTool({ name: 'mandate_status', arguments: {} });
+      expect((adopted.structuredContent as { data: Record<string, any> }).data).toMatchObject({ mandate_id: byHuman.mandate_id, status: 'active', supersedes: successor.mandate_id });
 
       const torn = await client.callTool({ name: 'teardown', arguments: {} });
       expect(torn.isError ?? false).toBe(false);

@@ -132,6 +132,53 @@ describe('dashboard forms', () => {
     expect(mandate.status).toBe('revoked');
   });
 
+  it('extends an active mandate: a request for the same terms, in force once the human approves it, that its agent then finds', async () => {
+    const human = await newPrincipal();
+    const { agent, mandate_id } = await activeMandate(human);
+    const asAgent = async (id: string) => (await (await agent.request('GET', `/v1/mandates/${id}`)).json()) as Record<string, any>;
+    const mandates = async () => ((await (await call('/v1/mandates', { headers: { cookie: human.cookie } })).json()) as { data: unknown[] }).data.length;
+    const original = await asAgent(mandate_id);
+    expect(await (await page(human, '/dashboard/mandates')).text()).toContain(`action="/dashboard/mandates/${mandate_id}/extend"`);
+
+    // Only the lengths offered, and nothing asked for otherwise.
+    const odd = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '400' });
+    expect(odd.status).toBe(422);
+    expect(await odd.text()).toContain('days must be one of 30, 90, 365');
+    expect(await mandates()).toBe(1);
+
+    const extended = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '365' });
+    expect(extended.status).toBe(303);
+    const extensionId = /^\/mandates\/(mdt_[^/]+)\/approval$/.exec(extended.headers.get('location')!)![1]!;
+    // Asked on the agent's behalf: the agent can read it, and the mandate stays in force meanwhile.
+    const asked = await asAgent(extensionId);
+    expect(asked).toMatchObject({ status: 'pending', supersedes: mandate_id, agent_id: agent.agent_id, description: original.description, scope: original.scope, spend_limit: original.spend_limit });
+    expect(Date.parse(asked.expires_at) - Date.now()).toBeGreaterThan(364 * 86_400_000);
+    expect(await asAgent(mandate_id)).toMatchObject({ status: 'active', superseded_by: null });
+
+    expect((await call(`/v1/mandates/${extensionId}/approve`, { method: 'POST', headers: human.headers(), body: '{}' })).status).toBe(200);
+    expect(await asAgent(mandate_id)).toMatchObject({ status: 'superseded', superseded_by: extensionId });
+    expect(await asAgent(extensionId)).toMatchObject({ status: 'active', superseded_by: null });
+    // The request is the human's in the trail, not the agent's.
+    const trail = (await (await call('/v1/audit', { headers: { cookie: human.cookie } })).text()).trim().split('\n').map((l) => JSON.parse(l) as { action: string; target: string; actor: { type: string } });
+    expect(trail.find((e) => e.action === 'mandate.request' && e.target === extensionId)?.actor.type).toBe('principal');
+
+    // A mandate no longer in force is not extended; nor is another principal's, which does not exist for them.
+    const again = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '30' });
+    expect(again.status).toBe(409);
+    expect(await again.text()).toContain('only an active mandate can be extended');
+    const stranger = await newPrincipal();
+    expect((await post(stranger, `/dashboard/mandates/${extensionId}/extend`, { days: '30' })).status).toBe(404);
+    expect(await mandates()).toBe(2);
+
+    // The JSON API does the same: 201 with the pending extension.
+    const viaApi = await call(`/v1/mandates/${extensionId}/extend`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ days: 90 }) });
+    expect(viaApi.status).toBe(201);
+    expect(await viaApi.json()).toMatchObject({ status: 'pending', supersedes: extensionId });
+    const unoffered = await call(`/v1/mandates/${extensionId}/extend`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ days: 400 }) });
+    expect(unoffered.status).toBe(422);
+    expect(await mandates()).toBe(3);
+  });
+
   it('raises the monthly limit above the ceiling only after a fresh sign-in, shown as a step on the page (stale session)', async () => {
     const human = await newPrincipal();
     // Below the ceiling, an older sign-in is enough.

@@ -1,8 +1,9 @@
 // The agent SDK runs inside a Worker too (issue: "usable from Node and from a
 // Worker"): here, in workerd, an agent made with agent/sdk.ts makes first
 // contact, waits for its human's approval, reads its own trail, meets a
-// refusal as a typed OapError, and extends its mandate before it ends, all
-// against the orchestrator under test.
+// refusal as a typed OapError, extends its mandate before it ends, and finds
+// the mandate in force once its human extended it, all against the
+// orchestrator under test.
 import { exports } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { generateAgentKey, OapClient, OapError } from '../../agent/sdk';
@@ -50,5 +51,11 @@ describe('the SDK inside workerd', () => {
     expect(await client.mandate(extension.mandate_id)).toMatchObject({ status: 'active' });
     // Only an active mandate can be extended.
     expect(((await client.extendMandate(decided.mandate_id).catch((e: unknown) => e)) as OapError).code).toBe('mandate_inactive');
+
+    // Extended again, by the human: the agent finds the mandate in force from any link of the chain.
+    const byHuman = (await (await call(`/v1/mandates/${extension.mandate_id}/extend`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ days: 30 }) })).json()) as { mandate_id: string };
+    expect(await client.mandateInForce(decided.mandate_id)).toMatchObject({ mandate_id: extension.mandate_id, status: 'active' });
+    expect((await call(`/v1/mandates/${byHuman.mandate_id}/approve`, { method: 'POST', headers: human.headers(), body: '{}' })).status).toBe(200);
+    expect(await client.mandateInForce(decided.mandate_id)).toMatchObject({ mandate_id: byHuman.mandate_id, status: 'active', supersedes: extension.mandate_id });
   });
 });

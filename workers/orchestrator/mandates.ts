@@ -8,7 +8,7 @@ import { newId } from '../lib/ids';
 import { signJwt } from '../lib/jws';
 import { constraintsFromTerms } from '../lib/mandate-constraints';
 import { ProblemError, refusalProblem } from '../lib/problem';
-import type { Mandate, MandateRequest } from '../lib/schemas/mandates';
+import { EXTENSION_DAYS, type Mandate, type MandateRequest } from '../lib/schemas/mandates';
 import type { Money } from '../lib/schemas/money';
 import { loadSigningKeys } from '../lib/signing-keys';
 import { requireFreshSignIn, type Session } from '../lib/sessions';
@@ -92,6 +92,7 @@ export function toWire(env: OrchestratorBindings, m: StoredMandate, extra: Parti
     expires_at: terms.expires_at,
     share_email: terms.share_email,
     supersedes: terms.supersedes,
+    superseded_by: m.superseded_by,
     created: m.created,
     approval_url: approvalUrl(env, m.mandate_id),
     ...(m.status === 'pending' ? { expires_in: Math.max(0, Math.ceil((m.pending_until - Date.now()) / 1000)), interval: POLL_INTERVAL_S } : {}),
@@ -123,6 +124,7 @@ function firstContactWire(env: OrchestratorBindings, row: FirstContactRow, extra
     expires_at: terms.expires_at,
     share_email: terms.share_email,
     supersedes: null,
+    superseded_by: null,
     created: row.created_at,
     approval_url: approvalUrl(env, row.mandate_id),
     ...(status === 'pending' ? { expires_in: Math.max(0, Math.ceil((row.expires_at - Date.now()) / 1000)), interval: POLL_INTERVAL_S } : {}),
@@ -424,6 +426,37 @@ export async function revokeMandate(env: OrchestratorBindings, principalId: stri
   const result = await ledgerOf(env, principalId).revokeMandate(principalId, mandateId);
   if (!result.ok) throw refusalProblem(result, 409);
   return toWire(env, result.mandate);
+}
+
+/**
+ * An extension the human asks for from the dashboard: a request, on behalf of the mandate's agent, for the same
+ * terms as approved until `days` from now, superseding it. The human then approves it on the approval page like
+ * any request (the same display, the same re-authentication above the policy ceiling); until then the mandate
+ * stays in force. Its agent can read the request (it is routed to the agent's key) and, once approved, finds it
+ * as its mandate's `superseded_by`. Recurring plans bought under the mandate renew under it.
+ */
+export async function extendMandateForPrincipal(env: OrchestratorBindings, principalId: string, mandateId: string, days: number): Promise<Mandate> {
+  if (!(EXTENSION_DAYS as readonly number[]).includes(days)) {
+    throw new ProblemError(422, 'invalid_request', `days must be one of ${EXTENSION_DAYS.join(', ')}.`, { errors: [{ path: '/days', message: 'not an offered length' }] });
+  }
+  const view = await findMandateForPrincipal(env, principalId, mandateId);
+  if (view.kind !== 'owned') throw new ProblemError(404, 'not_found', 'No such mandate.');
+  const { mandate } = view;
+  if (mandate.status !== 'active' || !mandate.approved) throw new ProblemError(409, 'mandate_inactive', `This mandate is ${mandate.status}: only an active mandate can be extended.`);
+  const ledger = ledgerOf(env, principalId);
+  const agent = (await ledger.getAgent(mandate.agent_id))!;
+  // A minute short, so that a year is still within a year when the terms are checked.
+  const terms: MandateTerms = { ...mandate.approved, expires_at: new Date(Date.now() + days * 86_400_000 - 60_000).toISOString(), supersedes: mandate.mandate_id };
+  checkTerms(env, terms);
+  const extensionId = newId('mdt');
+  await addMandateRoute(env.DB, { mandate_id: extensionId, principal_id: principalId, requester_jkt: agent.key_thumbprint });
+  const created = await ledger.createMandate(
+    principalId,
+    { mandate_id: extensionId, agent_id: mandate.agent_id, terms, pending_until: Date.now() + PENDING_TTL_MS, first_contact: false },
+    { type: 'principal', id: principalId },
+  );
+  if (!created.ok) throw refusalProblem(created, 409);
+  return toWire(env, created.mandate);
 }
 
 export async function listMandatesOfPrincipal(env: OrchestratorBindings, principalId: string): Promise<Mandate[]> {

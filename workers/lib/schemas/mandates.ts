@@ -69,6 +69,9 @@ export const MandateSchema = z
     expires_at: z.string(),
     share_email: z.boolean(),
     supersedes: z.string().nullable(),
+    superseded_by: z.string().nullable().openapi({
+      description: 'For a superseded mandate, the approved mandate that superseded it (a re-approval, or an extension its agent or its human asked for): the mandate in force is at the end of these links',
+    }),
     created: z.string(),
     approval_url: z.string().url(),
     expires_in: z.number().int().optional().openapi({ description: 'Seconds left to decide a pending request' }),
@@ -92,6 +95,12 @@ export const ApproveMandateSchema = z
     display_hash: z.string().optional(),
   })
   .openapi('ApproveMandate');
+
+/** How long an extension the human asks for from the dashboard runs from now: a mandate lasts a year at most (§2.1). */
+export const EXTENSION_DAYS = [30, 90, 365] as const;
+export const ExtendMandateSchema = z
+  .object({ days: z.literal([...EXTENSION_DAYS]).openapi({ description: `Days from now: one of ${EXTENSION_DAYS.join(', ')}` }) })
+  .openapi('ExtendMandate');
 
 export const AttestationRequestSchema = z.object({ mandate_id: z.string(), provider: providerId }).openapi('AttestationRequest');
 export const AttestationSchema = z

@@ -47,6 +47,8 @@ table.findings th:nth-child(2) { width: 7rem; }
 form.inline { margin: 0; }
 .actions { align-items: center; }
 td form.inline label { margin-top: 0; }
+td form.inline select { width: auto; margin-right: .25rem; }
+td form.inline + form.inline { margin-top: .5rem; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 details { margin-top: .75rem; }
 .dispute { border-top: 1px solid var(--line); margin-top: 1rem; }

@@ -3,7 +3,7 @@
 // mandates with this month's spend and a revoke button, and those that ended.
 import { formatDate, formatMoney } from '../../lib/pages/format';
 import { ColumnHeads } from '../../lib/pages/layout';
-import type { Mandate } from '../../lib/schemas/mandates';
+import { EXTENSION_DAYS, type Mandate } from '../../lib/schemas/mandates';
 import type { LimitRow } from '../spend-overview';
 import { AgentName, Csrf, type Names } from './dashboard-frame';
 
@@ -30,7 +30,10 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
     <>
       <div class="card">
         <h1>Mandates</h1>
-        <p class="hint">A mandate is what you allowed an agent to spend, where, and until when. A raised limit is always a new request that you approve.</p>
+        <p class="hint">
+          A mandate is what you allowed an agent to spend, where, and until when. A raised limit is always a new request that you approve. Extending a mandate asks for the
+          same terms until a later date, for you to approve: domains and subscriptions bought under it go on renewing.
+        </p>
         <h2>Waiting for your decision</h2>
         {pending.length === 0 ? <p class="muted">No request waits for you.</p> : null}
         {pending.length ? (
@@ -63,7 +66,7 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
         {active.length === 0 ? <p class="muted">No active mandate: no agent may spend for you right now.</p> : null}
         {active.length ? (
           <table class="stack">
-            <ColumnHeads names={['Mandate', 'Agent', 'Where', 'Spent this month', 'Revoke']} />
+            <ColumnHeads names={['Mandate', 'Agent', 'Where', 'Spent this month', 'Extend or revoke']} />
             <tbody>
               {active.map((m) => {
                 const spent = spentOn(m.mandate_id);
@@ -82,7 +85,20 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
                     <td data-label="Spent this month">
                       {spent ? formatMoney(spent) : '$0.00'} of {formatMoney(m.spend_limit)}
                     </td>
-                    <td data-label="Revoke">
+                    <td data-label="Extend or revoke">
+                      <form class="inline" method="post" action={`/dashboard/mandates/${m.mandate_id}/extend`}>
+                        <Csrf token={props.csrf} />
+                        <select name="days" aria-label={`Extend the mandate “${m.description}” until`}>
+                          {EXTENSION_DAYS.map((d) => (
+                            <option value={String(d)} selected={d === 365}>
+                              {d === 365 ? 'a year from now' : `${d} days from now`}
+                            </option>
+                          ))}
+                        </select>
+                        <button type="submit" class="secondary" aria-label={`Extend the mandate “${m.description}”`}>
+                          Extend
+                        </button>
+                      </form>
                       <form class="inline" method="post" action={`/dashboard/mandates/${m.mandate_id}/revoke`}>
                         <Csrf token={props.csrf} />
                         <button type="submit" class="secondary" aria-label={`Revoke the mandate “${m.description}”`}>

@@ -65,8 +65,8 @@ function Notice(props: { n: NotificationView; names: Names }) {
       <>
         <strong>Mandate ending:</strong> mandate “{names.mandates[n.data.mandate_id] ?? n.data.mandate_id}” ends on {formatDate(String(n.data.expires_at))}, and{' '}
         {resources.length === 1 ? 'a recurring plan it pays for' : `${resources.length} recurring plans it pays for`} (
-        {resources.map((r) => `${r.service} ${r.plan} at ${names.providers[r.provider] ?? r.provider}`).join(', ')}) will not renew after that. Ask its agent to request a new mandate
-        that supersedes it, and <a href="/dashboard/mandates">approve it</a> before then.
+        {resources.map((r) => `${r.service} ${r.plan} at ${names.providers[r.provider] ?? r.provider}`).join(', ')}) will not renew after that. Extend it on the{' '}
+        <a href="/dashboard/mandates">Mandates page</a> (or let its agent ask for an extension) and approve the extension before then.
       </>
     );
   }

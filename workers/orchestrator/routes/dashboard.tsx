@@ -21,7 +21,7 @@ import { listAgents, registerAgent, revokeAgent, type AgentWire } from '../agent
 import { toChargeWire } from '../charges';
 import { openDispute, toDisputeWire } from '../disputes';
 import { ledgerOf, orchestratorConfig, sessionConfigOf, type OrchestratorBindings } from '../env';
-import { listMandatesOfPrincipal, revokeMandate } from '../mandates';
+import { extendMandateForPrincipal, listMandatesOfPrincipal, revokeMandate } from '../mandates';
 import { AgentsPage, type AgentForm } from '../pages/agents';
 import { AuditPage, type AuditFilters } from '../pages/audit';
 import { ChargesPage } from '../pages/charges';
@@ -181,6 +181,19 @@ export function dashboardRoutes() {
       return showMandates(c, notice, status);
     }
     return c.redirect('/dashboard/mandates?done=mandate_revoked', 303);
+  });
+
+  // An extension is a new request for the same terms: the human goes on to approve it on the approval page.
+  app.post('/dashboard/mandates/:id/extend', formSession, async (c) => {
+    const form = await c.req.parseBody();
+    let extension;
+    try {
+      extension = await extendMandateForPrincipal(c.env, c.get('session').subject_id, c.req.param('id'), Number(field(form, 'days')));
+    } catch (error) {
+      const { notice, status } = refusal(error);
+      return showMandates(c, notice, status);
+    }
+    return c.redirect(`/mandates/${extension.mandate_id}/approval`, 303);
   });
 
   // ── Limits ──

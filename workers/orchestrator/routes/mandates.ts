@@ -6,7 +6,7 @@ import { createMiddleware } from 'hono/factory';
 import { acceptBody, validationProblem, type RoleEnv } from '../../lib/app';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { ProblemError, problemResponses } from '../../lib/problem';
-import { ApproveMandateSchema, MandateRequestSchema, MandateSchema } from '../../lib/schemas/mandates';
+import { ApproveMandateSchema, ExtendMandateSchema, MandateRequestSchema, MandateSchema } from '../../lib/schemas/mandates';
 import { isFormRequest, readSession, type Session, type SessionVariables } from '../../lib/sessions';
 import { authenticateAgent, requireAgent, type AgentCaller, type AgentVariables } from '../agent-auth';
 import { sessionConfigOf, type OrchestratorBindings } from '../env';
@@ -21,6 +21,7 @@ import {
   pollMandateAsAgent,
   requestMandate,
   revokeMandate,
+  extendMandateForPrincipal,
   toWire,
   type ApprovalInput,
 } from '../mandates';
@@ -212,6 +213,32 @@ export function mandateRoutes() {
     const { id } = c.req.valid('param');
     return decisionResponse(c, await revokeMandate(c.env, c.get('session').subject_id, id), `/mandates/${id}/approval`) as never;
   });
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/mandates/{id}/extend',
+      summary:
+        'Ask, as the principal (session + CSRF), for an active mandate’s terms until `days` from now, superseding it: a pending request on behalf of its agent, approved like any other (the dashboard’s Extend)',
+      middleware: [principalSession, acceptBody('json'), principalIdempotent] as const,
+      request: {
+        params: MandateId,
+        body: {
+          required: true,
+          content: { 'application/json': { schema: ExtendMandateSchema } },
+        },
+      },
+      responses: {
+        201: { description: 'Pending the human’s approval; its agent finds it as the mandate’s superseded_by once approved', content: { 'application/json': { schema: MandateSchema } } },
+        ...problemResponses(400, 401, 403, 404, 409, 415, 422),
+      },
+    }),
+    async (c) => {
+      const { id } = c.req.valid('param');
+      const mandate = await extendMandateForPrincipal(c.env, c.get('session').subject_id, id, c.req.valid('json').days);
+      return c.json(mandate, 201, { Location: `/v1/mandates/${mandate.mandate_id}` });
+    },
+  );
 
   return app;
 }
