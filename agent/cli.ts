@@ -271,14 +271,24 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
         if (values['no-wait']) return { code: 0, data: pending, text: `Mandate ${pending.mandate_id}, superseding ${extended.mandate_id}, is pending.` };
       } else if (sub !== 'wait') throw new UsageError('mandate takes request, extend or wait');
       const current = await loadState(dir);
+      const kept = mandateOf(current);
       const successor = current.pending_successor;
-      const decided = await client.waitForDecision(successor ?? mandateOf(current), { onPoll: (m) => tick(`waiting for the human (${m.status})`) });
+      const inForce = async () => {
+        const mandate = await mandateInForce(dir, current, client);
+        const text = `Mandate ${mandate.mandate_id} is ${mandate.status} until ${mandate.expires_at}, superseding ${kept}.`;
+        return { code: mandate.status === 'active' ? 0 : 3, data: mandate, text };
+      };
+      // The mandate kept was superseded meanwhile (the successor asked for was approved, or the human extended it
+      // from the dashboard, which makes that successor moot): the mandate in force is the answer, with nothing to wait for.
+      if (successor && (await client.mandate(kept)).status === 'superseded') return inForce();
+      const decided = await client.waitForDecision(successor ?? kept, { onPoll: (m) => tick(`waiting for the human (${m.status})`) });
+      if (!successor && decided.status === 'superseded') return inForce();
       if (successor) {
         // Approved, it is the mandate in force; otherwise the one it would have superseded still is.
         const { pending_successor: _decided, ...rest } = current;
         await saveState(dir, decided.status === 'active' ? { ...rest, mandate_id: successor } : rest);
-        if (decided.status !== 'active') return { code: 3, data: decided, text: `The new mandate is ${decided.status}; ${mandateOf(current)} stays in force.` };
-        return { code: 0, data: decided, text: `Mandate ${decided.mandate_id} is active until ${decided.expires_at}, superseding ${mandateOf(current)}.` };
+        if (decided.status !== 'active') return { code: 3, data: decided, text: `The new mandate is ${decided.status}; ${kept} stays in force.` };
+        return { code: 0, data: decided, text: `Mandate ${decided.mandate_id} is active until ${decided.expires_at}, superseding ${kept}.` };
       }
       if (decided.status !== 'active') return { code: 3, data: decided, text: `The mandate is ${decided.status}.` };
       return { code: 0, data: decided, text: `Mandate ${decided.mandate_id} is active: up to $${(decided.spend_limit.amount / 100).toFixed(2)} a month.` };

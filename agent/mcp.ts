@@ -116,10 +116,13 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
     { description: 'The current mandate: pending, active, denied, revoked or expired; and one asked for to supersede it, while the human has not decided.', inputSchema: {} },
     () =>
       guard(async () => {
-        const pending = await decideSuccessor();
+        let pending = await decideSuccessor();
         const id = mandate.get();
         if (!id) throw new OapError(404, 'not_found', 'No mandate yet.');
-        return { ...(await mandateInForce(id)), ...(pending ? { pending_successor: pending } : {}) };
+        const inForce = await mandateInForce(id);
+        // Superseded meanwhile by the human's extension: a successor of its own is moot (mandateInForce forgot it).
+        if (inForce.mandate_id !== id) pending = undefined;
+        return { ...inForce, ...(pending ? { pending_successor: pending } : {}) };
       }),
   );
 

@@ -166,7 +166,7 @@ export class OapClient {
 
   /**
    * Asks for a mandate that supersedes an active one: the same terms, ending `days` from now (at most a year, the
-   * longest a mandate lasts). Recurring plans bought under a mandate renew only while its chain has an active link,
+   * longest a mandate lasts, and later than the active one ends). Recurring plans bought under a mandate renew only while its chain has an active link,
    * and one that has ended can no longer be superseded: this is how they go on past its end. The human approves it
    * like any request; until then the one it supersedes stays in force.
    */
@@ -176,12 +176,14 @@ export class OapClient {
     const id = current.mandate_id;
     if (current.status !== 'active') throw new OapError(409, 'mandate_inactive', `Mandate ${id} is ${current.status}: only an active mandate can be extended.`);
     const days = Math.min(options.days ?? 365, 365);
+    // A minute short, so that a year is still within a year when the orchestrator reads it.
+    const end = Date.now() + days * 86_400_000 - 60_000;
+    if (end <= Date.parse(current.expires_at)) throw new OapError(422, 'invalid_request', `Mandate ${id} runs until ${current.expires_at}: ${days} days from now would not extend it.`);
     return this.requestMandate({
       description: options.description ?? current.description,
       scope: current.scope,
       spend_limit: current.spend_limit,
-      // A minute short, so that a year is still within a year when the orchestrator reads it.
-      expires_at: new Date(Date.now() + days * 86_400_000 - 60_000).toISOString(),
+      expires_at: new Date(end).toISOString(),
       share_email: current.share_email,
       supersedes: id,
     });

@@ -74,13 +74,6 @@ type MandateRow = {
   superseded_by: string | null;
 };
 
-/**
- * A mandate's row and the approved mandate that superseded it, if any (only one can be: a mandate is superseded
- * once, when its successor is approved). The chain is read forward by agents that follow it (agent/sdk.ts).
- */
-const MANDATE_COLUMNS = `m.*, CASE WHEN m.status = 'superseded' THEN
-  (SELECT s.id FROM mandates s WHERE s.approved IS NOT NULL AND json_extract(s.approved, '$.supersedes') = m.id LIMIT 1) END AS superseded_by`;
-
 type AgentRow = { id: string; name: string; public_jwk: string; jkt: string; status: 'active' | 'revoked'; via: StoredAgent['registered_via']; created: string; revoked_at: string | null };
 
 const agentFromRow = (r: AgentRow): StoredAgent => ({
@@ -134,14 +127,14 @@ export function listAgents(sql: SqlStorage): StoredAgent[] {
 }
 
 export function getMandate(sql: SqlStorage, mandateId: string, now: number): StoredMandate | null {
-  const row = sql.exec<MandateRow>(`SELECT ${MANDATE_COLUMNS} FROM mandates m WHERE m.id = ?`, mandateId).toArray()[0];
+  const row = sql.exec<MandateRow>('SELECT * FROM mandates WHERE id = ?', mandateId).toArray()[0];
   return row ? mandateFromRow(row, now) : null;
 }
 
 export function listMandates(sql: SqlStorage, now: number, agentId?: string): StoredMandate[] {
   const rows = agentId
-    ? sql.exec<MandateRow>(`SELECT ${MANDATE_COLUMNS} FROM mandates m WHERE m.agent_id = ? ORDER BY m.rowid DESC`, agentId).toArray()
-    : sql.exec<MandateRow>(`SELECT ${MANDATE_COLUMNS} FROM mandates m ORDER BY m.rowid DESC`).toArray();
+    ? sql.exec<MandateRow>('SELECT * FROM mandates WHERE agent_id = ? ORDER BY rowid DESC', agentId).toArray()
+    : sql.exec<MandateRow>('SELECT * FROM mandates ORDER BY rowid DESC').toArray();
   return rows.map((r) => mandateFromRow(r, now));
 }
 
@@ -242,7 +235,7 @@ export function mandateRoot(sql: SqlStorage, mandateId: string): string | null {
 
 /** §2.1: between polls of a pending mandate the agent waits `interval`; the first poll and reads of a decided one never wait. */
 export function pollMandate(tx: LedgerTx, mandateId: string, agentId: string, intervalS: number): Outcome<{ mandate: StoredMandate }> {
-  const row = tx.sql.exec<MandateRow>(`SELECT ${MANDATE_COLUMNS} FROM mandates m WHERE m.id = ?`, mandateId).toArray()[0];
+  const row = tx.sql.exec<MandateRow>('SELECT * FROM mandates WHERE id = ?', mandateId).toArray()[0];
   if (!row || row.agent_id !== agentId) return refuse('not_found', 'No such mandate.');
   const mandate = mandateFromRow(row, tx.now);
   if (mandate.status === 'pending') {
@@ -277,7 +270,7 @@ export function approveMandate(tx: LedgerTx, mandateId: string, approval: Approv
     if (!previous || previous.status !== 'active' || previous.agent_id !== mandate.agent_id) {
       return refused('mandate_inactive', 'The mandate this one supersedes is no longer active.');
     }
-    tx.sql.exec(`UPDATE mandates SET status = 'superseded', revoked_at = ? WHERE id = ?`, approval.decided_at, previous.mandate_id);
+    tx.sql.exec(`UPDATE mandates SET status = 'superseded', revoked_at = ?, superseded_by = ? WHERE id = ?`, approval.decided_at, mandateId, previous.mandate_id);
     tx.audit({ actor, action: 'mandate.supersede', mandate_id: previous.mandate_id, target: previous.mandate_id, outcome: 'succeeded', related: [mandateId] });
     for (const s of previous.approved?.scope ?? []) queueProviderEvent(tx, s.provider, 'mandate.revoked', { mandate_id: previous.mandate_id, agent_id: previous.agent_id });
   }

@@ -123,4 +123,9 @@ export const LEDGER_MIGRATIONS: string[] = [
   // 16: mandates approved before their end was looked at ahead (mandate-expiry.ts) are looked at once now.
   `INSERT INTO schedule (task, due_at) SELECT 'mandate_expiry', 0 WHERE EXISTS (SELECT 1 FROM mandates WHERE status = 'active')
      ON CONFLICT (task) DO UPDATE SET due_at = 0;`,
+  // 17: a superseded mandate names the approved mandate that superseded it (the chain read forward, by agents that
+  // follow it to the mandate in force), written when it is superseded; those superseded before this are found now.
+  `ALTER TABLE mandates ADD COLUMN superseded_by TEXT;
+   UPDATE mandates SET superseded_by = (SELECT s.id FROM mandates s WHERE s.approved IS NOT NULL AND json_extract(s.approved, '$.supersedes') = mandates.id)
+     WHERE status = 'superseded';`,
 ];

@@ -63,9 +63,9 @@ describe('oap', () => {
       expect(audit.data.map((e: { action: string }) => e.action)).toEqual(expect.arrayContaining(['mandate.request', 'attestation.issue']));
       expect(oap(dir, 'spend').stdout).toContain('$10.44');
 
-      // The yearly domain outlives the 30-day mandate unless it is extended: the same terms for a year, superseding it.
+      // The yearly domain outlives the 30-day mandate unless it is extended: the same terms for longer, superseding it.
       expect(oap(dir, 'mandate', 'extend', '--days', '0', '--json').status).toBe(2);
-      const extended = oap(dir, 'mandate', 'extend', '--no-wait', '--json');
+      const extended = oap(dir, 'mandate', 'extend', '--days', '90', '--no-wait', '--json');
       expect(extended.status, extended.stdout + extended.stderr).toBe(0);
       const extension = extended.json().data;
       expect(extension).toMatchObject({ status: 'pending', supersedes: pending.mandate_id, spend_limit: { amount: 1200 } });
@@ -74,7 +74,7 @@ describe('oap', () => {
       // Its resources and spend carry over: the chain is one mandate to its limit.
       expect(oap(dir, 'ls', '--json').json().data).toContainEqual(expect.objectContaining({ name }));
       // Extended again by the human, from the dashboard (its API here): the next command takes it as the mandate in force.
-      const byHuman = (await (await asHuman(human, 'POST', `/v1/mandates/${extension.mandate_id}/extend`, { json: { days: 90 } })).json()) as { mandate_id: string };
+      const byHuman = (await (await asHuman(human, 'POST', `/v1/mandates/${extension.mandate_id}/extend`, { json: { days: 365 } })).json()) as { mandate_id: string };
       expect((await asHuman(human, 'POST', `/v1/mandates/${byHuman.mandate_id}/approve`, { json: {} })).status).toBe(200);
       expect(oap(dir, 'ls', '--json').json().data).toContainEqual(expect.objectContaining({ name }));
       expect(JSON.parse(readFileSync(join(dir, '.oap', 'agent.json'), 'utf8'))).toMatchObject({ mandate_id: byHuman.mandate_id });

@@ -48,8 +48,8 @@ describe('oap mcp', () => {
       const spend = await client.callTool({ name: 'spend', arguments: {} });
       expect(JSON.stringify(spend.structuredContent)).toContain('"amount":1044');
 
-      // A yearly domain outlives a 30-day mandate: extended, the same terms for a year, in force once the human approves.
-      const extended = await client.callTool({ name: 'extend_mandate', arguments: {} });
+      // A yearly domain outlives a 30-day mandate: extended, the same terms for 90 days, in force once the human approves.
+      const extended = await client.callTool({ name: 'extend_mandate', arguments: { days: 90 } });
       const successor = (extended.structuredContent as { data: { mandate_id: string; user_code: string; supersedes: string } }).data;
       expect(successor.supersedes).toBe(pending.mandate_id);
       const meanwhile = await client.callTool({ name: 'mandate_status', arguments: {} });
@@ -58,7 +58,7 @@ describe('oap mcp', () => {
       const after = await client.callTool({ name: 'mandate_status', arguments: {} });
       expect((after.structuredContent as { data: Record<string, any> }).data).toMatchObject({ mandate_id: successor.mandate_id, status: 'active' });
       // Extended by the human from the dashboard (its API here): the next paid tool adopts the extension as the mandate in force.
-      const byHuman = (await (await asHuman(human, 'POST', `/v1/mandates/${successor.mandate_id}/extend`, { json: { days: 90 } })).json()) as { mandate_id: string };
+      const byHuman = (await (await asHuman(human, 'POST', `/v1/mandates/${successor.mandate_id}/extend`, { json: { days: 365 } })).json()) as { mandate_id: string };
       expect((await asHuman(human, 'POST', `/v1/mandates/${byHuman.mandate_id}/approve`, { json: {} })).status).toBe(200);
       const adopted = await client.callTool({ name: 'mandate_status', arguments: {} });
       expect((adopted.structuredContent as { data: Record<string, any> }).data).toMatchObject({ mandate_id: byHuman.mandate_id, status: 'active', supersedes: successor.mandate_id });

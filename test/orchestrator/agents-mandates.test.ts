@@ -6,6 +6,7 @@ import { newAgentKey, dpopProof } from '../support/agent-keys';
 import { activeMandate, agentClient, call, mandateBody, newPrincipal, ORCHESTRATOR, registerAgent } from '../support/orchestrator-client';
 
 const testEnv = env as unknown as TestEnv;
+const DB = testEnv.DB;
 const jwks = async () => createLocalJWKSet((await (await call('/.well-known/jwks.json')).json()) as never);
 
 describe('agent registration', () => {
@@ -226,8 +227,15 @@ describe('mandates', () => {
     const first = await activeMandate(human);
     const second = await activeMandate(human, first.agent, { supersedes: first.mandate_id, spend_limit: { amount: 8000, currency: 'usd', period: 'month' } });
     expect(second.mandate).toMatchObject({ status: 'active', supersedes: first.mandate_id });
-    const old = (await (await call(`/v1/mandates/${first.mandate_id}`, { headers: { cookie: human.cookie } })).json()) as { status: string };
-    expect(old.status).toBe('superseded');
+    const old = (await (await call(`/v1/mandates/${first.mandate_id}`, { headers: { cookie: human.cookie } })).json()) as { status: string; superseded_by: string | null };
+    expect(old).toMatchObject({ status: 'superseded', superseded_by: second.mandate_id });
+
+    // A superseded mandate cannot be superseded again: refused, and no trace of the request is left to route.
+    const routes = async () => (await DB.prepare('SELECT COUNT(*) AS n FROM mandate_routes WHERE principal_id = ?1').bind(human.principal_id).first<{ n: number }>())!.n;
+    const before = await routes();
+    const refused = await first.agent.request('POST', '/v1/mandates', mandateBody({ supersedes: first.mandate_id }));
+    expect(refused.status).toBe(422);
+    expect(await routes()).toBe(before);
   });
 
   it('refuses unknown providers and past expiry at request time', async () => {

@@ -134,16 +134,25 @@ describe('dashboard forms', () => {
 
   it('extends an active mandate: a request for the same terms, in force once the human approves it, that its agent then finds', async () => {
     const human = await newPrincipal();
+    // It runs 300 days (orchestrator-client.ts inAYear): a year from now is the one length that ends later.
     const { agent, mandate_id } = await activeMandate(human);
     const asAgent = async (id: string) => (await (await agent.request('GET', `/v1/mandates/${id}`)).json()) as Record<string, any>;
     const mandates = async () => ((await (await call('/v1/mandates', { headers: { cookie: human.cookie } })).json()) as { data: unknown[] }).data.length;
     const original = await asAgent(mandate_id);
-    expect(await (await page(human, '/dashboard/mandates')).text()).toContain(`action="/dashboard/mandates/${mandate_id}/extend"`);
+    const html = await (await page(human, '/dashboard/mandates')).text();
+    expect(html).toContain(`action="/dashboard/mandates/${mandate_id}/extend"`);
+    expect(html).toContain('<option value="365" selected="">a year from now</option>');
+    expect(html).not.toContain('<option value="90"');
 
-    // Only the lengths offered, and nothing asked for otherwise.
+    // Refused, and nothing asked for: a length not offered, one that ends sooner than the mandate, a post without the CSRF token.
     const odd = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '400' });
     expect(odd.status).toBe(422);
     expect(await odd.text()).toContain('days must be one of 30, 90, 365');
+    const sooner = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '90' });
+    expect(sooner.status).toBe(422);
+    expect(await sooner.text()).toContain('an extension ends later');
+    const forged = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '365' }, { csrf: false });
+    expect(forged.status).toBe(403);
     expect(await mandates()).toBe(1);
 
     const extended = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '365' });
@@ -163,20 +172,21 @@ describe('dashboard forms', () => {
     expect(trail.find((e) => e.action === 'mandate.request' && e.target === extensionId)?.actor.type).toBe('principal');
 
     // A mandate no longer in force is not extended; nor is another principal's, which does not exist for them.
-    const again = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '30' });
+    const again = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '365' });
     expect(again.status).toBe(409);
     expect(await again.text()).toContain('only an active mandate can be extended');
     const stranger = await newPrincipal();
-    expect((await post(stranger, `/dashboard/mandates/${extensionId}/extend`, { days: '30' })).status).toBe(404);
+    expect((await post(stranger, `/dashboard/mandates/${extensionId}/extend`, { days: '365' })).status).toBe(404);
     expect(await mandates()).toBe(2);
 
-    // The JSON API does the same: 201 with the pending extension.
-    const viaApi = await call(`/v1/mandates/${extensionId}/extend`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ days: 90 }) });
+    // The JSON API does the same: 201 with the pending extension, 422 for a length not offered.
+    const short = await activeMandate(human, undefined, { expires_at: new Date(Date.now() + 10 * 86_400_000).toISOString() });
+    const viaApi = await call(`/v1/mandates/${short.mandate_id}/extend`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ days: 90 }) });
     expect(viaApi.status).toBe(201);
-    expect(await viaApi.json()).toMatchObject({ status: 'pending', supersedes: extensionId });
-    const unoffered = await call(`/v1/mandates/${extensionId}/extend`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ days: 400 }) });
+    expect(await viaApi.json()).toMatchObject({ status: 'pending', supersedes: short.mandate_id, agent_id: short.agent.agent_id });
+    const unoffered = await call(`/v1/mandates/${short.mandate_id}/extend`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ days: 400 }) });
     expect(unoffered.status).toBe(422);
-    expect(await mandates()).toBe(3);
+    expect(await mandates()).toBe(4);
   });
 
   it('raises the monthly limit above the ceiling only after a fresh sign-in, shown as a step on the page (stale session)', async () => {

@@ -42,10 +42,10 @@ describe('the SDK inside workerd', () => {
     expect(refused).toBeInstanceOf(OapError);
     expect((refused as OapError).code).toBe('not_found');
 
-    // Extended before it ends: the same terms for a year, superseding it once the human approves.
-    const extension = await client.extendMandate(decided.mandate_id);
+    // Extended before it ends: the same terms for 90 days, superseding it once the human approves.
+    const extension = await client.extendMandate(decided.mandate_id, { days: 90 });
     expect(extension).toMatchObject({ status: 'pending', supersedes: decided.mandate_id, scope: decided.scope, spend_limit: decided.spend_limit, description: 'From inside a Worker' });
-    expect(Date.parse(extension.expires_at) - Date.now()).toBeGreaterThan(364 * 86_400_000);
+    expect(Date.parse(extension.expires_at) - Date.now()).toBeGreaterThan(89 * 86_400_000);
     expect((await call(`/v1/mandates/${extension.mandate_id}/approve`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ user_code: extension.user_code }) })).status).toBe(200);
     expect(await client.mandate(decided.mandate_id)).toMatchObject({ status: 'superseded' });
     expect(await client.mandate(extension.mandate_id)).toMatchObject({ status: 'active' });
@@ -53,9 +53,13 @@ describe('the SDK inside workerd', () => {
     expect(((await client.extendMandate(decided.mandate_id).catch((e: unknown) => e)) as OapError).code).toBe('mandate_inactive');
 
     // Extended again, by the human: the agent finds the mandate in force from any link of the chain.
-    const byHuman = (await (await call(`/v1/mandates/${extension.mandate_id}/extend`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ days: 30 }) })).json()) as { mandate_id: string };
+    const byHuman = (await (await call(`/v1/mandates/${extension.mandate_id}/extend`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ days: 365 }) })).json()) as { mandate_id: string };
     expect(await client.mandateInForce(decided.mandate_id)).toMatchObject({ mandate_id: extension.mandate_id, status: 'active' });
     expect((await call(`/v1/mandates/${byHuman.mandate_id}/approve`, { method: 'POST', headers: human.headers(), body: '{}' })).status).toBe(200);
     expect(await client.mandateInForce(decided.mandate_id)).toMatchObject({ mandate_id: byHuman.mandate_id, status: 'active', supersedes: extension.mandate_id });
+    // An extension ends later than the mandate it extends: the SDK asks for none that would not.
+    const sooner = (await client.extendMandate(byHuman.mandate_id, { days: 30 }).catch((e: unknown) => e)) as OapError;
+    expect(sooner).toBeInstanceOf(OapError);
+    expect(sooner.code).toBe('invalid_request');
   });
 });

@@ -14,6 +14,7 @@ import { loadSigningKeys } from '../lib/signing-keys';
 import { requireFreshSignIn, type Session } from '../lib/sessions';
 import { timingSafeEqualText } from '../lib/passwords';
 import type { MandateTerms, StoredMandate } from '../../durable-objects/principal-ledger';
+import { DAY_MS } from '../../durable-objects/ledger/renewal-periods';
 import type { AgentCaller } from './agent-auth';
 import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
 import { emailHint, principalById } from './store/principals';
@@ -30,6 +31,7 @@ import {
   mandateRoute,
   recordFirstContactPoll,
   releaseFirstContact,
+  removeMandateRoute,
   type FirstContactRow,
 } from './store/routing';
 
@@ -164,6 +166,7 @@ export async function requestMandate(env: OrchestratorBindings, caller: AgentCal
   if (request.agent && request.agent.public_jwk.x !== (caller.jwk as { x?: string }).x) {
     throw new ProblemError(422, 'invalid_request', 'agent.public_jwk is not the key that signed this request.');
   }
+  // Routed ahead, so that a mandate the ledger creates can always be found; a refused one leaves no route behind.
   await addMandateRoute(env.DB, { mandate_id: mandateId, principal_id: caller.principal_id, requester_jkt: caller.jkt });
   const created = await ledgerOf(env, caller.principal_id).createMandate(caller.principal_id, {
     mandate_id: mandateId,
@@ -172,11 +175,14 @@ export async function requestMandate(env: OrchestratorBindings, caller: AgentCal
     pending_until: Date.now() + PENDING_TTL_MS,
     first_contact: false,
   });
-  if (!created.ok) throw refusalProblem(created, 422);
+  if (!created.ok) {
+    await removeMandateRoute(env.DB, mandateId);
+    throw refusalProblem(created, 422);
+  }
   return toWire(env, created.mandate, { user_code: userCode });
 }
 
-/** GET /v1/mandates/{id} by an agent: only the mandates it requested; others do not exist (404). */
+/** GET /v1/mandates/{id} by an agent: only the mandates it requested or its human asked for on its behalf; others do not exist (404). */
 export async function pollMandateAsAgent(env: OrchestratorBindings, caller: AgentCaller, mandateId: string): Promise<Mandate> {
   const route = await mandateRoute(env.DB, mandateId);
   if (!route || route.requester_jkt !== caller.jkt) throw new ProblemError(404, 'not_found', 'No such mandate.');
@@ -428,12 +434,18 @@ export async function revokeMandate(env: OrchestratorBindings, principalId: stri
   return toWire(env, result.mandate);
 }
 
+/** When an extension of `days` asked for at `now` ends: a minute short, so that a year is still within a year when its terms are checked. */
+const extensionEnd = (days: number, now: number) => now + days * DAY_MS - 60_000;
+
+/** The offered lengths that extend a mandate ending at `expiresAt`: an extension ends later than the mandate it extends. */
+export const extensionsOf = (expiresAt: string, now = Date.now()) => EXTENSION_DAYS.filter((days) => extensionEnd(days, now) > Date.parse(expiresAt));
+
 /**
  * An extension the human asks for from the dashboard: a request, on behalf of the mandate's agent, for the same
- * terms as approved until `days` from now, superseding it. The human then approves it on the approval page like
- * any request (the same display, the same re-authentication above the policy ceiling); until then the mandate
- * stays in force. Its agent can read the request (it is routed to the agent's key) and, once approved, finds it
- * as its mandate's `superseded_by`. Recurring plans bought under the mandate renew under it.
+ * terms as approved until `days` from now, superseding it; it must end later than the mandate does. The human then
+ * approves it on the approval page like any request (the same display, the same re-authentication above the policy
+ * ceiling); until then the mandate stays in force. Its agent can read the request (it is routed to the agent's key)
+ * and, once approved, finds it as its mandate's `superseded_by`. Recurring plans bought under the mandate renew under it.
  */
 export async function extendMandateForPrincipal(env: OrchestratorBindings, principalId: string, mandateId: string, days: number): Promise<Mandate> {
   if (!(EXTENSION_DAYS as readonly number[]).includes(days)) {
@@ -442,12 +454,18 @@ export async function extendMandateForPrincipal(env: OrchestratorBindings, princ
   const view = await findMandateForPrincipal(env, principalId, mandateId);
   if (view.kind !== 'owned') throw new ProblemError(404, 'not_found', 'No such mandate.');
   const { mandate } = view;
-  if (mandate.status !== 'active' || !mandate.approved) throw new ProblemError(409, 'mandate_inactive', `This mandate is ${mandate.status}: only an active mandate can be extended.`);
+  const inactive = () => new ProblemError(409, 'mandate_inactive', `This mandate is ${mandate.status === 'active' ? 'no longer active' : mandate.status}: only an active mandate can be extended.`);
+  if (mandate.status !== 'active' || !mandate.approved) throw inactive();
+  const now = Date.now();
+  if (!(extensionsOf(mandate.approved.expires_at, now) as number[]).includes(days)) {
+    throw new ProblemError(422, 'invalid_request', `${days} days from now is not later than this mandate's end (${mandate.approved.expires_at}): an extension ends later.`, {
+      errors: [{ path: '/days', message: 'ends before the mandate does' }],
+    });
+  }
+  const terms: MandateTerms = { ...mandate.approved, expires_at: new Date(extensionEnd(days, now)).toISOString(), supersedes: mandate.mandate_id };
+  checkTerms(env, terms);
   const ledger = ledgerOf(env, principalId);
   const agent = (await ledger.getAgent(mandate.agent_id))!;
-  // A minute short, so that a year is still within a year when the terms are checked.
-  const terms: MandateTerms = { ...mandate.approved, expires_at: new Date(Date.now() + days * 86_400_000 - 60_000).toISOString(), supersedes: mandate.mandate_id };
-  checkTerms(env, terms);
   const extensionId = newId('mdt');
   await addMandateRoute(env.DB, { mandate_id: extensionId, principal_id: principalId, requester_jkt: agent.key_thumbprint });
   const created = await ledger.createMandate(
@@ -455,7 +473,11 @@ export async function extendMandateForPrincipal(env: OrchestratorBindings, princ
     { mandate_id: extensionId, agent_id: mandate.agent_id, terms, pending_until: Date.now() + PENDING_TTL_MS, first_contact: false },
     { type: 'principal', id: principalId },
   );
-  if (!created.ok) throw refusalProblem(created, 409);
+  if (!created.ok) {
+    // Revoked or superseded since it was read.
+    await removeMandateRoute(env.DB, extensionId);
+    throw inactive();
+  }
   return toWire(env, created.mandate);
 }
 
@@ -463,7 +485,7 @@ export async function listMandatesOfPrincipal(env: OrchestratorBindings, princip
   return (await ledgerOf(env, principalId).listMandates()).map((m) => toWire(env, m));
 }
 
-/** GET /v1/mandates by an agent: what it requested; an unregistered key's are its first-contact requests (§2.4). */
+/** GET /v1/mandates by an agent: its own (what it requested, and extensions its human asked for); an unregistered key's are its first-contact requests (§2.4). */
 export async function listMandatesOfAgent(env: OrchestratorBindings, caller: AgentCaller): Promise<Mandate[]> {
   if (caller.kind === 'unregistered_key') return (await firstContactsOfKey(env.DB, caller.jkt)).map((row) => firstContactWire(env, row));
   return (await ledgerOf(env, caller.principal_id).listMandates(caller.agent_id)).map((m) => toWire(env, m));

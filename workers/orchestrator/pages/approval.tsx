@@ -162,8 +162,8 @@ export function approvalPages() {
     return page(
       'Approve a mandate',
       <div class="card">
-        {/* A successor (a raised limit, an extension, asked for by the agent or from the dashboard) replaces a mandate in force. */}
-        <h1>{document.supersedes ? 'Approve a mandate that replaces one in force' : 'An agent asks for your approval'}</h1>
+        {/* A successor (a raised limit, an extension, asked for by the agent or from the dashboard) replaces another. */}
+        <h1>{document.supersedes ? 'Approve a mandate that replaces another' : 'An agent asks for your approval'}</h1>
         <Request doc={document} />
         <form method="post" action={`/v1/mandates/${id}/approve`}>
           <input type="hidden" name="csrf_token" value={session.csrf_token} />

@@ -3,7 +3,8 @@
 // mandates with this month's spend and a revoke button, and those that ended.
 import { formatDate, formatMoney } from '../../lib/pages/format';
 import { ColumnHeads } from '../../lib/pages/layout';
-import { EXTENSION_DAYS, type Mandate } from '../../lib/schemas/mandates';
+import type { Mandate } from '../../lib/schemas/mandates';
+import { extensionsOf } from '../mandates';
 import type { LimitRow } from '../spend-overview';
 import { AgentName, Csrf, type Names } from './dashboard-frame';
 
@@ -25,6 +26,7 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
   const pending = props.mandates.filter((m) => m.status === 'pending');
   const active = props.mandates.filter((m) => m.status === 'active');
   const ended = props.mandates.filter((m) => m.status !== 'pending' && m.status !== 'active');
+  const extensions = (m: Mandate) => extensionsOf(m.expires_at);
   const spentOn = (id: string) => props.limits.find((l) => l.scope === 'mandate' && l.id === id)?.spent;
   return (
     <>
@@ -86,19 +88,23 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
                       {spent ? formatMoney(spent) : '$0.00'} of {formatMoney(m.spend_limit)}
                     </td>
                     <td data-label="Extend or revoke">
-                      <form class="inline" method="post" action={`/dashboard/mandates/${m.mandate_id}/extend`}>
-                        <Csrf token={props.csrf} />
-                        <select name="days" aria-label={`Extend the mandate “${m.description}” until`}>
-                          {EXTENSION_DAYS.map((d) => (
-                            <option value={String(d)} selected={d === 365}>
-                              {d === 365 ? 'a year from now' : `${d} days from now`}
-                            </option>
-                          ))}
-                        </select>
-                        <button type="submit" class="secondary" aria-label={`Extend the mandate “${m.description}”`}>
-                          Extend
-                        </button>
-                      </form>
+                      {extensions(m).length ? (
+                        <form class="inline" method="post" action={`/dashboard/mandates/${m.mandate_id}/extend`}>
+                          <Csrf token={props.csrf} />
+                          <select name="days" aria-label={`Extend the mandate “${m.description}” until`}>
+                            {extensions(m).map((d, i, all) => (
+                              <option value={String(d)} selected={i === all.length - 1}>
+                                {d === 365 ? 'a year from now' : `${d} days from now`}
+                              </option>
+                            ))}
+                          </select>
+                          <button type="submit" class="secondary" aria-label={`Extend the mandate “${m.description}”`}>
+                            Extend
+                          </button>
+                        </form>
+                      ) : (
+                        <p class="muted">Runs as long as a mandate can.</p>
+                      )}
                       <form class="inline" method="post" action={`/dashboard/mandates/${m.mandate_id}/revoke`}>
                         <Csrf token={props.csrf} />
                         <button type="submit" class="secondary" aria-label={`Revoke the mandate “${m.description}”`}>

@@ -126,7 +126,7 @@ export function mandateRoutes() {
     createRoute({
       method: 'get',
       path: '/v1/mandates',
-      summary: "The caller's mandates: a principal's, or those an agent requested",
+      summary: "The caller's mandates: a principal's, or an agent's own",
       middleware: [agentOrPrincipal] as const,
       request: { headers: agentProof, query: ListQuerySchema },
       responses: { 200: { description: 'Mandates, newest first', content: { 'application/json': { schema: MandateList } } }, ...problemResponses(401, 422) },

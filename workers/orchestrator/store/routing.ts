@@ -37,6 +37,11 @@ export async function addMandateRoute(db: D1Database, route: MandateRoute) {
     .run();
 }
 
+/** A route written ahead of a request the ledger then refused: the mandate it would have found does not exist. */
+export async function removeMandateRoute(db: D1Database, mandateId: string) {
+  await db.prepare('DELETE FROM mandate_routes WHERE mandate_id = ?1').bind(mandateId).run();
+}
+
 export type FirstContactRow = {
   mandate_id: string;
   jkt: string;
