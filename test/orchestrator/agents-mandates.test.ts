@@ -1,4 +1,5 @@
 // Agents and mandates at the orchestrator (PROTOCOL.md §2.1, §2.4).
+import { runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
@@ -236,6 +237,23 @@ describe('mandates', () => {
     const refused = await first.agent.request('POST', '/v1/mandates', mandateBody({ supersedes: first.mandate_id }));
     expect(refused.status).toBe(422);
     expect(await routes()).toBe(before);
+  });
+
+  it('names the successor of a mandate superseded before successors were recorded, once its ledger is migrated (schema v17)', async () => {
+    const human = await newPrincipal();
+    const first = await activeMandate(human);
+    const second = await activeMandate(human, first.agent, { supersedes: first.mandate_id });
+    const ledger = testEnv.LEDGER.get(testEnv.LEDGER.idFromName(human.principal_id));
+    // The ledger as it was at schema v16, then started again, as after a deploy.
+    await runInDurableObject(ledger, (_, state) => {
+      state.storage.sql.exec('ALTER TABLE mandates DROP COLUMN superseded_by');
+      state.storage.sql.exec(`UPDATE meta SET value = '16' WHERE key = 'schema_version'`);
+    });
+    await runInDurableObject(ledger, (_, state) => state.abort('restarted by the test')).catch(() => {});
+    const old = (await (await call(`/v1/mandates/${first.mandate_id}`, { headers: { cookie: human.cookie } })).json()) as { status: string; superseded_by: string | null };
+    expect(old).toMatchObject({ status: 'superseded', superseded_by: second.mandate_id });
+    const current = (await (await call(`/v1/mandates/${second.mandate_id}`, { headers: { cookie: human.cookie } })).json()) as { superseded_by: string | null };
+    expect(current.superseded_by).toBeNull();
   });
 
   it('refuses unknown providers and past expiry at request time', async () => {
