@@ -140,7 +140,7 @@ function mandateOf(state: State): string {
  * extension the human asked for from the dashboard): a successor still pending superseded the same mandate, and so
  * can no longer be approved.
  */
-async function mandateInForce(dir: string, state: State, client: OapClient): Promise<Mandate> {
+async function adoptMandateInForce(dir: string, state: State, client: OapClient): Promise<Mandate> {
   const kept = mandateOf(state);
   const mandate = await client.mandateInForce(kept);
   if (mandate.mandate_id !== kept) {
@@ -264,7 +264,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
         if (values['no-wait']) return { code: 0, data: pending, text: `Mandate ${pending.mandate_id} is pending.` };
       } else if (sub === 'extend') {
         // The same terms for another --days (a year unless told). The mandate in force stays so until the human approves.
-        const extended = await mandateInForce(dir, state, client);
+        const extended = await adoptMandateInForce(dir, state, client);
         const pending = await client.extendMandate(extended, { days: days(values.days, 365), ...(values.description ? { description: values.description } : {}) });
         await saveState(dir, { ...state, mandate_id: extended.mandate_id, pending_successor: pending.mandate_id });
         askHuman(pending);
@@ -274,7 +274,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       const kept = mandateOf(current);
       const successor = current.pending_successor;
       const inForce = async () => {
-        const mandate = await mandateInForce(dir, current, client);
+        const mandate = await adoptMandateInForce(dir, current, client);
         const text = `Mandate ${mandate.mandate_id} is ${mandate.status} until ${mandate.expires_at}, superseding ${kept}.`;
         return { code: mandate.status === 'active' ? 0 : 3, data: mandate, text };
       };
@@ -284,6 +284,8 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       const decided = await client.waitForDecision(successor ?? kept, { onPoll: (m) => tick(`waiting for the human (${m.status})`) });
       if (!successor && decided.status === 'superseded') return inForce();
       if (successor) {
+        // Denied because another superseded the mandate meanwhile (the human's own extension): that one is in force.
+        if (decided.status !== 'active' && (await client.mandate(kept)).status === 'superseded') return inForce();
         // Approved, it is the mandate in force; otherwise the one it would have superseded still is.
         const { pending_successor: _decided, ...rest } = current;
         await saveState(dir, decided.status === 'active' ? { ...rest, mandate_id: successor } : rest);
@@ -304,7 +306,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
         throw new UsageError('--config takes a JSON object');
       }
       const client = await clientOf(state);
-      const provisioned = await client.provision((await mandateInForce(dir, state, client)).mandate_id, provider, { service, plan: values.plan, parameters }, { onProgress: (s) => tick(`provisioning (${s})`) });
+      const provisioned = await client.provision((await adoptMandateInForce(dir, state, client)).mandate_id, provider, { service, plan: values.plan, parameters }, { onProgress: (s) => tick(`provisioning (${s})`) });
       const resource = await keepCredentials(dir, provider, provisioned);
       const where = typeof resource.url === 'string' ? ` at ${resource.url}` : '';
       const secret = resource.credentials_redacted ? '\nCredentials kept in .oap/credentials.json: run `oap env pull` to write them to .env.' : '';
@@ -316,7 +318,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       const client = await clientOf(state);
       const stored = await loadCredentials(dir);
       // Only resources that still exist: a deleted database's old token is no use to anyone.
-      const mandate = await mandateInForce(dir, state, client);
+      const mandate = await adoptMandateInForce(dir, state, client);
       const providers = [...new Set((mandate.scope as { provider: string }[]).map((s) => s.provider))];
       const live = new Set((await Promise.all(providers.map((p) => client.resources(mandate.mandate_id, p)))).flat().filter((r) => r.status === 'active' || r.status === 'suspended').map((r) => String(r.resource_id)));
       const variables: { name: string; resource_id: string }[] = [];
@@ -340,7 +342,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       if (!sub?.startsWith('res_')) throw new UsageError(`${command} takes a resource id (res_…); see oap ls`);
       const state = await loadState(dir);
       const client = await clientOf(state);
-      const mandateId = (await mandateInForce(dir, state, client)).mandate_id;
+      const mandateId = (await adoptMandateInForce(dir, state, client)).mandate_id;
       const stored = await loadCredentials(dir);
       const provider = stored[sub]?.provider ?? (await providerOf(client, mandateId, sub));
       if (command === 'rm') {
@@ -355,7 +357,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
     case 'down': {
       const state = await loadState(dir);
       const client = await clientOf(state);
-      const { removed, failed } = await client.teardown((await mandateInForce(dir, state, client)).mandate_id, { onProgress: (step) => tick(step) });
+      const { removed, failed } = await client.teardown((await adoptMandateInForce(dir, state, client)).mandate_id, { onProgress: (step) => tick(step) });
       const stored = await loadCredentials(dir);
       for (const r of removed) delete stored[String(r.resource_id)];
       await saveCredentials(dir, stored);
@@ -370,7 +372,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
     case 'spend': {
       const state = await loadState(dir);
       const client = await clientOf(state);
-      const mandate = await mandateInForce(dir, state, client);
+      const mandate = await adoptMandateInForce(dir, state, client);
       const providers = (mandate.scope as { provider: string }[]).map((s) => s.provider);
       if (command === 'ls') {
         const rows: Record<string, any>[] = (await Promise.all(providers.map(async (p) => (await client.resources(mandate.mandate_id, p)).map((r) => ({ provider: p, ...r }))))).flat();

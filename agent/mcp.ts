@@ -48,7 +48,7 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
    * The mandate in force, adopted if the one kept was superseded meanwhile (an extension its human asked for from the
    * dashboard): a successor still pending superseded the same mandate, and so can no longer be approved.
    */
-  const mandateInForce = async (id: string) => {
+  const adoptMandateInForce = async (id: string) => {
     const m = await client.mandateInForce(id);
     if (m.mandate_id !== id) {
       await mandate.set(m.mandate_id);
@@ -60,7 +60,7 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
     await decideSuccessor();
     const id = mandate.get();
     if (!id) throw new OapError(403, 'mandate_inactive', 'No mandate yet: call request_mandate and let the human approve it.');
-    const m = await mandateInForce(id);
+    const m = await adoptMandateInForce(id);
     if (m.status !== 'active') throw new OapError(403, 'mandate_inactive', `The mandate is ${m.status}; a paid tool needs an active one.`);
     return m;
   };
@@ -119,8 +119,8 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
         let pending = await decideSuccessor();
         const id = mandate.get();
         if (!id) throw new OapError(404, 'not_found', 'No mandate yet.');
-        const inForce = await mandateInForce(id);
-        // Superseded meanwhile by the human's extension: a successor of its own is moot (mandateInForce forgot it).
+        const inForce = await adoptMandateInForce(id);
+        // Superseded meanwhile by the human's extension: a successor of its own is moot (adoptMandateInForce forgot it).
         if (inForce.mandate_id !== id) pending = undefined;
         return { ...inForce, ...(pending ? { pending_successor: pending } : {}) };
       }),

@@ -6,6 +6,7 @@
 // protocol's stable code.
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import { signRequest } from '../workers/lib/http-signatures';
+import { extensionEnd } from '../workers/lib/mandate-extensions';
 
 export type AgentKeyPair = { privateKey: CryptoKey; publicJwk: { kty: 'OKP'; crv: 'Ed25519'; x: string }; thumbprint: string };
 
@@ -76,7 +77,16 @@ export type MandateRequest = {
   share_email?: boolean;
   supersedes?: string;
 };
-export type Mandate = Record<string, any> & { mandate_id: string; status: string; approval_url: string; interval?: number; user_code?: string; agent_id: string | null };
+export type Mandate = Record<string, any> & {
+  mandate_id: string;
+  status: string;
+  approval_url: string;
+  interval?: number;
+  user_code?: string;
+  agent_id: string | null;
+  /** For a superseded mandate, the one that superseded it. */
+  superseded_by?: string | null;
+};
 
 type ProviderSession = { id: string; base: string; accessToken: string; expiresAt: number; accountId: string };
 
@@ -176,8 +186,7 @@ export class OapClient {
     const id = current.mandate_id;
     if (current.status !== 'active') throw new OapError(409, 'mandate_inactive', `Mandate ${id} is ${current.status}: only an active mandate can be extended.`);
     const days = Math.min(options.days ?? 365, 365);
-    // A minute short, so that a year is still within a year when the orchestrator reads it.
-    const end = Date.now() + days * 86_400_000 - 60_000;
+    const end = extensionEnd(days);
     if (end <= Date.parse(current.expires_at)) throw new OapError(422, 'invalid_request', `Mandate ${id} runs until ${current.expires_at}: ${days} days from now would not extend it.`);
     return this.requestMandate({
       description: options.description ?? current.description,

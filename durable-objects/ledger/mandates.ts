@@ -273,6 +273,15 @@ export function approveMandate(tx: LedgerTx, mandateId: string, approval: Approv
     tx.sql.exec(`UPDATE mandates SET status = 'superseded', revoked_at = ?, superseded_by = ? WHERE id = ?`, approval.decided_at, mandateId, previous.mandate_id);
     tx.audit({ actor, action: 'mandate.supersede', mandate_id: previous.mandate_id, target: previous.mandate_id, outcome: 'succeeded', related: [mandateId] });
     for (const s of previous.approved?.scope ?? []) queueProviderEvent(tx, s.provider, 'mandate.revoked', { mandate_id: previous.mandate_id, agent_id: previous.agent_id });
+    // Another request to supersede the same mandate (the agent's extension and the human's, a form sent twice) can
+    // no longer be approved: it is denied now, so that no one waits on it.
+    const moot = tx.sql
+      .exec<{ id: string }>(`SELECT id FROM mandates WHERE status = 'pending' AND id != ? AND json_extract(requested, '$.supersedes') = ?`, mandateId, previous.mandate_id)
+      .toArray();
+    for (const { id } of moot) {
+      tx.sql.exec(`UPDATE mandates SET status = 'denied', decided_at = ? WHERE id = ?`, approval.decided_at, id);
+      tx.audit({ actor, action: 'mandate.deny', mandate_id: id, target: id, outcome: 'succeeded', reason: 'superseded_by_another', related: [mandateId] });
+    }
   }
   setApproved(tx, mandateId, approval);
   tx.audit({ actor, action: 'mandate.approve', mandate_id: mandateId, target: mandateId, outcome: 'succeeded', related: [approval.display_hash] });

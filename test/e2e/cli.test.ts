@@ -73,11 +73,15 @@ describe('oap', () => {
       expect(oap(dir, 'mandate', 'wait', '--json').json()).toMatchObject({ ok: true, data: { mandate_id: extension.mandate_id, status: 'active' } });
       // Its resources and spend carry over: the chain is one mandate to its limit.
       expect(oap(dir, 'ls', '--json').json().data).toContainEqual(expect.objectContaining({ name }));
-      // Extended again by the human, from the dashboard (its API here): the next command takes it as the mandate in force.
+      // The agent asks for a year, and so does the human from the dashboard (its API here), who approves their own: the
+      // agent's is denied, and waiting on it answers with the human's, now the mandate in force.
+      expect(oap(dir, 'mandate', 'extend', '--no-wait', '--json').status).toBe(0);
       const byHuman = (await (await asHuman(human, 'POST', `/v1/mandates/${extension.mandate_id}/extend`, { json: { days: 365 } })).json()) as { mandate_id: string };
       expect((await asHuman(human, 'POST', `/v1/mandates/${byHuman.mandate_id}/approve`, { json: {} })).status).toBe(200);
-      expect(oap(dir, 'ls', '--json').json().data).toContainEqual(expect.objectContaining({ name }));
+      expect(oap(dir, 'mandate', 'wait', '--json').json()).toMatchObject({ ok: true, data: { mandate_id: byHuman.mandate_id, status: 'active' } });
       expect(JSON.parse(readFileSync(join(dir, '.oap', 'agent.json'), 'utf8'))).toMatchObject({ mandate_id: byHuman.mandate_id });
+      expect(JSON.parse(readFileSync(join(dir, '.oap', 'agent.json'), 'utf8'))).not.toHaveProperty('pending_successor');
+      expect(oap(dir, 'ls', '--json').json().data).toContainEqual(expect.objectContaining({ name }));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

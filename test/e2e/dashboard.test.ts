@@ -1,8 +1,8 @@
 // The human's screens in headless Chromium with JavaScript off, against the
 // three running Workers (DESIGN.md "The human's screens"): a human signs in on
 // the sign-in page, registers an agent, approves its mandate with a lowered
-// limit, sees the agent's spend move, disputes the charge, revokes the agent,
-// and the agent is refused. Each page is screenshotted (wide and narrow) into
+// limit, sees the agent's spend move, disputes the charge, extends the mandate,
+// revokes the agent, and the agent is refused. Each page is screenshotted (wide and narrow) into
 // test-results/screenshots/ and checked for the basic accessibility facts.
 import { existsSync, mkdirSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';

@@ -57,11 +57,14 @@ describe('oap mcp', () => {
       expect((await asHuman(human, 'POST', `/v1/mandates/${successor.mandate_id}/approve`, { json: { user_code: successor.user_code } })).status).toBe(200);
       const after = await client.callTool({ name: 'mandate_status', arguments: {} });
       expect((after.structuredContent as { data: Record<string, any> }).data).toMatchObject({ mandate_id: successor.mandate_id, status: 'active' });
-      // Extended by the human from the dashboard (its API here): the next paid tool adopts the extension as the mandate in force.
+      // The agent asks for a year, and so does the human from the dashboard (its API here), who approves their own: the
+      // server's next read adopts the human's as the mandate in force, and the agent's, denied, is no longer pending.
+      await client.callTool({ name: 'extend_mandate', arguments: { days: 365 } });
       const byHuman = (await (await asHuman(human, 'POST', `/v1/mandates/${successor.mandate_id}/extend`, { json: { days: 365 } })).json()) as { mandate_id: string };
       expect((await asHuman(human, 'POST', `/v1/mandates/${byHuman.mandate_id}/approve`, { json: {} })).status).toBe(200);
-      const adopted = await client.callTool({ name: 'mandate_status', arguments: {} });
-      expect((adopted.structuredContent as { data: Record<string, any> }).data).toMatchObject({ mandate_id: byHuman.mandate_id, status: 'active', supersedes: successor.mandate_id });
+      const adopted = (await client.callTool({ name: 'mandate_status', arguments: {} })).structuredContent as { data: Record<string, any> };
+      expect(adopted.data).toMatchObject({ mandate_id: byHuman.mandate_id, status: 'active', supersedes: successor.mandate_id });
+      expect(adopted.data).not.toHaveProperty('pending_successor');
 
       const torn = await client.callTool({ name: 'teardown', arguments: {} });
       expect(torn.isError ?? false).toBe(false);

@@ -132,7 +132,7 @@ describe('dashboard forms', () => {
     expect(mandate.status).toBe('revoked');
   });
 
-  it('extends an active mandate: a request for the same terms, in force once the human approves it, that its agent then finds', async () => {
+  it('extends an active mandate: a request for the same terms, in force once the human approves it, that its agent then finds; a forged post (no CSRF token) changes nothing', async () => {
     const human = await newPrincipal();
     // It runs 300 days (orchestrator-client.ts inAYear): a year from now is the one length that ends later.
     const { agent, mandate_id } = await activeMandate(human);
@@ -163,13 +163,21 @@ describe('dashboard forms', () => {
     expect(asked).toMatchObject({ status: 'pending', supersedes: mandate_id, agent_id: agent.agent_id, description: original.description, scope: original.scope, spend_limit: original.spend_limit });
     expect(Date.parse(asked.expires_at) - Date.now()).toBeGreaterThan(364 * 86_400_000);
     expect(await asAgent(mandate_id)).toMatchObject({ status: 'active', superseded_by: null });
+    // While it waits, the page sends the human to decide it rather than offering to ask again.
+    const waiting = await (await page(human, '/dashboard/mandates')).text();
+    expect(waiting).toContain(`<a href="/mandates/${extensionId}/approval">An extension waits for your decision</a>`);
+    expect(waiting).not.toContain(`action="/dashboard/mandates/${mandate_id}/extend"`);
+    // The agent asks for one too: once the human's is approved, the agent's can no longer be, and is denied.
+    const agents = (await (await agent.request('POST', '/v1/mandates', mandateBody({ supersedes: mandate_id }))).json()) as { mandate_id: string };
 
     expect((await call(`/v1/mandates/${extensionId}/approve`, { method: 'POST', headers: human.headers(), body: '{}' })).status).toBe(200);
     expect(await asAgent(mandate_id)).toMatchObject({ status: 'superseded', superseded_by: extensionId });
+    expect(await asAgent(agents.mandate_id)).toMatchObject({ status: 'denied' });
     expect(await asAgent(extensionId)).toMatchObject({ status: 'active', superseded_by: null });
     // The request is the human's in the trail, not the agent's.
-    const trail = (await (await call('/v1/audit', { headers: { cookie: human.cookie } })).text()).trim().split('\n').map((l) => JSON.parse(l) as { action: string; target: string; actor: { type: string } });
+    const trail = (await (await call('/v1/audit', { headers: { cookie: human.cookie } })).text()).trim().split('\n').map((l) => JSON.parse(l) as { action: string; target: string; reason: string | null; actor: { type: string } });
     expect(trail.find((e) => e.action === 'mandate.request' && e.target === extensionId)?.actor.type).toBe('principal');
+    expect(trail.find((e) => e.action === 'mandate.deny' && e.target === agents.mandate_id)?.reason).toBe('superseded_by_another');
 
     // A mandate no longer in force is not extended; nor is another principal's, which does not exist for them.
     const again = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '365' });
@@ -177,7 +185,7 @@ describe('dashboard forms', () => {
     expect(await again.text()).toContain('only an active mandate can be extended');
     const stranger = await newPrincipal();
     expect((await post(stranger, `/dashboard/mandates/${extensionId}/extend`, { days: '365' })).status).toBe(404);
-    expect(await mandates()).toBe(2);
+    expect(await mandates()).toBe(3);
 
     // The JSON API does the same: 201 with the pending extension, 422 for a length not offered.
     const short = await activeMandate(human, undefined, { expires_at: new Date(Date.now() + 10 * 86_400_000).toISOString() });
@@ -186,7 +194,7 @@ describe('dashboard forms', () => {
     expect(await viaApi.json()).toMatchObject({ status: 'pending', supersedes: short.mandate_id, agent_id: short.agent.agent_id });
     const unoffered = await call(`/v1/mandates/${short.mandate_id}/extend`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ days: 400 }) });
     expect(unoffered.status).toBe(422);
-    expect(await mandates()).toBe(4);
+    expect(await mandates()).toBe(5);
   });
 
   it('raises the monthly limit above the ceiling only after a fresh sign-in, shown as a step on the page (stale session)', async () => {

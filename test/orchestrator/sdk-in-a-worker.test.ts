@@ -57,6 +57,7 @@ describe('the SDK inside workerd', () => {
     expect(await client.mandateInForce(decided.mandate_id)).toMatchObject({ mandate_id: extension.mandate_id, status: 'active' });
     expect((await call(`/v1/mandates/${byHuman.mandate_id}/approve`, { method: 'POST', headers: human.headers(), body: '{}' })).status).toBe(200);
     expect(await client.mandateInForce(decided.mandate_id)).toMatchObject({ mandate_id: byHuman.mandate_id, status: 'active', supersedes: extension.mandate_id });
+    expect(await client.mandateInForce(extension.mandate_id)).toMatchObject({ mandate_id: byHuman.mandate_id });
     // An extension ends later than the mandate it extends: the SDK asks for none that would not.
     const sooner = (await client.extendMandate(byHuman.mandate_id, { days: 30 }).catch((e: unknown) => e)) as OapError;
     expect(sooner).toBeInstanceOf(OapError);

@@ -1,5 +1,6 @@
-// Mandates (PROTOCOL.md §2.1): an agent asks, its human decides on a page that
-// shows exactly what is asked, and the decision is signed. State lives in the
+// Mandates (PROTOCOL.md §2.1): an agent asks (or its human asks on its behalf,
+// extending one), the human decides on a page that shows exactly what is
+// asked, and the decision is signed. State lives in the
 // principal's ledger object; first-contact requests wait in D1 until a human
 // with the typed user code claims them.
 import type { JWK } from 'jose';
@@ -8,13 +9,13 @@ import { newId } from '../lib/ids';
 import { signJwt } from '../lib/jws';
 import { constraintsFromTerms } from '../lib/mandate-constraints';
 import { ProblemError, refusalProblem } from '../lib/problem';
-import { EXTENSION_DAYS, type Mandate, type MandateRequest } from '../lib/schemas/mandates';
+import { EXTENSION_DAYS, extensionEnd, extensionsOf } from '../lib/mandate-extensions';
+import type { Mandate, MandateRequest } from '../lib/schemas/mandates';
 import type { Money } from '../lib/schemas/money';
 import { loadSigningKeys } from '../lib/signing-keys';
 import { requireFreshSignIn, type Session } from '../lib/sessions';
 import { timingSafeEqualText } from '../lib/passwords';
 import type { MandateTerms, StoredMandate } from '../../durable-objects/principal-ledger';
-import { DAY_MS } from '../../durable-objects/ledger/renewal-periods';
 import type { AgentCaller } from './agent-auth';
 import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from './env';
 import { emailHint, principalById } from './store/principals';
@@ -433,12 +434,6 @@ export async function revokeMandate(env: OrchestratorBindings, principalId: stri
   if (!result.ok) throw refusalProblem(result, 409);
   return toWire(env, result.mandate);
 }
-
-/** When an extension of `days` asked for at `now` ends: a minute short, so that a year is still within a year when its terms are checked. */
-const extensionEnd = (days: number, now: number) => now + days * DAY_MS - 60_000;
-
-/** The offered lengths that extend a mandate ending at `expiresAt`: an extension ends later than the mandate it extends. */
-export const extensionsOf = (expiresAt: string, now = Date.now()) => EXTENSION_DAYS.filter((days) => extensionEnd(days, now) > Date.parse(expiresAt));
 
 /**
  * An extension the human asks for from the dashboard: a request, on behalf of the mandate's agent, for the same

@@ -1,5 +1,6 @@
 // Agents, mandates and attestations on the wire (PROTOCOL.md §2.1, §2.2).
 import { z } from '@hono/zod-openapi';
+import { EXTENSION_DAYS } from '../mandate-extensions';
 import { MoneySchema } from './money';
 
 const providerId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
@@ -96,8 +97,6 @@ export const ApproveMandateSchema = z
   })
   .openapi('ApproveMandate');
 
-/** How long an extension the human asks for from the dashboard runs from now: a mandate lasts a year at most (§2.1). */
-export const EXTENSION_DAYS = [30, 90, 365] as const;
 export const ExtendMandateSchema = z
   .object({ days: z.literal([...EXTENSION_DAYS]).openapi({ description: `Days from now: one of ${EXTENSION_DAYS.join(', ')}` }) })
   .openapi('ExtendMandate');

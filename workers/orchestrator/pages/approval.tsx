@@ -28,7 +28,9 @@ function Request(props: { doc: DisplayDocument }) {
     <>
       <p>
         <strong>{doc.agent.name}</strong>
-        {doc.agent.name_verified ? null : <span class="badge">name not verified</span>} asks to act for you and to spend up to{' '}
+        {doc.agent.name_verified ? null : <span class="badge">name not verified</span>}{' '}
+        {/* A successor may be the human's own request (an extension from the dashboard): it is not said to be the agent's. */}
+        {doc.supersedes ? 'would act for you, in place of the mandate it replaces, and spend up to' : 'asks to act for you and to spend up to'}{' '}
         <strong>{formatMoney(doc.spend_limit)} a month</strong> of your money until <strong>{formatDate(doc.expires_at)}</strong>.
       </p>
       <p class="muted">“{doc.description}”</p>

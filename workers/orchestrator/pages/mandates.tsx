@@ -1,10 +1,12 @@
 // The principal's mandates (PROTOCOL.md §2.1): requests waiting for a decision
 // (decided on the approval page, which shows exactly what is asked), active
-// mandates with this month's spend and a revoke button, and those that ended.
+// mandates with this month's spend, an Extend form (a request for the same
+// terms until later, decided like any other) and a revoke button, and those
+// that ended.
 import { formatDate, formatMoney } from '../../lib/pages/format';
 import { ColumnHeads } from '../../lib/pages/layout';
+import { extensionsOf } from '../../lib/mandate-extensions';
 import type { Mandate } from '../../lib/schemas/mandates';
-import { extensionsOf } from '../mandates';
 import type { LimitRow } from '../spend-overview';
 import { AgentName, Csrf, type Names } from './dashboard-frame';
 
@@ -26,7 +28,6 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
   const pending = props.mandates.filter((m) => m.status === 'pending');
   const active = props.mandates.filter((m) => m.status === 'active');
   const ended = props.mandates.filter((m) => m.status !== 'pending' && m.status !== 'active');
-  const extensions = (m: Mandate) => extensionsOf(m.expires_at);
   const spentOn = (id: string) => props.limits.find((l) => l.scope === 'mandate' && l.id === id)?.spent;
   return (
     <>
@@ -72,6 +73,9 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
             <tbody>
               {active.map((m) => {
                 const spent = spentOn(m.mandate_id);
+                const offered = extensionsOf(m.expires_at);
+                // One request to supersede it waits already (the agent's or an earlier Extend): decided first, not asked again.
+                const waiting = pending.find((p) => p.supersedes === m.mandate_id);
                 return (
                   <tr>
                     <td data-label="Mandate">
@@ -88,12 +92,16 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
                       {spent ? formatMoney(spent) : '$0.00'} of {formatMoney(m.spend_limit)}
                     </td>
                     <td data-label="Extend or revoke">
-                      {extensions(m).length ? (
+                      {waiting ? (
+                        <p>
+                          <a href={`/mandates/${waiting.mandate_id}/approval`}>An extension waits for your decision</a>
+                        </p>
+                      ) : offered.length ? (
                         <form class="inline" method="post" action={`/dashboard/mandates/${m.mandate_id}/extend`}>
                           <Csrf token={props.csrf} />
                           <select name="days" aria-label={`Extend the mandate “${m.description}” until`}>
-                            {extensions(m).map((d, i, all) => (
-                              <option value={String(d)} selected={i === all.length - 1}>
+                            {offered.map((d, i) => (
+                              <option value={String(d)} selected={i === offered.length - 1}>
                                 {d === 365 ? 'a year from now' : `${d} days from now`}
                               </option>
                             ))}

@@ -1,5 +1,6 @@
-// Mandates (PROTOCOL.md §2.1): requested and polled by agents, decided and
-// revoked by principals. Approve and deny accept JSON and the approval page's form.
+// Mandates (PROTOCOL.md §2.1): requested and polled by agents, decided,
+// extended and revoked by principals. Approve and deny accept JSON and the
+// approval page's form.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
@@ -14,6 +15,7 @@ import {
   approveMandate,
   denyMandate,
   displayDocument,
+  extendMandateForPrincipal,
   findMandateForPrincipal,
   checkUserCode,
   listMandatesOfAgent,
@@ -21,7 +23,6 @@ import {
   pollMandateAsAgent,
   requestMandate,
   revokeMandate,
-  extendMandateForPrincipal,
   toWire,
   type ApprovalInput,
 } from '../mandates';

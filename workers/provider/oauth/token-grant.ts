@@ -181,31 +181,33 @@ export async function exchangeAttestation(env: ProviderBindings, request: TokenR
   }
 
   const tokenJti = `tok_${crypto.randomUUID().replaceAll('-', '')}`;
-  const recorded = await ledgerOf(env, account.account_id).recordTokenIssue(account.account_id, {
-    iss: attested.iss,
-    assertion_jti: attested.jti,
-    assertion_exp_ms: attested.exp * 1000,
-    dpop_jkt: proof.jkt,
-    agent_id: attested.agent_id,
-    mandate_id: attested.detail.mandate_id,
-    token_jti: tokenJti,
-    scope: scope.join(' '),
-    account_created: created,
-  });
-  if (!recorded.ok) throw new OAuthError(400, recorded.code, recorded.detail);
-
   const now = Math.floor(Date.now() / 1000);
   const exp = Math.min(now + ACCESS_TOKEN_LIFETIME_S, Math.floor(Date.parse(attested.detail.expires_at) / 1000));
-  const accessToken = await signAccessToken(env, {
-    jti: tokenJti,
-    account_id: account.account_id,
-    agent_id: attested.agent_id,
-    orchestrator: attested.iss,
-    jkt: attested.jkt,
-    scope,
-    detail: attested.detail,
-    exp,
-  });
+  // Signed while the ledger records the issue (its single-use checks, its audit event): the token leaves only if it is recorded.
+  const [recorded, accessToken] = await Promise.all([
+    ledgerOf(env, account.account_id).recordTokenIssue(account.account_id, {
+      iss: attested.iss,
+      assertion_jti: attested.jti,
+      assertion_exp_ms: attested.exp * 1000,
+      dpop_jkt: proof.jkt,
+      agent_id: attested.agent_id,
+      mandate_id: attested.detail.mandate_id,
+      token_jti: tokenJti,
+      scope: scope.join(' '),
+      account_created: created,
+    }),
+    signAccessToken(env, {
+      jti: tokenJti,
+      account_id: account.account_id,
+      agent_id: attested.agent_id,
+      orchestrator: attested.iss,
+      jkt: attested.jkt,
+      scope,
+      detail: attested.detail,
+      exp,
+    }),
+  ]);
+  if (!recorded.ok) throw new OAuthError(400, recorded.code, recorded.detail);
   return {
     access_token: accessToken,
     token_type: 'DPoP',
