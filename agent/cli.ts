@@ -179,6 +179,13 @@ const dollars = (text: string | undefined, flag: string) => {
   return Math.round(Number(text) * 100);
 };
 
+/** Why a suspended resource is suspended, said for the human: refused where, and where a human lifts it. */
+function suspensionText(resource: Record<string, any>): string {
+  const s = resource.suspension as { code: string; by: 'provider' | 'orchestrator'; step_up_url: string | null } | undefined;
+  if (!s) return '';
+  return ` (${s.code} at ${s.by === 'provider' ? String(resource.provider) : 'the orchestrator'}${s.step_up_url ? `; a human can lift it at ${s.step_up_url}` : ''})`;
+}
+
 /** The provider holding a resource the CLI has no record of: asked of every provider in the mandate's scope. */
 async function providerOf(client: OapClient, mandateId: string, resourceId: string): Promise<string> {
   const mandate = await client.mandate(mandateId);
@@ -376,7 +383,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       const providers = (mandate.scope as { provider: string }[]).map((s) => s.provider);
       if (command === 'ls') {
         const rows: Record<string, any>[] = (await Promise.all(providers.map(async (p) => (await client.resources(mandate.mandate_id, p)).map((r) => ({ provider: p, ...r }))))).flat();
-        return { code: 0, data: rows, text: rows.map((r) => `${String(r.provider).padEnd(8)} ${r.resource_id} ${r.service}/${r.plan} ${r.status}`).join('\n') || 'No resources.' };
+        return { code: 0, data: rows, text: rows.map((r) => `${String(r.provider).padEnd(8)} ${r.resource_id} ${r.service}/${r.plan} ${r.status}${suspensionText(r)}`).join('\n') || 'No resources.' };
       }
       const [mandateRow, ...rows] = await client.spend(mandate);
       const text = [

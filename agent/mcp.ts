@@ -163,11 +163,18 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
       }),
   );
 
-  server.registerTool('list_resources', { description: 'Resources at every provider of the mandate.', inputSchema: {} }, () =>
-    guard(async () => {
-      const m = await activeMandate();
-      return (await Promise.all((m.scope as { provider: string }[]).map(async (s) => (await client.resources(m.mandate_id, s.provider)).map((r) => ({ provider: s.provider, ...r }))))).flat();
-    }),
+  server.registerTool(
+    'list_resources',
+    {
+      description:
+        'Resources at every provider of the mandate. A suspended one (a renewal a limit refused) says why in `suspension` and where a human can lift the limit (`step_up_url`): tell your human.',
+      inputSchema: {},
+    },
+    () =>
+      guard(async () => {
+        const m = await activeMandate();
+        return (await Promise.all((m.scope as { provider: string }[]).map(async (s) => (await client.resources(m.mandate_id, s.provider)).map((r) => ({ provider: s.provider, ...r }))))).flat();
+      }),
   );
 
   server.registerTool('spend', { description: 'Spend this period against each limit: the mandate’s (across providers), then each provider account’s.', inputSchema: {} }, () =>

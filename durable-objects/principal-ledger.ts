@@ -24,7 +24,19 @@ import * as spend from './ledger/spend';
 import * as disputes from './ledger/disputes';
 import * as sagas from './ledger/sagas';
 import * as tokens from './ledger/tokens';
-import { deprovision, isAsync, renewalPrice, renewAtBackend, requestRenewal, resourceWire, revertPlan, runAsyncProvision, settleChargeCall, suspendAtBackend } from '../workers/provider/provisioning';
+import {
+  accountLimitsUrl,
+  deprovision,
+  isAsync,
+  renewalPrice,
+  renewAtBackend,
+  requestRenewal,
+  resourceWire,
+  revertPlan,
+  runAsyncProvision,
+  settleChargeCall,
+  suspendAtBackend,
+} from '../workers/provider/provisioning';
 import * as renewals from './ledger/renewals';
 import * as lifecycle from './ledger/lifecycle';
 import * as outbox from './ledger/backend-outbox';
@@ -870,7 +882,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       if (!saga) continue;
       const holdId = `hld_rnw${crypto.randomUUID().replaceAll('-', '').slice(0, 20)}`;
       const price = renewalPrice(this.env as never, resource) ?? { amount: saga.amount, currency: saga.currency };
-      const reserved = this.#transaction(account, (tx) => renewals.reserveRenewal(tx, resource.id, holdId, price));
+      const reserved = this.#transaction(account, (tx) => renewals.reserveRenewal(tx, resource.id, holdId, price, accountLimitsUrl(this.env as never)));
       if (!reserved.ok) {
         if (reserved.suspended) await this.#suspendAtBackend(account, resource);
         continue;
@@ -879,7 +891,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
       const after = this.#transaction(account, (tx) => {
         let suspended = false;
         if (outcome.kind === 'authorized') renewals.completeRenewal(tx, resource.id, holdId, { chargeId: outcome.charge_id, receipt: outcome.receipt, renewsAt: outcome.renews_at }, saga.orchestrator);
-        else if (outcome.kind === 'declined') suspended = renewals.declineRenewal(tx, resource.id, holdId, outcome.code);
+        else if (outcome.kind === 'declined') suspended = renewals.declineRenewal(tx, resource.id, holdId, outcome.code, outcome.step_up_url);
         else if (outcome.kind === 'not_due') renewals.deferRenewal(tx, resource.id, holdId, outcome.renews_at);
         else renewals.postponeRenewal(tx, resource.id, holdId, saga);
         return { resource: sagas.getResource(tx.sql, resource.id), suspended };

@@ -273,19 +273,24 @@ export function approveMandate(tx: LedgerTx, mandateId: string, approval: Approv
     tx.sql.exec(`UPDATE mandates SET status = 'superseded', revoked_at = ?, superseded_by = ? WHERE id = ?`, approval.decided_at, mandateId, previous.mandate_id);
     tx.audit({ actor, action: 'mandate.supersede', mandate_id: previous.mandate_id, target: previous.mandate_id, outcome: 'succeeded', related: [mandateId] });
     for (const s of previous.approved?.scope ?? []) queueProviderEvent(tx, s.provider, 'mandate.revoked', { mandate_id: previous.mandate_id, agent_id: previous.agent_id });
-    // Another request to supersede the same mandate (the agent's extension and the human's, a form sent twice) can
-    // no longer be approved: it is denied now, so that no one waits on it.
-    const moot = tx.sql
-      .exec<{ id: string }>(`SELECT id FROM mandates WHERE status = 'pending' AND id != ? AND json_extract(requested, '$.supersedes') = ?`, mandateId, previous.mandate_id)
-      .toArray();
-    for (const { id } of moot) {
-      tx.sql.exec(`UPDATE mandates SET status = 'denied', decided_at = ? WHERE id = ?`, approval.decided_at, id);
-      tx.audit({ actor, action: 'mandate.deny', mandate_id: id, target: id, outcome: 'succeeded', reason: 'superseded_by_another', related: [mandateId] });
-    }
   }
   setApproved(tx, mandateId, approval);
   tx.audit({ actor, action: 'mandate.approve', mandate_id: mandateId, target: mandateId, outcome: 'succeeded', related: [approval.display_hash] });
+  // Another request to supersede the same mandate (the agent's extension and the human's, a form sent twice) can no longer be approved.
+  if (approval.approved.supersedes) denyMootSuccessors(tx, approval.approved.supersedes, actor, 'superseded_by_another', [mandateId]);
   return { ok: true, mandate: getMandate(tx.sql, mandateId, tx.now)! };
+}
+
+/**
+ * Requests still pending to supersede a mandate that is no longer active (superseded by another, revoked) can never be
+ * approved: they are denied now, so that no one (the human, an agent waiting on one) waits on them.
+ */
+function denyMootSuccessors(tx: LedgerTx, mandateId: string, actor: Actor, reason: string, related: string[] = []) {
+  const moot = tx.sql.exec<{ id: string }>(`SELECT id FROM mandates WHERE status = 'pending' AND json_extract(requested, '$.supersedes') = ?`, mandateId).toArray();
+  for (const { id } of moot) {
+    tx.sql.exec(`UPDATE mandates SET status = 'denied', decided_at = ? WHERE id = ?`, iso(tx.now), id);
+    tx.audit({ actor, action: 'mandate.deny', mandate_id: id, target: id, outcome: 'succeeded', reason, related });
+  }
 }
 
 function setApproved(tx: LedgerTx, mandateId: string, approval: Approval) {
@@ -351,6 +356,7 @@ export function revokeMandate(tx: LedgerTx, mandateId: string, actor: Actor): Ou
   }
   tx.sql.exec(`UPDATE mandates SET status = 'revoked', revoked_at = ? WHERE id = ?`, iso(tx.now), mandateId);
   tx.audit({ actor, action: 'mandate.revoke', mandate_id: mandateId, target: mandateId, outcome: 'succeeded' });
+  denyMootSuccessors(tx, mandateId, actor, 'mandate_revoked');
   for (const s of mandate.approved?.scope ?? []) queueProviderEvent(tx, s.provider, 'mandate.revoked', { mandate_id: mandateId, agent_id: mandate.agent_id });
   return { ok: true, mandate: getMandate(tx.sql, mandateId, tx.now)! };
 }

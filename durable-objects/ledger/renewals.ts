@@ -28,6 +28,13 @@ const retryAfter = (suspendedFor: number) => Math.min(24 * 60 * 60_000, Math.max
  */
 const RETRIED = new Set(['spend_limit_exceeded', 'velocity_limited', 'charge_voided']);
 
+/**
+ * Why a resource is suspended, for its agent to tell the human: the renewal's refusal (`code`), whose check refused it
+ * (this account's own limits, or the principal's mandate and limits at the orchestrator), and where a human can lift
+ * it, when a limit did.
+ */
+export type Suspension = { code: string; by: 'provider' | 'orchestrator'; step_up_url: string | null };
+
 /** The next boundary of a monthly or yearly plan, from `from`, in UTC calendar terms. */
 export function nextRenewal(from: number, billing: RecurringBilling): number {
   const d = new Date(from);
@@ -87,8 +94,17 @@ export function nextRenewalDue(sql: SqlStorage): number | null {
 /** A plan change in flight is waited for (renewing the old plan under it would price the new period wrongly), and so is a capture still owed. */
 export const RENEWAL_WAIT_MS = 60_000;
 
-/** Reserves the renewal's price against the account's own limit, or suspends the resource (`suspended`: just now). */
-export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string, price: { amount: number; currency: string }): { ok: true } | (Decline & { suspended?: boolean }) {
+/**
+ * Reserves the renewal's price against the account's own limit, or suspends the resource (`suspended`: just now);
+ * `limitsUrl` is where the account's human raises that limit.
+ */
+export function reserveRenewal(
+  tx: LedgerTx,
+  resourceId: string,
+  holdId: string,
+  price: { amount: number; currency: string },
+  limitsUrl: string,
+): { ok: true } | (Decline & { suspended?: boolean }) {
   const resource = getResource(tx.sql, resourceId);
   if (!resource || !renewable(resource)) return { ok: false, code: 'not_found', detail: 'no active or suspended resource' };
   const wait = (code: string, detail: string) => {
@@ -105,7 +121,7 @@ export function reserveRenewal(tx: LedgerTx, resourceId: string, holdId: string,
     return wait('capture_owed', 'the capture of the charge it renews is still owed');
   }
   const over = checkLimits(tx.sql, billingPeriod(tx.now), price, [{ scope: 'principal', limit: ownLimit(tx.sql) }]);
-  if (over) return { ...over, suspended: lapse(tx, resource, over.code) };
+  if (over) return { ...over, suspended: lapse(tx, resource, { code: over.code, by: 'provider', step_up_url: limitsUrl }) };
   insertHold(tx, { id: holdId, mandate_id: resource.mandate_id, service: resource.service, plan: resource.plan, agent_id: resource.agent_id, amount: price, resource_ref: resourceId, ttl_ms: RENEWAL_HOLD_TTL_MS, scopes: ['principal', `service:${resource.service}`], kind: 'renewal' });
   tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'charge.reserve', mandate_id: resource.mandate_id, target: resourceId, outcome: 'succeeded', amount: price, related: [holdId, 'renewal'] });
   return { ok: true };
@@ -128,7 +144,7 @@ export function completeRenewal(tx: LedgerTx, resourceId: string, holdId: string
   }
   captureHold(tx, holdId, { type: 'system', id: 'renewal' }, receipt);
   tx.sql.exec(
-    `UPDATE resources SET status = 'active', suspended_at = NULL, renews_at = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?`,
+    `UPDATE resources SET status = 'active', suspended_at = NULL, suspension = NULL, renews_at = ?, charge_id = ?, hold_id = ?, updated = ? WHERE id = ?`,
     renewsAt,
     chargeId,
     holdId,
@@ -170,12 +186,15 @@ function oweCharge(tx: LedgerTx, resourceId: string, holdId: string, action: 'ca
   tx.schedule('charge_outbox', tx.now);
 }
 
-/** The orchestrator declined: release the local hold and suspend rather than overspend; true when suspended just now. */
-export function declineRenewal(tx: LedgerTx, resourceId: string, holdId: string, code: string): boolean {
+/**
+ * The orchestrator declined (`code`, and where a human lifts it if it says): release the local hold and suspend rather
+ * than overspend; true when suspended just now.
+ */
+export function declineRenewal(tx: LedgerTx, resourceId: string, holdId: string, code: string, stepUpUrl: string | null): boolean {
   voidHold(tx, holdId, { type: 'system', id: 'renewal' }, `renewal_declined:${code}`);
   const resource = getResource(tx.sql, resourceId);
   // Deleted while the orchestrator was asked: it stays deleted.
-  return resource !== null && renewable(resource) && lapse(tx, resource, code);
+  return resource !== null && renewable(resource) && lapse(tx, resource, { code, by: 'orchestrator', step_up_url: stepUpUrl });
 }
 
 /**
@@ -200,16 +219,17 @@ export function deferRenewal(tx: LedgerTx, resourceId: string, holdId: string, n
 }
 
 /**
- * A renewal refused (`reason`): an active resource is suspended; either way its renewal is tried again later if a
- * try can get past the refusal, until the grace period since it was suspended has run out. True when it was
- * suspended just now (its backend is to be told).
+ * A renewal refused (`why`): an active resource is suspended; either way its renewal is tried again later if a
+ * try can get past the refusal, until the grace period since it was suspended has run out. The resource says why,
+ * as the latest try was refused. True when it was suspended just now (its backend is to be told).
  */
-function lapse(tx: LedgerTx, resource: Resource, reason: string): boolean {
+function lapse(tx: LedgerTx, resource: Resource, why: Suspension): boolean {
+  const reason = why.code;
   const suspendedAt = resource.status === 'suspended' ? (resource.suspended_at ?? tx.now) : tx.now;
   if (resource.status === 'active') {
     tx.audit({ actor: { type: 'system', id: 'renewal' }, action: 'resource.suspend', mandate_id: resource.mandate_id, target: resource.id, outcome: 'succeeded', reason });
   }
-  tx.sql.exec(`UPDATE resources SET status = 'suspended', suspended_at = ?, updated = ? WHERE id = ?`, suspendedAt, iso(tx.now), resource.id);
+  tx.sql.exec(`UPDATE resources SET status = 'suspended', suspended_at = ?, suspension = ?, updated = ? WHERE id = ?`, suspendedAt, JSON.stringify(why), iso(tx.now), resource.id);
   // The suspension's own event says a refusal no try will change: no more tries, nothing else to say.
   if (RETRIED.has(reason)) renewAgainAt(tx, resource.id, tx.now + retryAfter(tx.now - suspendedAt));
   else tx.sql.exec('UPDATE resources SET renews_at = NULL WHERE id = ?', resource.id);
@@ -234,5 +254,5 @@ export function renewalVoided(tx: LedgerTx, resourceId: string, holdId: string):
       .toArray()[0];
     tx.sql.exec('UPDATE resources SET charge_id = ?, hold_id = ? WHERE id = ?', renewed, mirror?.id ?? null, resourceId);
   }
-  return lapse(tx, resource, 'charge_voided');
+  return lapse(tx, resource, { code: 'charge_voided', by: 'orchestrator', step_up_url: null });
 }

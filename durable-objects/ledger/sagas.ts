@@ -76,6 +76,8 @@ export type Resource = {
   renews_at: number | null;
   /** When a declined renewal suspended it (null while active). */
   suspended_at: number | null;
+  /** JSON Suspension: why the renewal was refused, the latest try's reason (null while active). */
+  suspension: string | null;
 };
 
 export function getSaga(sql: SqlStorage, id: string): Saga | null {

@@ -128,4 +128,8 @@ export const LEDGER_MIGRATIONS: string[] = [
   `ALTER TABLE mandates ADD COLUMN superseded_by TEXT;
    UPDATE mandates SET superseded_by = (SELECT s.id FROM mandates s WHERE s.approved IS NOT NULL AND json_extract(s.approved, '$.supersedes') = mandates.id)
      WHERE status = 'superseded';`,
+  // 18: why a resource is suspended (the refusal's code, whose check it was, where a human lifts it), for its agent to
+  // tell the human: a renewal the account's own limit refused here reaches no one at the orchestrator otherwise.
+  // Resources suspended before this say only that they are.
+  `ALTER TABLE resources ADD COLUMN suspension TEXT;`,
 ];

@@ -12,7 +12,7 @@ import { env, exports } from 'cloudflare:workers';
 import { decodeJwt } from 'jose';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { tokenRequest } from '../support/fake-orchestrator';
-import { activeMandate, call, newPrincipal, notificationsOf, signedIn, type Agent, type Human } from '../support/orchestrator-client';
+import { activeMandate, call, newPrincipal, notificationsOf, ORCHESTRATOR, signedIn, type Agent, type Human } from '../support/orchestrator-client';
 import { paidCall, tokenRead, type Json } from '../support/paid-calls';
 import { PROVIDER_PORT, type BothRoles } from './both-roles';
 
@@ -253,6 +253,8 @@ describe('recurring plans renewed through both roles', () => {
     // Tried again in an hour, and declined again.
     const suspended = await atProvider(agent, mandate_id, resource.resource_id);
     expect(Date.parse(suspended.renews_at)).toBe(boundary + 1000 + 3_600_000);
+    // Its agent reads why, and where the human raises the limit: the orchestrator's limits page, as its decline said.
+    expect(suspended.suspension).toEqual({ code: 'spend_limit_exceeded', by: 'orchestrator', step_up_url: `${ORCHESTRATOR}/dashboard/limits`, since: new Date(boundary + 1000).toISOString() });
     clockAt(Date.parse(suspended.renews_at) + 1000);
     await providerWorksUntil(account, async () => Date.parse((await atProvider(agent, mandate_id, resource.resource_id)).renews_at) > Date.now());
     const session = await signedIn(human);

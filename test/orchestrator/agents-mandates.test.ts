@@ -244,9 +244,10 @@ describe('mandates', () => {
     const first = await activeMandate(human);
     const second = await activeMandate(human, first.agent, { supersedes: first.mandate_id });
     const ledger = testEnv.LEDGER.get(testEnv.LEDGER.idFromName(human.principal_id));
-    // The ledger as it was at schema v16, then started again, as after a deploy.
+    // The ledger as it was at schema v16 (each migration since undone: v17's column, v18's), then started again, as after a deploy.
     await runInDurableObject(ledger, (_, state) => {
       state.storage.sql.exec('ALTER TABLE mandates DROP COLUMN superseded_by');
+      state.storage.sql.exec('ALTER TABLE resources DROP COLUMN suspension');
       state.storage.sql.exec(`UPDATE meta SET value = '16' WHERE key = 'schema_version'`);
     });
     await runInDurableObject(ledger, (_, state) => state.abort('restarted by the test')).catch(() => {});

@@ -10,7 +10,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { auditEventHash, type AuditEvent } from '../../workers/lib/audit';
 import { newAgentKey } from '../support/agent-keys';
 import { call, EVENT, now, obtainToken, orchestratorKey, postSecurityEvent, PROVIDER, signCompact, signSecurityEvent, useFakeOrchestrator } from '../support/fake-orchestrator';
-import { agentWithToken, paidCall, type TokenAgent } from '../support/paid-calls';
+import { agentWithToken, paidCall, tokenRead, type TokenAgent } from '../support/paid-calls';
 
 useFakeOrchestrator();
 
@@ -666,6 +666,11 @@ describe('recurring plans (§3.2)', () => {
     await behave(agent.sub, { authorize: 'decline' });
     await renewNow(agent.account, resourceId);
     expect((await resourceRow(agent.account, resourceId)).status).toBe('suspended');
+    // Its agent reads why, and where the human lifts it: the orchestrator's decline, as it said.
+    expect((await tokenRead(agent, `/v1/resources/${resourceId}`)).body).toMatchObject({
+      status: 'suspended',
+      suspension: { code: 'spend_limit_exceeded', by: 'orchestrator', step_up_url: 'http://127.0.0.1:8787/dashboard/limits', since: expect.any(String) },
+    });
     const s = await state(agent.account);
     expect(s.holds.map((h) => h.status)).toEqual(['captured', 'voided']);
     expect(await ledgerOf(agent.account).spentThisPeriod()).toBe(500);
@@ -781,9 +786,14 @@ describe('recurring plans (§3.2)', () => {
     await renewNow(agent.account, resourceId);
     expect((await resourceRow(agent.account, resourceId)).status).toBe('suspended');
     expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(1);
+    // Nothing reached the orchestrator: its agent is the one to tell the human, and reads why and where to raise it.
+    const suspended = (await tokenRead(agent, `/v1/resources/${resourceId}`)).body;
+    expect(suspended.suspension).toEqual({ code: 'spend_limit_exceeded', by: 'provider', step_up_url: `${PROVIDER}/limits`, since: expect.any(String) });
+    expect(Date.parse(suspended.suspension.since)).toBe((await resourceRow(agent.account, resourceId)).suspended_at);
     await ledgerOf(agent.account).setOwnLimit(agent.account, { amount: 2000, currency: 'usd' });
     await renewNow(agent.account, resourceId);
     expect((await resourceRow(agent.account, resourceId)).status).toBe('active');
+    expect((await tokenRead(agent, `/v1/resources/${resourceId}`)).body).not.toHaveProperty('suspension');
     expect((await orchestratorCalls(agent.sub)).filter((c) => c.path === '/v1/charges')).toHaveLength(2);
   });
 });

@@ -9,7 +9,7 @@ import type { Resource, Saga } from '../../durable-objects/ledger/sagas';
 import { publishedCatalog } from './catalog';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import type { AccessTokenClaims } from './oauth/access-tokens';
-import { authorizeSaga, resourceWire, revertPlan, serviceScopeCheck, signReceipt, subjectOf, type SignedCall } from './provisioning';
+import { accountLimitsUrl, authorizeSaga, resourceWire, revertPlan, serviceScopeCheck, signReceipt, subjectOf, type SignedCall } from './provisioning';
 import { backendFor } from './services';
 
 export type PlanChangeRequest = { plan: string; expected_price: Money };
@@ -40,7 +40,7 @@ function ledgerRefusal(refusal: { code: string; detail: string; limit?: Money; s
     case 'invalid_parameters':
       return planProblem(refusal.detail);
     case 'spend_limit_exceeded':
-      return new ProblemError(402, 'spend_limit_exceeded', refusal.detail, { limit: refusal.limit, spent: refusal.spent, requested: refusal.requested, step_up_url: `${providerConfig(env).PUBLIC_BASE_URL}/limits` });
+      return new ProblemError(402, 'spend_limit_exceeded', refusal.detail, { limit: refusal.limit, spent: refusal.spent, requested: refusal.requested, step_up_url: accountLimitsUrl(env) });
     default:
       return new ProblemError(409, 'invalid_request', refusal.detail);
   }

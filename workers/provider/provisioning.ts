@@ -13,7 +13,7 @@ import type { RecurringBilling, Service } from '../lib/schemas/catalog';
 import { loadSigningKeys } from '../lib/signing-keys';
 import type { Authorization, Saga, Resource } from '../../durable-objects/ledger/sagas';
 import type { OwedChargeCall } from '../../durable-objects/ledger/sagas';
-import { type Billed, nextRenewal, renewable, renewalKey } from '../../durable-objects/ledger/renewals';
+import { type Billed, nextRenewal, renewable, renewalKey, type Suspension } from '../../durable-objects/ledger/renewals';
 import { publishedCatalog } from './catalog';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import type { AccessTokenClaims } from './oauth/access-tokens';
@@ -122,7 +122,7 @@ export async function provisionResource(
   });
   if (!started.ok && started.existing) return alreadyStarted(env, claims.account_id, started.existing as Saga);
   if (!started.ok) {
-    throw new ProblemError(402, started.code as 'spend_limit_exceeded', started.detail, started.limit ? { limit: started.limit, spent: started.spent, requested: started.requested, step_up_url: `${providerConfig(env).PUBLIC_BASE_URL}/limits` } : {});
+    throw new ProblemError(402, started.code as 'spend_limit_exceeded', started.detail, started.limit ? { limit: started.limit, spent: started.spent, requested: started.requested, step_up_url: accountLimitsUrl(env) } : {});
   }
   // Step 3: the orchestrator decides the mandate and every limit of the principal.
   const ask: ChargeAsk = { begun: started, signed, description: `${service.name}, ${request.plan}`, unchanged: 'nothing was charged' };
@@ -359,6 +359,9 @@ export async function signReceipt(env: ProviderBindings, saga: Saga, chargeId: s
   });
 }
 
+/** Where the account's human raises its own limit here (the `step_up_url` of a refusal by that limit). */
+export const accountLimitsUrl = (env: ProviderBindings) => `${providerConfig(env).PUBLIC_BASE_URL}/limits`;
+
 export function resourceWire(resource: Resource): Record<string, unknown> {
   return {
     resource_id: resource.id,
@@ -366,8 +369,11 @@ export function resourceWire(resource: Resource): Record<string, unknown> {
     plan: resource.plan,
     status: resource.status,
     created: resource.created,
-    // For a suspended resource, when its renewal is tried next.
+    // For a suspended resource, when its renewal is tried next, and why it is suspended.
     ...(resource.renews_at !== null && renewable(resource) ? { renews_at: new Date(resource.renews_at).toISOString() } : {}),
+    ...(resource.status === 'suspended' && resource.suspension
+      ? { suspension: { ...(JSON.parse(resource.suspension) as Suspension), since: new Date(resource.suspended_at!).toISOString() } }
+      : {}),
     ...(resource.fields ? (JSON.parse(resource.fields) as Record<string, unknown>) : {}),
   };
 }
@@ -446,7 +452,7 @@ export async function runAsyncProvision(env: ProviderBindings, accountId: string
 /** An authorized renewal comes with its receipt: the period it pays for, from the boundary it renews at to `renews_at`. */
 export type RenewalOutcome =
   | { kind: 'authorized'; charge_id: string; receipt: string; renews_at: number }
-  | { kind: 'declined'; code: string }
+  | { kind: 'declined'; code: string; step_up_url: string | null }
   | { kind: 'not_due'; renews_at: number }
   | { kind: 'unreachable' };
 
@@ -494,7 +500,10 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
     const receipt = await signReceiptClaims(env, core, { renewal_of: renewalOf });
     return { kind: 'authorized', charge_id: result.body.charge_id, receipt, renews_at: renewsAt };
   }
-  if (result.status === 402 || result.status === 401 || result.status === 404) return { kind: 'declined', code: String(result.body?.code ?? result.status) };
+  if (result.status === 402 || result.status === 401 || result.status === 404) {
+    const stepUp = result.body?.step_up_url;
+    return { kind: 'declined', code: String(result.body?.code ?? result.status), step_up_url: typeof stepUp === 'string' && /^https?:\/\//.test(stepUp) ? stepUp : null };
+  }
   // Asked before the period ends as the orchestrator counts it: renewed when it says.
   const notBefore = result.status === 409 && result.body?.code === 'renewal_not_due' ? Date.parse(String(result.body.renews_at)) : NaN;
   if (Number.isFinite(notBefore)) return { kind: 'not_due', renews_at: notBefore };

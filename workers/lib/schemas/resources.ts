@@ -21,6 +21,15 @@ export const ResourceSchema = z
     renews_at: z.string().optional().openapi({
       description: 'A recurring plan: when it renews next; while suspended by a declined renewal, when that renewal is tried again (absent once the tries have ended)',
     }),
+    suspension: z
+      .object({
+        code: z.string().openapi({ description: 'The renewal’s refusal, as the latest try was refused: spend_limit_exceeded, velocity_limited, mandate_inactive, charge_voided, …' }),
+        by: z.enum(['provider', 'orchestrator']).openapi({ description: 'Whose check refused it: this account’s own limits here, or the mandate and limits at the orchestrator' }),
+        step_up_url: z.string().nullable().openapi({ description: 'Where a human lifts the limit that refused it, when a limit did and its owner says where' }),
+        since: z.string(),
+      })
+      .optional()
+      .openapi({ description: 'Why a suspended resource is suspended, for its agent to tell the human' }),
     credentials: z.record(z.string(), z.unknown()).nullable().optional(),
     credentials_redacted: z.boolean().optional(),
   })
