@@ -167,7 +167,7 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
     'list_resources',
     {
       description:
-        'Resources at every provider of the mandate. A suspended one (a renewal a limit refused) says why in `suspension` and where a human can lift the limit (`step_up_url`): tell your human.',
+        'Resources at every provider of the mandate. A suspended one (its renewal refused: a spend limit, an ended mandate) says why in `suspension`, and where a human can raise the limit (`step_up_url`) when a limit refused it: tell your human.',
       inputSchema: {},
     },
     () =>

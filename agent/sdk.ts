@@ -6,9 +6,27 @@
 // protocol's stable code.
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import { signRequest } from '../workers/lib/http-signatures';
-import { extensionEnd } from '../workers/lib/mandate-extensions';
+import { extendsBeyond, extensionEnd } from '../workers/lib/mandate-extensions';
 
 export type AgentKeyPair = { privateKey: CryptoKey; publicJwk: { kty: 'OKP'; crv: 'Ed25519'; x: string }; thumbprint: string };
+
+/**
+ * What a provider says of a suspended resource, as an agent may pass it on to a human: a code as the protocol words
+ * them, and a link only to a page of the party it names (not another site's, put there by a provider).
+ */
+export function shownSuspension(suspension: unknown, origins: { orchestrator: string; provider: string }): { suspension?: Record<string, unknown> } {
+  if (typeof suspension !== 'object' || suspension === null) return {};
+  const { code, by, step_up_url, since } = suspension as Record<string, unknown>;
+  if (typeof code !== 'string' || !/^[a-z_]{1,64}$/.test(code) || (by !== 'provider' && by !== 'orchestrator')) return {};
+  let link: string | null = null;
+  try {
+    const url = typeof step_up_url === 'string' ? new URL(step_up_url) : null;
+    if (url && url.origin === origins[by]) link = url.href;
+  } catch {
+    link = null;
+  }
+  return { suspension: { code, by, step_up_url: link, since: typeof since === 'string' ? since : null } };
+}
 
 /** A protocol error: `code` is one of PROTOCOL.md's codes (or an OAuth error at token endpoints). */
 export class OapError extends Error {
@@ -176,7 +194,7 @@ export class OapClient {
 
   /**
    * Asks for a mandate that supersedes an active one: the same terms, ending `days` from now (at most a year, the
-   * longest a mandate lasts, and later than the active one ends). Recurring plans bought under a mandate renew only while its chain has an active link,
+   * longest a mandate lasts, and a day at least past the active one's end). Recurring plans bought under a mandate renew only while its chain has an active link,
    * and one that has ended can no longer be superseded: this is how they go on past its end. The human approves it
    * like any request; until then the one it supersedes stays in force.
    */
@@ -187,7 +205,7 @@ export class OapClient {
     if (current.status !== 'active') throw new OapError(409, 'mandate_inactive', `Mandate ${id} is ${current.status}: only an active mandate can be extended.`);
     const days = Math.min(options.days ?? 365, 365);
     const end = extensionEnd(days);
-    if (end <= Date.parse(current.expires_at)) throw new OapError(422, 'invalid_request', `Mandate ${id} runs until ${current.expires_at}: ${days} days from now would not extend it.`);
+    if (!extendsBeyond(end, current.expires_at)) throw new OapError(422, 'invalid_request', `Mandate ${id} runs until ${current.expires_at}: ${days} days from now would not extend it by a day.`);
     return this.requestMandate({
       description: options.description ?? current.description,
       scope: current.scope,
@@ -305,16 +323,22 @@ export class OapClient {
     }
   }
 
-  /** The agent's resources at `provider`, optionally only those of one mandate or status (every page). */
+  /**
+   * The agent's resources at `provider`, optionally only those of one mandate or status (every page). A suspended
+   * one says why (`suspension`), for the agent to tell its human: kept only as the protocol words it, its link only
+   * to a page of the orchestrator or of that provider.
+   */
   async resources(mandateId: string, provider: string, filter: { mandate_id?: string; status?: string } = {}) {
     const all: Record<string, any>[] = [];
     for (let after: string | undefined; ; ) {
       const query = new URLSearchParams({ limit: '100', ...filter, ...(after ? { starting_after: after } : {}) });
       const page = await this.#provider(mandateId, provider, 'GET', `/v1/resources?${query}`);
       all.push(...(page.data as Record<string, any>[]));
-      if (!page.has_more || page.data.length === 0) return all;
+      if (!page.has_more || page.data.length === 0) break;
       after = String(page.data.at(-1).resource_id);
     }
+    const origins = { orchestrator: new URL(this.orchestrator).origin, provider: new URL(await this.#providerBase(provider)).origin };
+    return all.map(({ suspension, ...resource }) => (suspension === undefined ? resource : { ...resource, ...shownSuspension(suspension, origins) }));
   }
 
   /** Deprovisions one resource: serving stops, credentials die, recurring billing stops. */

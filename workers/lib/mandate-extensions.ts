@@ -2,11 +2,19 @@
 // mandate that supersedes it). Shared by the orchestrator's dashboard and API
 // and by the agent SDK, which asks for extensions of its own.
 
+const DAY_MS = 24 * 60 * 60 * 1000;
+
 /** The lengths the dashboard offers, in days from now: a mandate lasts a year at most. */
 export const EXTENSION_DAYS = [30, 90, 365] as const;
 
 /** When an extension of `days` asked for at `now` (ms) ends. */
-export const extensionEnd = (days: number, now = Date.now()) => now + days * 24 * 60 * 60 * 1000;
+export const extensionEnd = (days: number, now = Date.now()) => now + days * DAY_MS;
 
-/** The offered lengths that extend a mandate ending at `expiresAt`: an extension ends later than the mandate it extends. */
-export const extensionsOf = (expiresAt: string, now = Date.now()) => EXTENSION_DAYS.filter((days) => extensionEnd(days, now) > Date.parse(expiresAt));
+/**
+ * Whether an extension ending at `end` extends a mandate ending at `expiresAt`: by a day at least (the same length
+ * asked for again at once would add nothing but another approval).
+ */
+export const extendsBeyond = (end: number, expiresAt: string) => end >= Date.parse(expiresAt) + DAY_MS;
+
+/** The offered lengths that extend a mandate ending at `expiresAt`. */
+export const extensionsOf = (expiresAt: string, now = Date.now()) => EXTENSION_DAYS.filter((days) => extendsBeyond(extensionEnd(days, now), expiresAt));

@@ -437,7 +437,7 @@ export async function revokeMandate(env: OrchestratorBindings, principalId: stri
 
 /**
  * An extension the human asks for from the dashboard: a request, on behalf of the mandate's agent, for the same
- * terms as approved until `days` from now, superseding it; it must end later than the mandate does. The human then
+ * terms as approved until `days` from now, superseding it; it must end a day at least past the mandate's end. The human then
  * approves it on the approval page like any request (the same display, the same re-authentication above the policy
  * ceiling); until then the mandate stays in force. Its agent can read the request (it is routed to the agent's key)
  * and, once approved, finds it as its mandate's `superseded_by`. Recurring plans bought under the mandate renew under it.
@@ -453,8 +453,8 @@ export async function extendMandateForPrincipal(env: OrchestratorBindings, princ
   if (mandate.status !== 'active' || !mandate.approved) throw inactive();
   const now = Date.now();
   if (!(extensionsOf(mandate.approved.expires_at, now) as number[]).includes(days)) {
-    throw new ProblemError(422, 'invalid_request', `${days} days from now is not later than this mandate's end (${mandate.approved.expires_at}): an extension ends later.`, {
-      errors: [{ path: '/days', message: 'ends before the mandate does' }],
+    throw new ProblemError(422, 'invalid_request', `${days} days from now is not a day past this mandate's end (${mandate.approved.expires_at}): an extension ends later.`, {
+      errors: [{ path: '/days', message: 'does not end a day past the mandate' }],
     });
   }
   const terms: MandateTerms = { ...mandate.approved, expires_at: new Date(extensionEnd(days, now)).toISOString(), supersedes: mandate.mandate_id };

@@ -369,12 +369,13 @@ export function resourceWire(resource: Resource): Record<string, unknown> {
     plan: resource.plan,
     status: resource.status,
     created: resource.created,
-    // For a suspended resource, when its renewal is tried next, and why it is suspended.
+    // For a suspended resource, when its renewal is tried next.
     ...(resource.renews_at !== null && renewable(resource) ? { renews_at: new Date(resource.renews_at).toISOString() } : {}),
+    ...(resource.fields ? (JSON.parse(resource.fields) as Record<string, unknown>) : {}),
+    // And why it is suspended (after the service's fields: none of them can stand in for it).
     ...(resource.status === 'suspended' && resource.suspension
       ? { suspension: { ...(JSON.parse(resource.suspension) as Suspension), since: new Date(resource.suspended_at!).toISOString() } }
       : {}),
-    ...(resource.fields ? (JSON.parse(resource.fields) as Record<string, unknown>) : {}),
   };
 }
 
@@ -501,13 +502,27 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
     return { kind: 'authorized', charge_id: result.body.charge_id, receipt, renews_at: renewsAt };
   }
   if (result.status === 402 || result.status === 401 || result.status === 404) {
-    const stepUp = result.body?.step_up_url;
-    return { kind: 'declined', code: String(result.body?.code ?? result.status), step_up_url: typeof stepUp === 'string' && /^https?:\/\//.test(stepUp) ? stepUp : null };
+    const code = String(result.body?.code ?? result.status);
+    return { kind: 'declined', code, step_up_url: code === 'spend_limit_exceeded' ? stepUpAt(saga.orchestrator, result.body?.step_up_url) : null };
   }
   // Asked before the period ends as the orchestrator counts it: renewed when it says.
   const notBefore = result.status === 409 && result.body?.code === 'renewal_not_due' ? Date.parse(String(result.body.renews_at)) : NaN;
   if (Number.isFinite(notBefore)) return { kind: 'not_due', renews_at: notBefore };
   return { kind: 'unreachable' };
+}
+
+/**
+ * Where a human raises the orchestrator's limit that declined a renewal, as its `402` said: only a page of that
+ * orchestrator (what the resource shows its agent, and the agent its human, is not another site's link).
+ */
+function stepUpAt(orchestrator: string, url: unknown): string | null {
+  if (typeof url !== 'string') return null;
+  try {
+    const parsed = new URL(url);
+    return parsed.origin === new URL(orchestrator).origin ? parsed.href : null;
+  } catch {
+    return null;
+  }
 }
 
 /** The backend's view of a resource the ledger holds. */

@@ -24,8 +24,8 @@ export const ResourceSchema = z
     suspension: z
       .object({
         code: z.string().openapi({ description: 'The renewal’s refusal, as the latest try was refused: spend_limit_exceeded, velocity_limited, mandate_inactive, charge_voided, …' }),
-        by: z.enum(['provider', 'orchestrator']).openapi({ description: 'Whose check refused it: this account’s own limits here, or the mandate and limits at the orchestrator' }),
-        step_up_url: z.string().nullable().openapi({ description: 'Where a human lifts the limit that refused it, when a limit did and its owner says where' }),
+        by: z.enum(['provider', 'orchestrator']).openapi({ description: 'Where the renewal was refused: this account’s own limit here, or at the orchestrator (its mandate and limits, or its hold run out)' }),
+        step_up_url: z.string().nullable().openapi({ description: 'Where a human raises the spend limit that refused it (a page of the party in `by`); null for any other refusal' }),
         since: z.string(),
       })
       .optional()
