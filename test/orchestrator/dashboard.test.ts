@@ -150,7 +150,7 @@ describe('dashboard forms', () => {
     expect(await odd.text()).toContain('days must be one of 30, 90, 365');
     const sooner = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '90' });
     expect(sooner.status).toBe(422);
-    expect(await sooner.text()).toContain('an extension ends later');
+    expect(await sooner.text()).toContain('90 days from now does not end a day past this mandate');
     const forged = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '365' }, { csrf: false });
     expect(forged.status).toBe(403);
     expect(await mandates()).toBe(1);

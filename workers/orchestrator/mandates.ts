@@ -1,8 +1,8 @@
 // Mandates (PROTOCOL.md §2.1): an agent asks (or its human asks on its behalf,
 // extending one), the human decides on a page that shows exactly what is
-// asked, and the decision is signed. State lives in the
-// principal's ledger object; first-contact requests wait in D1 until a human
-// with the typed user code claims them.
+// asked, and the decision is signed. State lives in the principal's ledger
+// object; first-contact requests wait in D1 until a human with the typed user
+// code claims them.
 import type { JWK } from 'jose';
 import { canonicalJson, sha256Hex } from '../lib/audit';
 import { newId } from '../lib/ids';
@@ -437,10 +437,11 @@ export async function revokeMandate(env: OrchestratorBindings, principalId: stri
 
 /**
  * An extension the human asks for from the dashboard: a request, on behalf of the mandate's agent, for the same
- * terms as approved until `days` from now, superseding it; it must end a day at least past the mandate's end. The human then
+ * terms as approved until `days` from now (a day at least past the mandate's end), superseding it. The human then
  * approves it on the approval page like any request (the same display, the same re-authentication above the policy
  * ceiling); until then the mandate stays in force. Its agent can read the request (it is routed to the agent's key)
- * and, once approved, finds it as its mandate's `superseded_by`. Recurring plans bought under the mandate renew under it.
+ * and, once approved, finds it as its mandate's `superseded_by`. Recurring plans bought under the mandate renew
+ * under it.
  */
 export async function extendMandateForPrincipal(env: OrchestratorBindings, principalId: string, mandateId: string, days: number): Promise<Mandate> {
   if (!(EXTENSION_DAYS as readonly number[]).includes(days)) {
@@ -452,8 +453,8 @@ export async function extendMandateForPrincipal(env: OrchestratorBindings, princ
   const inactive = () => new ProblemError(409, 'mandate_inactive', `This mandate is ${mandate.status === 'active' ? 'no longer active' : mandate.status}: only an active mandate can be extended.`);
   if (mandate.status !== 'active' || !mandate.approved) throw inactive();
   const now = Date.now();
-  if (!(extensionsOf(mandate.approved.expires_at, now) as number[]).includes(days)) {
-    throw new ProblemError(422, 'invalid_request', `${days} days from now is not a day past this mandate's end (${mandate.approved.expires_at}): an extension ends later.`, {
+  if (!extensionsOf(mandate.approved.expires_at, now).some((offered) => offered === days)) {
+    throw new ProblemError(422, 'invalid_request', `${days} days from now does not end a day past this mandate's end (${mandate.approved.expires_at}).`, {
       errors: [{ path: '/days', message: 'does not end a day past the mandate' }],
     });
   }
