@@ -140,10 +140,9 @@ function mandateOf(state: State): string {
  * extension the human asked for from the dashboard): a successor still pending superseded the same mandate, and so
  * can no longer be approved.
  */
-async function adoptMandateInForce(dir: string, state: State, client: OapClient): Promise<Mandate> {
-  const kept = mandateOf(state);
+async function adoptMandateInForce(dir: string, state: State, client: OapClient, kept: string | Mandate = mandateOf(state)): Promise<Mandate> {
   const mandate = await client.mandateInForce(kept);
-  if (mandate.mandate_id !== kept) {
+  if (mandate.mandate_id !== mandateOf(state)) {
     const { pending_successor: _moot, ...rest } = state;
     await saveState(dir, { ...rest, mandate_id: mandate.mandate_id });
   }
@@ -187,10 +186,9 @@ function suspensionText(resource: Record<string, any>): string {
 }
 
 /** The provider holding a resource the CLI has no record of: asked of every provider in the mandate's scope. */
-async function providerOf(client: OapClient, mandateId: string, resourceId: string): Promise<string> {
-  const mandate = await client.mandate(mandateId);
+async function providerOf(client: OapClient, mandate: Mandate, resourceId: string): Promise<string> {
   for (const provider of new Set((mandate.scope as { provider: string }[]).map((s) => s.provider))) {
-    if ((await client.resources(mandateId, provider)).some((r) => r.resource_id === resourceId)) return provider;
+    if ((await client.resources(mandate.mandate_id, provider)).some((r) => r.resource_id === resourceId)) return provider;
   }
   throw new OapError(404, 'not_found', `No resource ${resourceId} at any provider of this mandate.`);
 }
@@ -280,19 +278,22 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       const current = await loadState(dir);
       const kept = mandateOf(current);
       const successor = current.pending_successor;
-      const inForce = async () => {
-        const mandate = await adoptMandateInForce(dir, current, client);
+      /** The mandate kept, read now, was superseded: the mandate in force at the end of its links is the answer. */
+      const inForce = async (superseded: Mandate) => {
+        const mandate = await adoptMandateInForce(dir, current, client, superseded);
         const text = `Mandate ${mandate.mandate_id} is ${mandate.status} until ${mandate.expires_at}, superseding ${kept}.`;
         return { code: mandate.status === 'active' ? 0 : 3, data: mandate, text };
       };
       // The mandate kept was superseded meanwhile (the successor asked for was approved, or the human extended it
-      // from the dashboard, which makes that successor moot): the mandate in force is the answer, with nothing to wait for.
-      if (successor && (await client.mandate(kept)).status === 'superseded') return inForce();
+      // from the dashboard, which makes that successor moot): nothing to wait for.
+      const keptNow = successor ? await client.mandate(kept) : null;
+      if (keptNow?.status === 'superseded') return inForce(keptNow);
       const decided = await client.waitForDecision(successor ?? kept, { onPoll: (m) => tick(`waiting for the human (${m.status})`) });
-      if (!successor && decided.status === 'superseded') return inForce();
+      if (!successor && decided.status === 'superseded') return inForce(decided);
       if (successor) {
         // Denied because another superseded the mandate meanwhile (the human's own extension): that one is in force.
-        if (decided.status !== 'active' && (await client.mandate(kept)).status === 'superseded') return inForce();
+        const keptAfter = decided.status === 'active' ? null : await client.mandate(kept);
+        if (keptAfter?.status === 'superseded') return inForce(keptAfter);
         // Approved, it is the mandate in force; otherwise the one it would have superseded still is.
         const { pending_successor: _decided, ...rest } = current;
         await saveState(dir, decided.status === 'active' ? { ...rest, mandate_id: successor } : rest);
@@ -349,9 +350,10 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       if (!sub?.startsWith('res_')) throw new UsageError(`${command} takes a resource id (res_…); see oap ls`);
       const state = await loadState(dir);
       const client = await clientOf(state);
-      const mandateId = (await adoptMandateInForce(dir, state, client)).mandate_id;
+      const mandate = await adoptMandateInForce(dir, state, client);
+      const mandateId = mandate.mandate_id;
       const stored = await loadCredentials(dir);
-      const provider = stored[sub]?.provider ?? (await providerOf(client, mandateId, sub));
+      const provider = stored[sub]?.provider ?? (await providerOf(client, mandate, sub));
       if (command === 'rm') {
         const removed = await client.deprovision(mandateId, provider, sub);
         delete stored[sub];
@@ -364,7 +366,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
     case 'down': {
       const state = await loadState(dir);
       const client = await clientOf(state);
-      const { removed, failed } = await client.teardown((await adoptMandateInForce(dir, state, client)).mandate_id, { onProgress: (step) => tick(step) });
+      const { removed, failed } = await client.teardown(await adoptMandateInForce(dir, state, client), { onProgress: (step) => tick(step) });
       const stored = await loadCredentials(dir);
       for (const r of removed) delete stored[String(r.resource_id)];
       await saveCredentials(dir, stored);

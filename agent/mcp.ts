@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { formatMoney } from '../workers/lib/pages/format';
 import { MandateScopeSchema } from '../workers/lib/schemas/mandates';
 import { ResourceRequestSchema } from '../workers/lib/schemas/resources';
-import { OapClient, OapError } from './sdk';
+import { OapClient, OapError, type Mandate } from './sdk';
 
 const providerField = z.string().min(1).describe('The provider id, as in the catalog (cloud, data)');
 const resourceIdField = z.string().startsWith('res_').describe('The resource id, as provision and list_resources return it');
@@ -35,32 +35,36 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
   /** The price this tool's description states for a plan: the one the model chose by, and so the one it signs. */
   const statedPrice = (provider: string, service: string, plan: string) => plans.find((p) => p.key === `${provider}/${service} ${plan}`)?.price;
 
-  /** A mandate asked for to supersede the one in force, once decided: in force if approved, forgotten either way; while pending, what it is. */
-  const decideSuccessor = async () => {
+  /**
+   * A mandate asked for to supersede the one in force, once decided: in force if approved (`adopted`, as just read),
+   * forgotten either way; while pending, what it is.
+   */
+  const decideSuccessor = async (): Promise<{ pending?: Mandate; adopted?: Mandate }> => {
     const successor = mandate.successor();
-    if (!successor) return undefined;
+    if (!successor) return {};
     const next = await client.mandate(successor);
     if (next.status === 'active') await mandate.set(next.mandate_id);
     if (next.status !== 'pending') await mandate.setSuccessor(undefined);
-    return next.status === 'pending' ? next : undefined;
+    return next.status === 'pending' ? { pending: next } : next.status === 'active' ? { adopted: next } : {};
   };
   /**
-   * The mandate in force, adopted if the one kept was superseded meanwhile (an extension its human asked for from the
-   * dashboard): a successor still pending superseded the same mandate, and so can no longer be approved.
+   * The mandate in force from the one kept (or one just read), adopted if the one kept was superseded meanwhile (an
+   * extension its human asked for from the dashboard): a successor still pending superseded the same mandate, and so
+   * can no longer be approved.
    */
-  const adoptMandateInForce = async (id: string) => {
-    const m = await client.mandateInForce(id);
-    if (m.mandate_id !== id) {
+  const adoptMandateInForce = async (kept: string | Mandate) => {
+    const m = await client.mandateInForce(kept);
+    if (m.mandate_id !== mandate.get()) {
       await mandate.set(m.mandate_id);
       await mandate.setSuccessor(undefined);
     }
     return m;
   };
   const activeMandate = async () => {
-    await decideSuccessor();
+    const { adopted } = await decideSuccessor();
     const id = mandate.get();
     if (!id) throw new OapError(403, 'mandate_inactive', 'No mandate yet: call request_mandate and let the human approve it.');
-    const m = await adoptMandateInForce(id);
+    const m = await adoptMandateInForce(adopted ?? id);
     if (m.status !== 'active') throw new OapError(403, 'mandate_inactive', `The mandate is ${m.status}; a paid tool needs an active one.`);
     return m;
   };
@@ -116,13 +120,12 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
     { description: 'The current mandate: pending, active, denied, revoked or expired; and one asked for to supersede it, while the human has not decided.', inputSchema: {} },
     () =>
       guard(async () => {
-        let pending = await decideSuccessor();
+        const { pending, adopted } = await decideSuccessor();
         const id = mandate.get();
         if (!id) throw new OapError(404, 'not_found', 'No mandate yet.');
-        const inForce = await adoptMandateInForce(id);
+        const inForce = await adoptMandateInForce(adopted ?? id);
         // Superseded meanwhile by the human's extension: a successor of its own is moot (adoptMandateInForce forgot it).
-        if (inForce.mandate_id !== id) pending = undefined;
-        return { ...inForce, ...(pending ? { pending_successor: pending } : {}) };
+        return { ...inForce, ...(pending && inForce.mandate_id === id ? { pending_successor: pending } : {}) };
       }),
   );
 
@@ -158,8 +161,7 @@ export async function mcpServer(client: OapClient, mandate: MandateStore) {
     { description: 'Removes everything this agent provisioned under the current mandate, at every provider; reports what could not be removed.', inputSchema: {} },
     () =>
       guard(async () => {
-        const m = await activeMandate();
-        return client.teardown(m.mandate_id);
+        return client.teardown(await activeMandate());
       }),
   );
 

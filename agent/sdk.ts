@@ -185,8 +185,9 @@ export class OapClient {
    * asked for by this agent or by its human from the dashboard), the approved mandate at the end of its
    * `superseded_by` links. Whatever its status: a revoked or expired end of the chain is what is in force.
    */
-  async mandateInForce(id: string): Promise<Mandate> {
-    let current = await this.mandate(id);
+  async mandateInForce(mandate: string | Mandate): Promise<Mandate> {
+    // A mandate the caller has just read is not read again.
+    let current = typeof mandate === 'string' ? await this.mandate(mandate) : mandate;
     // A chain grows by one link per approval; the bound only guards against a cycle no orchestrator should serve.
     for (let links = 0; current.status === 'superseded' && current.superseded_by && links < 1000; links++) current = await this.mandate(current.superseded_by);
     return current;
@@ -379,8 +380,9 @@ export class OapClient {
    * supersedes), at every provider in its scope; returns what was removed and
    * what could not be.
    */
-  async teardown(mandateId: string, options: { onProgress?: (step: string) => void } = {}) {
-    const mandate = await this.mandate(mandateId);
+  async teardown(mandateOrId: string | Mandate, options: { onProgress?: (step: string) => void } = {}) {
+    const mandate = typeof mandateOrId === 'string' ? await this.mandate(mandateOrId) : mandateOrId;
+    const mandateId = mandate.mandate_id;
     const chain = await this.#chainOf(mandate);
     const providers = [...new Set((mandate.scope as { provider: string }[]).map((s) => s.provider))];
     const removed: Record<string, any>[] = [];

@@ -353,12 +353,9 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
   /** Provider: a charge the orchestrator refunded (§2.5 charge.refunded) is reversed here too. */
   refundCharge(account: string, chargeId: string, reason: string) {
     return this.#transaction(account, (tx) => {
-      // A provisioning or plan change names its charge in its saga; a renewal on its hold.
-      const local =
-        tx.sql.exec<{ hold_id: string }>('SELECT hold_id FROM sagas WHERE charge_id = ?', chargeId).toArray()[0] ??
-        tx.sql.exec<{ hold_id: string }>('SELECT id AS hold_id FROM holds WHERE remote_charge_id = ?', chargeId).toArray()[0];
+      const local = sagas.localHoldOf(tx.sql, chargeId);
       if (!local) return refuse('not_found', 'No hold here for this charge.');
-      return spend.refundHold(tx, local.hold_id, { type: 'orchestrator', id: 'refund' }, reason);
+      return spend.refundHold(tx, local, { type: 'orchestrator', id: 'refund' }, reason);
     });
   }
 
@@ -1066,7 +1063,7 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
 
   /** Whose chain this object keeps (null before its first event). */
   #chainOwner(): string | null {
-    return this.#sql.exec<{ principal: string | null }>('SELECT principal FROM audit_head').one().principal;
+    return this.#chainTip?.principal ?? this.#sql.exec<{ principal: string | null }>('SELECT principal FROM audit_head').one().principal;
   }
 
   #scheduleRow(task: LedgerTask, dueAt: number): void {

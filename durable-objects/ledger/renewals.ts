@@ -8,7 +8,8 @@ import { decodeJwt } from 'jose';
 import type { RecurringBilling } from '../../workers/lib/schemas/catalog';
 import { BACKEND_RENEWALS } from './backend-outbox';
 import { iso, type LedgerTx } from './context';
-import { getResource, owe, type Resource, type Saga } from './sagas';
+import { DAY_MS } from './renewal-periods';
+import { getResource, localHoldOf, owe, type Resource, type Saga } from './sagas';
 import { billingPeriod, captureHold, checkLimits, getHold, insertHold, ownLimit, refundHold, voidHold, type Decline } from './spend';
 
 export const RENEWAL_HOLD_TTL_MS = 15 * 60_000;
@@ -18,9 +19,9 @@ export const RENEWAL_HOLD_TTL_MS = 15 * 60_000;
  */
 export const RENEWAL_RETRY_MS = 60 * 60_000;
 /** A suspended resource's renewal is tried again for this long after it was suspended, then no more. */
-const RENEWAL_GRACE_MS = 30 * 24 * 60 * 60_000;
+const RENEWAL_GRACE_MS = 30 * DAY_MS;
 /** Between tries: as long as it has been suspended, an hour at least and a day at most (1 h, 2 h, 4 h, … then daily). */
-const retryAfter = (suspendedFor: number) => Math.min(24 * 60 * 60_000, Math.max(RENEWAL_RETRY_MS, suspendedFor));
+const retryAfter = (suspendedFor: number) => Math.min(DAY_MS, Math.max(RENEWAL_RETRY_MS, suspendedFor));
 /**
  * Why a renewal failed that a later try can get past: a limit a human raises (or a new month resets), the hour a
  * velocity limit counts, a renewal voided before its capture reached the orchestrator. A resource suspended for one of
@@ -248,11 +249,7 @@ export function renewalVoided(tx: LedgerTx, resourceId: string, holdId: string):
   const receipt = getHold(tx.sql, holdId)?.receipt;
   const renewed = receipt ? decodeJwt(receipt).renewal_of : undefined;
   if (resource.hold_id === holdId && typeof renewed === 'string') {
-    // The local hold mirroring that charge: a renewal's (by its charge), or the creation's or plan change's (its saga's).
-    const mirror = tx.sql
-      .exec<{ id: string }>('SELECT id FROM holds WHERE remote_charge_id = ?1 UNION ALL SELECT hold_id AS id FROM sagas WHERE charge_id = ?1 LIMIT 1', renewed)
-      .toArray()[0];
-    tx.sql.exec('UPDATE resources SET charge_id = ?, hold_id = ? WHERE id = ?', renewed, mirror?.id ?? null, resourceId);
+    tx.sql.exec('UPDATE resources SET charge_id = ?, hold_id = ? WHERE id = ?', renewed, localHoldOf(tx.sql, renewed), resourceId);
   }
   return lapse(tx, resource, { code: 'charge_voided', by: 'orchestrator', step_up_url: null });
 }

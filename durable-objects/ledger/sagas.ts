@@ -84,6 +84,14 @@ export function getSaga(sql: SqlStorage, id: string): Saga | null {
   return sql.exec<Saga>('SELECT * FROM sagas WHERE id = ?', id).toArray()[0] ?? null;
 }
 
+/**
+ * The local hold that mirrors an orchestrator charge: a provisioning's or plan change's (named in its saga) or a
+ * renewal's (named on the hold). A charge id is in one of the two only.
+ */
+export function localHoldOf(sql: SqlStorage, chargeId: string): string | null {
+  return sql.exec<{ id: string }>('SELECT hold_id AS id FROM sagas WHERE charge_id = ?1 UNION ALL SELECT id FROM holds WHERE remote_charge_id = ?1 LIMIT 1', chargeId).toArray()[0]?.id ?? null;
+}
+
 export function getResource(sql: SqlStorage, id: string): Resource | null {
   return sql.exec<Resource>('SELECT * FROM resources WHERE id = ?', id).toArray()[0] ?? null;
 }

@@ -9,7 +9,7 @@ import { newId } from '../lib/ids';
 import { signJwt } from '../lib/jws';
 import { constraintsFromTerms } from '../lib/mandate-constraints';
 import { ProblemError, refusalProblem } from '../lib/problem';
-import { EXTENSION_DAYS, extensionEnd, extensionsOf } from '../lib/mandate-extensions';
+import { EXTENSION_DAYS, extendsBeyond, extensionEnd } from '../lib/mandate-extensions';
 import type { Mandate, MandateRequest } from '../lib/schemas/mandates';
 import type { Money } from '../lib/schemas/money';
 import { loadSigningKeys } from '../lib/signing-keys';
@@ -453,7 +453,7 @@ export async function extendMandateForPrincipal(env: OrchestratorBindings, princ
   const inactive = () => new ProblemError(409, 'mandate_inactive', `This mandate is ${mandate.status === 'active' ? 'no longer active' : mandate.status}: only an active mandate can be extended.`);
   if (mandate.status !== 'active' || !mandate.approved) throw inactive();
   const now = Date.now();
-  if (!extensionsOf(mandate.approved.expires_at, now).some((offered) => offered === days)) {
+  if (!extendsBeyond(extensionEnd(days, now), mandate.approved.expires_at)) {
     throw new ProblemError(422, 'invalid_request', `${days} days from now does not end a day past this mandate's end (${mandate.approved.expires_at}).`, {
       errors: [{ path: '/days', message: 'does not end a day past the mandate' }],
     });
