@@ -204,8 +204,8 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return mandates.listAgents(this.#sql);
   }
 
-  createMandate(principal: string, input: Parameters<typeof mandates.createMandate>[1], actor?: mandates.Actor) {
-    return this.#transaction(principal, (tx) => mandates.createMandate(tx, input, actor));
+  createMandate(principal: string, input: Parameters<typeof mandates.createMandate>[1], actor?: mandates.Actor, options?: Parameters<typeof mandates.createMandate>[3]) {
+    return this.#transaction(principal, (tx) => mandates.createMandate(tx, input, actor, options));
   }
 
   getMandate(mandateId: string) {

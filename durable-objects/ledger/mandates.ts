@@ -199,17 +199,21 @@ export function createMandate(
   input: { mandate_id: string; agent_id: string; terms: MandateTerms; pending_until: number; first_contact: boolean },
   // The agent asks, or its human asks on its behalf (an extension from the dashboard, approved like any request).
   actor: Actor = { type: 'agent', id: input.agent_id },
-): Outcome<{ mandate: StoredMandate }> {
+  /** A request to supersede a mandate that one still waiting to supersede it answers instead (a form sent twice). */
+  options: { reuseWaiting?: boolean } = {},
+): Outcome<{ mandate: StoredMandate; reused: boolean }> {
   if (input.terms.supersedes) {
     const previous = getMandate(tx.sql, input.terms.supersedes, tx.now);
     if (!previous || previous.agent_id !== input.agent_id || previous.status !== 'active') {
       tx.audit({ actor, action: 'mandate.request', target: input.mandate_id, outcome: 'refused', reason: 'invalid_request' });
       return refuse('invalid_request', 'supersedes must name an active mandate of this agent.');
     }
+    const waiting = options.reuseWaiting ? waitingSuccessors(tx, input.terms.supersedes)[0] : undefined;
+    if (waiting) return { ok: true, mandate: waiting, reused: true };
   }
   insertMandate(tx, input, 'pending');
   tx.audit({ actor, action: 'mandate.request', mandate_id: input.mandate_id, target: input.mandate_id, outcome: 'succeeded' });
-  return { ok: true, mandate: getMandate(tx.sql, input.mandate_id, tx.now)! };
+  return { ok: true, mandate: getMandate(tx.sql, input.mandate_id, tx.now)!, reused: false };
 }
 
 function insertMandate(tx: LedgerTx, input: { mandate_id: string; agent_id: string; terms: MandateTerms; pending_until: number; first_contact: boolean }, status: MandateStatus) {
@@ -281,13 +285,21 @@ export function approveMandate(tx: LedgerTx, mandateId: string, approval: Approv
   return { ok: true, mandate: getMandate(tx.sql, mandateId, tx.now)! };
 }
 
+/** The requests to supersede a mandate still waiting for the human's decision (not expired), the earliest first. */
+function waitingSuccessors(tx: LedgerTx, mandateId: string): StoredMandate[] {
+  return tx.sql
+    .exec<MandateRow>(`SELECT * FROM mandates WHERE status = 'pending' AND json_extract(requested, '$.supersedes') = ? ORDER BY created`, mandateId)
+    .toArray()
+    .map((row) => mandateFromRow(row, tx.now))
+    .filter((m) => m.status === 'pending');
+}
+
 /**
  * Requests still pending to supersede a mandate that is no longer active (superseded by another, revoked) can never be
  * approved: they are denied now, so that no one (the human, an agent waiting on one) waits on them.
  */
 function denyMootSuccessors(tx: LedgerTx, mandateId: string, actor: Actor, reason: string, related: string[] = []) {
-  const moot = tx.sql.exec<{ id: string }>(`SELECT id FROM mandates WHERE status = 'pending' AND json_extract(requested, '$.supersedes') = ?`, mandateId).toArray();
-  for (const { id } of moot) {
+  for (const { mandate_id: id } of waitingSuccessors(tx, mandateId)) {
     tx.sql.exec(`UPDATE mandates SET status = 'denied', decided_at = ? WHERE id = ?`, iso(tx.now), id);
     tx.audit({ actor, action: 'mandate.deny', mandate_id: id, target: id, outcome: 'succeeded', reason, related });
   }

@@ -167,6 +167,10 @@ describe('dashboard forms', () => {
     const waiting = await (await page(human, '/dashboard/mandates')).text();
     expect(waiting).toContain(`<a href="/mandates/${extensionId}/approval">An extension waits for your decision</a>`);
     expect(waiting).not.toContain(`action="/dashboard/mandates/${mandate_id}/extend"`);
+    // The form sent again (a second click, a reload) asks nothing more: the human goes on to the request that waits.
+    const twice = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '365' });
+    expect(twice.headers.get('location')).toBe(`/mandates/${extensionId}/approval`);
+    expect(await mandates()).toBe(2);
     // The agent asks for one too: once the human's is approved, the agent's can no longer be, and is denied.
     const agents = (await (await agent.request('POST', '/v1/mandates', mandateBody({ supersedes: mandate_id }))).json()) as { mandate_id: string };
 
@@ -195,6 +199,21 @@ describe('dashboard forms', () => {
     const unoffered = await call(`/v1/mandates/${short.mandate_id}/extend`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ days: 400 }) });
     expect(unoffered.status).toBe(422);
     expect(await mandates()).toBe(5);
+
+    // Sent twice at once, the form still makes one request; and while the agent's own request waits, it makes none.
+    const other = await activeMandate(human, undefined, { expires_at: new Date(Date.now() + 10 * 86_400_000).toISOString() });
+    const both = await Promise.all([0, 1].map(() => post(human, `/dashboard/mandates/${other.mandate_id}/extend`, { days: '30' })));
+    expect(both.map((r) => r.status)).toEqual([303, 303]);
+    expect(both[0]!.headers.get('location')).toBe(both[1]!.headers.get('location'));
+    expect(await mandates()).toBe(7);
+    const third = await activeMandate(human, undefined, { expires_at: new Date(Date.now() + 10 * 86_400_000).toISOString() });
+    const agentsOwn = (await (await third.agent.request('POST', '/v1/mandates', mandateBody({ supersedes: third.mandate_id }))).json()) as { mandate_id: string };
+    const onTop = await post(human, `/dashboard/mandates/${third.mandate_id}/extend`, { days: '30' });
+    expect(onTop.headers.get('location')).toBe(`/mandates/${agentsOwn.mandate_id}/approval`);
+    expect(await mandates()).toBe(9);
+    // Nothing is left routed to the requests that were never made.
+    const routes = await DB.prepare('SELECT COUNT(*) AS n FROM mandate_routes WHERE principal_id = ?1').bind(human.principal_id).first<{ n: number }>();
+    expect(routes!.n).toBe(9);
   });
 
   it('raises the monthly limit above the ceiling only after a fresh sign-in, shown as a step on the page (stale session)', async () => {

@@ -441,9 +441,10 @@ export async function revokeMandate(env: OrchestratorBindings, principalId: stri
  * approves it on the approval page like any request (the same display, the same re-authentication above the policy
  * ceiling); until then the mandate stays in force. Its agent can read the request (it is routed to the agent's key)
  * and, once approved, finds it as its mandate's `superseded_by`. Recurring plans bought under the mandate renew
- * under it.
+ * under it. `reuseWaiting`: a request still waiting to supersede the mandate (an Extend sent twice, the agent's own)
+ * is the answer instead, since the human decides that one first (the dashboard shows it rather than offering more).
  */
-export async function extendMandateForPrincipal(env: OrchestratorBindings, principalId: string, mandateId: string, days: number): Promise<Mandate> {
+export async function extendMandateForPrincipal(env: OrchestratorBindings, principalId: string, mandateId: string, days: number, options: { reuseWaiting?: boolean } = {}): Promise<Mandate> {
   if (!(EXTENSION_DAYS as readonly number[]).includes(days)) {
     throw new ProblemError(422, 'invalid_request', `days must be one of ${EXTENSION_DAYS.join(', ')}.`, { errors: [{ path: '/days', message: 'not an offered length' }] });
   }
@@ -468,12 +469,11 @@ export async function extendMandateForPrincipal(env: OrchestratorBindings, princ
     principalId,
     { mandate_id: extensionId, agent_id: mandate.agent_id, terms, pending_until: Date.now() + PENDING_TTL_MS, first_contact: false },
     { type: 'principal', id: principalId },
+    options,
   );
-  if (!created.ok) {
-    // Revoked or superseded since it was read.
-    await removeMandateRoute(env.DB, extensionId);
-    throw inactive();
-  }
+  // Refused (revoked or superseded since it was read), or answered by a request already waiting: no route of its own.
+  if (!created.ok || created.reused) await removeMandateRoute(env.DB, extensionId);
+  if (!created.ok) throw inactive();
   return toWire(env, created.mandate);
 }
 

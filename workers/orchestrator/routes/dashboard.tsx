@@ -183,12 +183,13 @@ export function dashboardRoutes() {
     return c.redirect('/dashboard/mandates?done=mandate_revoked', 303);
   });
 
-  // An extension is a new request for the same terms: the human goes on to approve it on the approval page.
+  // An extension is a new request for the same terms: the human goes on to approve it on the approval page. A form
+  // sent twice (or while the agent's own request waits) asks nothing more: the human goes on to the request that waits.
   app.post('/dashboard/mandates/:id/extend', formSession, async (c) => {
     const form = await c.req.parseBody();
     let extension;
     try {
-      extension = await extendMandateForPrincipal(c.env, c.get('session').subject_id, c.req.param('id'), Number(field(form, 'days')));
+      extension = await extendMandateForPrincipal(c.env, c.get('session').subject_id, c.req.param('id'), Number(field(form, 'days')), { reuseWaiting: true });
     } catch (error) {
       const { notice, status } = refusal(error);
       return showMandates(c, notice, status);
