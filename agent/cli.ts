@@ -6,7 +6,7 @@
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { agentKeyFromJwk, dpopProof, generateAgentKey, OapClient, OapError, type Mandate } from './sdk';
+import { agentKeyFromJwk, dpopProof, generateAgentKey, OapClient, OapError, suspensionInWords, type Mandate } from './sdk';
 import { mcpServer } from './mcp';
 import { formatMoney } from '../workers/lib/pages/format';
 import { describe as describeEvidence, pinsFrom, verifyEvidence } from './verify-evidence';
@@ -177,13 +177,6 @@ const dollars = (text: string | undefined, flag: string) => {
   if (!text || !/^\d+(\.\d{1,2})?$/.test(text)) throw new UsageError(`${flag} takes an amount in dollars, such as 50 or 12.50`);
   return Math.round(Number(text) * 100);
 };
-
-/** Why a suspended resource is suspended, said for the human: refused where, and where a human lifts it. */
-function suspensionText(resource: Record<string, any>): string {
-  const s = resource.suspension as { code: string; by: 'provider' | 'orchestrator'; step_up_url: string | null } | undefined;
-  if (!s) return '';
-  return ` (${s.code} at ${s.by === 'provider' ? String(resource.provider) : 'the orchestrator'}${s.step_up_url ? `; a human can lift it at ${s.step_up_url}` : ''})`;
-}
 
 /** The provider holding a resource the CLI has no record of: asked of every provider in the mandate's scope. */
 async function providerOf(client: OapClient, mandate: Mandate, resourceId: string): Promise<string> {
@@ -385,7 +378,7 @@ export async function run(argv: string[]): Promise<{ code: number; data?: unknow
       const providers = (mandate.scope as { provider: string }[]).map((s) => s.provider);
       if (command === 'ls') {
         const rows: Record<string, any>[] = (await Promise.all(providers.map(async (p) => (await client.resources(mandate.mandate_id, p)).map((r) => ({ provider: p, ...r }))))).flat();
-        return { code: 0, data: rows, text: rows.map((r) => `${String(r.provider).padEnd(8)} ${r.resource_id} ${r.service}/${r.plan} ${r.status}${suspensionText(r)}`).join('\n') || 'No resources.' };
+        return { code: 0, data: rows, text: rows.map((r) => `${String(r.provider).padEnd(8)} ${r.resource_id} ${r.service}/${r.plan} ${r.status}${r.suspension ? ` (${suspensionInWords(r as never)})` : ''}`).join('\n') || 'No resources.' };
       }
       const [mandateRow, ...rows] = await client.spend(mandate);
       const text = [

@@ -28,6 +28,14 @@ export function shownSuspension(suspension: unknown, origins: { orchestrator: st
   return { suspension: { code, by, step_up_url: link, since: typeof since === 'string' ? since : null } };
 }
 
+/** A suspension as kept by `shownSuspension`, said for a human: refused where, and where a human lifts it ('' for none). */
+export function suspensionInWords(resource: { provider: string; suspension?: Record<string, unknown> }): string {
+  const s = resource.suspension;
+  if (!s) return '';
+  const where = s.by === 'provider' ? resource.provider : 'the orchestrator';
+  return `${String(s.code)} at ${where}${s.step_up_url ? `; a human can lift it at ${String(s.step_up_url)}` : ''}`;
+}
+
 /** A protocol error: `code` is one of PROTOCOL.md's codes (or an OAuth error at token endpoints). */
 export class OapError extends Error {
   constructor(

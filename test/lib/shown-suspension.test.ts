@@ -2,7 +2,7 @@
 // shownSuspension): the provider writes it, so only what the protocol words
 // is kept, and a link only to a page of the party it names.
 import { describe, expect, it } from 'vitest';
-import { shownSuspension } from '../../agent/sdk';
+import { shownSuspension, suspensionInWords } from '../../agent/sdk';
 
 const origins = { orchestrator: 'https://orchestrator.example', provider: 'https://cloud.example' };
 const since = '2026-11-30T00:00:00.000Z';
@@ -33,5 +33,16 @@ describe('a suspension as an agent shows it', () => {
     expect(shownSuspension({ code: 'spend_limit_exceeded', by: 'someone', step_up_url: null, since }, origins)).toEqual({});
     expect(shownSuspension('suspended', origins)).toEqual({});
     expect(shownSuspension(null, origins)).toEqual({});
+  });
+
+  it('is said for the human as the CLI prints it: the code, which party refused, and where a human lifts it', () => {
+    const shown = (suspension: unknown) => ({ provider: 'cloud', ...shownSuspension(suspension, origins) });
+    expect(suspensionInWords(shown({ code: 'spend_limit_exceeded', by: 'provider', step_up_url: 'https://cloud.example/limits', since }))).toBe(
+      'spend_limit_exceeded at cloud; a human can lift it at https://cloud.example/limits',
+    );
+    expect(suspensionInWords(shown({ code: 'mandate_inactive', by: 'orchestrator', step_up_url: null, since }))).toBe('mandate_inactive at the orchestrator');
+    // A link the filter dropped is not said either; nothing is said of a resource that is not suspended.
+    expect(suspensionInWords(shown({ code: 'spend_limit_exceeded', by: 'orchestrator', step_up_url: 'https://cloud.example/limits', since }))).toBe('spend_limit_exceeded at the orchestrator');
+    expect(suspensionInWords(shown(undefined))).toBe('');
   });
 });
