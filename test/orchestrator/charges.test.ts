@@ -764,6 +764,9 @@ describe('authentication before the body (PROTOCOL.md Conventions)', () => {
     expect(await malformed.json()).toMatchObject({ status: 400, code: 'invalid_request' });
     const long = await asProvider('cloud', 'POST', '/v1/charges/chg_x/capture', { reason: 'x'.repeat(201) });
     expect(await long.json()).toMatchObject({ status: 422, code: 'invalid_request' });
-    expect((await asProvider('cloud', 'GET', '/v1/charges/not-a-charge')).status).toBe(422);
+    // An id not of the kind the path names names nothing there: 404, as an unknown path.
+    const notACharge = await asProvider('cloud', 'GET', '/v1/charges/not-a-charge');
+    expect(notACharge.status).toBe(404);
+    expect(await notACharge.json()).toMatchObject({ code: 'not_found' });
   });
 });

@@ -4,6 +4,7 @@ import { ProblemSchema } from '../../workers/lib/problem';
 import { OrchestratorDiscoverySchema } from '../../workers/lib/schemas/discovery';
 import { createOrchestratorApp } from '../../workers/orchestrator/app';
 import { expectEveryRouteDocumented } from '../support/openapi';
+import { newPrincipal } from '../support/orchestrator-client';
 
 const BASE = 'http://127.0.0.1:8787';
 const call = (path: string, init?: RequestInit) => exports.default.fetch(new Request(`${BASE}${path}`, init));
@@ -38,6 +39,8 @@ describe('orchestrator discovery (PROTOCOL §1)', () => {
   it('answers unknown paths, wrong methods and unauthenticated audit reads with problem+json', async () => {
     for (const [res, status, code] of [
       [await call('/v1/unknown'), 404, 'not_found'],
+      // An id not of the kind the path names, to someone entitled to look: nothing is there.
+      [await call('/v1/mandates/foo', { headers: { cookie: (await newPrincipal()).cookie } }), 404, 'not_found'],
       [await call('/.well-known/agent-provisioning', { method: 'POST' }), 405, 'method_not_allowed'],
       [await call('/v1/audit/verify'), 401, 'unauthorized'],
     ] as const) {

@@ -46,9 +46,13 @@ export function validationProblem(issues: readonly { path: readonly PropertyKey[
   return new ProblemError(422, 'invalid_request', detail(errors[0]), { errors });
 }
 
-/** Validation failures of a route's declared schemas become 422. */
+/**
+ * Validation failures of a route's declared schemas become 422, except in the path: an id not of the kind the path
+ * names (`/v1/mandates/foo`) names nothing there, as any unknown path (404, as an id of the right kind that does not exist).
+ */
 export const validationHook: Hook<unknown, HonoEnv, string, unknown> = (result) => {
   if (result.success) return;
+  if (result.target === 'param') throw new ProblemError(404, 'not_found', 'Nothing is at this path.');
   const where = result.target === 'json' || result.target === 'form' ? 'body' : result.target;
   throw validationProblem(result.error.issues, (first) => `The request ${where} is invalid${first ? `: ${first.path} ${first.message}` : ''}.`);
 };
