@@ -53,6 +53,20 @@ describe('agent registration', () => {
     expect(res.status).toBe(422);
   });
 
+  it('takes a key with the metadata key libraries export (kid, alg, use, key_ops) and keeps only the key; metadata of another kind of key is 422', async () => {
+    const human = await newPrincipal();
+    const register = async (key: Awaited<ReturnType<typeof newAgentKey>>, public_jwk: Record<string, unknown>) =>
+      call('/v1/agents', { method: 'POST', headers: human.headers({ dpop: await dpopProof(key, 'POST', `${ORCHESTRATOR}/v1/agents`) }), body: JSON.stringify({ name: 'exported', public_jwk }) });
+    const key = await newAgentKey();
+    const res = await register(key, { ...key.jwk, kid: 'laptop-1', alg: 'EdDSA', use: 'sig', key_ops: ['verify'] });
+    expect(res.status).toBe(201);
+    const agent = (await res.json()) as { public_jwk: Record<string, unknown>; key_thumbprint: string };
+    expect(agent.public_jwk).toEqual({ kty: 'OKP', crv: 'Ed25519', x: key.jwk.x });
+    expect(agent.key_thumbprint).toBe(key.jkt);
+    const other = await newAgentKey();
+    for (const odd of [{ alg: 'ES256' }, { use: 'enc' }, { key_ops: ['sign'] }]) expect((await register(other, { ...other.jwk, ...odd })).status).toBe(422);
+  });
+
   it('never lets an agent credential register agents', async () => {
     const human = await newPrincipal();
     const agent = await registerAgent(human);

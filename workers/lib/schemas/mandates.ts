@@ -6,10 +6,28 @@ import { MoneySchema } from './money';
 const providerId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
 const serviceId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/);
 
-export const PublicJwkSchema = z
-  .object({ kty: z.literal('OKP'), crv: z.literal('Ed25519'), x: z.string().regex(/^[A-Za-z0-9_-]{43}$/) })
+const publicKeyMembers = { kty: z.literal('OKP'), crv: z.literal('Ed25519'), x: z.string().regex(/^[A-Za-z0-9_-]{43}$/) };
+
+/** An agent's key as the orchestrator keeps and shows it. */
+export const PublicJwkSchema = z.object(publicKeyMembers).strict().openapi('AgentPublicJwk', { description: 'An Ed25519 public key (RFC 8037)' });
+
+/**
+ * An agent's key as sent: the public members, and the metadata key libraries commonly export with them (RFC 7517
+ * §4), consistent with a signing key and then dropped; any other member, a private one (`d`) first, makes it invalid.
+ */
+const PublicJwkInputSchema = z
+  .object({
+    ...publicKeyMembers,
+    kid: z.string().max(255).optional(),
+    alg: z.enum(['EdDSA', 'Ed25519']).optional(),
+    use: z.literal('sig').optional(),
+    key_ops: z.array(z.literal('verify')).optional(),
+  })
   .strict()
-  .openapi('AgentPublicJwk', { description: 'An Ed25519 public key (RFC 8037); a private member makes it invalid.' });
+  .transform(({ kty, crv, x }) => ({ kty, crv, x }))
+  .openapi('AgentPublicJwkInput', {
+    description: 'An Ed25519 public key (RFC 8037). kid, alg (EdDSA), use (sig) and key_ops ([verify]) are accepted and not kept; a private member makes it invalid.',
+  });
 
 export const AgentSchema = z
   .object({
@@ -24,7 +42,7 @@ export const AgentSchema = z
   })
   .openapi('Agent');
 
-export const RegisterAgentSchema = z.object({ name: z.string().trim().min(1).max(100), public_jwk: PublicJwkSchema }).openapi('RegisterAgent');
+export const RegisterAgentSchema = z.object({ name: z.string().trim().min(1).max(100), public_jwk: PublicJwkInputSchema }).openapi('RegisterAgent');
 
 export const SpendLimitSchema = MoneySchema.extend({ period: z.literal('month') }).openapi('SpendLimit');
 
@@ -45,7 +63,7 @@ export const MandateRequestSchema = z
     expires_at: z.string().datetime(),
     share_email: z.boolean().default(false),
     supersedes: z.string().startsWith('mdt_').optional(),
-    agent: z.object({ name: z.string().trim().min(1).max(100), public_jwk: PublicJwkSchema }).optional().openapi({
+    agent: z.object({ name: z.string().trim().min(1).max(100), public_jwk: PublicJwkInputSchema }).optional().openapi({
       description: 'First contact: an unregistered agent names itself and its key (the DPoP proof must be signed by it).',
     }),
   })
