@@ -14,6 +14,7 @@ import {
   obtainToken,
   ORCHESTRATOR,
   orchestratorKey,
+  publishEs256OrchestratorKey,
   serveJwks,
   signAttestation,
   signCompact,
@@ -102,6 +103,16 @@ describe('JWT bearer grant with DPoP (PROTOCOL §2.3)', () => {
     const attestation = await signAttestation({ agent, header: { alg: 'Ed25519' } });
     const res = await tokenRequest(agent, attestation, { alg: 'Ed25519' });
     expect(res.status).toBe(200);
+  });
+
+  it('accepts an attestation the orchestrator signed with ES256 (§2.2: EdDSA or ES256), and no other algorithm of that key', async () => {
+    const es256 = await publishEs256OrchestratorKey();
+    const agent = await newAgentKey();
+    const res = await tokenRequest(agent, await signAttestation({ agent, header: { alg: 'ES256', kid: es256.kid }, signWith: es256.privateKey }));
+    expect(res.status).toBe(200);
+    const other = await newAgentKey();
+    const es384 = await signAttestation({ agent: other, header: { alg: 'ES384', kid: es256.kid }, signWith: es256.privateKey });
+    await expectRefusedWithoutStateChange(es384.sub, 'invalid_grant', () => tokenRequest(other, es384));
   });
 
   it('accepts an attestation whose iat leads the clock by less than the 60 s skew', async () => {

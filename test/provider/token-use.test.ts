@@ -10,6 +10,7 @@ import {
   newSigningKey,
   obtainToken,
   postSecurityEvent,
+  publishEs256OrchestratorKey,
   PROVIDER,
   serveJwks,
   signAttestation,
@@ -232,6 +233,15 @@ describe('security events from the orchestrator (PROTOCOL §2.5)', () => {
     const retry = await tokenRequest(grant.agent, await signAttestation({ agent: grant.agent, sub: grant.attestation.sub, agentId: grant.attestation.agentId, mandateId: grant.attestation.mandateId }));
     expect(retry.status).toBe(400);
     expect(((await retry.json()) as { error: string }).error).toBe('invalid_grant');
+  });
+
+  it('takes an event the orchestrator signed with ES256, a key of its JWKS', async () => {
+    // Published before the provider first reads the JWKS (an unknown kid is refetched at most once per 30 s).
+    const es256 = await publishEs256OrchestratorKey();
+    const grant = await newGrant();
+    const set = await signSecurityEvent(mandateRevoked(grant), { claims: { sub: grant.attestation.sub }, header: { alg: 'ES256', kid: es256.kid }, signWith: es256.privateKey });
+    expect((await postSecurityEvent(set.jwt)).status).toBe(202);
+    expect(await isActive(grant)).toBe(false);
   });
 
   it('stops honouring every token of an agent when the agent is revoked, under every mandate', async () => {

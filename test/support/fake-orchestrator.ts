@@ -71,6 +71,18 @@ export function useFakeOrchestrator() {
   });
 }
 
+/**
+ * A P-256 key the orchestrator also signs with (PROTOCOL.md §2.2 allows ES256), published in its JWKS beside the
+ * Ed25519 key for the rest of the test; its kid is for the ES256 header.
+ */
+export async function publishEs256OrchestratorKey(): Promise<{ privateKey: CryptoKey; kid: string }> {
+  const { privateKey, publicKey } = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const { x, y } = (await crypto.subtle.exportKey('jwk', publicKey)) as JsonWebKey;
+  const kid = `es256-${crypto.randomUUID()}`;
+  serveJwks(`${ORCHESTRATOR}/.well-known/jwks.json`, () => ({ keys: [orchestratorKey.publicJwk, { kty: 'EC', crv: 'P-256', x, y, kid, use: 'sig' }] }));
+  return { privateKey, kid };
+}
+
 // ── Compact JWS, built by hand so that any header can be sent ─────────────
 
 export function b64url(data: string | Uint8Array): string {
@@ -87,10 +99,11 @@ function merged(base: Record<string, unknown>, overrides: Record<string, unknown
   return out;
 }
 
-/** Ed25519 over `header.payload`, whatever the header says. */
+/** Ed25519 (or ES256 with a P-256 key) over `header.payload`, whatever the header says. */
 export async function signCompact(header: Record<string, unknown>, payload: Record<string, unknown>, key: CryptoKey = orchestratorKey.privateKey): Promise<string> {
   const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(payload))}`;
-  const signature = new Uint8Array(await crypto.subtle.sign('Ed25519', key, new TextEncoder().encode(input)));
+  const algorithm = key.algorithm.name === 'ECDSA' ? { name: 'ECDSA', hash: 'SHA-256' } : 'Ed25519';
+  const signature = new Uint8Array(await crypto.subtle.sign(algorithm, key, new TextEncoder().encode(input)));
   return `${input}.${b64url(signature)}`;
 }
 

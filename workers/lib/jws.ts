@@ -1,10 +1,14 @@
 // JOSE rules every role applies (PROTOCOL.md Conventions): Ed25519 under both
-// alg names, compact form only, and no header that points at a key elsewhere.
+// alg names (and ES256 from an orchestrator), compact form only, and no header
+// that points at a key elsewhere.
 import { calculateJwkThumbprint, decodeProtectedHeader, SignJWT, type JWK, type JWTPayload } from 'jose';
 import type { SigningKeys } from './signing-keys';
 
 /** RFC 9864 names Ed25519 fully; widely used clients still send EdDSA: both are accepted. */
 export const ED25519_ALGS = ['EdDSA', 'Ed25519'];
+
+/** What an orchestrator may sign its attestations and security events with (PROTOCOL.md §2.2: EdDSA or ES256). */
+export const ORCHESTRATOR_ALGS = [...ED25519_ALGS, 'ES256'];
 
 export class JwsRefused extends Error {}
 
@@ -12,7 +16,7 @@ export class JwsRefused extends Error {}
  * Refuses `jku`, `x5u` and `x5c` always, and an embedded `jwk` unless the
  * token is a DPoP proof, where carrying the key is the point (RFC 9449 §4.2).
  */
-export function checkJwsHeader(token: string, options: { allowEmbeddedJwk?: boolean } = {}) {
+export function checkJwsHeader(token: string, options: { allowEmbeddedJwk?: boolean; algorithms?: string[] } = {}) {
   let header: ReturnType<typeof decodeProtectedHeader>;
   try {
     header = decodeProtectedHeader(token);
@@ -22,7 +26,7 @@ export function checkJwsHeader(token: string, options: { allowEmbeddedJwk?: bool
   if (token.split('.').length !== 3) throw new JwsRefused('not a compact JWS');
   for (const name of ['jku', 'x5u', 'x5c'] as const) if (name in header) throw new JwsRefused(`header ${name} is refused`);
   if ('jwk' in header && !options.allowEmbeddedJwk) throw new JwsRefused('an embedded jwk is refused');
-  if (typeof header.alg !== 'string' || !ED25519_ALGS.includes(header.alg)) throw new JwsRefused(`alg ${String(header.alg)} is not accepted`);
+  if (typeof header.alg !== 'string' || !(options.algorithms ?? ED25519_ALGS).includes(header.alg)) throw new JwsRefused(`alg ${String(header.alg)} is not accepted`);
   return header;
 }
 

@@ -2,7 +2,7 @@
 // pushed per RFC 8935): revocations take effect for every token at once; a
 // redelivered event is acknowledged again and applied once.
 import { decodeJwt, jwtVerify, type JWTPayload } from 'jose';
-import { checkJwsHeader, ED25519_ALGS } from '../lib/jws';
+import { checkJwsHeader, ORCHESTRATOR_ALGS } from '../lib/jws';
 import { issuerKeys } from '../lib/jwks-cache';
 import { ProblemError, refusalProblem } from '../lib/problem';
 import { ledgerOf, providerConfig, SYSTEM_CHAIN, type ProviderBindings } from './env';
@@ -18,7 +18,7 @@ export async function receiveSecurityEvent(env: ProviderBindings, set: string): 
   const config = providerConfig(env);
   let unverified: JWTPayload;
   try {
-    const header = checkJwsHeader(set);
+    const header = checkJwsHeader(set, { algorithms: ORCHESTRATOR_ALGS });
     if (header.typ !== 'secevent+jwt') throw new Error('typ must be secevent+jwt');
     unverified = decodeJwt(set);
   } catch (error) {
@@ -28,7 +28,7 @@ export async function receiveSecurityEvent(env: ProviderBindings, set: string): 
   if (!config.TRUSTED_ORCHESTRATORS.includes(iss)) throw new ProblemError(403, 'unauthorized', 'Events are accepted only from trusted orchestrators.');
   let payload: JWTPayload;
   try {
-    ({ payload } = await jwtVerify(set, issuerKeys(iss), { typ: 'secevent+jwt', algorithms: ED25519_ALGS, issuer: iss, audience: config.PUBLIC_BASE_URL, requiredClaims: ['jti', 'iat'] }));
+    ({ payload } = await jwtVerify(set, issuerKeys(iss), { typ: 'secevent+jwt', algorithms: ORCHESTRATOR_ALGS, issuer: iss, audience: config.PUBLIC_BASE_URL, requiredClaims: ['jti', 'iat'] }));
   } catch {
     throw new ProblemError(401, 'invalid_signature', 'The security event token does not verify.');
   }

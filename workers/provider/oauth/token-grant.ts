@@ -3,7 +3,7 @@
 // Every check of PROTOCOL.md §2.3, in order, each refusal audited.
 import { decodeJwt, jwtVerify, type JWTPayload } from 'jose';
 import { DpopRefused, verifyDpopProof } from '../../lib/dpop';
-import { checkJwsHeader, ED25519_ALGS, JwsRefused } from '../../lib/jws';
+import { checkJwsHeader, JwsRefused, ORCHESTRATOR_ALGS } from '../../lib/jws';
 import { issuerKeys } from '../../lib/jwks-cache';
 import { MandateDetailSchema, type MandateDetail } from '../../lib/schemas/mandates';
 import { publishedCatalog } from '../catalog';
@@ -47,7 +47,7 @@ async function refuse(env: ProviderBindings, error: OAuthError, context: { agent
 async function verifyAttestation(env: ProviderBindings, assertion: string): Promise<Attested> {
   const config = providerConfig(env);
   try {
-    const header = checkJwsHeader(assertion);
+    const header = checkJwsHeader(assertion, { algorithms: ORCHESTRATOR_ALGS });
     if (header.typ !== 'oauth-id-jag+jwt') throw new JwsRefused('typ must be oauth-id-jag+jwt');
   } catch (error) {
     return refuse(env, invalidGrant(`The assertion is refused: ${(error as Error).message}.`));
@@ -65,7 +65,7 @@ async function verifyAttestation(env: ProviderBindings, assertion: string): Prom
   try {
     ({ payload } = await jwtVerify(assertion, issuerKeys(iss), {
       typ: 'oauth-id-jag+jwt',
-      algorithms: ED25519_ALGS,
+      algorithms: ORCHESTRATOR_ALGS,
       issuer: iss,
       audience: config.PUBLIC_BASE_URL,
       clockTolerance: CLOCK_SKEW_S,
