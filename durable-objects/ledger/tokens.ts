@@ -45,6 +45,9 @@ export function recordTokenIssue(tx: LedgerTx, issue: TokenIssue): Outcome<objec
 }
 
 /** A refusal at a provider that could be tied to this account (or to the provider's own chain). */
-export function recordRefusal(tx: LedgerTx, refusal: { actor: { type: 'agent' | 'system' | 'orchestrator' | 'principal' | 'provider'; id: string }; action: string; reason: string; mandate_id?: string; related?: string[] }) {
-  tx.audit({ actor: refusal.actor, action: refusal.action, outcome: 'refused', reason: refusal.reason, mandate_id: refusal.mandate_id ?? null, related: refusal.related ?? [] });
+export function recordRefusal(
+  tx: LedgerTx,
+  refusal: { actor: { type: 'agent' | 'system' | 'orchestrator' | 'principal' | 'provider'; id: string }; action: string; reason: string; mandate_id?: string; target?: string | null; related?: string[] },
+) {
+  tx.audit({ actor: refusal.actor, action: refusal.action, target: refusal.target ?? null, outcome: 'refused', reason: refusal.reason, mandate_id: refusal.mandate_id ?? null, related: refusal.related ?? [] });
 }

@@ -103,7 +103,8 @@ describe('DELETE /v1/resources/{id}', () => {
     expect(refused.status).toBe(403);
     expect(refused.body.code).toBe('insufficient_scope');
     expect(await nameHeld(name)).toBe(true);
-    expect((await trail(agent.account)).filter((e) => e.target === id && e.action === 'resource.deprovision')).toEqual([]);
+    // Nothing changed, and the refusal is in the account's trail (§4), the agent its actor.
+    expect((await trail(agent.account)).filter((e) => e.target === id && e.action === 'resource.deprovision').map((e) => [e.outcome, e.reason, e.actor.id])).toEqual([['refused', 'insufficient_scope', agent.agentId]]);
   });
 
   it('stops the renewal of a recurring plan', async () => {
@@ -157,7 +158,7 @@ describe('POST /v1/resources/{id}/rotate', () => {
     const res = await paidCall(agent, 'POST', `/v1/resources/${id}/rotate`);
     expect(res.status).toBe(422);
     expect(res.body.code).toBe('invalid_request');
-    expect((await trail(agent.account)).filter((e) => e.action === 'resource.rotate')).toEqual([]);
+    expect((await trail(agent.account)).filter((e) => e.action === 'resource.rotate').map((e) => [e.outcome, e.reason, e.target])).toEqual([['refused', 'invalid_request', id]]);
   });
 
   it('a rotation that finishes after the resource was suspended stands; after it was deleted, it is undone', async () => {

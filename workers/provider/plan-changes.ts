@@ -9,6 +9,7 @@ import type { Resource, Saga } from '../../durable-objects/ledger/sagas';
 import { publishedCatalog } from './catalog';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import type { AccessTokenClaims } from './oauth/access-tokens';
+import { recordedAlready } from './refusals';
 import { accountLimitsUrl, authorizeSaga, resourceWire, revertPlan, serviceScopeCheck, signReceipt, subjectOf, type SignedCall } from './provisioning';
 import { backendFor } from './services';
 
@@ -86,7 +87,8 @@ export async function changePlan(
     request_key: requestKey,
   });
   if (!begun.ok && begun.existing) return alreadyChanged(env, claims.account_id, begun.existing as Saga);
-  if (!begun.ok) throw ledgerRefusal(begun, env);
+  // The ledger recorded a refusal by the account's limit; its other refusals (a conflict) are recorded by the route.
+  if (!begun.ok) throw begun.code === 'spend_limit_exceeded' ? recordedAlready(ledgerRefusal(begun, env)) : ledgerRefusal(begun, env);
 
   // The orchestrator decides on the agent's signed PATCH; a downgrade is a $0 charge so that it holds that signature too.
   const saga = await authorizeSaga(env, claims, { begun, signed, description: `${resource.service}: ${from.plan} to ${to.plan}, pro rata`, unchanged: 'the plan is unchanged' });
@@ -109,7 +111,8 @@ export async function changePlan(
     const now = (await ledger.getResource(resourceId)) as Resource | null;
     if (now?.status === 'active' && now.plan === from.plan) await revertPlan(env, claims.account_id, saga, now).catch(() => undefined);
     await ledger.voidSaga(claims.account_id, sagaId, 'resource_changed');
-    throw new ProblemError(409, 'invalid_request', 'The resource changed while its plan was being changed; the plan is unchanged and nothing was charged.');
+    // Recorded with the void, as the update's failure for this reason.
+    throw recordedAlready(new ProblemError(409, 'invalid_request', 'The resource changed while its plan was being changed; the plan is unchanged and nothing was charged.'));
   }
   return {
     resource: resourceWire(completed.resource),

@@ -17,6 +17,7 @@ import { type Billed, nextRenewal, renewable, renewalKey, type Suspension } from
 import { publishedCatalog } from './catalog';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import type { AccessTokenClaims } from './oauth/access-tokens';
+import { recordedAlready } from './refusals';
 import { callOrchestrator, OrchestratorUnreachable } from './orchestrator-client';
 import { backendFor, ProvisionRefused, type ProvisionContext, type ResourceRef } from './services';
 
@@ -94,7 +95,7 @@ export async function provisionResource(
     if (existing) return alreadyStarted(env, claims.account_id, existing as Saga);
     if (error instanceof ProvisionRefused) {
       await ledger.recordRefusal(claims.account_id, { actor: { type: 'agent', id: claims.agent_id }, action: 'resource.provision', reason: error.code, mandate_id: claims.detail.mandate_id });
-      throw new ProblemError(error.status, error.code, error.message);
+      throw recordedAlready(new ProblemError(error.status, error.code, error.message));
     }
     throw error;
   }
@@ -122,7 +123,9 @@ export async function provisionResource(
   });
   if (!started.ok && started.existing) return alreadyStarted(env, claims.account_id, started.existing as Saga);
   if (!started.ok) {
-    throw new ProblemError(402, started.code as 'spend_limit_exceeded', started.detail, started.limit ? { limit: started.limit, spent: started.spent, requested: started.requested, step_up_url: accountLimitsUrl(env) } : {});
+    throw recordedAlready(
+      new ProblemError(402, started.code as 'spend_limit_exceeded', started.detail, started.limit ? { limit: started.limit, spent: started.spent, requested: started.requested, step_up_url: accountLimitsUrl(env) } : {}),
+    );
   }
   // Step 3: the orchestrator decides the mandate and every limit of the principal.
   const ask: ChargeAsk = { begun: started, signed, description: `${service.name}, ${request.plan}`, unchanged: 'nothing was charged' };
@@ -196,7 +199,8 @@ async function askAuthorization(env: ProviderBindings, claims: AccessTokenClaims
     await ledger.voidSaga(claims.account_id, sagaId, `declined:${String(answer.body?.code ?? answer.status)}`, answer.status >= 500);
     if (answer.status === 402 && answer.body) {
       const { code, detail, limit, spent, requested, step_up_url } = answer.body as Record<string, unknown>;
-      throw new ProblemError(402, code as 'spend_limit_exceeded', String(detail ?? 'Declined by the orchestrator.'), { limit, spent, requested, step_up_url });
+      // Recorded with the void, as the provision's failure for this reason.
+      throw recordedAlready(new ProblemError(402, code as 'spend_limit_exceeded', String(detail ?? 'Declined by the orchestrator.'), { limit, spent, requested, step_up_url }));
     }
     if (answer.status === 503 && answer.retryAfter) {
       // The orchestrator could not decide now (a provider's catalog it could not read): the agent may try again then.
@@ -269,7 +273,8 @@ async function provisionAndComplete(
   } catch (error) {
     await backend.deprovision(env, { resource_id: saga.resource_id, account_id: accountId }).catch(() => undefined);
     await ledger.voidSaga(accountId, saga.id, error instanceof ProvisionRefused ? error.code : 'provision_failed', false, authorization);
-    if (error instanceof ProvisionRefused) throw new ProblemError(error.status, error.code, error.message);
+    // Recorded with the void, as the provision's failure for this reason.
+    if (error instanceof ProvisionRefused) throw recordedAlready(new ProblemError(error.status, error.code, error.message));
     throw new ProblemError(502, 'internal_error', 'Provisioning failed; nothing was charged.');
   }
   const plan = publishedCatalog(providerConfig(env)).catalog.services.find((s) => s.id === saga.service)?.plans.find((p) => p.id === saga.plan);

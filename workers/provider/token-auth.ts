@@ -1,12 +1,14 @@
 // Route middleware for the provider's agent endpoints: a DPoP-bound access
 // token (§2.3), and on paid calls the agent's RFC 9421 signature (§3.1).
 import { createMiddleware } from 'hono/factory';
+import { HTTPException } from 'hono/http-exception';
 import type { JWK } from 'jose';
 import { SignatureRefused, verifyRequestSignature, type VerifiedSignature } from '../lib/http-signatures';
 import { idempotency, type SingleUse } from '../lib/idempotency';
 import { ProblemError } from '../lib/problem';
 import { ledgerOf, providerConfig, type ProviderBindings } from './env';
 import { authenticateTokenUse, dpopNonce, TokenRefused, type AccessTokenClaims } from './oauth/access-tokens';
+import { isRecordedAlready } from './refusals';
 
 export const WWW_AUTHENTICATE_DPOP = 'DPoP algs="EdDSA Ed25519"';
 
@@ -27,6 +29,27 @@ export const requireAccessToken = tokenMiddleware(false);
 
 /** For paid calls: the proof's jti is consumed with the signature's nonce (requireAgentSignature). */
 export const requirePaidCallToken = tokenMiddleware(true);
+
+/**
+ * §4: every refusal of a paid call is an event in the account's trail, the agent its actor: a bad signature, a used
+ * nonce, a refused Idempotency-Key, a body the route or the catalog refuses, a scope, a price that changed, a resource
+ * not found or not in a state for it. After the token (whose account and agent it is), before everything else.
+ */
+export const auditRefusals = (action: string) =>
+  createMiddleware<{ Bindings: ProviderBindings; Variables: TokenVariables }>(async (c, next) => {
+    await next();
+    const error = c.error;
+    const status = error instanceof ProblemError || error instanceof HTTPException ? error.status : 0;
+    if (status < 400 || status >= 500 || isRecordedAlready(error!)) return;
+    const token = c.get('token');
+    await ledgerOf(c.env, token.account_id).recordRefusal(token.account_id, {
+      actor: { type: 'agent', id: token.agent_id },
+      action,
+      reason: error instanceof ProblemError ? error.code : 'invalid_request',
+      mandate_id: token.detail.mandate_id,
+      target: c.req.param('id') ?? null,
+    });
+  });
 
 /**
  * §3.1: paid calls carry the agent's message signature over the exact body,

@@ -10,7 +10,7 @@ import type { Resource } from '../../../durable-objects/ledger/sagas';
 import { ledgerOf, type ProviderBindings } from '../env';
 import { changePlan } from '../plan-changes';
 import { deleteResource, provisionResource, resourceWire, rotateResource } from '../provisioning';
-import { requireAccessToken, requireAgentSignature, requirePaidCallToken, type TokenVariables } from '../token-auth';
+import { auditRefusals, requireAccessToken, requireAgentSignature, requirePaidCallToken, type TokenVariables } from '../token-auth';
 
 type Env = RoleEnv<ProviderBindings> & { Variables: TokenVariables };
 
@@ -34,7 +34,7 @@ export function resourceRoutes() {
       method: 'post',
       path: '/v1/resources',
       summary: 'Provision a resource, paid through the principal’s orchestrator (signed, idempotent)',
-      middleware: [requirePaidCallToken, requireAgentSignature, acceptBody('json')] as const,
+      middleware: [requirePaidCallToken, auditRefusals('resource.provision'), requireAgentSignature, acceptBody('json')] as const,
       request: { headers: signatureHeaders, body: { required: true, content: { 'application/json': { schema: ResourceRequestSchema } } } },
       responses: {
         201: { description: 'Provisioned and charged', content: { 'application/json': { schema: ProvisionedSchema } } },
@@ -104,7 +104,7 @@ export function resourceRoutes() {
       method: 'delete',
       path: '/v1/resources/{id}',
       summary: 'Deprovision: serving stops, credentials die, storage is deleted, recurring billing stops (signed, idempotent)',
-      middleware: [requirePaidCallToken, requireAgentSignature] as const,
+      middleware: [requirePaidCallToken, auditRefusals('resource.deprovision'), requireAgentSignature] as const,
       request: { headers: signatureHeaders, params: resourceParam },
       responses: { 200: { description: 'The resource, now deleted', content: { 'application/json': { schema: ResourceChangedSchema } } }, ...problemResponses(400, 401, 403, 404, 409) },
     }),
@@ -116,7 +116,7 @@ export function resourceRoutes() {
       method: 'patch',
       path: '/v1/resources/{id}',
       summary: 'Change a recurring plan along allowed_updates, charged or credited pro rata through the principal’s orchestrator (signed, idempotent)',
-      middleware: [requirePaidCallToken, requireAgentSignature, acceptBody('json')] as const,
+      middleware: [requirePaidCallToken, auditRefusals('resource.update'), requireAgentSignature, acceptBody('json')] as const,
       request: { headers: signatureHeaders, params: resourceParam, body: { required: true, content: { 'application/json': { schema: PlanChangeSchema } } } },
       responses: {
         200: { description: 'The resource on its new plan, with what was charged or credited', content: { 'application/json': { schema: PlanChangedSchema } } },
@@ -137,7 +137,7 @@ export function resourceRoutes() {
       method: 'post',
       path: '/v1/resources/{id}/rotate',
       summary: 'New credentials, shown in this response only; the old ones stop working at once (signed, idempotent)',
-      middleware: [requirePaidCallToken, requireAgentSignature] as const,
+      middleware: [requirePaidCallToken, auditRefusals('resource.rotate'), requireAgentSignature] as const,
       request: { headers: signatureHeaders, params: resourceParam },
       responses: { 200: { description: 'The resource with its new credentials', content: { 'application/json': { schema: ResourceChangedSchema } } }, ...problemResponses(400, 401, 403, 404, 409, 422) },
     }),
