@@ -119,6 +119,32 @@ describe('dashboard forms', () => {
     expect(((await refused.json()) as { code: string }).code).toBe('agent_revoked');
   });
 
+  it('asks for amounts on the approval page in the currency the agent asked in, in its minor unit (cents, no yen fractions), and approves them so', async () => {
+    const human = await newPrincipal();
+    const { agent } = await activeMandate(human);
+    for (const [currency, shown, typed, approved] of [
+      ['eur', '50.00', '40.50', 4050],
+      ['jpy', '5000', '3000', 3000],
+    ] as const) {
+      const terms = mandateBody({ spend_limit: { amount: 5000, currency, period: 'month' }, scope: [{ provider: 'cloud', services: ['domain'] }] });
+      const { mandate_id } = (await (await agent.request('POST', '/v1/mandates', terms)).json()) as { mandate_id: string };
+      const html = await (await page(human, `/mandates/${mandate_id}/approval`)).text();
+      expect(html).toContain(`name="currency" value="${currency}"`);
+      expect(html).toContain(`Monthly limit in ${currency.toUpperCase()}`);
+      expect(html).toContain(`name="spend_limit" type="number" min="0" step="${currency === 'jpy' ? '1' : '0.01'}" value="${shown}"`);
+      const displayHash = /name="display_hash" value="([^"]+)"/.exec(html)![1]!;
+      // A fraction the currency does not have is refused back to the page, and nothing is approved.
+      if (currency === 'jpy') {
+        const fraction = await post(human, `/v1/mandates/${mandate_id}/approve`, { display_hash: displayHash, currency, spend_limit: '12.5' });
+        expect(fraction.headers.get('location')).toBe(`/mandates/${mandate_id}/approval?error=invalid_request`);
+      }
+      const res = await post(human, `/v1/mandates/${mandate_id}/approve`, { display_hash: displayHash, currency, spend_limit: typed });
+      expect(res.status, await res.clone().text()).toBe(303);
+      const mandate = (await (await call(`/v1/mandates/${mandate_id}`, { headers: { cookie: human.cookie } })).json()) as { status: string; spend_limit: unknown };
+      expect(mandate).toMatchObject({ status: 'active', spend_limit: { amount: approved, currency, period: 'month' } });
+    }
+  });
+
   it('lists a pending mandate with a link to its approval page, and revokes an active one', async () => {
     const human = await newPrincipal();
     const { agent, mandate_id } = await activeMandate(human);

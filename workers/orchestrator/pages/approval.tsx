@@ -5,7 +5,7 @@
 import { Hono } from 'hono';
 import type { Child } from 'hono/jsx';
 import { ColumnHeads, Layout, PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
-import { fingerprint, formatDate, formatMoney } from '../../lib/pages/format';
+import { fingerprint, formatDate, formatMoney, majorUnits, minorDigits, unitName } from '../../lib/pages/format';
 import { ProblemError } from '../../lib/problem';
 import type { Session } from '../../lib/sessions';
 import { orchestratorConfig, type OrchestratorBindings } from '../env';
@@ -161,6 +161,8 @@ export function approvalPages() {
       );
     }
 
+    const currency = document.spend_limit.currency;
+    const step = minorDigits(currency) === 0 ? '1' : (10 ** -minorDigits(currency)).toFixed(minorDigits(currency));
     return page(
       'Approve a mandate',
       <div class="card">
@@ -172,21 +174,19 @@ export function approvalPages() {
           <input type="hidden" name="display_hash" value={hash} />
           {userCode ? <input type="hidden" name="user_code" value={userCode} /> : null}
           <h2>Lower the limits (optional)</h2>
-          <label for="spend_limit">Monthly limit in dollars (at most {formatMoney(document.spend_limit)})</label>
-          <input id="spend_limit" name="spend_limit" type="number" min="0" step="0.01" value={(document.spend_limit.amount / 100).toFixed(2)} />
+          {/* Amounts are typed in the currency asked for (its minor unit: cents, none for yen); lowered, never changed. */}
+          <input type="hidden" name="currency" value={currency} />
+          <label for="spend_limit">
+            Monthly limit in {unitName(currency)} (at most {formatMoney(document.spend_limit)})
+          </label>
+          <input id="spend_limit" name="spend_limit" type="number" min="0" step={step} value={majorUnits(document.spend_limit)} />
           {document.providers.map((p) => (
             <>
               <label for={`max_per_charge_${p.provider}`}>
-                At most per charge at {p.provider_name}, in dollars{p.max_per_charge ? ` (at most ${formatMoney(p.max_per_charge)})` : ''}
+                At most per charge at {p.provider_name}, in {unitName(currency)}
+                {p.max_per_charge ? ` (at most ${formatMoney(p.max_per_charge)})` : ''}
               </label>
-              <input
-                id={`max_per_charge_${p.provider}`}
-                name={`max_per_charge_${p.provider}`}
-                type="number"
-                min="0"
-                step="0.01"
-                value={p.max_per_charge ? (p.max_per_charge.amount / 100).toFixed(2) : ''}
-              />
+              <input id={`max_per_charge_${p.provider}`} name={`max_per_charge_${p.provider}`} type="number" min="0" step={step} value={p.max_per_charge ? majorUnits(p.max_per_charge) : ''} />
             </>
           ))}
           <div class="actions">

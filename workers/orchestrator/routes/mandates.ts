@@ -6,6 +6,7 @@ import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { acceptBody, validationProblem, type RoleEnv } from '../../lib/app';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
+import { minorUnitsOf, unitName } from '../../lib/pages/format';
 import { ProblemError, problemResponses } from '../../lib/problem';
 import { ApproveMandateSchema, ExtendMandateSchema, MandateRequestSchema, MandateSchema } from '../../lib/schemas/mandates';
 import { isFormRequest, readSession, type Session, type SessionVariables } from '../../lib/sessions';
@@ -60,27 +61,32 @@ async function decisionJson<T extends z.ZodTypeAny>(c: Context, schema: T, what:
   return parsed.data;
 }
 
-/** Form fields of the approval page: amounts in dollars, per-charge limits as max_per_charge_<provider>. */
+/**
+ * Form fields of the approval page: amounts in the major unit of the currency asked for (`currency`, usd unless the
+ * page says otherwise; the terms' check refuses any other), per-charge limits as max_per_charge_<provider>.
+ */
 async function approvalInput(c: Context): Promise<ApprovalInput> {
   if (!isFormRequest(c)) return decisionJson(c, ApproveMandateSchema, 'approval');
   const form = await c.req.parseBody();
-  const cents = (field: string) => {
+  const currency = typeof form.currency === 'string' && /^[a-z]{3}$/.test(form.currency) ? form.currency : 'usd';
+  const minor = (field: string) => {
     const value = form[field];
     if (typeof value !== 'string' || value.trim() === '') return undefined;
-    if (!/^\d+(\.\d{1,2})?$/.test(value.trim())) throw new ProblemError(422, 'invalid_request', `${field} must be an amount in dollars.`);
-    return Math.round(Number(value.trim()) * 100);
+    const amount = minorUnitsOf(value, currency);
+    if (amount === null) throw new ProblemError(422, 'invalid_request', `${field} must be an amount in ${unitName(currency)}.`);
+    return amount;
   };
-  const spend = cents('spend_limit');
+  const spend = minor('spend_limit');
   const max_per_charge: Record<string, { amount: number; currency: string }> = {};
   for (const key of Object.keys(form)) {
     const provider = /^max_per_charge_([a-z0-9-]+)$/.exec(key)?.[1];
-    const amount = provider ? cents(key) : undefined;
-    if (provider && amount !== undefined) max_per_charge[provider] = { amount, currency: 'usd' };
+    const amount = provider ? minor(key) : undefined;
+    if (provider && amount !== undefined) max_per_charge[provider] = { amount, currency };
   }
   return {
     user_code: typeof form.user_code === 'string' && form.user_code ? form.user_code : undefined,
     display_hash: typeof form.display_hash === 'string' && form.display_hash ? form.display_hash : undefined,
-    spend_limit: spend === undefined ? undefined : { amount: spend, currency: 'usd', period: 'month' },
+    spend_limit: spend === undefined ? undefined : { amount: spend, currency, period: 'month' },
     max_per_charge: Object.keys(max_per_charge).length ? max_per_charge : undefined,
   };
 }
