@@ -212,7 +212,7 @@ describe('dashboard forms', () => {
     // A mandate no longer in force is not extended; nor is another principal's, which does not exist for them.
     const again = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '365' });
     expect(again.status).toBe(409);
-    expect(await again.text()).toContain('only an active mandate can be extended');
+    expect(await again.text()).toContain('only an active mandate can be changed');
     const stranger = await newPrincipal();
     expect((await post(stranger, `/dashboard/mandates/${extensionId}/extend`, { days: '365' })).status).toBe(404);
     expect(await mandates()).toBe(3);
@@ -240,6 +240,57 @@ describe('dashboard forms', () => {
     // Nothing is left routed to the requests that were never made.
     const routes = await DB.prepare('SELECT COUNT(*) AS n FROM mandate_routes WHERE principal_id = ?1').bind(human.principal_id).first<{ n: number }>();
     expect(routes!.n).toBe(9);
+  });
+
+  it('raises a mandate’s limits where a declined charge’s step_up_url leads: a request for the same mandate with higher limits, in force once approved, under which the charge then fits', async () => {
+    const human = await newPrincipal();
+    // A $50.00 mandate, at most $20.00 per charge at cloud.
+    const { agent, mandate_id } = await activeMandate(human);
+    const sub = await subjectAt(agent, mandate_id, 'cloud');
+    const charge = async (mandateId: string, amount: number) =>
+      asProvider('cloud', 'POST', '/v1/charges', await chargeBody(agent.key, { provider: 'cloud', mandate_id: mandateId, agent_id: agent.agent_id, sub, service: 'domain', plan: 'com-1y', amount }));
+    for (let i = 0; i < 2; i++) expect((await charge(mandate_id, 2000)).status).toBe(201);
+    const declined = await charge(mandate_id, 2000);
+    expect(declined.status).toBe(402);
+    const stepUp = new URL(((await declined.json()) as { step_up_url: string }).step_up_url);
+    expect(stepUp.pathname).toBe(`/mandates/${mandate_id}/approval`);
+    const html = await (await page(human, stepUp.pathname)).text();
+    expect(html).toContain(`action="/dashboard/mandates/${mandate_id}/raise"`);
+    expect(html).toContain('name="spend_limit" type="number" min="0" step="0.01" value="50.00"');
+    expect(html).toContain('name="max_per_charge_cloud" type="number" min="0" step="0.01" value="20.00"');
+    const mandates = async () => ((await (await call('/v1/mandates', { headers: { cookie: human.cookie } })).json()) as { data: unknown[] }).data.length;
+
+    // Refused back to the page, nothing asked: no limit higher, one lower, an amount that is not one, no CSRF token.
+    for (const fields of [{ spend_limit: '50' }, { spend_limit: '100', max_per_charge_cloud: '10' }, { spend_limit: 'lots' }] as Record<string, string>[]) {
+      const refused = await post(human, `/dashboard/mandates/${mandate_id}/raise`, { currency: 'usd', ...fields });
+      expect(refused.headers.get('location'), JSON.stringify(fields)).toBe(`/mandates/${mandate_id}/approval?error=raise_refused`);
+    }
+    expect((await post(human, `/dashboard/mandates/${mandate_id}/raise`, { spend_limit: '100' }, { csrf: false })).status).toBe(403);
+    expect(await mandates()).toBe(1);
+
+    const raised = await post(human, `/dashboard/mandates/${mandate_id}/raise`, { currency: 'usd', spend_limit: '100', max_per_charge_cloud: '20.00' });
+    expect(raised.status).toBe(303);
+    const successorId = /^\/mandates\/(mdt_[^/]+)\/approval$/.exec(raised.headers.get('location')!)![1]!;
+    // Sent again, it asks nothing more.
+    expect((await post(human, `/dashboard/mandates/${mandate_id}/raise`, { currency: 'usd', spend_limit: '100' })).headers.get('location')).toBe(`/mandates/${successorId}/approval`);
+    expect(await mandates()).toBe(2);
+    const successor = (await (await agent.request('GET', `/v1/mandates/${successorId}`)).json()) as Record<string, any>;
+    expect(successor).toMatchObject({ status: 'pending', supersedes: mandate_id, spend_limit: { amount: 10_000, currency: 'usd' } });
+    expect(successor.scope[0].max_per_charge).toEqual({ amount: 2000, currency: 'usd' });
+    // Until approved the limit stands; once approved, the charge the old limit declined fits.
+    expect((await charge(mandate_id, 2000)).status).toBe(402);
+    expect((await call(`/v1/mandates/${successorId}/approve`, { method: 'POST', headers: human.headers(), body: '{}' })).status).toBe(200);
+    expect((await (await agent.request('GET', `/v1/mandates/${mandate_id}`)).json()) as Record<string, any>).toMatchObject({ status: 'superseded', superseded_by: successorId });
+    expect((await charge(successorId, 2000)).status).toBe(201);
+
+    // The JSON API does the same: 201 with the request; a body naming no limit, or none higher, is 422.
+    const other = await activeMandate(human);
+    expect((await call(`/v1/mandates/${other.mandate_id}/raise`, { method: 'POST', headers: human.headers(), body: '{}' })).status).toBe(422);
+    const same = await call(`/v1/mandates/${other.mandate_id}/raise`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ spend_limit: { amount: 5000, currency: 'usd' } }) });
+    expect(same.status).toBe(422);
+    const viaApi = await call(`/v1/mandates/${other.mandate_id}/raise`, { method: 'POST', headers: human.headers(), body: JSON.stringify({ max_per_charge: { cloud: { amount: 3000, currency: 'usd' } } }) });
+    expect(viaApi.status).toBe(201);
+    expect(await viaApi.json()).toMatchObject({ status: 'pending', supersedes: other.mandate_id, spend_limit: { amount: 5000 }, scope: [{ max_per_charge: { amount: 3000, currency: 'usd' } }] });
   });
 
   it('raises the monthly limit above the ceiling only after a fresh sign-in, shown as a step on the page (stale session)', async () => {

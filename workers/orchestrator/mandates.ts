@@ -436,45 +436,98 @@ export async function revokeMandate(env: OrchestratorBindings, principalId: stri
 }
 
 /**
- * An extension the human asks for from the dashboard: a request, on behalf of the mandate's agent, for the same
- * terms as approved until `days` from now (a day at least past the mandate's end), superseding it. The human then
- * approves it on the approval page like any request (the same display, the same re-authentication above the policy
- * ceiling); until then the mandate stays in force. Its agent can read the request (it is routed to the agent's key)
- * and, once approved, finds it as its mandate's `superseded_by`. Recurring plans bought under the mandate renew
- * under it. `reuseWaiting`: a request still waiting to supersede the mandate (an Extend sent twice, the agent's own)
- * is the answer instead, since the human decides that one first (the dashboard shows it rather than offering more).
+ * What the human asks for from the dashboard, for an active mandate: a request, on behalf of the mandate's agent, for
+ * the terms approved until now changed by `change` (an extension, a raised limit), superseding it (PROTOCOL.md §2.1: a
+ * later end or a raised limit is a new approval, never an edit). The human then approves it on the approval page like
+ * any request (the same display, the same re-authentication above the policy ceiling); until then the mandate stays
+ * in force. Its agent can read the request (it is routed to the agent's key) and, once approved, finds it as its
+ * mandate's `superseded_by`. Recurring plans bought under the mandate renew under it. `reuseWaiting`: a request still
+ * waiting to supersede the mandate (a form sent twice, the agent's own) is the answer instead, since the human decides
+ * that one first (the dashboard shows it rather than offering more). `change` throws when the change changes nothing.
  */
-export async function extendMandateForPrincipal(env: OrchestratorBindings, principalId: string, mandateId: string, days: number, options: { reuseWaiting?: boolean } = {}): Promise<Mandate> {
-  if (!(EXTENSION_DAYS as readonly number[]).includes(days)) {
-    throw new ProblemError(422, 'invalid_request', `days must be one of ${EXTENSION_DAYS.join(', ')}.`, { errors: [{ path: '/days', message: 'not an offered length' }] });
-  }
+async function supersedeForPrincipal(
+  env: OrchestratorBindings,
+  principalId: string,
+  mandateId: string,
+  change: (approved: MandateTerms, now: number) => Omit<MandateTerms, 'supersedes'>,
+  options: { reuseWaiting?: boolean },
+): Promise<Mandate> {
   const view = await findMandateForPrincipal(env, principalId, mandateId);
   if (view.kind !== 'owned') throw new ProblemError(404, 'not_found', 'No such mandate.');
   const { mandate } = view;
-  const inactive = () => new ProblemError(409, 'mandate_inactive', `This mandate is ${mandate.status === 'active' ? 'no longer active' : mandate.status}: only an active mandate can be extended.`);
+  const inactive = () => new ProblemError(409, 'mandate_inactive', `This mandate is ${mandate.status === 'active' ? 'no longer active' : mandate.status}: only an active mandate can be changed.`);
   if (mandate.status !== 'active' || !mandate.approved) throw inactive();
-  const now = Date.now();
-  if (!extendsBeyond(extensionEnd(days, now), mandate.approved.expires_at)) {
-    throw new ProblemError(422, 'invalid_request', `${days} days from now does not end a day past this mandate's end (${mandate.approved.expires_at}).`, {
-      errors: [{ path: '/days', message: 'does not end a day past the mandate' }],
-    });
-  }
-  const terms: MandateTerms = { ...mandate.approved, expires_at: new Date(extensionEnd(days, now)).toISOString(), supersedes: mandate.mandate_id };
+  const terms: MandateTerms = { ...change(mandate.approved, Date.now()), supersedes: mandate.mandate_id };
   checkTerms(env, terms);
   const ledger = ledgerOf(env, principalId);
   const agent = (await ledger.getAgent(mandate.agent_id))!;
-  const extensionId = newId('mdt');
-  await addMandateRoute(env.DB, { mandate_id: extensionId, principal_id: principalId, requester_jkt: agent.key_thumbprint });
+  const successorId = newId('mdt');
+  await addMandateRoute(env.DB, { mandate_id: successorId, principal_id: principalId, requester_jkt: agent.key_thumbprint });
   const created = await ledger.createMandate(
     principalId,
-    { mandate_id: extensionId, agent_id: mandate.agent_id, terms, pending_until: Date.now() + PENDING_TTL_MS, first_contact: false },
+    { mandate_id: successorId, agent_id: mandate.agent_id, terms, pending_until: Date.now() + PENDING_TTL_MS, first_contact: false },
     { type: 'principal', id: principalId },
     options,
   );
   // Refused (revoked or superseded since it was read), or answered by a request already waiting: no route of its own.
-  if (!created.ok || created.reused) await removeMandateRoute(env.DB, extensionId);
+  if (!created.ok || created.reused) await removeMandateRoute(env.DB, successorId);
   if (!created.ok) throw inactive();
   return toWire(env, created.mandate);
+}
+
+/** The dashboard's Extend: the same terms until `days` from now, a day at least past the mandate's end. */
+export async function extendMandateForPrincipal(env: OrchestratorBindings, principalId: string, mandateId: string, days: number, options: { reuseWaiting?: boolean } = {}): Promise<Mandate> {
+  if (!(EXTENSION_DAYS as readonly number[]).includes(days)) {
+    throw new ProblemError(422, 'invalid_request', `days must be one of ${EXTENSION_DAYS.join(', ')}.`, { errors: [{ path: '/days', message: 'not an offered length' }] });
+  }
+  return supersedeForPrincipal(
+    env,
+    principalId,
+    mandateId,
+    (approved, now) => {
+      if (!extendsBeyond(extensionEnd(days, now), approved.expires_at)) {
+        throw new ProblemError(422, 'invalid_request', `${days} days from now does not end a day past this mandate's end (${approved.expires_at}).`, {
+          errors: [{ path: '/days', message: 'does not end a day past the mandate' }],
+        });
+      }
+      return { ...approved, expires_at: new Date(extensionEnd(days, now)).toISOString() };
+    },
+    options,
+  );
+}
+
+/** A raise the human asks for: a monthly limit, per-charge limits at providers that have one; each in the mandate's currency. */
+export type MandateRaise = { spend_limit?: Money; max_per_charge?: Record<string, Money> };
+
+/**
+ * The human raises a mandate's limits (the step_up_url of a charge the mandate declined leads here): the same terms
+ * with each limit named set to its new amount, none lower than approved until now (lowering is the approval's), one
+ * at least higher. A per-charge limit is raised only where there is one: there is no higher than none.
+ */
+export async function raiseMandateForPrincipal(env: OrchestratorBindings, principalId: string, mandateId: string, raise: MandateRaise, options: { reuseWaiting?: boolean } = {}): Promise<Mandate> {
+  return supersedeForPrincipal(
+    env,
+    principalId,
+    mandateId,
+    (approved) => {
+      const refused = (path: string, message: string) => new ProblemError(422, 'invalid_request', `${message}.`, { errors: [{ path, message }] });
+      let higher = false;
+      const raised = (current: Money, asked: Money | undefined, path: string): Money => {
+        if (!asked) return current;
+        if (asked.currency !== current.currency || asked.amount < current.amount) throw refused(path, `not lower than ${current.amount} ${current.currency}, in ${current.currency}`);
+        higher ||= asked.amount > current.amount;
+        return { amount: asked.amount, currency: current.currency };
+      };
+      const spend_limit = { ...raised(approved.spend_limit, raise.spend_limit, '/spend_limit'), period: 'month' as const };
+      for (const provider of Object.keys(raise.max_per_charge ?? {})) {
+        if (!approved.scope.some((s) => s.provider === provider && s.max_per_charge)) throw refused(`/max_per_charge/${provider}`, `no per-charge limit at ${provider} to raise`);
+      }
+      const scope = approved.scope.map((s) => (s.max_per_charge ? { ...s, max_per_charge: raised(s.max_per_charge, raise.max_per_charge?.[s.provider], `/max_per_charge/${s.provider}`) } : s));
+      if (!higher) throw refused('', 'a raise makes one limit at least higher than approved');
+      return { ...approved, spend_limit, scope };
+    },
+    options,
+  );
 }
 
 export async function listMandatesOfPrincipal(env: OrchestratorBindings, principalId: string): Promise<Mandate[]> {

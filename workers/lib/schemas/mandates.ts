@@ -119,6 +119,14 @@ export const ExtendMandateSchema = z
   .object({ days: z.literal([...EXTENSION_DAYS]).openapi({ description: `Days from now: one of ${EXTENSION_DAYS.join(', ')}` }) })
   .openapi('ExtendMandate');
 
+export const RaiseMandateSchema = z
+  .object({
+    spend_limit: MoneySchema.optional().openapi({ description: 'The new monthly limit, above the approved one, in its currency' }),
+    max_per_charge: z.record(providerId, MoneySchema).optional().openapi({ description: 'New per-charge limits, by provider, where the mandate has one: none lower, in its currency' }),
+  })
+  .refine((raise) => raise.spend_limit !== undefined || Object.keys(raise.max_per_charge ?? {}).length > 0, { message: 'name a limit to raise' })
+  .openapi('RaiseMandate');
+
 export const AttestationRequestSchema = z.object({ mandate_id: z.string(), provider: providerId }).openapi('AttestationRequest');
 export const AttestationSchema = z
   .object({

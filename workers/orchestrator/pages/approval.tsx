@@ -10,6 +10,7 @@ import { ProblemError } from '../../lib/problem';
 import type { Session } from '../../lib/sessions';
 import { orchestratorConfig, type OrchestratorBindings } from '../env';
 import { checkUserCode, displayDocument, findMandateForPrincipal, toWire, type DisplayDocument } from '../mandates';
+import type { MandateTerms } from '../../../durable-objects/principal-ledger';
 import { pageSession } from '../session';
 import { principalById } from '../store/principals';
 
@@ -20,7 +21,47 @@ const errors: Record<string, string> = {
   mandate_inactive: 'This request can no longer be decided: it was decided already or has expired.',
   invalid_request: 'The limits you entered are not valid: you can only lower them.',
   not_found: 'There is no such request.',
+  raise_refused: 'A raised limit is not lower than the one you approved, one of them is higher, and it is in the same currency.',
 };
+
+/**
+ * An active mandate's limits raised by its human (where a declined charge's step_up_url leads): the same mandate asked
+ * again with higher limits, on the agent's behalf, which the human approves on the next page (PROTOCOL.md §2.1: a
+ * raised limit is a new approval, never an edit).
+ */
+function RaiseForm(props: { id: string; terms: MandateTerms; csrf: string; names: Record<string, string> }) {
+  const { terms } = props;
+  const currency = terms.spend_limit.currency;
+  const step = amountStep(currency);
+  return (
+    <form method="post" action={`/dashboard/mandates/${props.id}/raise`}>
+      <h2>Raise its limits</h2>
+      <p>The same mandate is asked for again with the limits you enter, and you approve it on the next page. Until then this one stays as it is.</p>
+      <input type="hidden" name="csrf_token" value={props.csrf} />
+      <input type="hidden" name="currency" value={currency} />
+      <label for="raise_spend_limit">Monthly limit in {unitName(currency)} (now {formatMoney(terms.spend_limit)})</label>
+      <input id="raise_spend_limit" name="spend_limit" type="number" min="0" step={step} value={majorUnits(terms.spend_limit)} />
+      {terms.scope
+        .filter((s) => s.max_per_charge)
+        .map((s) => (
+          <>
+            <label for={`raise_max_per_charge_${s.provider}`}>
+              At most per charge at {props.names[s.provider] ?? s.provider}, in {unitName(currency)} (now {formatMoney(s.max_per_charge!)})
+            </label>
+            <input id={`raise_max_per_charge_${s.provider}`} name={`max_per_charge_${s.provider}`} type="number" min="0" step={step} value={majorUnits(s.max_per_charge!)} />
+          </>
+        ))}
+      <div class="actions">
+        <button type="submit" class="secondary">
+          Raise
+        </button>
+      </div>
+    </form>
+  );
+}
+
+/** The step of an amount field in `currency`'s major unit: a cent, a yen. */
+const amountStep = (currency: string) => (minorDigits(currency) === 0 ? '1' : (10 ** -minorDigits(currency)).toFixed(minorDigits(currency)));
 
 function Request(props: { doc: DisplayDocument }) {
   const { doc } = props;
@@ -149,6 +190,9 @@ export function approvalPages() {
               {wire?.decided_at ? ` on ${formatDate(wire.decided_at)}` : ''}.
             </p>
           ) : null}
+          {status === 'active' && view.kind === 'owned' && view.mandate.approved ? (
+            <RaiseForm id={id} terms={view.mandate.approved} csrf={session.csrf_token} names={Object.fromEntries(document.providers.map((p) => [p.provider, p.provider_name]))} />
+          ) : null}
           {status === 'active' ? (
             <form method="post" action={`/v1/mandates/${id}/revoke`}>
               <input type="hidden" name="csrf_token" value={session.csrf_token} />
@@ -162,7 +206,7 @@ export function approvalPages() {
     }
 
     const currency = document.spend_limit.currency;
-    const step = minorDigits(currency) === 0 ? '1' : (10 ** -minorDigits(currency)).toFixed(minorDigits(currency));
+    const step = amountStep(currency);
     return page(
       'Approve a mandate',
       <div class="card">

@@ -8,7 +8,7 @@ import { acceptBody, validationProblem, type RoleEnv } from '../../lib/app';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
 import { minorUnitsOf, unitName } from '../../lib/pages/format';
 import { ProblemError, problemResponses } from '../../lib/problem';
-import { ApproveMandateSchema, ExtendMandateSchema, MandateRequestSchema, MandateSchema } from '../../lib/schemas/mandates';
+import { ApproveMandateSchema, ExtendMandateSchema, MandateRequestSchema, MandateSchema, RaiseMandateSchema } from '../../lib/schemas/mandates';
 import { isFormRequest, readSession, type Session, type SessionVariables } from '../../lib/sessions';
 import { authenticateAgent, requireAgent, type AgentCaller, type AgentVariables } from '../agent-auth';
 import { sessionConfigOf, type OrchestratorBindings } from '../env';
@@ -17,6 +17,7 @@ import {
   denyMandate,
   displayDocument,
   extendMandateForPrincipal,
+  raiseMandateForPrincipal,
   findMandateForPrincipal,
   checkUserCode,
   listMandatesOfAgent,
@@ -243,6 +244,26 @@ export function mandateRoutes() {
     async (c) => {
       const { id } = c.req.valid('param');
       const mandate = await extendMandateForPrincipal(c.env, c.get('session').subject_id, id, c.req.valid('json').days);
+      return c.json(mandate, 201, { Location: `/v1/mandates/${mandate.mandate_id}` });
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/mandates/{id}/raise',
+      summary:
+        'Ask, as the principal (session + CSRF), for an active mandate’s terms with raised limits, superseding it: a pending request on behalf of its agent, approved like any other (where a charge’s step_up_url leads)',
+      middleware: [principalSession, acceptBody('json'), principalIdempotent] as const,
+      request: { params: MandateId, body: { required: true, content: { 'application/json': { schema: RaiseMandateSchema } } } },
+      responses: {
+        201: { description: 'Pending the human’s approval; its agent finds it as the mandate’s superseded_by once approved', content: { 'application/json': { schema: MandateSchema } } },
+        ...problemResponses(400, 401, 403, 404, 409, 415, 422),
+      },
+    }),
+    async (c) => {
+      const { id } = c.req.valid('param');
+      const mandate = await raiseMandateForPrincipal(c.env, c.get('session').subject_id, id, c.req.valid('json'));
       return c.json(mandate, 201, { Location: `/v1/mandates/${mandate.mandate_id}` });
     },
   );
