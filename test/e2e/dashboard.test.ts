@@ -156,6 +156,7 @@ describe('the dashboard in a browser without JavaScript', () => {
     await page.getByLabel('Extend the mandate “Register a domain for the launch” until').selectOption({ label: '90 days from now' });
     await page.getByRole('button', { name: 'Extend the mandate “Register a domain for the launch”' }).click();
     expect(page.url()).toMatch(new RegExp(`^${ORCH}/mandates/mdt_\\w+/approval$`));
+    const extensionId = new URL(page.url()).pathname.split('/')[2]!;
     expect(await page.locator('main').textContent()).toContain(mandate.mandate_id);
     await look(page, '13-extension-approval');
     await page.getByRole('button', { name: 'Approve' }).click();
@@ -164,6 +165,27 @@ describe('the dashboard in a browser without JavaScript', () => {
     expect(await page.getByRole('row', { name: /Register a domain for the launch.*superseded/ }).count()).toBe(1);
     expect(await page.getByRole('button', { name: 'Extend the mandate “Register a domain for the launch”' }).count()).toBe(1);
     await look(page, '14-mandates-extended');
+
+    // A second domain does not fit the $20.00 (spend is summed over the chain): the decline's step_up_url leads the
+    // human to the mandate, where Raise asks for it with $40.00, approved on the next page; then the domain fits.
+    const extended = await providerAccessToken(ORCH, urls.cloud, 'cloud', key, extensionId);
+    const second = { service: 'domain', plan: 'com-1y', parameters: { name: `second-${name}` }, expected_price: { amount: 1044, currency: 'usd' } };
+    const declined = await signedPaidCall(urls.cloud, key, extended, 'POST', '/v1/resources', second, 'dash-raise-1');
+    const decline = await readJson(declined);
+    expect(declined.status, JSON.stringify(decline)).toBe(402);
+    expect(decline.step_up_url).toBe(`${ORCH}/mandates/${extensionId}/approval`);
+    await page.goto(decline.step_up_url);
+    await page.getByLabel(/Monthly limit in dollars \(now \$20\.00\)/).fill('40');
+    await page.getByRole('button', { name: 'Raise' }).click();
+    expect(page.url()).toMatch(new RegExp(`^${ORCH}/mandates/mdt_\\w+/approval$`));
+    const raisedId = new URL(page.url()).pathname.split('/')[2]!;
+    expect(await page.locator('main').textContent()).toContain('$40.00 a month');
+    await look(page, '14b-raise-approval');
+    await page.getByRole('button', { name: 'Approve' }).click();
+    expect(await page.locator('main').textContent()).toContain('You approved up to $40.00 a month');
+    const raised = await providerAccessToken(ORCH, urls.cloud, 'cloud', key, raisedId);
+    const fits = await signedPaidCall(urls.cloud, key, raised, 'POST', '/v1/resources', second, 'dash-raise-2');
+    expect(fits.status, JSON.stringify(await readJson(fits.clone()))).toBe(201);
 
     // Revoke the agent: its next call is refused.
     await page.goto(`${ORCH}/dashboard/agents`);
