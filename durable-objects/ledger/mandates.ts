@@ -5,7 +5,8 @@ import { decodeJwt, type JWK } from 'jose';
 import { evaluateForProvider } from '../../workers/lib/mandate-constraints';
 import type { Money } from '../../workers/lib/schemas/money';
 import type { MandateScope, MandateStatus } from '../../workers/lib/schemas/mandates';
-import { iso, refuse, type LedgerTx, type Outcome } from './context';
+import { canonicalJson } from '../../workers/lib/audit';
+import { iso, refuse, type LedgerTx, type Outcome, type Refusal } from './context';
 import { scheduleExpiryNotice } from './mandate-expiry';
 import { consumeNonce } from './nonces';
 
@@ -199,17 +200,26 @@ export function createMandate(
   input: { mandate_id: string; agent_id: string; terms: MandateTerms; pending_until: number; first_contact: boolean },
   // The agent asks, or its human asks on its behalf (an extension from the dashboard, approved like any request).
   actor: Actor = { type: 'agent', id: input.agent_id },
-  /** A request to supersede a mandate that one still waiting to supersede it answers instead (a form sent twice). */
+  /**
+   * A request to supersede a mandate while another waits to: the waiting one answers it if it asks the same (a form
+   * sent twice), and it is refused if it asks otherwise (the human decides the waiting one first, never another's
+   * terms thinking them their own).
+   */
   options: { reuseWaiting?: boolean } = {},
-): Outcome<{ mandate: StoredMandate; reused: boolean }> {
+): Outcome<{ mandate: StoredMandate; reused: boolean }> | (Refusal & { waiting?: string }) {
   if (input.terms.supersedes) {
     const previous = getMandate(tx.sql, input.terms.supersedes, tx.now);
     if (!previous || previous.agent_id !== input.agent_id || previous.status !== 'active') {
       tx.audit({ actor, action: 'mandate.request', target: input.mandate_id, outcome: 'refused', reason: 'invalid_request' });
       return refuse('invalid_request', 'supersedes must name an active mandate of this agent.');
     }
-    const waiting = options.reuseWaiting ? waitingSuccessors(tx, input.terms.supersedes)[0] : undefined;
-    if (waiting) return { ok: true, mandate: waiting, reused: true };
+    const waiting = options.reuseWaiting ? waitingSuccessors(tx, input.terms.supersedes) : [];
+    const same = waiting.find((m) => sameRequest(m.requested, input.terms));
+    if (same) return { ok: true, mandate: same, reused: true };
+    if (waiting.length > 0) {
+      tx.audit({ actor, action: 'mandate.request', target: input.mandate_id, outcome: 'refused', reason: 'invalid_request', related: waiting.map((m) => m.mandate_id) });
+      return { ...refuse('invalid_request', 'Another request to change this mandate waits for a decision: it is decided first.'), waiting: waiting[0]!.mandate_id };
+    }
   }
   insertMandate(tx, input, 'pending');
   tx.audit({ actor, action: 'mandate.request', mandate_id: input.mandate_id, target: input.mandate_id, outcome: 'succeeded' });
@@ -283,6 +293,12 @@ export function approveMandate(tx: LedgerTx, mandateId: string, approval: Approv
   // Another request to supersede the same mandate (the agent's extension and the human's, a form sent twice) can no longer be approved.
   if (approval.approved.supersedes) denyMootSuccessors(tx, approval.approved.supersedes, actor, 'superseded_by_another', [mandateId]);
   return { ok: true, mandate: getMandate(tx.sql, mandateId, tx.now)! };
+}
+
+/** Whether two requests ask the same terms: those asked a day apart at most to end at once are the same length asked again. */
+function sameRequest(a: MandateTerms, b: MandateTerms): boolean {
+  const rest = (t: MandateTerms) => canonicalJson({ ...t, expires_at: null });
+  return rest(a) === rest(b) && Math.abs(Date.parse(a.expires_at) - Date.parse(b.expires_at)) < 24 * 60 * 60 * 1000;
 }
 
 /** The requests to supersede a mandate still waiting for the human's decision (not expired), the earliest first. */

@@ -200,6 +200,8 @@ describe('dashboard forms', () => {
     // The agent asks for one too: once the human's is approved, the agent's can no longer be, and is denied.
     const agents = (await (await agent.request('POST', '/v1/mandates', mandateBody({ supersedes: mandate_id }))).json()) as { mandate_id: string };
 
+    // A later end widens no limit: approved without a fresh sign-in.
+    await DB.prepare('UPDATE sessions SET auth_time = auth_time - 600 WHERE subject_id = ?1').bind(human.principal_id).run();
     expect((await call(`/v1/mandates/${extensionId}/approve`, { method: 'POST', headers: human.headers(), body: '{}' })).status).toBe(200);
     expect(await asAgent(mandate_id)).toMatchObject({ status: 'superseded', superseded_by: extensionId });
     expect(await asAgent(agents.mandate_id)).toMatchObject({ status: 'denied' });
@@ -234,8 +236,11 @@ describe('dashboard forms', () => {
     expect(await mandates()).toBe(7);
     const third = await activeMandate(human, undefined, { expires_at: new Date(Date.now() + 10 * 86_400_000).toISOString() });
     const agentsOwn = (await (await third.agent.request('POST', '/v1/mandates', mandateBody({ supersedes: third.mandate_id }))).json()) as { mandate_id: string };
+    // The agent's request asks other terms: the human's is refused, never swapped for the agent's; that one is decided first.
     const onTop = await post(human, `/dashboard/mandates/${third.mandate_id}/extend`, { days: '30' });
-    expect(onTop.headers.get('location')).toBe(`/mandates/${agentsOwn.mandate_id}/approval`);
+    expect(onTop.status).toBe(409);
+    expect(await onTop.text()).toContain('Another request to change this mandate waits for your decision');
+    expect(agentsOwn.mandate_id).toMatch(/^mdt_/);
     expect(await mandates()).toBe(9);
     // Nothing is left routed to the requests that were never made.
     const routes = await DB.prepare('SELECT COUNT(*) AS n FROM mandate_routes WHERE principal_id = ?1').bind(human.principal_id).first<{ n: number }>();
@@ -271,14 +276,24 @@ describe('dashboard forms', () => {
     const raised = await post(human, `/dashboard/mandates/${mandate_id}/raise`, { currency: 'usd', spend_limit: '100', max_per_charge_cloud: '20.00' });
     expect(raised.status).toBe(303);
     const successorId = /^\/mandates\/(mdt_[^/]+)\/approval$/.exec(raised.headers.get('location')!)![1]!;
-    // Sent again, it asks nothing more.
+    // Sent again, it asks nothing more; asking other limits while it waits is refused, and the page links to it instead.
     expect((await post(human, `/dashboard/mandates/${mandate_id}/raise`, { currency: 'usd', spend_limit: '100' })).headers.get('location')).toBe(`/mandates/${successorId}/approval`);
+    expect((await post(human, `/dashboard/mandates/${mandate_id}/raise`, { currency: 'usd', spend_limit: '300' })).headers.get('location')).toBe(`/mandates/${mandate_id}/approval?error=request_waiting`);
     expect(await mandates()).toBe(2);
+    const waitingPage = await (await page(human, `/mandates/${mandate_id}/approval`)).text();
+    expect(waitingPage).toContain(`<a href="/mandates/${successorId}/approval">A request to change this mandate waits for your decision</a>`);
+    expect(waitingPage).not.toContain(`action="/dashboard/mandates/${mandate_id}/raise"`);
     const successor = (await (await agent.request('GET', `/v1/mandates/${successorId}`)).json()) as Record<string, any>;
     expect(successor).toMatchObject({ status: 'pending', supersedes: mandate_id, spend_limit: { amount: 10_000, currency: 'usd' } });
     expect(successor.scope[0].max_per_charge).toEqual({ amount: 2000, currency: 'usd' });
     // Until approved the limit stands; once approved, the charge the old limit declined fits.
     expect((await charge(mandate_id, 2000)).status).toBe(402);
+    // Raising a limit widens what the agent may spend: approving it needs a recent sign-in, even below the policy default.
+    await DB.prepare('UPDATE sessions SET auth_time = auth_time - 600 WHERE subject_id = ?1').bind(human.principal_id).run();
+    const stale = await call(`/v1/mandates/${successorId}/approve`, { method: 'POST', headers: human.headers(), body: '{}' });
+    expect(stale.status).toBe(401);
+    expect(await stale.json()).toMatchObject({ code: 'reauthentication_required' });
+    await DB.prepare('UPDATE sessions SET auth_time = auth_time + 600 WHERE subject_id = ?1').bind(human.principal_id).run();
     expect((await call(`/v1/mandates/${successorId}/approve`, { method: 'POST', headers: human.headers(), body: '{}' })).status).toBe(200);
     expect((await (await agent.request('GET', `/v1/mandates/${mandate_id}`)).json()) as Record<string, any>).toMatchObject({ status: 'superseded', superseded_by: successorId });
     expect((await charge(successorId, 2000)).status).toBe(201);

@@ -9,7 +9,7 @@ import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jos
 import { describe, expect, it, vi } from 'vitest';
 import { auditEventHash, type AuditEvent } from '../../workers/lib/audit';
 import { newAgentKey } from '../support/agent-keys';
-import { call, EVENT, now, obtainToken, orchestratorKey, postSecurityEvent, PROVIDER, signCompact, signSecurityEvent, useFakeOrchestrator } from '../support/fake-orchestrator';
+import { call, EVENT, now, obtainToken, orchestratorKey, postSecurityEvent, PROVIDER, publishEs256OrchestratorKey, signCompact, signSecurityEvent, useFakeOrchestrator } from '../support/fake-orchestrator';
 import { agentWithToken, paidCall, tokenRead, type TokenAgent } from '../support/paid-calls';
 
 useFakeOrchestrator();
@@ -867,6 +867,15 @@ describe('the provider’s trail of a charge, for dispute evidence', () => {
     // An account can be linked to several orchestrators: a charge made through another one is not this one's to read.
     await runInDurableObject(ledgerOf(agent.account), (_, s) => void s.storage.sql.exec('UPDATE sagas SET orchestrator = ? WHERE charge_id = ?', 'https://other-orchestrator.example', res.body.charge_id));
     expect((await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${await orchestratorToken(path)}` } })).status).toBe(404);
+  });
+
+  it('answers an orchestrator that signs with ES256 (§2.2), a key of its JWKS', async () => {
+    const es256 = await publishEs256OrchestratorKey();
+    const agent = await agentWithToken();
+    const res = await paid(agent, { service: 'domain', plan: 'com-1y', parameters: { name: domain() } });
+    const path = `/v1/charges/${res.body.charge_id}/audit`;
+    const token = await signCompact({ alg: 'ES256', typ: 'oap-orchestrator+jwt', kid: es256.kid }, { iss: 'http://127.0.0.1:8787', aud: PROVIDER, iat: now(), exp: now() + 60, htm: 'GET', htu: `${PROVIDER}${path}` }, es256.privateKey);
+    expect((await call(`${path}?sub=${agent.sub}`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
   });
 
   it('proves each event alone with a head signed at it, by the provider’s published key, the same one on every read', async () => {

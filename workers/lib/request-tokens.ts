@@ -11,8 +11,8 @@ export class RequestTokenRefused extends Error {}
  * The issuer a token claims, read before it is verified, to choose the keys to verify it with:
  * the JOSE header rules and the `typ` first, so nothing else is decoded from a token of another kind.
  */
-export function claimedIssuer(token: string, typ: string): string | undefined {
-  if (checkJwsHeader(token).typ !== typ) throw new RequestTokenRefused(`typ must be ${typ}`);
+export function claimedIssuer(token: string, typ: string, algorithms = ED25519_ALGS): string | undefined {
+  if (checkJwsHeader(token, { algorithms }).typ !== typ) throw new RequestTokenRefused(`typ must be ${typ}`);
   return decodeJwt(token).iss;
 }
 
@@ -32,6 +32,8 @@ export type RequestTokenExpectations = {
   maxLifetimeS?: number;
   /** How far the signer's clock may run ahead of ours (or behind, for `exp`). */
   clockSkewS?: number;
+  /** What the signer may sign with: Ed25519 unless said (an orchestrator may use ES256, §2.2). */
+  algorithms?: string[];
 };
 
 export async function verifyRequestToken(token: string, expected: RequestTokenExpectations): Promise<JWTPayload> {
@@ -40,7 +42,7 @@ export async function verifyRequestToken(token: string, expected: RequestTokenEx
   try {
     ({ payload } = await jwtVerify(token, expected.keys, {
       typ: expected.typ,
-      algorithms: ED25519_ALGS,
+      algorithms: expected.algorithms ?? ED25519_ALGS,
       issuer: expected.issuer,
       audience: expected.audience,
       requiredClaims: ['exp', 'iat', ...(expected.requiredClaims ?? [])],

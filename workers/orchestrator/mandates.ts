@@ -10,7 +10,8 @@ import { signJwt } from '../lib/jws';
 import { constraintsFromTerms } from '../lib/mandate-constraints';
 import { ProblemError, refusalProblem } from '../lib/problem';
 import { EXTENSION_DAYS, extendsBeyond, extensionEnd } from '../lib/mandate-extensions';
-import type { Mandate, MandateRequest } from '../lib/schemas/mandates';
+import type { Mandate, MandateRequest, RaiseMandateSchema } from '../lib/schemas/mandates';
+import type { z } from '@hono/zod-openapi';
 import type { Money } from '../lib/schemas/money';
 import { loadSigningKeys } from '../lib/signing-keys';
 import { requireFreshSignIn, type Session } from '../lib/sessions';
@@ -336,6 +337,16 @@ async function signMandate(env: OrchestratorBindings, input: { principalId: stri
   });
 }
 
+/** Whether `after` lets its agent spend more than `before` did: a higher limit, one fewer, more providers or services. */
+function widens(before: MandateTerms, after: MandateTerms): boolean {
+  const higher = (was: Money | null, now: Money | null) => was !== null && (now === null || now.currency !== was.currency || now.amount > was.amount);
+  if (higher(before.spend_limit, after.spend_limit)) return true;
+  return after.scope.some((s) => {
+    const was = before.scope.find((b) => b.provider === s.provider);
+    return !was || s.services.some((service) => !was.services.includes(service)) || higher(was.max_per_charge ?? null, s.max_per_charge ?? null);
+  });
+}
+
 /** POST /v1/mandates/{id}/approve from a principal session (CSRF already checked). */
 export async function approveMandate(env: OrchestratorBindings, session: Session, mandateId: string, input: ApprovalInput): Promise<Mandate> {
   const principalId = session.subject_id;
@@ -355,7 +366,10 @@ export async function approveMandate(env: OrchestratorBindings, session: Session
   }
   const requested = view.kind === 'owned' ? view.mandate.requested : (JSON.parse(view.row.request) as MandateTerms);
   const terms = approvedTerms(requested, input);
-  if (terms.spend_limit.amount > POLICY_DEFAULT_LIMIT) requireFreshSignIn(session);
+  // §Conventions: approving above the policy default (in dollars; in a currency it cannot be compared with, always),
+  // or raising what a mandate it supersedes allowed, needs a recent sign-in.
+  const predecessor = view.kind === 'owned' && terms.supersedes ? ((await ledger.getMandate(terms.supersedes))?.approved ?? null) : null;
+  if (terms.spend_limit.currency !== 'usd' || terms.spend_limit.amount > POLICY_DEFAULT_LIMIT || (predecessor && widens(predecessor, terms))) requireFreshSignIn(session);
   const approvedAt = new Date().toISOString();
 
   if (view.kind === 'owned') {
@@ -469,8 +483,12 @@ async function supersedeForPrincipal(
     { type: 'principal', id: principalId },
     options,
   );
-  // Refused (revoked or superseded since it was read), or answered by a request already waiting: no route of its own.
+  // Refused (revoked or superseded since it was read, another request waiting), or answered by the same request
+  // already waiting: no route of its own.
   if (!created.ok || created.reused) await removeMandateRoute(env.DB, successorId);
+  if (!created.ok && 'waiting' in created && created.waiting) {
+    throw new ProblemError(409, 'invalid_request', 'Another request to change this mandate waits for your decision: decide it first.', { waiting: created.waiting });
+  }
   if (!created.ok) throw inactive();
   return toWire(env, created.mandate);
 }
@@ -497,7 +515,7 @@ export async function extendMandateForPrincipal(env: OrchestratorBindings, princ
 }
 
 /** A raise the human asks for: a monthly limit, per-charge limits at providers that have one; each in the mandate's currency. */
-export type MandateRaise = { spend_limit?: Money; max_per_charge?: Record<string, Money> };
+export type MandateRaise = z.infer<typeof RaiseMandateSchema>;
 
 /**
  * The human raises a mandate's limits (the step_up_url of a charge the mandate declined leads here): the same terms

@@ -1,20 +1,17 @@
 import type { Money } from '../schemas/money';
 
-const digitsOf = new Map<string, number>([['usd', 2]]);
+/** ISO 4217 minor units other than 2 (e.g. the yen has none, the Kuwaiti dinar three); CLDR's display digits differ for some. */
+const MINOR_DIGITS: Record<string, number> = {
+  bif: 0, clp: 0, djf: 0, gnf: 0, isk: 0, jpy: 0, kmf: 0, krw: 0, pyg: 0, rwf: 0, ugx: 0, uyi: 0, vnd: 0, vuv: 0, xaf: 0, xof: 0, xpf: 0,
+  bhd: 3, iqd: 3, jod: 3, kwd: 3, lyd: 3, omr: 3, tnd: 3,
+  clf: 4, uyw: 4,
+};
 
-/** How many digits a currency's minor unit has (2 for usd, 0 for jpy, 3 for kwd), as ISO 4217 says; 2 if unknown. */
-export function minorDigits(currency: string): number {
-  let digits = digitsOf.get(currency);
-  if (digits === undefined) {
-    try {
-      digits = new Intl.NumberFormat('en', { style: 'currency', currency: currency.toUpperCase() }).resolvedOptions().maximumFractionDigits ?? 2;
-    } catch {
-      digits = 2;
-    }
-    if (digitsOf.size < 300) digitsOf.set(currency, digits);
-  }
-  return digits;
-}
+/** How many digits a currency's minor unit has, as ISO 4217 says (2 for usd and for most). */
+export const minorDigits = (currency: string): number => MINOR_DIGITS[currency] ?? 2;
+
+/** The step of a form's amount field in `currency`'s major unit: a cent, a yen. */
+export const amountStep = (currency: string) => (minorDigits(currency) === 0 ? '1' : (10 ** -minorDigits(currency)).toFixed(minorDigits(currency)));
 
 /** How a form names the unit amounts of `currency` are typed in: dollars, or the currency's code. */
 export const unitName = (currency: string) => (currency === 'usd' ? 'dollars' : currency.toUpperCase());

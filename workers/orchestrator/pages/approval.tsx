@@ -5,10 +5,10 @@
 import { Hono } from 'hono';
 import type { Child } from 'hono/jsx';
 import { ColumnHeads, Layout, PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
-import { fingerprint, formatDate, formatMoney, majorUnits, minorDigits, unitName } from '../../lib/pages/format';
+import { amountStep, fingerprint, formatDate, formatMoney, majorUnits, unitName } from '../../lib/pages/format';
 import { ProblemError } from '../../lib/problem';
 import type { Session } from '../../lib/sessions';
-import { orchestratorConfig, type OrchestratorBindings } from '../env';
+import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from '../env';
 import { checkUserCode, displayDocument, findMandateForPrincipal, toWire, type DisplayDocument } from '../mandates';
 import type { MandateTerms } from '../../../durable-objects/principal-ledger';
 import { pageSession } from '../session';
@@ -22,6 +22,8 @@ const errors: Record<string, string> = {
   invalid_request: 'The limits you entered are not valid: you can only lower them.',
   not_found: 'There is no such request.',
   raise_refused: 'A raised limit is not lower than the one you approved, one of them is higher, and it is in the same currency.',
+  request_waiting: 'Another request to change this mandate waits for your decision: decide it first.',
+  mandate_not_active: 'This mandate is no longer active: it cannot be changed.',
 };
 
 /**
@@ -60,8 +62,6 @@ function RaiseForm(props: { id: string; terms: MandateTerms; csrf: string; names
   );
 }
 
-/** The step of an amount field in `currency`'s major unit: a cent, a yen. */
-const amountStep = (currency: string) => (minorDigits(currency) === 0 ? '1' : (10 ** -minorDigits(currency)).toFixed(minorDigits(currency)));
 
 function Request(props: { doc: DisplayDocument }) {
   const { doc } = props;
@@ -176,6 +176,7 @@ export function approvalPages() {
     const status = view.kind === 'owned' ? view.mandate.status : 'pending';
     if (status !== 'pending') {
       const wire = view.kind === 'owned' ? toWire(c.env, view.mandate) : null;
+      const waiting = status === 'active' ? (await ledgerOf(c.env, session.subject_id).listMandates()).find((m) => m.status === 'pending' && m.requested.supersedes === id) : undefined;
       const terms = view.kind === 'owned' ? (view.mandate.approved ?? view.mandate.requested) : null;
       return page(
         'Mandate',
@@ -191,7 +192,14 @@ export function approvalPages() {
             </p>
           ) : null}
           {status === 'active' && view.kind === 'owned' && view.mandate.approved ? (
-            <RaiseForm id={id} terms={view.mandate.approved} csrf={session.csrf_token} names={Object.fromEntries(document.providers.map((p) => [p.provider, p.provider_name]))} />
+            // One request to change it waits already (the agent's, an earlier Extend or Raise): decided first, not asked again.
+            waiting ? (
+              <p>
+                <a href={`/mandates/${waiting.mandate_id}/approval`}>A request to change this mandate waits for your decision</a>
+              </p>
+            ) : (
+              <RaiseForm id={id} terms={view.mandate.approved} csrf={session.csrf_token} names={Object.fromEntries(document.providers.map((p) => [p.provider, p.provider_name]))} />
+            )
           ) : null}
           {status === 'active' ? (
             <form method="post" action={`/v1/mandates/${id}/revoke`}>

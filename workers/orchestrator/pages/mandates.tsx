@@ -89,7 +89,7 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
                       <Scope mandate={m} names={names} />
                     </td>
                     <td data-label="Spent this month">
-                      {spent ? formatMoney(spent) : '$0.00'} of {formatMoney(m.spend_limit)}
+                      {formatMoney(spent ?? { amount: 0, currency: m.spend_limit.currency })} of {formatMoney(m.spend_limit)}
                     </td>
                     <td data-label="Extend or revoke">
                       {waiting ? (

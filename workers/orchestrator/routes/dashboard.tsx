@@ -8,7 +8,7 @@ import type { Child } from 'hono/jsx';
 import type { AuditEvent } from '../../lib/audit';
 import { outcomes } from '../../lib/audit';
 import { auditEvents } from '../../lib/audit-trail';
-import { centsOf, minorUnitsOf } from '../../lib/pages/format';
+import { centsOf } from '../../lib/pages/format';
 import { PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
 import { ProblemError } from '../../lib/problem';
 import { LIMIT_CEILING, setMonthlyLimitFromForm } from '../../lib/routes/limits';
@@ -31,6 +31,7 @@ import { DisputesPage, DisputeVerdict } from '../pages/disputes';
 import { LimitsPage } from '../pages/limits';
 import { MandatesPage } from '../pages/mandates';
 import { NotificationsPage, type NotificationView } from '../pages/notifications';
+import { typedLimits } from '../pages/limit-fields';
 import { formSession, pageSession } from '../session';
 import { spendOverview } from '../spend-overview';
 import { principalById } from '../store/principals';
@@ -201,29 +202,13 @@ export function dashboardRoutes() {
   // for the same mandate with higher limits, which the human goes on to approve; a form sent twice asks nothing more.
   app.post('/dashboard/mandates/:id/raise', formSession, async (c) => {
     const id = c.req.param('id');
-    const form = await c.req.parseBody();
-    const currency = /^[a-z]{3}$/.test(field(form, 'currency')) ? field(form, 'currency') : 'usd';
-    // Each amount typed, in the currency's major unit (an empty field: that limit as it is).
-    const typed = Object.keys(form).flatMap((name) => {
-      const limit = name === 'spend_limit' ? name : /^max_per_charge_([a-z0-9-]+)$/.exec(name)?.[1];
-      return limit && field(form, name).trim() !== '' ? [[limit, minorUnitsOf(field(form, name), currency)] as const] : [];
-    });
     let raised;
     try {
-      if (typed.some(([, amount]) => amount === null)) throw new ProblemError(422, 'invalid_request', 'An amount is not one.');
-      const money = (amount: number | null) => ({ amount: amount!, currency });
-      const spend = typed.find(([limit]) => limit === 'spend_limit');
-      const perCharge = typed.filter(([limit]) => limit !== 'spend_limit').map(([provider, amount]) => [provider, money(amount)] as const);
-      raised = await raiseMandateForPrincipal(
-        c.env,
-        c.get('session').subject_id,
-        id,
-        { ...(spend ? { spend_limit: money(spend[1]) } : {}), max_per_charge: Object.fromEntries(perCharge) },
-        { reuseWaiting: true },
-      );
+      raised = await raiseMandateForPrincipal(c.env, c.get('session').subject_id, id, typedLimits(await c.req.parseBody()), { reuseWaiting: true });
     } catch (error) {
       if (!(error instanceof ProblemError)) throw error;
-      return c.redirect(`/mandates/${id}/approval?error=${error.code === 'invalid_request' ? 'raise_refused' : error.code}`, 303);
+      const reason = error.extra.waiting ? 'request_waiting' : error.code === 'invalid_request' ? 'raise_refused' : error.code === 'mandate_inactive' ? 'mandate_not_active' : error.code;
+      return c.redirect(`/mandates/${id}/approval?error=${reason}`, 303);
     }
     return c.redirect(`/mandates/${raised.mandate_id}/approval`, 303);
   });

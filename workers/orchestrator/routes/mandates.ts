@@ -6,7 +6,6 @@ import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { acceptBody, validationProblem, type RoleEnv } from '../../lib/app';
 import { paginate, ListQuerySchema } from '../../lib/pagination';
-import { minorUnitsOf, unitName } from '../../lib/pages/format';
 import { ProblemError, problemResponses } from '../../lib/problem';
 import { ApproveMandateSchema, ExtendMandateSchema, MandateRequestSchema, MandateSchema, RaiseMandateSchema } from '../../lib/schemas/mandates';
 import { isFormRequest, readSession, type Session, type SessionVariables } from '../../lib/sessions';
@@ -29,6 +28,7 @@ import {
   type ApprovalInput,
 } from '../mandates';
 import { agentIdempotent, principalIdempotent } from '../idempotent';
+import { typedLimits } from '../pages/limit-fields';
 import { principalSession } from '../session';
 import { decisionResponse } from './decisions';
 
@@ -62,32 +62,15 @@ async function decisionJson<T extends z.ZodTypeAny>(c: Context, schema: T, what:
   return parsed.data;
 }
 
-/**
- * Form fields of the approval page: amounts in the major unit of the currency asked for (`currency`, usd unless the
- * page says otherwise; the terms' check refuses any other), per-charge limits as max_per_charge_<provider>.
- */
+/** Form fields of the approval page (pages/limit-fields.ts), or the JSON body. */
 async function approvalInput(c: Context): Promise<ApprovalInput> {
   if (!isFormRequest(c)) return decisionJson(c, ApproveMandateSchema, 'approval');
   const form = await c.req.parseBody();
-  const currency = typeof form.currency === 'string' && /^[a-z]{3}$/.test(form.currency) ? form.currency : 'usd';
-  const minor = (field: string) => {
-    const value = form[field];
-    if (typeof value !== 'string' || value.trim() === '') return undefined;
-    const amount = minorUnitsOf(value, currency);
-    if (amount === null) throw new ProblemError(422, 'invalid_request', `${field} must be an amount in ${unitName(currency)}.`);
-    return amount;
-  };
-  const spend = minor('spend_limit');
-  const max_per_charge: Record<string, { amount: number; currency: string }> = {};
-  for (const key of Object.keys(form)) {
-    const provider = /^max_per_charge_([a-z0-9-]+)$/.exec(key)?.[1];
-    const amount = provider ? minor(key) : undefined;
-    if (provider && amount !== undefined) max_per_charge[provider] = { amount, currency };
-  }
+  const { spend_limit, max_per_charge } = typedLimits(form);
   return {
     user_code: typeof form.user_code === 'string' && form.user_code ? form.user_code : undefined,
     display_hash: typeof form.display_hash === 'string' && form.display_hash ? form.display_hash : undefined,
-    spend_limit: spend === undefined ? undefined : { amount: spend, currency, period: 'month' },
+    spend_limit: spend_limit ? { ...spend_limit, period: 'month' } : undefined,
     max_per_charge: Object.keys(max_per_charge).length ? max_per_charge : undefined,
   };
 }

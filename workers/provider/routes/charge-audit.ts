@@ -10,6 +10,7 @@ import { SignedHeadSchema } from '../../lib/audit-heads';
 import { auditEvents } from '../../lib/audit-trail';
 import { issuerKeys } from '../../lib/jwks-cache';
 import { ProblemError, problemResponses } from '../../lib/problem';
+import { ORCHESTRATOR_ALGS } from '../../lib/jws';
 import { claimedIssuer, verifyRequestToken } from '../../lib/request-tokens';
 import { ledgerOf, providerConfig, type ProviderBindings } from '../env';
 import { linkedAccount } from '../store/accounts';
@@ -28,13 +29,13 @@ const requireOrchestrator = createMiddleware<ChargeAuditEnv>(async (c, next) => 
   if (scheme?.toLowerCase() !== 'bearer' || !token) throw refused('send Authorization: Bearer <oap-orchestrator+jwt>');
   let iss: string | undefined;
   try {
-    iss = claimedIssuer(token, 'oap-orchestrator+jwt');
+    iss = claimedIssuer(token, 'oap-orchestrator+jwt', ORCHESTRATOR_ALGS);
   } catch {
     throw refused('not an orchestrator request token');
   }
   if (!iss || !config.TRUSTED_ORCHESTRATORS.includes(iss)) throw refused('untrusted issuer');
   try {
-    await verifyRequestToken(token, { typ: 'oap-orchestrator+jwt', issuer: iss, keys: issuerKeys(iss), audience: config.PUBLIC_BASE_URL, method: 'GET', url: `${config.PUBLIC_BASE_URL}${c.req.path}` });
+    await verifyRequestToken(token, { typ: 'oap-orchestrator+jwt', issuer: iss, keys: issuerKeys(iss), audience: config.PUBLIC_BASE_URL, method: 'GET', url: `${config.PUBLIC_BASE_URL}${c.req.path}`, algorithms: ORCHESTRATOR_ALGS });
   } catch {
     throw refused('the token does not verify, has expired, or is not for this request');
   }
