@@ -259,6 +259,8 @@ describe('dashboard forms', () => {
     expect(declined.status).toBe(402);
     const stepUp = new URL(((await declined.json()) as { step_up_url: string }).step_up_url);
     expect(stepUp.pathname).toBe(`/mandates/${mandate_id}/approval`);
+    // The Mandates page leads there too, for a human who raises before anything is declined.
+    expect(await (await page(human, '/dashboard/mandates')).text()).toContain(`href="/mandates/${mandate_id}/approval#raise"`);
     const html = await (await page(human, stepUp.pathname)).text();
     expect(html).toContain(`action="/dashboard/mandates/${mandate_id}/raise"`);
     expect(html).toContain('name="spend_limit" type="number" min="0" step="0.01" value="50.00"');

@@ -37,7 +37,7 @@ function RaiseForm(props: { id: string; terms: MandateTerms; csrf: string; names
   const step = amountStep(currency);
   return (
     <form method="post" action={`/dashboard/mandates/${props.id}/raise`}>
-      <h2>Raise its limits</h2>
+      <h2 id="raise">Raise its limits</h2>
       <p>The same mandate is asked for again with the limits you enter, and you approve it on the next page. Until then this one stays as it is.</p>
       <input type="hidden" name="csrf_token" value={props.csrf} />
       <input type="hidden" name="currency" value={currency} />

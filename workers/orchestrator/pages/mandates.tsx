@@ -69,7 +69,7 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
         {active.length === 0 ? <p class="muted">No active mandate: no agent may spend for you right now.</p> : null}
         {active.length ? (
           <table class="stack">
-            <ColumnHeads names={['Mandate', 'Agent', 'Where', 'Spent this month', 'Extend or revoke']} />
+            <ColumnHeads names={['Mandate', 'Agent', 'Where', 'Spent this month', 'Extend, raise or revoke']} />
             <tbody>
               {active.map((m) => {
                 const spent = spentOn(m.mandate_id);
@@ -91,7 +91,7 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
                     <td data-label="Spent this month">
                       {formatMoney(spent ?? { amount: 0, currency: m.spend_limit.currency })} of {formatMoney(m.spend_limit)}
                     </td>
-                    <td data-label="Extend or revoke">
+                    <td data-label="Extend, raise or revoke">
                       {waiting ? (
                         <p>
                           <a href={`/mandates/${waiting.mandate_id}/approval`}>An extension waits for your decision</a>
@@ -112,6 +112,13 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
                         </form>
                       ) : (
                         <p class="muted">Runs as long as a mandate can.</p>
+                      )}
+                      {waiting ? null : (
+                        <p>
+                          <a href={`/mandates/${m.mandate_id}/approval#raise`} aria-label={`Raise the limits of the mandate “${m.description}”`}>
+                            Raise its limits
+                          </a>
+                        </p>
                       )}
                       <form class="inline" method="post" action={`/dashboard/mandates/${m.mandate_id}/revoke`}>
                         <Csrf token={props.csrf} />
