@@ -42,7 +42,9 @@ describe('a refused paid call is in the account’s trail, once, and changes not
   it('records each refusal the route or the catalog makes: scope, catalog, price, signature, nonce, Idempotency-Key', async () => {
     const agent = await agentWithToken();
     const refusals: [string, number, () => Promise<{ status: number; body: Record<string, unknown> }>][] = [
-      ['insufficient_scope', 403, () => paidCall(agent, 'POST', '/v1/resources', { service: 'database', plan: 'free', parameters: { name: 'db' } })],
+      ['insufficient_scope', 403, () => paidCall(agent, 'POST', '/v1/resources', { service: 'workers-paid', plan: 'paid', parameters: {} })],
+      // Checked against the catalog first (§3.1 step 1): a service no catalog here has is not a question of scope.
+      ['invalid_parameters', 422, () => paidCall(agent, 'POST', '/v1/resources', { service: 'database', plan: 'free', parameters: { name: 'db' } })],
       ['invalid_parameters', 422, () => paidCall(agent, 'POST', '/v1/resources', domain('com-9y'))],
       ['price_changed', 409, () => paidCall(agent, 'POST', '/v1/resources', domain('com-1y', { expected_price: { amount: 1, currency: 'usd' } }))],
       ['invalid_signature', 401, () => rawProvision(agent, { signature: 'spoiled' })],

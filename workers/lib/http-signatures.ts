@@ -58,10 +58,12 @@ export async function signRequest(input: {
   now?: number;
   nonce?: string;
   lifetimeS?: number;
+  /** The Content-Digest to send (several digests, say), the body's sha-256 unless given. */
+  contentDigest?: string;
 }): Promise<{ 'content-digest': string; 'signature-input': string; signature: string }> {
   const created = input.now ?? Math.floor(Date.now() / 1000);
   const params = { created, expires: created + (input.lifetimeS ?? MAX_LIFETIME_S), nonce: input.nonce ?? base64url(crypto.getRandomValues(new Uint8Array(16))), keyid: input.keyid, alg: 'ed25519', tag: SIGNATURE_TAG };
-  const digest = await contentDigest(input.body);
+  const digest = input.contentDigest ?? (await contentDigest(input.body));
   const paramsValue = signatureParamsValue(params);
   const base = signatureBase({ method: input.method, targetUri: input.targetUri, contentDigest: digest }, paramsValue);
   const signature = new Uint8Array(await crypto.subtle.sign('Ed25519', input.privateKey, new TextEncoder().encode(base)));
@@ -71,6 +73,23 @@ export async function signRequest(input: {
 export class SignatureRefused extends Error {}
 
 export type VerifiedSignature = { params: SignatureParams; base: string; label: string };
+
+/**
+ * Whether a Content-Digest (an RFC 9530 dictionary, whatever its spacing; digests by other algorithms a sender adds
+ * are ignored) holds the body's sha-256.
+ */
+async function digestMatches(header: string, body: string): Promise<boolean> {
+  let claimed;
+  try {
+    claimed = parseDictionary(header).get('sha-256')?.[0];
+  } catch {
+    return false;
+  }
+  if (!(claimed instanceof ArrayBuffer)) return false;
+  const actual = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(body)));
+  const sent = new Uint8Array(claimed);
+  return sent.length === actual.length && sent.every((byte, i) => byte === actual[i]);
+}
 
 /**
  * Verifies the agent's signature over a received request: the `oap`-tagged
@@ -84,7 +103,7 @@ export async function verifyRequestSignature(
   now = Math.floor(Date.now() / 1000),
 ): Promise<VerifiedSignature> {
   if (!request.contentDigest || !request.signatureInput || !request.signature) throw new SignatureRefused('Content-Digest, Signature-Input and Signature are required');
-  if (request.contentDigest !== (await contentDigest(request.body))) throw new SignatureRefused('Content-Digest does not match the body');
+  if (!(await digestMatches(request.contentDigest, request.body))) throw new SignatureRefused('Content-Digest has no sha-256 of the body');
   let inputs, signatures;
   try {
     inputs = parseDictionary(request.signatureInput);

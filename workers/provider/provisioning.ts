@@ -75,8 +75,10 @@ export async function provisionResource(
   /** The Idempotency-Key's record, completed with the saga when the call is answered at once. */
   record?: IdempotencyRecord,
 ): Promise<ProvisionOutcome> {
-  if (!claims.detail.services.includes(request.service)) throw new ProblemError(403, 'insufficient_scope', `The mandate does not allow ${request.service}.`);
+  // §3.1 step 1, in its order: the catalog first (an unknown service or plan, bad parameters, a changed price), then
+  // the mandate's services and the token's scope.
   const { service, price } = checkAgainstCatalog(env, request);
+  if (!claims.detail.services.includes(request.service)) throw new ProblemError(403, 'insufficient_scope', `The mandate does not allow ${request.service}.`);
   if (!service.scopes.every((s) => claims.scope.includes(s))) throw new ProblemError(403, 'insufficient_scope', `This token lacks ${service.scopes.join(' ')}.`);
   const backend = backendFor(service.id);
   if (!backend) throw new ProblemError(422, 'invalid_parameters', `${service.id} cannot be provisioned here.`);
