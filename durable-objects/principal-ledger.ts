@@ -208,6 +208,11 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     return this.#transaction(principal, (tx) => mandates.createMandate(tx, input, actor, options));
   }
 
+  /** The requests waiting to supersede a mandate, the earliest (decided first) first. */
+  waitingSuccessors(mandateId: string) {
+    return mandates.waitingSuccessors(this.#sql, mandateId, Date.now());
+  }
+
   getMandate(mandateId: string) {
     return mandates.getMandate(this.#sql, mandateId, Date.now());
   }

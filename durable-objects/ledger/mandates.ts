@@ -213,7 +213,7 @@ export function createMandate(
       tx.audit({ actor, action: 'mandate.request', target: input.mandate_id, outcome: 'refused', reason: 'invalid_request' });
       return refuse('invalid_request', 'supersedes must name an active mandate of this agent.');
     }
-    const waiting = options.reuseWaiting ? waitingSuccessors(tx, input.terms.supersedes) : [];
+    const waiting = options.reuseWaiting ? waitingSuccessors(tx.sql, input.terms.supersedes, tx.now) : [];
     const same = waiting.find((m) => sameRequest(m.requested, input.terms));
     if (same) return { ok: true, mandate: same, reused: true };
     if (waiting.length > 0) {
@@ -302,11 +302,11 @@ function sameRequest(a: MandateTerms, b: MandateTerms): boolean {
 }
 
 /** The requests to supersede a mandate still waiting for the human's decision (not expired), the earliest first. */
-function waitingSuccessors(tx: LedgerTx, mandateId: string): StoredMandate[] {
-  return tx.sql
+export function waitingSuccessors(sql: SqlStorage, mandateId: string, now: number): StoredMandate[] {
+  return sql
     .exec<MandateRow>(`SELECT * FROM mandates WHERE status = 'pending' AND json_extract(requested, '$.supersedes') = ? ORDER BY created`, mandateId)
     .toArray()
-    .map((row) => mandateFromRow(row, tx.now))
+    .map((row) => mandateFromRow(row, now))
     .filter((m) => m.status === 'pending');
 }
 
@@ -315,7 +315,7 @@ function waitingSuccessors(tx: LedgerTx, mandateId: string): StoredMandate[] {
  * approved: they are denied now, so that no one (the human, an agent waiting on one) waits on them.
  */
 function denyMootSuccessors(tx: LedgerTx, mandateId: string, actor: Actor, reason: string, related: string[] = []) {
-  for (const { mandate_id: id } of waitingSuccessors(tx, mandateId)) {
+  for (const { mandate_id: id } of waitingSuccessors(tx.sql, mandateId, tx.now)) {
     tx.sql.exec(`UPDATE mandates SET status = 'denied', decided_at = ? WHERE id = ?`, iso(tx.now), id);
     tx.audit({ actor, action: 'mandate.deny', mandate_id: id, target: id, outcome: 'succeeded', reason, related });
   }

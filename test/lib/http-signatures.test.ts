@@ -26,7 +26,12 @@ describe('Content-Digest (RFC 9530)', () => {
   it('refuses a digest without sha-256, of another body, or not a dictionary', async () => {
     const other = await contentDigest('{}');
     const sha512 = `:${btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest('SHA-512', new TextEncoder().encode(body)))))}:`;
-    for (const digest of [`sha-512=${sha512}`, other, 'sha-256=not-bytes', 'sha-256']) await expect(verify(digest), digest).rejects.toThrow(SignatureRefused);
+    const right = (await contentDigest(body)).slice('sha-256='.length);
+    const wrong = other.slice('sha-256='.length);
+    // No sha-256, another body's, not a byte sequence, a boolean, a list; and two sha-256 members, the right one last.
+    for (const digest of [`sha-512=${sha512}`, other, 'sha-256=not-bytes', 'sha-256', `sha-256=(${right})`, `sha-256=${wrong}, sha-256=${right}`]) {
+      await expect(verify(digest), digest).rejects.toThrow(SignatureRefused);
+    }
     // The body sent is not the one digested and signed.
     await expect(verify(undefined, '{"service":"domain"}')).rejects.toThrow(SignatureRefused);
   });

@@ -167,6 +167,34 @@ describe('mandates', () => {
     expect(((await lowered.json()) as { scope: { max_per_charge: unknown }[] }).scope[0]!.max_per_charge).toEqual({ amount: 500, currency: 'usd' });
   });
 
+  it('needs a recent sign-in to approve a successor that lets the agent spend more than its predecessor, however it widens', async () => {
+    const human = await newPrincipal();
+    const agent = await registerAgent(human);
+    const { mandate_id } = await activeMandate(human, agent);
+    const stale = async (auth: 'stale' | 'fresh') =>
+      testEnv.DB.prepare(`UPDATE sessions SET auth_time = ${auth === 'stale' ? 'auth_time - 600' : "CAST(strftime('%s','now') AS INTEGER)"} WHERE subject_id = ?1`).bind(human.principal_id).run();
+    const base = mandateBody({ supersedes: mandate_id });
+    const scope = base.scope[0]!;
+    for (const [what, terms] of [
+      ['another service', { ...base, scope: [{ ...scope, services: [...scope.services, 'workers-paid'] }] }],
+      ['another provider', { ...base, scope: [scope, { provider: 'data', services: ['database'] }] }],
+      ['no per-charge limit', { ...base, scope: [{ provider: scope.provider, services: scope.services }] }],
+      ['a higher per-charge limit', { ...base, scope: [{ ...scope, max_per_charge: { amount: 3000, currency: 'usd' } }] }],
+    ] as const) {
+      const { mandate_id: successor } = (await (await agent.request('POST', '/v1/mandates', terms)).json()) as { mandate_id: string };
+      await stale('stale');
+      const refused = await call(`/v1/mandates/${successor}/approve`, { method: 'POST', headers: human.headers(), body: '{}' });
+      expect(refused.status, what).toBe(401);
+      expect(await refused.json()).toMatchObject({ code: 'reauthentication_required' });
+      await call(`/v1/mandates/${successor}/deny`, { method: 'POST', headers: human.headers() });
+      await stale('fresh');
+    }
+    // The same terms again (a later end alone) widen nothing.
+    const { mandate_id: same } = (await (await agent.request('POST', '/v1/mandates', base)).json()) as { mandate_id: string };
+    await stale('stale');
+    expect((await call(`/v1/mandates/${same}/approve`, { method: 'POST', headers: human.headers(), body: '{}' })).status).toBe(200);
+  });
+
   it('refuses approval without the CSRF token, leaving the mandate pending', async () => {
     const human = await newPrincipal();
     const agent = await registerAgent(human);

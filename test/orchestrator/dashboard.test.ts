@@ -191,7 +191,7 @@ describe('dashboard forms', () => {
     expect(await asAgent(mandate_id)).toMatchObject({ status: 'active', superseded_by: null });
     // While it waits, the page sends the human to decide it rather than offering to ask again.
     const waiting = await (await page(human, '/dashboard/mandates')).text();
-    expect(waiting).toContain(`<a href="/mandates/${extensionId}/approval">An extension waits for your decision</a>`);
+    expect(waiting).toContain(`<a href="/mandates/${extensionId}/approval">A request to change this mandate waits for your decision</a>`);
     expect(waiting).not.toContain(`action="/dashboard/mandates/${mandate_id}/extend"`);
     // The form sent again (a second click, a reload) asks nothing more: the human goes on to the request that waits.
     const twice = await post(human, `/dashboard/mandates/${mandate_id}/extend`, { days: '365' });
@@ -203,6 +203,7 @@ describe('dashboard forms', () => {
     // A later end widens no limit: approved without a fresh sign-in.
     await DB.prepare('UPDATE sessions SET auth_time = auth_time - 600 WHERE subject_id = ?1').bind(human.principal_id).run();
     expect((await call(`/v1/mandates/${extensionId}/approve`, { method: 'POST', headers: human.headers(), body: '{}' })).status).toBe(200);
+    await DB.prepare('UPDATE sessions SET auth_time = auth_time + 600 WHERE subject_id = ?1').bind(human.principal_id).run();
     expect(await asAgent(mandate_id)).toMatchObject({ status: 'superseded', superseded_by: extensionId });
     expect(await asAgent(agents.mandate_id)).toMatchObject({ status: 'denied' });
     expect(await asAgent(extensionId)).toMatchObject({ status: 'active', superseded_by: null });
@@ -240,7 +241,7 @@ describe('dashboard forms', () => {
     const onTop = await post(human, `/dashboard/mandates/${third.mandate_id}/extend`, { days: '30' });
     expect(onTop.status).toBe(409);
     expect(await onTop.text()).toContain('Another request to change this mandate waits for your decision');
-    expect(agentsOwn.mandate_id).toMatch(/^mdt_/);
+    expect(await (await third.agent.request('GET', `/v1/mandates/${agentsOwn.mandate_id}`)).json()).toMatchObject({ status: 'pending', supersedes: third.mandate_id });
     expect(await mandates()).toBe(9);
     // Nothing is left routed to the requests that were never made.
     const routes = await DB.prepare('SELECT COUNT(*) AS n FROM mandate_routes WHERE principal_id = ?1').bind(human.principal_id).first<{ n: number }>();

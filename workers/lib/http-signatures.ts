@@ -76,9 +76,11 @@ export type VerifiedSignature = { params: SignatureParams; base: string; label: 
 
 /**
  * Whether a Content-Digest (an RFC 9530 dictionary, whatever its spacing; digests by other algorithms a sender adds
- * are ignored) holds the body's sha-256.
+ * are ignored) holds the body's sha-256, once.
  */
 async function digestMatches(header: string, body: string): Promise<boolean> {
+  // A dictionary keeps the last of a repeated key: two sha-256 members would leave the stored evidence ambiguous.
+  if (header.split(',').filter((member) => /^\s*sha-256\s*(=|;|$)/.test(member)).length !== 1) return false;
   let claimed;
   try {
     claimed = parseDictionary(header).get('sha-256')?.[0];

@@ -456,8 +456,8 @@ export async function revokeMandate(env: OrchestratorBindings, principalId: stri
  * any request (the same display, the same re-authentication above the policy ceiling); until then the mandate stays
  * in force. Its agent can read the request (it is routed to the agent's key) and, once approved, finds it as its
  * mandate's `superseded_by`. Recurring plans bought under the mandate renew under it. `reuseWaiting`: a request still
- * waiting to supersede the mandate (a form sent twice, the agent's own) is the answer instead, since the human decides
- * that one first (the dashboard shows it rather than offering more). `change` throws when the change changes nothing.
+ * waiting to supersede the mandate answers this one if it asks the same terms (a form sent twice), and this one is
+ * refused (409) if it asks others: the human decides the waiting one first. `change` throws when it changes nothing.
  */
 async function supersedeForPrincipal(
   env: OrchestratorBindings,

@@ -17,7 +17,7 @@ import { principalById } from '../store/principals';
 const errors: Record<string, string> = {
   invalid_user_code: 'That code does not match the one the agent shows. Check it and try again.',
   display_changed: 'The request changed while you were reading it. Review it again.',
-  reauthentication_required: 'Approving this much needs a recent sign-in. Sign out, sign in again, and come back.',
+  reauthentication_required: 'Approving this lets the agent spend more, which needs a recent sign-in. Sign out, sign in again, and come back.',
   mandate_inactive: 'This request can no longer be decided: it was decided already or has expired.',
   invalid_request: 'The limits you entered are not valid: you can only lower them.',
   not_found: 'There is no such request.',
@@ -176,7 +176,7 @@ export function approvalPages() {
     const status = view.kind === 'owned' ? view.mandate.status : 'pending';
     if (status !== 'pending') {
       const wire = view.kind === 'owned' ? toWire(c.env, view.mandate) : null;
-      const waiting = status === 'active' ? (await ledgerOf(c.env, session.subject_id).listMandates()).find((m) => m.status === 'pending' && m.requested.supersedes === id) : undefined;
+      const waiting = status === 'active' ? (await ledgerOf(c.env, session.subject_id).waitingSuccessors(id))[0] : undefined;
       const terms = view.kind === 'owned' ? (view.mandate.approved ?? view.mandate.requested) : null;
       return page(
         'Mandate',

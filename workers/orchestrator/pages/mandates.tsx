@@ -94,7 +94,7 @@ export function MandatesPage(props: { mandates: Mandate[]; limits: LimitRow[]; n
                     <td data-label="Extend, raise or revoke">
                       {waiting ? (
                         <p>
-                          <a href={`/mandates/${waiting.mandate_id}/approval`}>An extension waits for your decision</a>
+                          <a href={`/mandates/${waiting.mandate_id}/approval`}>A request to change this mandate waits for your decision</a>
                         </p>
                       ) : offered.length ? (
                         <form class="inline" method="post" action={`/dashboard/mandates/${m.mandate_id}/extend`}>

@@ -185,7 +185,8 @@ export function dashboardRoutes() {
   });
 
   // An extension is a new request for the same terms: the human goes on to approve it on the approval page. A form
-  // sent twice (or while the agent's own request waits) asks nothing more: the human goes on to the request that waits.
+  // sent twice asks nothing more (the human goes on to the request that waits); one sent while another request to
+  // change the mandate waits is refused, and the page links to that one.
   app.post('/dashboard/mandates/:id/extend', formSession, async (c) => {
     const form = await c.req.parseBody();
     let extension;
