@@ -123,7 +123,7 @@ describe('dispute verdicts', () => {
     const { human, charge_id } = await capturedCharge();
     const res = await dispute(human, charge_id);
     expect(res.status).toBe(201);
-    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/6' });
+    expect(res.body).toMatchObject({ verdict: 'within_scope', failing_party: null, adjudicator: 'oap-adjudicator/7' });
     expect(res.body.findings.map((f: Json) => `${f.check}:${f.result}`)).toEqual([
       'mandate_signed:pass',
       'mandate_active:pass',

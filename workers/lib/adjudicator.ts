@@ -28,7 +28,10 @@ import { evaluateForProvider, type MandateConstraint } from './mandate-constrain
 // naming no issuer for the provider (one the orchestrator no longer knows) is the orchestrator's
 // evidence falling short, not the provider's fault: insufficient_evidence. The provider's trail may
 // show a plan change (resource.update) paid by the charge, not only a provision.
-export const ADJUDICATOR_VERSION = 'oap-adjudicator/6';
+// 7: the signed request's Content-Digest is read as RFC 9530 writes it, a dictionary whose one sha-256
+// member must be the body's (digests by other algorithms beside it, any spacing); it had to be exactly
+// `sha-256=:…:`, so a request another client digested that way was refused as unsigned.
+export const ADJUDICATOR_VERSION = 'oap-adjudicator/7';
 /**
  * 2: `audit.orchestrator.events` are runs of the principal's chain, each from an event about the
  * charge through the first head the orchestrator signed after it (`heads`). Format 1 carried only the
