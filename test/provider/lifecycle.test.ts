@@ -21,10 +21,11 @@ async function registered(agent: TokenAgent, name = domain()) {
   return { id: res.body.resource_id as string, name };
 }
 
+/** The account's whole trail, in order: copied to D1 first, since the outbox keeps an event only until its copy. */
 async function trail(account: string) {
-  return runInDurableObject(ledgerOf(account), (_, s) =>
-    s.storage.sql.exec<{ event: string }>('SELECT event FROM audit_outbox ORDER BY seq').toArray().map((r) => JSON.parse(r.event) as Record<string, any>),
-  );
+  await ledgerOf(account).flushAuditOutbox();
+  const { results } = await testEnv.DB.prepare('SELECT * FROM audit_events WHERE principal = ?1 ORDER BY seq').bind(account).all<Record<string, string>>();
+  return results.map((r) => ({ id: r.id!, action: r.action!, outcome: r.outcome!, reason: r.reason ?? null, target: r.target ?? null, actor: { type: r.actor_type!, id: r.actor_id! } }));
 }
 
 describe('DELETE /v1/resources/{id}', () => {

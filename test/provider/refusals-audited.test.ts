@@ -2,7 +2,7 @@
 // account's trail, the agent its actor, once, and nothing else changes. Those
 // the ledger records with the state they refuse (the account's limit, the
 // service's own check) are not recorded a second time by the route.
-import { env, runInDurableObject } from 'cloudflare:test';
+import { env } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { signRequest } from '../../workers/lib/http-signatures';
 import { dpopProof } from '../support/agent-keys';
@@ -15,8 +15,11 @@ const testEnv = env as unknown as TestEnv;
 const ledgerOf = (account: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(account));
 type Event = { action: string; outcome: string; reason: string | null; target: string | null; actor: { type: string; id: string }; mandate_id: string | null };
 
+/** The account's whole trail, in order: copied to D1 first, since the outbox keeps an event only until its copy. */
 async function trail(account: string): Promise<Event[]> {
-  return runInDurableObject(ledgerOf(account), (_, s) => s.storage.sql.exec<{ event: string }>('SELECT event FROM audit_outbox ORDER BY seq').toArray().map((r) => JSON.parse(r.event) as Event));
+  await ledgerOf(account).flushAuditOutbox();
+  const { results } = await testEnv.DB.prepare('SELECT * FROM audit_events WHERE principal = ?1 ORDER BY seq').bind(account).all<Record<string, string>>();
+  return results.map((r) => ({ action: r.action!, outcome: r.outcome!, reason: r.reason ?? null, target: r.target ?? null, actor: { type: r.actor_type!, id: r.actor_id! }, mandate_id: r.mandate_id ?? null }));
 }
 
 const domain = (plan = 'com-1y', extra: Record<string, unknown> = {}) => ({ service: 'domain', plan, parameters: { name: `refused-${crypto.randomUUID().slice(0, 12)}.com` }, ...extra });

@@ -11,7 +11,7 @@ import { readSession } from '../lib/sessions';
 import { confirmAccountEmail, seedExistingAccount, signUpAccount } from './accounts';
 import { ledgerOf, pepperOf, providerConfig, sessionConfigOf, type ProviderBindings } from './env';
 import { authenticateTokenUse, TokenRefused } from './oauth/access-tokens';
-import { WWW_AUTHENTICATE_DPOP } from './token-auth';
+import { tokenUseRefused, WWW_AUTHENTICATE_DPOP } from './token-auth';
 import { discoveryRoutes } from './routes/discovery';
 import { domainRoutes } from './routes/domains';
 import { eventRoutes } from './routes/events';
@@ -77,7 +77,7 @@ export function createProviderApp() {
           const claims = await authenticateTokenUse(env, { authorization: c.req.header('authorization'), dpop: c.req.header('dpop'), method: c.req.method, path: c.req.path });
           return { principal: claims.account_id, ledger: ledgerOf(env, claims.account_id), db: env.DB, onlyActor: claims.agent_id };
         } catch (error) {
-          if (error instanceof TokenRefused) throw new ProblemError(401, 'invalid_token', error.message, {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` });
+          if (error instanceof TokenRefused) throw await tokenUseRefused(env, error, { method: c.req.method, path: c.req.path });
           throw error;
         }
       }

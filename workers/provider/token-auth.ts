@@ -14,12 +14,29 @@ export const WWW_AUTHENTICATE_DPOP = 'DPoP algs="EdDSA Ed25519"';
 
 export type TokenVariables = { token: AccessTokenClaims & { jwk: JWK; proofJti: string }; signature: VerifiedSignature & { signed: Record<string, string>; nonces: SingleUse[] } };
 
+/**
+ * A refused use of an access token: 401 invalid_token. One of our tokens that verified, its use refused (a proof by
+ * another key, a revoked token, a used proof), is in its account's trail (§4), whoever holds it: not always its agent.
+ */
+export async function tokenUseRefused(env: ProviderBindings, error: TokenRefused, request: { method: string; path: string }): Promise<ProblemError> {
+  if (error.claims) {
+    await ledgerOf(env, error.claims.account_id).recordRefusal(error.claims.account_id, {
+      actor: { type: 'system', id: 'token-check' },
+      action: 'token.use',
+      reason: 'invalid_token',
+      mandate_id: error.claims.detail.mandate_id,
+      related: [error.claims.agent_id, `${request.method} ${request.path}`, error.message],
+    });
+  }
+  return new ProblemError(401, 'invalid_token', error.message, {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` });
+}
+
 const tokenMiddleware = (deferProofJti: boolean) =>
   createMiddleware<{ Bindings: ProviderBindings; Variables: TokenVariables }>(async (c, next) => {
     try {
       c.set('token', await authenticateTokenUse(c.env, { authorization: c.req.header('authorization'), dpop: c.req.header('dpop'), method: c.req.method, path: c.req.path }, { deferProofJti }));
     } catch (error) {
-      if (error instanceof TokenRefused) throw new ProblemError(401, 'invalid_token', error.message, {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` });
+      if (error instanceof TokenRefused) throw await tokenUseRefused(c.env, error, { method: c.req.method, path: c.req.path });
       throw error;
     }
     await next();

@@ -42,7 +42,15 @@ export async function signAccessToken(env: ProviderBindings, claims: Omit<Access
   });
 }
 
-export class TokenRefused extends Error {}
+/** `claims`: the token's, when it verified and its use was refused (a proof by another key, a revoked token, a used proof). */
+export class TokenRefused extends Error {
+  constructor(
+    message: string,
+    readonly claims?: AccessTokenClaims,
+  ) {
+    super(message);
+  }
+}
 
 export const dpopNonce = (jkt: string, jti: string) => `dpop:${jkt}:${jti}`;
 
@@ -100,13 +108,13 @@ export async function authenticateTokenUse(
   try {
     proof = await verifyDpopProof(request.dpop, { method: request.method, url: `${providerConfig(env).PUBLIC_BASE_URL}${request.path}`, accessToken: token });
   } catch (error) {
-    throw new TokenRefused(error instanceof DpopRefused ? `DPoP proof refused: ${error.message}` : 'DPoP proof refused');
+    throw new TokenRefused(error instanceof DpopRefused ? `DPoP proof refused: ${error.message}` : 'DPoP proof refused', claims);
   }
-  if (proof.jkt !== claims.jkt) throw new TokenRefused('the DPoP proof is signed by another key than the token is bound to');
-  if (!(await tokenIsLive(env, claims))) throw new TokenRefused('the access token has been revoked');
+  if (proof.jkt !== claims.jkt) throw new TokenRefused('the DPoP proof is signed by another key than the token is bound to', claims);
+  if (!(await tokenIsLive(env, claims))) throw new TokenRefused('the access token has been revoked', claims);
   // A paid call consumes this proof's jti together with its signature's nonce, in one call to the ledger.
   if (!options.deferProofJti && !(await ledgerOf(env, claims.account_id).consumeNonce(dpopNonce(proof.jkt, proof.jti), Date.now() + 5 * 60 * 1000))) {
-    throw new TokenRefused('this DPoP proof was already used');
+    throw new TokenRefused('this DPoP proof was already used', claims);
   }
   return { ...claims, jwk: proof.jwk, proofJti: proof.jti };
 }
