@@ -509,6 +509,16 @@ export class PrincipalLedger extends DurableObject<LedgerEnv> {
     this.#transaction(principal, (tx) => tokens.recordRefusal(tx, refusal));
   }
 
+  /**
+   * A refusal recorded once per `key` until `expiresAtMs` (the refused uses of one access token: whoever holds a
+   * stolen one cannot write to the trail on every request).
+   */
+  recordRefusalOnce(principal: string, key: string, expiresAtMs: number, refusal: Parameters<typeof tokens.recordRefusal>[1]) {
+    this.#transaction(principal, (tx) => {
+      if (consumeNonce(tx, key, expiresAtMs)) tokens.recordRefusal(tx, refusal);
+    });
+  }
+
   // ── The alarm ────────────────────────────────────────────────────────────
 
   /** Runs every due task once; each task is idempotent because alarms run at least once. */

@@ -6,7 +6,7 @@ import { runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { useFakeOrchestrator } from '../support/fake-orchestrator';
-import { agentWithToken, paidCall, tokenRead, type TokenAgent } from '../support/paid-calls';
+import { accountTrail, agentWithToken, paidCall, tokenRead, type TokenAgent } from '../support/paid-calls';
 
 useFakeOrchestrator();
 
@@ -21,12 +21,7 @@ async function registered(agent: TokenAgent, name = domain()) {
   return { id: res.body.resource_id as string, name };
 }
 
-/** The account's whole trail, in order: copied to D1 first, since the outbox keeps an event only until its copy. */
-async function trail(account: string) {
-  await ledgerOf(account).flushAuditOutbox();
-  const { results } = await testEnv.DB.prepare('SELECT * FROM audit_events WHERE principal = ?1 ORDER BY seq').bind(account).all<Record<string, string>>();
-  return results.map((r) => ({ id: r.id!, action: r.action!, outcome: r.outcome!, reason: r.reason ?? null, target: r.target ?? null, actor: { type: r.actor_type!, id: r.actor_id! } }));
-}
+const trail = accountTrail;
 
 describe('DELETE /v1/resources/{id}', () => {
   it('deprovisions at once: the name is released, reads say deleted, the trail has it', async () => {

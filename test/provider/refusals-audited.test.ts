@@ -7,20 +7,13 @@ import { describe, expect, it } from 'vitest';
 import { signRequest } from '../../workers/lib/http-signatures';
 import { dpopProof } from '../support/agent-keys';
 import { call, PROVIDER, useFakeOrchestrator } from '../support/fake-orchestrator';
-import { agentWithToken, paidCall, type TokenAgent } from '../support/paid-calls';
+import { accountTrail, agentWithToken, paidCall, type TokenAgent } from '../support/paid-calls';
 
 useFakeOrchestrator();
 
 const testEnv = env as unknown as TestEnv;
 const ledgerOf = (account: string) => testEnv.LEDGER.get(testEnv.LEDGER.idFromName(account));
-type Event = { action: string; outcome: string; reason: string | null; target: string | null; actor: { type: string; id: string }; mandate_id: string | null };
-
-/** The account's whole trail, in order: copied to D1 first, since the outbox keeps an event only until its copy. */
-async function trail(account: string): Promise<Event[]> {
-  await ledgerOf(account).flushAuditOutbox();
-  const { results } = await testEnv.DB.prepare('SELECT * FROM audit_events WHERE principal = ?1 ORDER BY seq').bind(account).all<Record<string, string>>();
-  return results.map((r) => ({ action: r.action!, outcome: r.outcome!, reason: r.reason ?? null, target: r.target ?? null, actor: { type: r.actor_type!, id: r.actor_id! }, mandate_id: r.mandate_id ?? null }));
-}
+const trail = accountTrail;
 
 const domain = (plan = 'com-1y', extra: Record<string, unknown> = {}) => ({ service: 'domain', plan, parameters: { name: `refused-${crypto.randomUUID().slice(0, 12)}.com` }, ...extra });
 

@@ -1,11 +1,11 @@
 // Using a provider's DPoP-bound access token (PROTOCOL.md §2.3, RFC 9449 §7),
 // introspection and revocation (RFC 7662, RFC 7009), and revocation pushed by
 // the orchestrator as Security Event Tokens (§2.5, RFC 8417).
-import { env } from 'cloudflare:workers';
 import { decodeJwt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { ProblemSchema } from '../../workers/lib/problem';
 import { dpopProof, newAgentKey, type AgentKey, type ProofOptions } from '../support/agent-keys';
+import { accountTrail } from '../support/paid-calls';
 import {
   call,
   EVENT,
@@ -145,13 +145,24 @@ describe('using a DPoP-bound access token (PROTOCOL §2.3)', () => {
     const thief = await newAgentKey();
     await expectInvalidToken(await readAudit(grant, { proof: { by: thief } }));
     // Whoever holds the token is not known to be its agent: the refusal is the token check's, naming the agent.
-    const testEnv = env as unknown as TestEnv;
     const account = String(decodeJwt(grant.token).sub);
-    await testEnv.LEDGER.get(testEnv.LEDGER.idFromName(account)).flushAuditOutbox();
-    const { results } = await testEnv.DB.prepare(`SELECT * FROM audit_events WHERE principal = ?1 AND action = 'token.use'`).bind(account).all<Record<string, string>>();
-    expect(results).toHaveLength(1);
-    expect(results[0]).toMatchObject({ outcome: 'refused', reason: 'invalid_token', actor_type: 'system', actor_id: 'token-check', mandate_id: grant.attestation.mandateId });
-    expect(JSON.parse(results[0]!.related!)).toEqual([grant.attestation.agentId, 'GET /v1/audit', 'the DPoP proof is signed by another key than the token is bound to']);
+    const refusals = async () => (await accountTrail(account)).filter((e) => e.action === 'token.use');
+    expect(await refusals()).toMatchObject([
+      {
+        outcome: 'refused',
+        reason: 'invalid_token',
+        actor: { type: 'system', id: 'token-check' },
+        mandate_id: grant.attestation.mandateId,
+        related: [grant.attestation.agentId, 'GET /v1/audit', 'the DPoP proof is signed by another key than the token is bound to'],
+      },
+    ]);
+    // Once per token: whoever holds it cannot fill the trail by trying again.
+    for (let i = 0; i < 3; i++) await expectInvalidToken(await readAudit(grant, { proof: { by: thief } }));
+    expect(await refusals()).toHaveLength(1);
+    // A token that does not verify names no account: nothing is written anywhere on its word.
+    const [header, payload] = grant.token.split('.');
+    await expectInvalidToken(await readAudit({ ...grant, token: `${header}.${payload}.${'A'.repeat(86)}` }));
+    expect(await refusals()).toHaveLength(1);
   });
 
   it('refuses a replayed proof (the same DPoP proof twice)', async () => {

@@ -1,6 +1,7 @@
 // An agent with a provider token, and the signed paid calls it makes
 // (PROTOCOL.md §3.1: DPoP-bound token, RFC 9421 signature, Idempotency-Key),
 // for the workerd tests of a provider against the fake orchestrator.
+import { env } from 'cloudflare:workers';
 import { signRequest } from '../../workers/lib/http-signatures';
 import { dpopProof, newAgentKey, type AgentKey } from './agent-keys';
 import { call, obtainToken, PROVIDER, type AttestationOptions } from './fake-orchestrator';
@@ -40,4 +41,24 @@ export async function tokenRead(agent: Pick<TokenAgent, 'key' | 'token'>, path: 
   const url = `${PROVIDER}${path}`;
   const res = await call(path, { headers: { authorization: `DPoP ${agent.token}`, dpop: await dpopProof(agent.key, 'GET', url, { accessToken: agent.token }) } });
   return { status: res.status, body: (await res.json()) as Json };
+}
+
+/** An event of an account's trail as a test reads it. */
+export type TrailEvent = { id: string; action: string; outcome: string; reason: string | null; target: string | null; actor: { type: string; id: string }; mandate_id: string | null; related: string[] };
+
+/** An account's whole trail, in order: copied to D1 first, since the ledger's outbox keeps an event only until its copy. */
+export async function accountTrail(account: string): Promise<TrailEvent[]> {
+  const testEnv = env as unknown as TestEnv;
+  await testEnv.LEDGER.get(testEnv.LEDGER.idFromName(account)).flushAuditOutbox();
+  const { results } = await testEnv.DB.prepare('SELECT * FROM audit_events WHERE principal = ?1 ORDER BY seq').bind(account).all<Record<string, string>>();
+  return results.map((r) => ({
+    id: r.id!,
+    action: r.action!,
+    outcome: r.outcome!,
+    reason: r.reason ?? null,
+    target: r.target ?? null,
+    actor: { type: r.actor_type!, id: r.actor_id! },
+    mandate_id: r.mandate_id ?? null,
+    related: JSON.parse(r.related!) as string[],
+  }));
 }

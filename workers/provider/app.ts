@@ -10,8 +10,7 @@ import { limitRoutes } from '../lib/routes/limits';
 import { readSession } from '../lib/sessions';
 import { confirmAccountEmail, seedExistingAccount, signUpAccount } from './accounts';
 import { ledgerOf, pepperOf, providerConfig, sessionConfigOf, type ProviderBindings } from './env';
-import { authenticateTokenUse, TokenRefused } from './oauth/access-tokens';
-import { tokenUseRefused, WWW_AUTHENTICATE_DPOP } from './token-auth';
+import { tokenOfRequest, WWW_AUTHENTICATE_DPOP } from './token-auth';
 import { discoveryRoutes } from './routes/discovery';
 import { domainRoutes } from './routes/domains';
 import { eventRoutes } from './routes/events';
@@ -73,13 +72,8 @@ export function createProviderApp() {
       const env = c.env as ProviderBindings;
       // §4: the account's human reads the whole trail; an agent, with its token, only its own events.
       if (c.req.header('authorization') !== undefined) {
-        try {
-          const claims = await authenticateTokenUse(env, { authorization: c.req.header('authorization'), dpop: c.req.header('dpop'), method: c.req.method, path: c.req.path });
-          return { principal: claims.account_id, ledger: ledgerOf(env, claims.account_id), db: env.DB, onlyActor: claims.agent_id };
-        } catch (error) {
-          if (error instanceof TokenRefused) throw await tokenUseRefused(env, error, { method: c.req.method, path: c.req.path });
-          throw error;
-        }
+        const claims = await tokenOfRequest(env, c);
+        return { principal: claims.account_id, ledger: ledgerOf(env, claims.account_id), db: env.DB, onlyActor: claims.agent_id };
       }
       const session = await readSession(c, env.DB, sessionConfigOf(env));
       if (session) return { principal: session.subject_id, ledger: ledgerOf(env, session.subject_id), db: env.DB };

@@ -16,29 +16,36 @@ export type TokenVariables = { token: AccessTokenClaims & { jwk: JWK; proofJti: 
 
 /**
  * A refused use of an access token: 401 invalid_token. One of our tokens that verified, its use refused (a proof by
- * another key, a revoked token, a used proof), is in its account's trail (§4), whoever holds it: not always its agent.
+ * another key, a revoked token, a used proof), is in its account's trail (§4), whoever holds it (not always its
+ * agent): once per token, the first refusal, so that a stolen one cannot fill the trail.
  */
 export async function tokenUseRefused(env: ProviderBindings, error: TokenRefused, request: { method: string; path: string }): Promise<ProblemError> {
-  if (error.claims) {
-    await ledgerOf(env, error.claims.account_id).recordRefusal(error.claims.account_id, {
+  const claims = error.claims;
+  if (claims) {
+    await ledgerOf(env, claims.account_id).recordRefusalOnce(claims.account_id, `refused-token:${claims.jti}`, claims.exp * 1000 + 60_000, {
       actor: { type: 'system', id: 'token-check' },
       action: 'token.use',
       reason: 'invalid_token',
-      mandate_id: error.claims.detail.mandate_id,
-      related: [error.claims.agent_id, `${request.method} ${request.path}`, error.message],
+      mandate_id: claims.detail.mandate_id,
+      related: [claims.agent_id, `${request.method} ${request.path}`.slice(0, 200), error.message.slice(0, 200)],
     });
   }
   return new ProblemError(401, 'invalid_token', error.message, {}, { 'WWW-Authenticate': `${WWW_AUTHENTICATE_DPOP}, error="invalid_token"` });
 }
 
+/** The token of an agent's request (DPoP-bound, §2.3), its refusal as `tokenUseRefused` says it. */
+export async function tokenOfRequest(env: ProviderBindings, c: { req: { header(name: string): string | undefined; method: string; path: string } }, deferProofJti = false) {
+  try {
+    return await authenticateTokenUse(env, { authorization: c.req.header('authorization'), dpop: c.req.header('dpop'), method: c.req.method, path: c.req.path }, { deferProofJti });
+  } catch (error) {
+    if (error instanceof TokenRefused) throw await tokenUseRefused(env, error, { method: c.req.method, path: c.req.path });
+    throw error;
+  }
+}
+
 const tokenMiddleware = (deferProofJti: boolean) =>
   createMiddleware<{ Bindings: ProviderBindings; Variables: TokenVariables }>(async (c, next) => {
-    try {
-      c.set('token', await authenticateTokenUse(c.env, { authorization: c.req.header('authorization'), dpop: c.req.header('dpop'), method: c.req.method, path: c.req.path }, { deferProofJti }));
-    } catch (error) {
-      if (error instanceof TokenRefused) throw await tokenUseRefused(c.env, error, { method: c.req.method, path: c.req.path });
-      throw error;
-    }
+    c.set('token', await tokenOfRequest(c.env, c, deferProofJti));
     await next();
   });
 
