@@ -7,6 +7,7 @@ import { expect, it } from 'vitest';
 import type { AuditEntry } from '../workers/lib/audit';
 import { auditEvents, verifyAuditTrail } from '../workers/lib/audit-trail';
 import { newId } from '../workers/lib/ids';
+import { timed } from './measure';
 
 const testEnv = env as unknown as TestEnv;
 const entry = (i: number): AuditEntry => ({ actor: { type: 'agent', id: `agt_${i % 7}` }, action: 'resource.provision', outcome: 'succeeded', target: `res_${i}` });
@@ -17,12 +18,6 @@ async function trail(events: number) {
   for (let i = 0; i < events; i += 1000) await ledger.appendAuditEvents(principal, Array.from({ length: Math.min(1000, events - i) }, (_, j) => entry(i + j)));
   await ledger.flushAuditOutbox();
   return { principal, ledger };
-}
-
-async function timed(fn: () => Promise<unknown>) {
-  const start = performance.now();
-  await fn();
-  return performance.now() - start;
 }
 
 it('audit trail ratios', async () => {

@@ -29,16 +29,11 @@ import { dpopProof, newAgentKey, type AgentKey } from '../test/support/agent-key
 import { PROVIDER, signAttestation, tokenRequest, useFakeOrchestrator } from '../test/support/fake-orchestrator';
 import providerWorker from '../workers/provider/index';
 import benchWorker from './bench-worker';
+import { median, timed, timedInTurn } from './measure';
 
 type BenchEnv = TestEnv & { COUNTER: DurableObjectNamespace<import('./bench-worker').BareCounter> };
 const benchEnv = env as unknown as BenchEnv;
 const ctx = { waitUntil: () => {}, passThroughOnException: () => {}, props: {} } as unknown as ExecutionContext;
-
-async function timed(fn: () => Promise<unknown>) {
-  const start = performance.now();
-  await fn();
-  return performance.now() - start;
-}
 
 useFakeOrchestrator();
 
@@ -143,12 +138,6 @@ async function principalWithMandate() {
   return { principal, reserve };
 }
 
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-};
-
 it('payment ratios', async () => {
   // One reserve against a bare increment: 32 interleaved rounds of 60 sequential calls each, the
   // median round, so that a pause on a shared machine weighs on one round, not on the figure
@@ -179,15 +168,7 @@ it('payment ratios', async () => {
       timed(async () => {
         for (let i = 0; i < 60; i++) await counter.increment();
       });
-    let reserves: number;
-    let increments: number;
-    if (round % 2 === 0) {
-      reserves = await timeReserves();
-      increments = await timeIncrements();
-    } else {
-      increments = await timeIncrements();
-      reserves = await timeReserves();
-    }
+    const [reserves, increments] = await timedInTurn(round, timeReserves, timeIncrements);
     reserveRatios.push(increments / reserves);
     const rows = await timed(async () => {
       for (let i = 0; i < 60; i++) await counter.insertRow();
