@@ -6,6 +6,7 @@
 // protocol's stable code.
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import { signRequest } from '../workers/lib/http-signatures';
+import { linkOn } from '../workers/lib/links';
 import { extendsBeyond, extensionEnd } from '../workers/lib/mandate-extensions';
 
 export type AgentKeyPair = { privateKey: CryptoKey; publicJwk: { kty: 'OKP'; crv: 'Ed25519'; x: string }; thumbprint: string };
@@ -18,14 +19,7 @@ export function shownSuspension(suspension: unknown, origins: { orchestrator: st
   if (typeof suspension !== 'object' || suspension === null) return {};
   const { code, by, step_up_url, since } = suspension as Record<string, unknown>;
   if (typeof code !== 'string' || !/^[a-z_]{1,64}$/.test(code) || (by !== 'provider' && by !== 'orchestrator')) return {};
-  let link: string | null = null;
-  try {
-    const url = typeof step_up_url === 'string' ? new URL(step_up_url) : null;
-    if (url && url.origin === origins[by]) link = url.href;
-  } catch {
-    link = null;
-  }
-  return { suspension: { code, by, step_up_url: link, since: typeof since === 'string' ? since : null } };
+  return { suspension: { code, by, step_up_url: linkOn(step_up_url, origins[by]), since: typeof since === 'string' ? since : null } };
 }
 
 /** A suspension as kept by `shownSuspension`, said for a human: refused where, and where a human lifts it ('' for none). */

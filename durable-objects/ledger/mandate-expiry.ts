@@ -6,7 +6,7 @@
 // successor (`supersedes`) for the human to approve.
 import type { LedgerTx } from './context';
 import type { MandateTerms } from './mandates';
-import { DAY_MS } from './renewal-periods';
+import { DAY_MS } from '../../workers/lib/time';
 import { evidenceOf, notifyOnce, type Hold } from './spend';
 
 /** How long before a mandate ends the human is told of what will not renew. */

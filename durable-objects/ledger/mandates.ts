@@ -6,6 +6,7 @@ import { evaluateForProvider } from '../../workers/lib/mandate-constraints';
 import type { Money } from '../../workers/lib/schemas/money';
 import type { MandateScope, MandateStatus } from '../../workers/lib/schemas/mandates';
 import { canonicalJson } from '../../workers/lib/audit';
+import { DAY_MS } from '../../workers/lib/time';
 import { iso, refuse, type LedgerTx, type Outcome, type Refusal } from './context';
 import { scheduleExpiryNotice } from './mandate-expiry';
 import { consumeNonce } from './nonces';
@@ -298,7 +299,7 @@ export function approveMandate(tx: LedgerTx, mandateId: string, approval: Approv
 /** Whether two requests ask the same terms: those asked a day apart at most to end at once are the same length asked again. */
 function sameRequest(a: MandateTerms, b: MandateTerms): boolean {
   const rest = (t: MandateTerms) => canonicalJson({ ...t, expires_at: null });
-  return rest(a) === rest(b) && Math.abs(Date.parse(a.expires_at) - Date.parse(b.expires_at)) < 24 * 60 * 60 * 1000;
+  return rest(a) === rest(b) && Math.abs(Date.parse(a.expires_at) - Date.parse(b.expires_at)) < DAY_MS;
 }
 
 /** The requests to supersede a mandate still waiting for the human's decision (not expired), the earliest first. */

@@ -11,9 +11,9 @@
 // renewal, whatever a provider states, and one that states an end is held to it.
 import { decodeJwt } from 'jose';
 import type { RecurringBilling } from '../../workers/lib/schemas/catalog';
+import { DAY_MS } from '../../workers/lib/time';
 import { evidenceOf, type Hold } from './spend';
 
-export const DAY_MS = 24 * 60 * 60 * 1000;
 /** How far ahead of ours a provider's clock may run: a renewal this early is on time. */
 export const RENEWAL_CLOCK_SKEW_MS = 5 * 60 * 1000;
 

@@ -8,7 +8,7 @@ import { decodeJwt } from 'jose';
 import type { RecurringBilling } from '../../workers/lib/schemas/catalog';
 import { BACKEND_RENEWALS } from './backend-outbox';
 import { iso, type LedgerTx } from './context';
-import { DAY_MS } from './renewal-periods';
+import { DAY_MS } from '../../workers/lib/time';
 import { getResource, localHoldOf, owe, type Resource, type Saga } from './sagas';
 import { billingPeriod, captureHold, checkLimits, getHold, insertHold, ownLimit, refundHold, voidHold, type Decline } from './spend';
 

@@ -87,10 +87,7 @@ async function digestMatches(header: string, body: string): Promise<boolean> {
   } catch {
     return false;
   }
-  if (!(claimed instanceof ArrayBuffer)) return false;
-  const actual = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(body)));
-  const sent = new Uint8Array(claimed);
-  return sent.length === actual.length && sent.every((byte, i) => byte === actual[i]);
+  return claimed instanceof ArrayBuffer && `sha-256=:${toBase64(new Uint8Array(claimed))}:` === (await contentDigest(body));
 }
 
 /**

@@ -2,7 +2,7 @@
 // mandate that supersedes it). Shared by the orchestrator's dashboard and API
 // and by the agent SDK, which asks for extensions of its own.
 
-const DAY_MS = 24 * 60 * 60 * 1000;
+import { DAY_MS } from './time';
 
 /** The lengths the dashboard offers, in days from now: a mandate lasts a year at most. */
 export const EXTENSION_DAYS = [30, 90, 365] as const;

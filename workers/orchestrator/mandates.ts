@@ -10,8 +10,7 @@ import { signJwt } from '../lib/jws';
 import { constraintsFromTerms } from '../lib/mandate-constraints';
 import { ProblemError, refusalProblem } from '../lib/problem';
 import { EXTENSION_DAYS, extendsBeyond, extensionEnd } from '../lib/mandate-extensions';
-import type { Mandate, MandateRequest, RaiseMandateSchema } from '../lib/schemas/mandates';
-import type { z } from '@hono/zod-openapi';
+import type { Mandate, MandateRaise, MandateRequest } from '../lib/schemas/mandates';
 import type { Money } from '../lib/schemas/money';
 import { loadSigningKeys } from '../lib/signing-keys';
 import { requireFreshSignIn, type Session } from '../lib/sessions';
@@ -373,8 +372,8 @@ export async function approveMandate(env: OrchestratorBindings, session: Session
   const approvedAt = new Date().toISOString();
 
   if (view.kind === 'owned') {
-    const agent = (await ledger.getAgent(view.mandate.agent_id))!;
-    const mandateJws = await signMandate(env, { principalId, mandateId, agentId: agent.agent_id, jkt: agent.key_thumbprint, terms, displayHash: hash, approvedAt });
+    // The agent as the display document read it from the ledger, a moment ago.
+    const mandateJws = await signMandate(env, { principalId, mandateId, agentId: shown.agent.agent_id!, jkt: shown.agent.key_thumbprint, terms, displayHash: hash, approvedAt });
     const result = await ledger.approveMandate(principalId, mandateId, {
       approved: terms,
       display_hash: hash,
@@ -513,9 +512,6 @@ export async function extendMandateForPrincipal(env: OrchestratorBindings, princ
     options,
   );
 }
-
-/** A raise the human asks for: a monthly limit, per-charge limits at providers that have one; each in the mandate's currency. */
-export type MandateRaise = z.infer<typeof RaiseMandateSchema>;
 
 /**
  * The human raises a mandate's limits (the step_up_url of a charge the mandate declined leads here): the same terms

@@ -41,7 +41,8 @@ function ledgerRefusal(refusal: { code: string; detail: string; limit?: Money; s
     case 'invalid_parameters':
       return planProblem(refusal.detail);
     case 'spend_limit_exceeded':
-      return new ProblemError(402, 'spend_limit_exceeded', refusal.detail, { limit: refusal.limit, spent: refusal.spent, requested: refusal.requested, step_up_url: accountLimitsUrl(env) });
+      // The ledger recorded this one (the account's limit), with the hold it refused; its other refusals, the route.
+      return recordedAlready(new ProblemError(402, 'spend_limit_exceeded', refusal.detail, { limit: refusal.limit, spent: refusal.spent, requested: refusal.requested, step_up_url: accountLimitsUrl(env) }));
     default:
       return new ProblemError(409, 'invalid_request', refusal.detail);
   }
@@ -88,7 +89,7 @@ export async function changePlan(
   });
   if (!begun.ok && begun.existing) return alreadyChanged(env, claims.account_id, begun.existing as Saga);
   // The ledger recorded a refusal by the account's limit; its other refusals (a conflict) are recorded by the route.
-  if (!begun.ok) throw begun.code === 'spend_limit_exceeded' ? recordedAlready(ledgerRefusal(begun, env)) : ledgerRefusal(begun, env);
+  if (!begun.ok) throw ledgerRefusal(begun, env);
 
   // The orchestrator decides on the agent's signed PATCH; a downgrade is a $0 charge so that it holds that signature too.
   const saga = await authorizeSaga(env, claims, { begun, signed, description: `${resource.service}: ${from.plan} to ${to.plan}, pro rata`, unchanged: 'the plan is unchanged' });

@@ -5,6 +5,7 @@
 import { Validator } from '@cfworker/json-schema';
 import { canonicalJson, sha256Hex } from '../lib/audit';
 import { newId } from '../lib/ids';
+import { linkOn } from '../lib/links';
 import { signJwt } from '../lib/jws';
 import type { IdempotencyRecord } from '../lib/idempotency';
 import { ProblemError } from '../lib/problem';
@@ -95,10 +96,8 @@ export async function provisionResource(
     // The same call retried after a crash finds its own name taken: by itself.
     const existing = error instanceof ProvisionRefused ? await ledger.liveSagaFor(requestKey) : null;
     if (existing) return alreadyStarted(env, claims.account_id, existing as Saga);
-    if (error instanceof ProvisionRefused) {
-      await ledger.recordRefusal(claims.account_id, { actor: { type: 'agent', id: claims.agent_id }, action: 'resource.provision', reason: error.code, mandate_id: claims.detail.mandate_id });
-      throw recordedAlready(new ProblemError(error.status, error.code, error.message));
-    }
+    // Recorded in the account's trail by the route (auditRefusals), as every refusal of a paid call.
+    if (error instanceof ProvisionRefused) throw new ProblemError(error.status, error.code, error.message);
     throw error;
   }
 
@@ -510,7 +509,9 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
   }
   if (result.status === 402 || result.status === 401 || result.status === 404) {
     const code = String(result.body?.code ?? result.status);
-    return { kind: 'declined', code, step_up_url: code === 'spend_limit_exceeded' ? stepUpAt(saga.orchestrator, result.body?.step_up_url) : null };
+    // Where a human raises the limit that declined it, as its 402 said: only a page of that orchestrator (what the
+    // resource shows its agent, and the agent its human, is never another site's link).
+    return { kind: 'declined', code, step_up_url: code === 'spend_limit_exceeded' ? linkOn(result.body?.step_up_url, saga.orchestrator) : null };
   }
   // Asked before the period ends as the orchestrator counts it: renewed when it says.
   const notBefore = result.status === 409 && result.body?.code === 'renewal_not_due' ? Date.parse(String(result.body.renews_at)) : NaN;
@@ -518,19 +519,6 @@ export async function requestRenewal(env: ProviderBindings, saga: Saga, resource
   return { kind: 'unreachable' };
 }
 
-/**
- * Where a human raises the orchestrator's limit that declined a renewal, as its `402` said: only a page of that
- * orchestrator (what the resource shows its agent, and the agent its human, is not another site's link).
- */
-function stepUpAt(orchestrator: string, url: unknown): string | null {
-  if (typeof url !== 'string') return null;
-  try {
-    const parsed = new URL(url);
-    return parsed.origin === new URL(orchestrator).origin ? parsed.href : null;
-  } catch {
-    return null;
-  }
-}
 
 /** The backend's view of a resource the ledger holds. */
 function refOf(accountId: string, resource: Resource, plan = resource.plan): ResourceRef {

@@ -1,10 +1,11 @@
 // Security Event Tokens from trusted orchestrators (PROTOCOL.md §2.5, RFC 8417,
 // pushed per RFC 8935): revocations take effect for every token at once; a
 // redelivered event is acknowledged again and applied once.
-import { decodeJwt, jwtVerify, type JWTPayload } from 'jose';
-import { checkJwsHeader, ORCHESTRATOR_ALGS } from '../lib/jws';
+import { jwtVerify, type JWTPayload } from 'jose';
+import { ORCHESTRATOR_ALGS } from '../lib/jws';
 import { issuerKeys } from '../lib/jwks-cache';
 import { ProblemError, refusalProblem } from '../lib/problem';
+import { claimedIssuer } from '../lib/request-tokens';
 import { ledgerOf, providerConfig, SYSTEM_CHAIN, type ProviderBindings } from './env';
 import { addRevocation, firstReceipt, linkedAccount } from './store/accounts';
 
@@ -16,15 +17,12 @@ const refused = (detail: string) => new ProblemError(400, 'invalid_request', det
 
 export async function receiveSecurityEvent(env: ProviderBindings, set: string): Promise<{ applied: KnownEvent[]; duplicate: boolean }> {
   const config = providerConfig(env);
-  let unverified: JWTPayload;
+  let iss: string;
   try {
-    const header = checkJwsHeader(set, { algorithms: ORCHESTRATOR_ALGS });
-    if (header.typ !== 'secevent+jwt') throw new Error('typ must be secevent+jwt');
-    unverified = decodeJwt(set);
+    iss = String(claimedIssuer(set, 'secevent+jwt', ORCHESTRATOR_ALGS) ?? '');
   } catch (error) {
     throw refused(`The security event token is refused: ${(error as Error).message}.`);
   }
-  const iss = String(unverified.iss ?? '');
   if (!config.TRUSTED_ORCHESTRATORS.includes(iss)) throw new ProblemError(403, 'unauthorized', 'Events are accepted only from trusted orchestrators.');
   let payload: JWTPayload;
   try {

@@ -19,7 +19,7 @@ export type TokenVariables = { token: AccessTokenClaims & { jwk: JWK; proofJti: 
  * another key, a revoked token, a used proof), is in its account's trail (§4), whoever holds it (not always its
  * agent): once per token, the first refusal, so that a stolen one cannot fill the trail.
  */
-export async function tokenUseRefused(env: ProviderBindings, error: TokenRefused, request: { method: string; path: string }): Promise<ProblemError> {
+async function tokenUseRefused(env: ProviderBindings, error: TokenRefused, request: { method: string; path: string }): Promise<ProblemError> {
   const claims = error.claims;
   if (claims) {
     await ledgerOf(env, claims.account_id).recordRefusalOnce(claims.account_id, `refused-token:${claims.jti}`, claims.exp * 1000 + 60_000, {

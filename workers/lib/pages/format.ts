@@ -8,7 +8,7 @@ const MINOR_DIGITS: Record<string, number> = {
 };
 
 /** How many digits a currency's minor unit has, as ISO 4217 says (2 for usd and for most). */
-export const minorDigits = (currency: string): number => MINOR_DIGITS[currency] ?? 2;
+const minorDigits = (currency: string): number => MINOR_DIGITS[currency] ?? 2;
 
 /** The step of a form's amount field in `currency`'s major unit: a cent, a yen. */
 export const amountStep = (currency: string) => (minorDigits(currency) === 0 ? '1' : (10 ** -minorDigits(currency)).toFixed(minorDigits(currency)));

@@ -126,6 +126,8 @@ export const RaiseMandateSchema = z
   })
   .refine((raise) => raise.spend_limit !== undefined || Object.keys(raise.max_per_charge ?? {}).length > 0, { message: 'name a limit to raise' })
   .openapi('RaiseMandate');
+/** A raise the human asks for: a monthly limit, per-charge limits at providers that have one; each in the mandate's currency. */
+export type MandateRaise = z.infer<typeof RaiseMandateSchema>;
 
 export const AttestationRequestSchema = z.object({ mandate_id: z.string(), provider: providerId }).openapi('AttestationRequest');
 export const AttestationSchema = z

@@ -7,6 +7,7 @@ import type { Child } from 'hono/jsx';
 import { ColumnHeads, Layout, PAGE_SECURITY_HEADERS } from '../../lib/pages/layout';
 import { amountStep, fingerprint, formatDate, formatMoney, majorUnits, unitName } from '../../lib/pages/format';
 import { ProblemError } from '../../lib/problem';
+import type { Money } from '../../lib/schemas/money';
 import type { Session } from '../../lib/sessions';
 import { ledgerOf, orchestratorConfig, type OrchestratorBindings } from '../env';
 import { checkUserCode, displayDocument, findMandateForPrincipal, toWire, type DisplayDocument } from '../mandates';
@@ -33,26 +34,14 @@ const errors: Record<string, string> = {
  */
 function RaiseForm(props: { id: string; terms: MandateTerms; csrf: string; names: Record<string, string> }) {
   const { terms } = props;
-  const currency = terms.spend_limit.currency;
-  const step = amountStep(currency);
+  // A per-charge limit is raised only where there is one.
+  const perCharge = terms.scope.filter((s) => s.max_per_charge).map((s) => ({ provider: s.provider, name: props.names[s.provider] ?? s.provider, limit: s.max_per_charge! }));
   return (
     <form method="post" action={`/dashboard/mandates/${props.id}/raise`}>
       <h2 id="raise">Raise its limits</h2>
       <p>The same mandate is asked for again with the limits you enter, and you approve it on the next page. Until then this one stays as it is.</p>
       <input type="hidden" name="csrf_token" value={props.csrf} />
-      <input type="hidden" name="currency" value={currency} />
-      <label for="raise_spend_limit">Monthly limit in {unitName(currency)} (now {formatMoney(terms.spend_limit)})</label>
-      <input id="raise_spend_limit" name="spend_limit" type="number" min="0" step={step} value={majorUnits(terms.spend_limit)} />
-      {terms.scope
-        .filter((s) => s.max_per_charge)
-        .map((s) => (
-          <>
-            <label for={`raise_max_per_charge_${s.provider}`}>
-              At most per charge at {props.names[s.provider] ?? s.provider}, in {unitName(currency)} (now {formatMoney(s.max_per_charge!)})
-            </label>
-            <input id={`raise_max_per_charge_${s.provider}`} name={`max_per_charge_${s.provider}`} type="number" min="0" step={step} value={majorUnits(s.max_per_charge!)} />
-          </>
-        ))}
+      <LimitFields idPrefix="raise_" bound="now" spend={terms.spend_limit} perCharge={perCharge} />
       <div class="actions">
         <button type="submit" class="secondary">
           Raise
@@ -62,6 +51,32 @@ function RaiseForm(props: { id: string; terms: MandateTerms; csrf: string; names
   );
 }
 
+/**
+ * The limits both forms of this page ask for (read back by pages/limit-fields.ts): typed in the major unit of the
+ * mandate's currency, each shown with the bound it moves from (the most a request asks, or what is approved now).
+ */
+function LimitFields(props: { idPrefix: string; bound: 'at most' | 'now'; spend: Money; perCharge: { provider: string; name: string; limit: Money | null }[] }) {
+  const currency = props.spend.currency;
+  const step = amountStep(currency);
+  return (
+    <>
+      <input type="hidden" name="currency" value={currency} />
+      <label for={`${props.idPrefix}spend_limit`}>
+        Monthly limit in {unitName(currency)} ({props.bound} {formatMoney(props.spend)})
+      </label>
+      <input id={`${props.idPrefix}spend_limit`} name="spend_limit" type="number" min="0" step={step} value={majorUnits(props.spend)} />
+      {props.perCharge.map((p) => (
+        <>
+          <label for={`${props.idPrefix}max_per_charge_${p.provider}`}>
+            At most per charge at {p.name}, in {unitName(currency)}
+            {p.limit ? ` (${props.bound} ${formatMoney(p.limit)})` : ''}
+          </label>
+          <input id={`${props.idPrefix}max_per_charge_${p.provider}`} name={`max_per_charge_${p.provider}`} type="number" min="0" step={step} value={p.limit ? majorUnits(p.limit) : ''} />
+        </>
+      ))}
+    </>
+  );
+}
 
 function Request(props: { doc: DisplayDocument }) {
   const { doc } = props;
@@ -213,8 +228,6 @@ export function approvalPages() {
       );
     }
 
-    const currency = document.spend_limit.currency;
-    const step = amountStep(currency);
     return page(
       'Approve a mandate',
       <div class="card">
@@ -226,21 +239,8 @@ export function approvalPages() {
           <input type="hidden" name="display_hash" value={hash} />
           {userCode ? <input type="hidden" name="user_code" value={userCode} /> : null}
           <h2>Lower the limits (optional)</h2>
-          {/* Amounts are typed in the currency asked for (its minor unit: cents, none for yen); lowered, never changed. */}
-          <input type="hidden" name="currency" value={currency} />
-          <label for="spend_limit">
-            Monthly limit in {unitName(currency)} (at most {formatMoney(document.spend_limit)})
-          </label>
-          <input id="spend_limit" name="spend_limit" type="number" min="0" step={step} value={majorUnits(document.spend_limit)} />
-          {document.providers.map((p) => (
-            <>
-              <label for={`max_per_charge_${p.provider}`}>
-                At most per charge at {p.provider_name}, in {unitName(currency)}
-                {p.max_per_charge ? ` (at most ${formatMoney(p.max_per_charge)})` : ''}
-              </label>
-              <input id={`max_per_charge_${p.provider}`} name={`max_per_charge_${p.provider}`} type="number" min="0" step={step} value={p.max_per_charge ? majorUnits(p.max_per_charge) : ''} />
-            </>
-          ))}
+          {/* Lowered, never raised, in the currency asked for. */}
+          <LimitFields idPrefix="" bound="at most" spend={document.spend_limit} perCharge={document.providers.map((p) => ({ provider: p.provider, name: p.provider_name, limit: p.max_per_charge }))} />
           <div class="actions">
             <button type="submit">Approve</button>
           </div>
